@@ -1,0 +1,57 @@
+"""What a model declares: its parameters, metrics, default run length and a run function."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from engine.parameters import Parameter, ParameterError, validate_params
+from engine.randomness import Streams
+
+
+class ModelRun(NamedTuple):
+    """What a model's run function returns."""
+
+    metrics: dict[str, float]
+    events: int
+    series: dict[str, list[float]] | None = None  # batch means over time, when asked for
+
+
+# run(params, streams, warmup, horizon, series_interval) -> ModelRun
+RunFunction = Callable[[Mapping[str, Any], Streams, float, float, float | None], ModelRun]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A simulation model: typed, bounded parameters and a function that simulates it once."""
+
+    name: str
+    description: str
+    parameters: tuple[Parameter, ...]
+    metrics: Mapping[str, str]  # metric name -> help
+    run: RunFunction
+    default_horizon: float
+    default_warmup: float
+    series: Mapping[str, str] = field(default_factory=dict)  # time series recorded when asked
+    check: Callable[[Mapping[str, Any]], None] | None = None  # constraints across parameters
+
+    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters with defaults filled in, or ParameterError naming the parameter at fault."""
+        values = validate_params(self.parameters, params)
+        if self.check is not None:
+            self.check(values)
+        return values
+
+    def describe(self) -> dict[str, Any]:
+        """The model as listed by ``simlab-engine models --json``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": [p.describe() for p in self.parameters],
+            "metrics": [{"name": k, "help": v} for k, v in self.metrics.items()],
+            "series": [{"name": k, "help": v} for k, v in self.series.items()],
+            "default_horizon": self.default_horizon,
+            "default_warmup": self.default_warmup,
+        }
+
+
+__all__ = ["Model", "ModelRun", "Parameter", "ParameterError"]

@@ -1,0 +1,125 @@
+"""M/M/c/K: Poisson arrivals, c exponential servers, room for K customers in the system.
+
+Customers who find K in the system are blocked and lost. ``capacity`` absent means K = infinity
+(M/M/c). Service demands are drawn at arrival, from their own stream, so that with common random
+numbers customer n brings the same work to every configuration.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import simpy
+
+from engine.models.base import Model, ModelRun
+from engine.parameters import Parameter, ParameterError
+from engine.randomness import Streams
+from engine.statistics import Counter, Tally, TimeAverage
+
+PARAMETERS = (
+    Parameter("servers", int, "number of servers (c)", default=1, minimum=1, maximum=10_000),
+    Parameter("capacity", int, "room in the system, queue plus service (K >= c); absent: infinite",
+              default=None, minimum=1, maximum=10_000_000, optional=True),
+    Parameter("arrival_rate", float, "Poisson arrival rate (lambda, customers per time unit)",
+              default=1.0, minimum=0.0, exclusive_minimum=True, maximum=1e9),
+    Parameter("service_rate", float, "service rate of one server (mu, customers per time unit)",
+              default=1.5, minimum=0.0, exclusive_minimum=True, maximum=1e9),
+)
+
+METRICS = {
+    "mean_number_in_system": "time-average number of customers in the system (L)",
+    "mean_queue_length": "time-average number of customers waiting (Lq)",
+    "mean_time_in_system": "mean sojourn time of customers departing in the window (W)",
+    "mean_wait": "mean wait before service of customers starting service in the window (Wq)",
+    "server_utilisation": "time-average fraction of servers busy",
+    "blocking_probability": "fraction of arrivals in the window that found the system full",
+    "throughput": "departures per time unit in the window",
+    "customers_served": "departures in the window",
+}
+
+SERIES = {"number_in_system": "batch means of the number in system over time, warm-up included"}
+
+
+def _check(params: Mapping[str, Any]) -> None:
+    if params["capacity"] is not None and params["capacity"] < params["servers"]:
+        raise ParameterError(
+            "capacity",
+            f"parameter 'capacity' = {params['capacity']} must be >= servers ({params['servers']})",
+        )
+
+
+def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: float,
+        series_interval: float | None = None) -> ModelRun:
+    """Simulate the queue once over [0, warmup + horizon]."""
+    end = warmup + horizon
+    env = simpy.Environment()
+    servers = simpy.Resource(env, capacity=params["servers"])
+    capacity = params["capacity"]
+    mean_interarrival = 1.0 / params["arrival_rate"]
+    mean_service = 1.0 / params["service_rate"]
+    arrivals, services = streams["arrivals"], streams["service"]
+
+    in_system = TimeAverage(warmup, end, series_interval)
+    busy = TimeAverage(warmup, end)
+    wait, sojourn = Tally(warmup, end), Tally(warmup, end)
+    arrived, blocked, departed = Counter(warmup, end), Counter(warmup, end), Counter(warmup, end)
+    events = 0
+
+    def customer(arrival_time: float, demand: float):
+        nonlocal events
+        with servers.request() as request:
+            yield request
+            now = env.now
+            wait.record(now, now - arrival_time)
+            busy.add(now, 1)
+            yield env.timeout(demand)
+        now = env.now
+        busy.add(now, -1)
+        in_system.add(now, -1)
+        sojourn.record(now, now - arrival_time)
+        departed.hit(now)
+        events += 2  # service start and departure
+
+    def source():
+        nonlocal events
+        while True:
+            yield env.timeout(arrivals.exponential(mean_interarrival))
+            now = env.now
+            demand = services.exponential(mean_service)  # drawn for every arrival, blocked or not
+            events += 1
+            arrived.hit(now)
+            if capacity is not None and in_system.value >= capacity:
+                blocked.hit(now)
+                continue
+            in_system.add(now, 1)
+            env.process(customer(now, demand))
+
+    env.process(source())
+    env.run(until=end)
+
+    c = params["servers"]
+    mean_l, mean_busy = in_system.mean(), busy.mean()
+    metrics = {
+        "mean_number_in_system": mean_l,
+        "mean_queue_length": mean_l - mean_busy,
+        "mean_time_in_system": sojourn.mean(),
+        "mean_wait": wait.mean(),
+        "server_utilisation": mean_busy / c,
+        "blocking_probability": blocked.count / arrived.count if arrived.count else 0.0,
+        "throughput": departed.count / horizon,
+        "customers_served": float(departed.count),
+    }
+    series = {"number_in_system": in_system.batches} if series_interval else None
+    return ModelRun(metrics, events, series)
+
+
+MODEL = Model(
+    name="mmck",
+    description="M/M/c/K queue: Poisson arrivals, c exponential servers, capacity K (blocking).",
+    parameters=PARAMETERS,
+    metrics=METRICS,
+    series=SERIES,
+    run=run,
+    default_horizon=10_000.0,
+    default_warmup=1_000.0,
+    check=_check,
+)

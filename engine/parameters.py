@@ -1,0 +1,94 @@
+"""Typed, bounded model parameters, checked before anything is simulated."""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ParameterError(ValueError):
+    """A parameter value is missing, of the wrong type, or outside its bounds.
+
+    ``name`` is the parameter (or option) at fault, so callers can point at it.
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One model parameter: its type, default, bounds and a help text."""
+
+    name: str
+    type: type  # int or float
+    help: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    optional: bool = False  # None is a valid value (e.g. infinite capacity)
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` converted to the parameter's type, or raise ParameterError."""
+        if value is None:
+            if self.optional:
+                return None
+            raise ParameterError(self.name, f"parameter '{self.name}' is required")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParameterError(
+                self.name, f"parameter '{self.name}' must be {self.type.__name__}, got {value!r}"
+            )
+        if self.type is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ParameterError(
+                    self.name, f"parameter '{self.name}' must be an integer, got {value!r}"
+                )
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ParameterError(
+                    self.name, f"parameter '{self.name}' must be finite, got {value!r}"
+                )
+        if self.minimum is not None:
+            if self.exclusive_minimum and value <= self.minimum:
+                raise ParameterError(
+                    self.name, f"parameter '{self.name}' = {value!r} must be > {self.minimum}"
+                )
+            if not self.exclusive_minimum and value < self.minimum:
+                raise ParameterError(
+                    self.name, f"parameter '{self.name}' = {value!r} must be >= {self.minimum}"
+                )
+        if self.maximum is not None and value > self.maximum:
+            raise ParameterError(
+                self.name, f"parameter '{self.name}' = {value!r} must be <= {self.maximum}"
+            )
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        """The parameter as listed by ``simlab-engine models --json``."""
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "default": self.default,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "exclusive_minimum": self.exclusive_minimum,
+            "optional": self.optional,
+            "help": self.help,
+        }
+
+
+def validate_params(
+    parameters: tuple[Parameter, ...], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Check ``values`` against ``parameters``; unknown names are errors, missing ones take defaults."""
+    known = {p.name: p for p in parameters}
+    for name in values:
+        if name not in known:
+            raise ParameterError(
+                name, f"unknown parameter '{name}' (known: {', '.join(sorted(known))})"
+            )
+    return {p.name: p.validate(values.get(p.name, p.default)) for p in parameters}

@@ -1,0 +1,105 @@
+"""``engine.simulate``: run one simulation and return its typed record."""
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.models import get_model
+from engine.parameters import Parameter, ParameterError
+from engine.randomness import Streams, config_hash
+from engine.version import ENGINE_VERSION
+
+_SEED = Parameter("seed", int, "root entropy of the random streams", minimum=0, maximum=2**128 - 1)
+_REPLICATION = Parameter("replication", int, "replication number", minimum=0, maximum=2**31 - 1)
+_HORIZON = Parameter("horizon", float, "simulated time observed after the warm-up", minimum=0.0,
+                     exclusive_minimum=True, maximum=1e12)
+_WARMUP = Parameter("warmup", float, "simulated time discarded before observing", minimum=0.0,
+                    maximum=1e12)
+_SERIES = Parameter("series_interval", float, "width of the batches of the recorded time series",
+                    minimum=0.0, exclusive_minimum=True, maximum=1e12, optional=True)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Where a simulation's randomness comes from: SeedSequence entropy and spawn-key prefix."""
+
+    entropy: int
+    spawn_key: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """The record of one simulation (the ``simlab-engine run --json`` object)."""
+
+    model: str
+    params: dict[str, Any]
+    replication: int
+    seed: Seed
+    horizon: float
+    warmup: float
+    metrics: dict[str, float]
+    events: int
+    wall_seconds: float
+    engine_version: str
+    series: dict[str, list[float]] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``series`` appears only when it was recorded."""
+        record = asdict(self)
+        record["seed"]["spawn_key"] = list(self.seed.spawn_key)
+        if self.series is None:
+            del record["series"]
+        return record
+
+
+def spawn_key(model: str, params: Mapping[str, Any], replication: int,
+              common_random_numbers: bool = True) -> tuple[int, ...]:
+    """The spawn-key prefix of a simulation's streams (each stream appends its own id)."""
+    if common_random_numbers:
+        return (replication,)
+    return (replication, config_hash(model, params))
+
+
+def simulate(model: str, params: Mapping[str, Any], *, replication: int, seed: int,
+             horizon: float | None = None, warmup: float | None = None,
+             common_random_numbers: bool = True,
+             series_interval: float | None = None) -> SimulationResult:
+    """Run one simulation of ``model`` and return its record.
+
+    Raises KeyError for an unknown model and ParameterError for an invalid value; any other
+    exception comes from the simulation itself.
+    """
+    spec = get_model(model)
+    values = spec.validate(params)
+    seed = _SEED.validate(seed)
+    replication = _REPLICATION.validate(replication)
+    horizon = _HORIZON.validate(spec.default_horizon if horizon is None else horizon)
+    warmup = _WARMUP.validate(spec.default_warmup if warmup is None else warmup)
+    series_interval = _SERIES.validate(series_interval)
+
+    key = spawn_key(model, values, replication, common_random_numbers)
+    started = time.perf_counter()
+    outcome = spec.run(values, Streams(seed, key), warmup, horizon, series_interval)
+    wall = time.perf_counter() - started
+    metrics = {name: float(outcome.metrics[name]) for name in spec.metrics}
+    bad = [name for name, value in metrics.items() if math.isinf(value)]
+    if bad:
+        raise ArithmeticError(f"model '{model}' produced infinite metrics: {', '.join(bad)}")
+    return SimulationResult(
+        model=model,
+        params=values,
+        replication=replication,
+        seed=Seed(seed, key),
+        horizon=horizon,
+        warmup=warmup,
+        metrics=metrics,
+        events=int(outcome.events),
+        wall_seconds=wall,
+        engine_version=ENGINE_VERSION,
+        series=outcome.series,
+    )
+
+
+__all__ = ["ParameterError", "Seed", "SimulationResult", "simulate", "spawn_key"]

@@ -1,0 +1,7 @@
+"""The engine's version: part of every result, and of the Dagster code version of the results.
+
+Bump it whenever a model's behaviour or a metric's definition changes: results made by an older
+version are then marked stale by the orchestrator.
+"""
+
+ENGINE_VERSION = "0.1.0"

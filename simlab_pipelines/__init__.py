@@ -1,0 +1,1 @@
+"""simlab pipelines: Dagster definitions for simulation experiments."""
