@@ -1,0 +1,217 @@
+"""The three assets of an experiment, built from its validated file (group = experiment name):
+
+- ``<name>/spec``: the validated definition; its hash is the data version (the lineage root);
+- ``<name>/replications``: one partition per configuration x replication, one Parquet file each;
+- ``<name>/summary``: the DuckDB tables, rebuilt when replications land.
+"""
+
+import json
+import os
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG
+
+import engine
+from simlab_pipelines import batch, settings, telemetry
+from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.partitions import partitions_def, split_key
+from simlab_pipelines.resources import SimlabStorage
+from simlab_pipelines.summary import summarise, write_database
+
+# Bump when the summary's tables change meaning; the engine's version covers the simulations.
+SUMMARY_VERSION = "1"
+REPLICATIONS_CODE_VERSION = f"engine-{engine.ENGINE_VERSION}"
+DUCKDB_POOL = "simlab_duckdb"
+TRACEPARENT_TAG = "simlab/traceparent"
+
+
+def spec_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([name, "spec"])
+
+
+def replications_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([name, "replications"])
+
+
+def summary_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([name, "summary"])
+
+
+def trace_link(trace_id: str) -> dg.MetadataValue | None:
+    """A clickable trace link when SIMLAB_TRACE_URL_TEMPLATE (with ``{trace_id}``) is set."""
+    template = os.environ.get("SIMLAB_TRACE_URL_TEMPLATE")
+    if not template or not trace_id:
+        return None
+    return dg.MetadataValue.url(template.replace("{trace_id}", trace_id))
+
+
+def _partition_metadata(outcome: batch.Outcome, url: str) -> dict[str, dg.RawMetadataValue]:
+    row = outcome.row
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "seed_entropy": row["seed_entropy"],
+        "spawn_key": json.dumps(row["spawn_key"]),
+        "params": dg.MetadataValue.json(json.loads(row["params"])),
+        "wall_seconds": row["wall_seconds"],
+        "events": row["events"],
+        "path": dg.MetadataValue.path(url),
+        "trace_id": row["trace_id"],
+        "span_id": row["span_id"],
+    }
+    metadata.update({name: value for name, value in row["metrics"].items()})
+    link = trace_link(row["trace_id"])
+    if link is not None:
+        metadata["trace"] = link
+    return metadata
+
+
+def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: SimlabStorage,
+           traceparent: str | None) -> list[batch.Task]:
+    configs = {c.key: c for c in spec.configurations_list()}
+    tasks = []
+    for key in context.partition_keys:
+        config_key, replication = split_key(key)
+        tasks.append(batch.Task(
+            experiment=spec.name, config_key=config_key, replication=replication,
+            partition_key=str(key), model=spec.model, params=configs[config_key].params,
+            seed=spec.seed, horizon=spec.resolved_horizon, warmup=spec.resolved_warmup,
+            common_random_numbers=spec.common_random_numbers,
+            code_version=REPLICATIONS_CODE_VERSION, run_id=context.run_id,
+            results_uri=storage.results_uri, traceparent=traceparent,
+        ))
+    return tasks
+
+
+def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
+                      storage: SimlabStorage) -> Iterator[dg.AssetMaterialization]:
+    """Run this run's partitions over the pool; one materialization per successful partition."""
+    telemetry.configure_tracing()
+    run_tags = context.run.tags
+    workers = storage.pool_size(run_tags)
+    store = storage.store()
+    keys = context.partition_keys
+    failures: list[batch.Outcome] = []
+    attributes = {"simlab.experiment": spec.name, "dagster.run_id": context.run_id,
+                  "simlab.partitions": len(keys), "simlab.workers": workers}
+    with telemetry.attach_traceparent(run_tags.get(TRACEPARENT_TAG)), \
+            telemetry.batch_span("simlab.batch", attributes):
+        tasks = _tasks(context, spec, storage, telemetry.current_traceparent())
+        context.log.info(f"{spec.name}: {len(tasks)} simulations on {min(workers, len(tasks))} "
+                         f"worker(s), from {keys[0]} to {keys[-1]}")
+        done, step = 0, max(1, len(tasks) // 10)
+        for outcome in batch.execute(tasks, workers):
+            done += 1
+            if outcome.error is not None:
+                failures.append(outcome)
+                context.log.error(f"{outcome.task.partition_key} failed: {outcome.error}")
+                continue
+            task = outcome.task
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=task.partition_key,
+                metadata=_partition_metadata(outcome, store.url(task.experiment, task.config_key,
+                                                                task.replication)),
+                tags={CODE_VERSION_TAG: REPLICATIONS_CODE_VERSION,
+                      DATA_VERSION_TAG: batch.data_version(outcome.row),
+                      "dagster/partition/config": task.config_key,
+                      "dagster/partition/replication": str(task.replication)},
+            )
+            if done % step == 0 or done == len(tasks):
+                context.log.info(f"{spec.name}: {done}/{len(tasks)} simulations done")
+    if failures:
+        lines = [f"{o.task.partition_key}: {o.error}" for o in failures]
+        raise dg.Failure(
+            description=f"{len(failures)} of {len(tasks)} simulations failed "
+                        f"(the other partitions are kept):\n" + "\n".join(lines[:20]),
+            metadata={"failed_partitions": dg.MetadataValue.json([o.task.partition_key
+                                                                   for o in failures]),
+                      "first_traceback": dg.MetadataValue.md(f"```\n{failures[0].traceback}\n```")},
+            allow_retries=False,  # a simulation that raised will raise again
+        )
+
+
+def _markdown_summary(frame, metrics: list[str]) -> str:
+    rows = frame.filter(frame["metric"].is_in(metrics))
+    lines = ["| configuration | metric | n | mean | 95% CI |", "|---|---|---|---|---|"]
+    for r in rows.iter_rows(named=True):
+        lines.append(f"| {r['config_key']} | {r['metric']} | {r['n']} | {r['mean']:.4g} | "
+                     f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}] |")
+    return "\n".join(lines)
+
+
+def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=None):
+    """Compute and write the experiment's DuckDB tables; returns the Summary."""
+    with telemetry.batch_span("simlab.summary", {"simlab.experiment": spec.name}):
+        result = summarise(spec, storage.store())
+        write_database(spec, result, storage.duckdb_path)
+    if log is not None:
+        log.info(f"{spec.name}: summary of {result.replications.height} replications "
+                 f"({result.missing} missing) written to {storage.duckdb_path}")
+    return result
+
+
+def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
+    """The spec, replications and summary assets of one experiment."""
+    name = spec.name
+    configs = spec.configurations_list()
+    headline = list(engine.get_model(spec.model).metrics)[:4]
+    if spec.precision is not None and spec.precision.metric not in headline:
+        headline.insert(0, spec.precision.metric)
+
+    @dg.asset(key=spec_key(name), group_name=name, code_version=SUMMARY_VERSION,
+              description=f"The validated definition of '{name}' (its hash is the data version).")
+    def spec_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        table = "\n".join(["| configuration | parameters |", "|---|---|"] + [
+            f"| {c.key}{' (baseline)' if c.key == spec.baseline_key else ''} | "
+            f"{json.dumps(c.varying, sort_keys=True)} |" for c in configs])
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(spec.spec_hash()),
+            metadata={
+                "file": dg.MetadataValue.path(str(spec.source)) if spec.source else "",
+                "model": spec.model, "question": spec.question or spec.description,
+                "seed": spec.seed, "replications": spec.replications,
+                "configurations": dg.MetadataValue.md(table),
+                "spec_hash": spec.spec_hash(),
+                "definition": dg.MetadataValue.json(json.loads(spec.model_dump_json())),
+            },
+        )
+
+    batch_size = spec.max_partitions_per_run or settings.max_partitions_per_run()
+
+    @dg.asset(
+        key=replications_key(name), deps=[spec_key(name)], group_name=name,
+        partitions_def=partitions_def([c.key for c in configs], spec.replications),
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
+        output_required=False, code_version=REPLICATIONS_CODE_VERSION, kinds={"parquet"},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL,
+                                    jitter=dg.Jitter.PLUS_MINUS),
+        description=f"One {spec.model} simulation per configuration x replication of '{name}'.",
+    )
+    def replications_asset(context: dg.AssetExecutionContext, simlab: SimlabStorage):
+        yield from materialize_batch(context, spec, simlab)
+
+    @dg.asset(
+        key=summary_key(name), deps=[replications_key(name)], group_name=name,
+        code_version=SUMMARY_VERSION, pool=DUCKDB_POOL, kinds={"duckdb"},
+        automation_condition=summary_automation(),
+        description=f"DuckDB tables of '{name}': replications, observations, summary (t CIs).",
+    )
+    def summary_asset(context: dg.AssetExecutionContext, simlab: SimlabStorage) -> dg.MaterializeResult:
+        result = build_experiment_summary(spec, simlab, context.log)
+        return dg.MaterializeResult(metadata={
+            "replications": result.replications.height,
+            "missing": result.missing,
+            "duckdb": dg.MetadataValue.path(simlab.duckdb_path),
+            "summary": dg.MetadataValue.md(_markdown_summary(result.summary, headline)),
+        })
+
+    return [spec_asset, replications_asset, summary_asset]
+
+
+def summary_automation() -> dg.AutomationCondition:
+    """Rebuild the summary when replications land, also while some are still missing."""
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("replications landed")

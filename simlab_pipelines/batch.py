@@ -1,0 +1,157 @@
+"""One run's simulations: spread over a process pool, each written to its own Parquet file.
+
+``run_task`` is what a pool worker does for one partition: simulate inside a ``simlab.simulation``
+span (child of the run's batch span, whose W3C traceparent travels with the task), then write the
+replication file. ``execute`` drives a whole batch from the run process and yields one
+``AssetMaterialization`` per successful partition, as results arrive. A simulation that raises fails
+only its own partition.
+"""
+
+import atexit
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import traceback
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import engine
+from simlab_pipelines import telemetry
+from simlab_pipelines.storage import ResultStore, replication_row
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker needs to run and record one partition (picklable)."""
+
+    experiment: str
+    config_key: str
+    replication: int
+    partition_key: str
+    model: str
+    params: dict[str, Any]
+    seed: int
+    horizon: float
+    warmup: float
+    common_random_numbers: bool
+    code_version: str
+    run_id: str
+    results_uri: str
+    traceparent: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker reports back: the stored row, or the error."""
+
+    task: Task
+    row: dict[str, Any] | None
+    path: str | None
+    error: str | None = None
+    traceback: str | None = None
+    trace_id: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _store(uri: str) -> ResultStore:
+    return ResultStore(uri)
+
+
+def run_task(task: Task) -> Outcome:
+    """Simulate one partition and write its replication file (runs in a pool worker)."""
+    started_at = datetime.now(UTC)
+    attributes = telemetry.simulation_attributes(
+        experiment=task.experiment, config_key=task.config_key, replication=task.replication,
+        seed_entropy=task.seed,
+        spawn_key=engine.spawn_key(task.model, task.params, task.replication,
+                                   task.common_random_numbers),
+        model=task.model, params=task.params, engine_version=engine.ENGINE_VERSION,
+        run_id=task.run_id, partition_key=task.partition_key,
+    )
+    span = None
+    try:
+        with telemetry.attach_traceparent(task.traceparent), \
+                telemetry.simulation_span(attributes) as span:
+            result = engine.simulate(
+                task.model, task.params, replication=task.replication, seed=task.seed,
+                horizon=task.horizon, warmup=task.warmup,
+                common_random_numbers=task.common_random_numbers,
+            )
+            span.warmup_end(result.warmup)
+            span.run_end(result.warmup + result.horizon, result.events)
+    except Exception as exc:
+        return Outcome(task, None, None, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                       span.trace_id if span is not None else None)
+    row = replication_row(
+        experiment=task.experiment, config_key=task.config_key, partition_key=task.partition_key,
+        result=result.to_dict(), code_version=task.code_version, run_id=task.run_id,
+        trace_id=span.trace_id, span_id=span.span_id, started_at=started_at,
+    )
+    # A storage error is not the simulation's fault: it propagates, and the step is retried.
+    path = _store(task.results_uri).write(row)
+    return Outcome(task, row, path)
+
+
+def data_version(row: dict[str, Any]) -> str:
+    """A content hash of a replication: identical inputs and engine give the same version."""
+    content = {k: row[k] for k in ("params", "seed_entropy", "spawn_key", "horizon", "warmup",
+                                    "engine_version", "metrics")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# One pool per process and worker count, reused by consecutive runs in the same process (a sweep
+# runs its runs in-process); forkserver, because forking a process with Dagster's threads is unsafe.
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    pool = _POOLS.get(workers)
+    if pool is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["simlab_pipelines.batch"])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                   initializer=telemetry.pool_initializer, initargs=(None,))
+        _POOLS[workers] = pool
+    return pool
+
+
+def shutdown_pools() -> None:
+    """Stop the pools; workers flush their spans on the way out."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pools)
+
+
+def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
+    """Run ``tasks``, yielding outcomes as they complete; in-process when one worker suffices."""
+    workers = max(1, min(workers, len(tasks)))
+    if workers == 1:
+        telemetry.configure_tracing()
+        for task in tasks:
+            yield run_task(task)
+        return
+    pool = _pool(workers)
+    futures: list[Future] = [pool.submit(run_task, task) for task in tasks]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def default_workers() -> int:
+    from simlab_pipelines.settings import workers
+
+    return workers()
+
+
+__all__ = ["Outcome", "Task", "data_version", "execute", "os", "run_task", "shutdown_pools"]

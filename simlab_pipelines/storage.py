@@ -1,0 +1,116 @@
+"""Replication results: one Parquet file per partition, on a local disk or in an object store.
+
+Layout: ``<results>/<experiment>/<config_key>/<replication>.parquet``. Local files are written to a
+temporary name in the same directory and renamed, so a killed run never leaves a half file; an
+object-store PUT is atomic by itself. A re-run overwrites with identical content.
+"""
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import fsspec
+import polars as pl
+
+# The columns of every replication file (metrics is a struct of the model's metrics).
+SCHEMA_COLUMNS = (
+    "experiment", "config_key", "replication", "model", "params", "seed_entropy", "spawn_key",
+    "horizon", "warmup", "engine_version", "code_version", "dagster_run_id", "partition_key",
+    "trace_id", "span_id", "started_at", "wall_seconds", "events", "metrics",
+)
+
+
+def replication_row(*, experiment: str, config_key: str, partition_key: str, result: Mapping,
+                    code_version: str, run_id: str, trace_id: str, span_id: str,
+                    started_at: datetime) -> dict[str, Any]:
+    """The row stored for one simulation (``result`` is ``SimulationResult.to_dict()``)."""
+    return {
+        "experiment": experiment,
+        "config_key": config_key,
+        "replication": int(result["replication"]),
+        "model": result["model"],
+        "params": json.dumps(result["params"], sort_keys=True),
+        "seed_entropy": int(result["seed"]["entropy"]),
+        "spawn_key": [int(k) for k in result["seed"]["spawn_key"]],
+        "horizon": float(result["horizon"]),
+        "warmup": float(result["warmup"]),
+        "engine_version": result["engine_version"],
+        "code_version": code_version,
+        "dagster_run_id": run_id,
+        "partition_key": partition_key,
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "started_at": started_at,
+        "wall_seconds": float(result["wall_seconds"]),
+        "events": int(result["events"]),
+        "metrics": {k: float(v) for k, v in result["metrics"].items()},
+    }
+
+
+def storage_options() -> dict[str, Any]:
+    """Object-store options from the standard AWS_* variables (S3-compatible servers included)."""
+    options: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    return options
+
+
+class ResultStore:
+    """The replication files under one root: a local directory or ``s3://bucket/prefix``."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **(storage_options() if "://" in uri else {}))
+        self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+
+    def path(self, experiment: str, config_key: str, replication: int | str) -> str:
+        return f"{self.root}/{experiment}/{config_key}/{replication}.parquet"
+
+    def url(self, experiment: str, config_key: str, replication: int | str) -> str:
+        """The full URI of a replication file (shown in the UI)."""
+        path = self.path(experiment, config_key, replication)
+        return path if self.is_local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://{path}"
+
+    def write(self, row: Mapping[str, Any]) -> str:
+        """Write one replication's row atomically; return its path."""
+        buffer = io.BytesIO()
+        pl.DataFrame([dict(row)]).write_parquet(buffer)
+        data = buffer.getvalue()
+        path = self.path(row["experiment"], row["config_key"], row["replication"])
+        if self.is_local:
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".parquet")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        else:
+            self.fs.pipe_file(path, data)
+        return path
+
+    def existing(self, experiment: str) -> set[tuple[str, int]]:
+        """(config_key, replication) of every replication file of ``experiment``."""
+        found: set[tuple[str, int]] = set()
+        pattern = f"{self.root}/{experiment}/*/*.parquet"
+        if not self.is_local:
+            self.fs.invalidate_cache()
+        for path in self.fs.glob(pattern):
+            config_key, name = path.rsplit("/", 2)[-2:]
+            stem = name[: -len(".parquet")]
+            if stem.isdigit():  # skips temporary files
+                found.add((config_key, int(stem)))
+        return found
+
+    def files(self, experiment: str, keys: Iterable[tuple[str, int]]) -> list[str]:
+        """Full URIs of the given replication files, for readers such as polars."""
+        return [self.url(experiment, c, r) for c, r in keys]

@@ -1,0 +1,97 @@
+"""``simlab sweep``: run one experiment's missing partitions through Dagster on the local instance.
+
+Each batch (consecutive replications of one configuration) is one Dagster run, executed in this
+process with ``execute_job`` so it is recorded in the instance and shows in the UI; runs reuse one
+process pool. Then the summary asset (and its checks) is materialised the same way.
+"""
+
+import functools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from simlab_pipelines import telemetry
+from simlab_pipelines.assets import TRACEPARENT_TAG, replications_key
+from simlab_pipelines.definitions import batch_size as default_batch_size
+from simlab_pipelines.definitions import build_definitions
+from simlab_pipelines.experiments import ExperimentSpec, load_experiment
+from simlab_pipelines.partitions import batches, partition_key, range_tags
+from simlab_pipelines.resources import default_storage
+from simlab_pipelines.sensors import replications_job_name
+
+
+@functools.lru_cache(maxsize=4)
+def _definitions(path: str) -> dg.Definitions:
+    return build_definitions([load_experiment(path)])
+
+
+def experiment_job(path: str, job_name: str) -> dg.JobDefinition:
+    """The named job of the experiment in ``path`` (the reconstructable target of a sweep's runs)."""
+    return _definitions(path).resolve_job_def(job_name)
+
+
+def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec) -> list[str]:
+    """Partitions not materialised in the instance, or whose replication file is gone."""
+    materialized = instance.get_materialized_partitions(replications_key(spec.name))
+    on_disk = default_storage().store().existing(spec.name)
+    return [partition_key(c.key, r) for c in spec.configurations_list()
+            for r in range(spec.replications)
+            if partition_key(c.key, r) not in materialized or (c.key, r) not in on_disk]
+
+
+@dataclass
+class SweepReport:
+    experiment: str
+    total: int
+    missing: int
+    runs: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
+    summary_run: str | None = None
+
+
+def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
+         tags: dict[str, str]) -> dg.ExecuteJobResult:
+    recon = dg.build_reconstructable_job("simlab_pipelines.sweep", "experiment_job",
+                                         reconstructable_kwargs={"path": str(path),
+                                                                 "job_name": job_name})
+    return dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False)
+
+
+def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = None,
+          batch_size: int | None = None,
+          progress: Callable[[int, int], None] | None = None) -> SweepReport:
+    """Run the missing partitions of the experiment in ``path``, then its summary."""
+    path = Path(path).resolve()
+    spec = load_experiment(path)
+    total = len(spec.configurations_list()) * spec.replications
+    missing = missing_partitions(instance, spec)
+    report = SweepReport(spec.name, total, len(missing))
+    if not missing:
+        return report
+    size = batch_size or default_batch_size(spec)
+    sweep_id = uuid.uuid4().hex[:12]
+    telemetry.configure_tracing()
+    with telemetry.batch_span("simlab.sweep", {"simlab.experiment": spec.name,
+                                               "simlab.partitions": len(missing)}):
+        base_tags = {TRACEPARENT_TAG: telemetry.current_traceparent() or "",
+                     "simlab/sweep": sweep_id, "simlab/experiment": spec.name}
+        if workers:
+            base_tags["simlab/workers"] = str(workers)
+        done = 0
+        for config_key, first, last in batches(missing, size):
+            result = _run(path, replications_job_name(spec.name), instance,
+                          {**base_tags, **range_tags(config_key, first, last)})
+            report.runs.append(result.run_id)
+            if not result.success:
+                report.failed_runs.append(result.run_id)
+            done += last - first + 1
+            if progress:
+                progress(done, len(missing))
+        result = _run(path, f"{spec.name}_summary", instance, base_tags)
+        report.summary_run = result.run_id
+        if not result.success:
+            report.failed_runs.append(result.run_id)
+    return report
