@@ -8,6 +8,7 @@
 import json
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG
@@ -46,9 +47,9 @@ def trace_link(trace_id: str) -> dg.MetadataValue | None:
     return dg.MetadataValue.url(template.replace("{trace_id}", trace_id))
 
 
-def _partition_metadata(outcome: batch.Outcome, url: str) -> dict[str, dg.RawMetadataValue]:
+def _partition_metadata(outcome: batch.Outcome, url: str) -> dict[str, Any]:
     row = outcome.row
-    metadata: dict[str, dg.RawMetadataValue] = {
+    metadata: dict[str, Any] = {
         "seed_entropy": row["seed_entropy"],
         "spawn_key": json.dumps(row["spawn_key"]),
         "params": dg.MetadataValue.json(json.loads(row["params"])),

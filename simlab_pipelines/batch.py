@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import multiprocessing
-import os
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -147,11 +146,3 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
         for future in futures:
             future.cancel()
 
-
-def default_workers() -> int:
-    from simlab_pipelines.settings import workers
-
-    return workers()
-
-
-__all__ = ["Outcome", "Task", "data_version", "execute", "os", "run_task", "shutdown_pools"]

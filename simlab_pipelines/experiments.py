@@ -510,7 +510,8 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[str, int],
             key, line = key_node.value, key_node.start_mark.line + 1
             path = format_path((*loc, key))
             if key in first:
-                duplicates.append((path, f"duplicate key {key!r} (first given at line {first[key]})"))
+                duplicates.append((path, f"duplicate key {key!r} at line {line} (first given at "
+                                   f"line {first[key]})"))
             else:
                 first[key] = line
                 lines.setdefault(path, line)
@@ -608,8 +609,8 @@ def load_experiment(path: Path | str) -> ExperimentSpec:
         data, lines, duplicates = _read_yaml(text)
     except yaml.YAMLError as exc:
         raise ExperimentError(path, [("", _yaml_reason(exc))]) from None
-    if duplicates:
-        raise ExperimentError(path, duplicates, lines)
+    if duplicates:  # pyyaml would silently keep the last value
+        raise ExperimentError(path, duplicates)
     extra: list[tuple[str, str]] = []
     if isinstance(data, Mapping) and isinstance(data.get("name"), str) and data["name"] != path.stem:
         extra.append(("name", f"name {data['name']!r} must match the file name {path.stem!r} "

@@ -50,7 +50,7 @@ def batches(keys: Iterable[str], size: int) -> list[tuple[str, int, int]]:
     for config_key, reps in by_config.items():
         reps.sort()
         start = prev = reps[0]
-        for r in reps[1:] + [None]:
+        for r in [*reps[1:], None]:
             if r is not None and r == prev + 1 and r - start < size:
                 prev = r
                 continue

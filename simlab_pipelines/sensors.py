@@ -5,9 +5,9 @@ import logging
 
 import dagster as dg
 
+from simlab_pipelines.assets import replications_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiments
 from simlab_pipelines.partitions import batches, partition_key, range_tags
-from simlab_pipelines.assets import replications_key
 
 log = logging.getLogger("simlab.sensors")
 

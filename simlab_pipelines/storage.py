@@ -66,7 +66,9 @@ class ResultStore:
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **(storage_options() if "://" in uri else {}))
-        self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.protocol = protocols[0]
+        self.is_local = "file" in protocols
 
     def path(self, experiment: str, config_key: str, replication: int | str) -> str:
         return f"{self.root}/{experiment}/{config_key}/{replication}.parquet"
@@ -74,7 +76,7 @@ class ResultStore:
     def url(self, experiment: str, config_key: str, replication: int | str) -> str:
         """The full URI of a replication file (shown in the UI)."""
         path = self.path(experiment, config_key, replication)
-        return path if self.is_local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://{path}"
+        return path if self.is_local else f"{self.protocol}://{path}"
 
     def write(self, row: Mapping[str, Any]) -> str:
         """Write one replication's row atomically; return its path."""

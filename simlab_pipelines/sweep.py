@@ -15,8 +15,8 @@ import dagster as dg
 
 from simlab_pipelines import telemetry
 from simlab_pipelines.assets import TRACEPARENT_TAG, replications_key
-from simlab_pipelines.definitions import batch_size as default_batch_size
-from simlab_pipelines.definitions import build_definitions
+from simlab_pipelines.build import batch_size as default_batch_size
+from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
 from simlab_pipelines.partitions import batches, partition_key, range_tags
 from simlab_pipelines.resources import default_storage
@@ -53,11 +53,13 @@ class SweepReport:
 
 
 def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
-         tags: dict[str, str]) -> dg.ExecuteJobResult:
+         tags: dict[str, str]):
     recon = dg.build_reconstructable_job("simlab_pipelines.sweep", "experiment_job",
                                          reconstructable_kwargs={"path": str(path),
                                                                  "job_name": job_name})
-    return dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False)
+    # The run's own events go to the instance (and the UI); the terminal gets warnings only.
+    return dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False,
+                          run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
 
 
 def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = None,

@@ -1,0 +1,74 @@
+"""Builds the Dagster definitions of a set of experiments: their assets, jobs, checks, sensors and
+schedule. An invalid file is logged and shown in the UI (the code location's metadata and the file
+sensor's ticks); it never takes the valid ones down."""
+
+import logging
+from pathlib import Path
+
+import dagster as dg
+
+from simlab_pipelines import settings
+from simlab_pipelines.assets import experiment_assets, replications_key, summary_key
+from simlab_pipelines.checks import experiment_checks
+from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.resources import default_storage
+from simlab_pipelines.schedules import VALIDATION_EXPERIMENT, validation_schedule
+from simlab_pipelines.sensors import experiment_files_sensor, replications_job_name
+
+log = logging.getLogger("simlab.definitions")
+
+
+def batch_size(spec: ExperimentSpec) -> int:
+    return spec.max_partitions_per_run or settings.max_partitions_per_run()
+
+
+def replications_job(spec: ExperimentSpec):
+    return dg.define_asset_job(replications_job_name(spec.name),
+                               selection=dg.AssetSelection.assets(replications_key(spec.name)),
+                               description=f"Simulations of '{spec.name}' (partitioned).")
+
+
+def summary_job(spec: ExperimentSpec):
+    return dg.define_asset_job(f"{spec.name}_summary",
+                               selection=dg.AssetSelection.assets(summary_key(spec.name)),
+                               description=f"Rebuild the DuckDB tables of '{spec.name}'.")
+
+
+def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
+                      directory: Path | None = None) -> dg.Definitions:
+    """Definitions for ``specs``; ``errors`` (bad files) are logged and shown as metadata."""
+    errors = errors or []
+    for error in errors:
+        log.error("experiment file rejected: %s", error)
+    assets, checks, jobs, schedules = [], [], [], []
+    for spec in specs:
+        assets += experiment_assets(spec)
+        checks += experiment_checks(spec)
+        jobs += [replications_job(spec), summary_job(spec)]
+        if spec.name == VALIDATION_EXPERIMENT:
+            schedules.append(validation_schedule(spec, batch_size(spec), jobs[-2]))
+    sensors = [
+        dg.AutomationConditionSensorDefinition(
+            "summary_automation", target=dg.AssetSelection.all(),
+            default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+            description="Rebuilds an experiment's summary when its replications land."),
+    ]
+    if directory is not None:
+        sensors.append(experiment_files_sensor({s.name: s for s in specs}, directory, batch_size,
+                                               [j for j in jobs if j.name.endswith("_replications")]))
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={"simlab": default_storage()},
+        # The step runs in the run process and spreads its partitions over its own process pool.
+        executor=dg.in_process_executor,
+        metadata={
+            "experiments_dir": str(directory) if directory else "",
+            "experiments": dg.MetadataValue.json(sorted(s.name for s in specs)),
+            "rejected_experiment_files": dg.MetadataValue.md(
+                "\n".join(f"- `{line}`" for e in errors for line in str(e).splitlines()) or "none"),
+        },
+    )
