@@ -47,7 +47,13 @@ class Parameter:
                 )
             value = int(value)
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond float range, e.g. 10**400
+                raise ParameterError(
+                    self.name, f"parameter '{self.name}' = {value!r} must be <= {self.maximum}"
+                    if self.maximum is not None else f"parameter '{self.name}' is too large"
+                ) from None
             if not math.isfinite(value):
                 raise ParameterError(
                     self.name, f"parameter '{self.name}' must be finite, got {value!r}"
