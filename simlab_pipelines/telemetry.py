@@ -1,0 +1,550 @@
+"""OpenTelemetry tracing for simlab: one span per simulation, linked to its run and batch.
+
+Configuration comes only from the standard ``OTEL_*`` environment variables:
+
+- ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``: where to export. With
+  neither set, a real SDK ``TracerProvider`` is installed with *no* span processor: trace and span
+  ids are still generated (and recorded in the results), nothing is exported, nothing is queued.
+- ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf`` (the
+  default, as the OTLP exporter specification recommends) or ``grpc``. ``http/json`` is not
+  implemented by the Python SDK and is rejected.
+- ``OTEL_EXPORTER_OTLP_HEADERS``, ``..._TIMEOUT``, ``..._COMPRESSION``, ``..._CERTIFICATE``,
+  ``..._INSECURE``: read by the OTLP exporters themselves.
+- ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` override the resource (the
+  ``service_name`` argument is only a default); ``service.version`` defaults to the engine version.
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default ``parentbased_always_on``), read
+  by the SDK. A span that is sampled out still has valid ids.
+- ``OTEL_TRACES_EXPORTER``: ``otlp`` (default) or ``none``.
+- ``OTEL_SDK_DISABLED=true``: no SDK spans at all; ``SpanInfo`` ids are then ``None``.
+- ``OTEL_BSP_*``: the batch span processor's queue size, batch size and delay.
+
+Pool workers: pass ``initializer=pool_initializer, initargs=worker_initargs()`` to a
+``ProcessPoolExecutor``. Each worker gets its own provider and exporter (never the parent's, which a
+fork would copy together with its HTTP connections and threads), runs every task under the
+parent's span, and flushes its spans when it exits (multiprocessing workers leave through
+``os._exit``, so ``atexit`` does not run there: a ``multiprocessing.util.Finalize`` does the flush).
+
+Attribute hygiene: spans carry only the allow-listed attribute names below, with scalar values of
+bounded size; nothing is ever read from the environment into an attribute.
+"""
+
+import logging
+import multiprocessing
+import multiprocessing.util
+import numbers
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from engine.version import ENGINE_VERSION
+
+__all__ = [
+    "BATCH_ATTRIBUTE_NAMES",
+    "BATCH_SPAN_NAMES",
+    "MAX_LINKS",
+    "SIMULATION_ATTRIBUTE_NAMES",
+    "SIMULATION_SPAN_NAME",
+    "SpanInfo",
+    "attach_traceparent",
+    "batch_span",
+    "configure_tracing",
+    "current_traceparent",
+    "exporter_protocol",
+    "parent_context",
+    "pool_initializer",
+    "shutdown_tracing",
+    "simulation_attributes",
+    "simulation_span",
+    "summary_span",
+    "tracer",
+    "tracer_provider",
+    "worker_initargs",
+]
+
+_log = logging.getLogger("simlab.telemetry")
+
+SIMULATION_SPAN_NAME = "simlab.simulation"
+BATCH_SPAN_NAMES = frozenset({"simlab.run", "simlab.batch", "simlab.sweep", "simlab.summary"})
+
+# The only attribute names a simulation span may carry (plus ``simlab.param.<name>``).
+SIMULATION_ATTRIBUTE_NAMES = frozenset({
+    "simlab.experiment", "simlab.config_key", "simlab.replication", "simlab.seed.entropy",
+    "simlab.seed.spawn_key", "simlab.model", "simlab.engine_version", "dagster.run_id",
+    "dagster.partition_key",
+})
+# The only attribute names a run/batch/sweep/summary span may carry.
+BATCH_ATTRIBUTE_NAMES = frozenset({
+    "simlab.experiment", "simlab.model", "simlab.config_key", "simlab.engine_version",
+    "simlab.code_version", "dagster.run_id", "dagster.job_name", "dagster.partition_key",
+    "simlab.batch.partitions", "simlab.batch.workers", "simlab.links.total",
+    "simlab.links.dropped",
+})
+_PARAM_PREFIX = "simlab.param."
+_PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_PARAMS = 32  # more parameters than any model has; bounds the attribute count of a span
+MAX_PARAM_CHARS = 64  # a string parameter value is cut to this many characters
+MAX_VALUE_CHARS = 256  # any other string value (keys, ids, names) is cut to this many
+MAX_SPAWN_KEY_LENGTH = 16  # spawn keys are (replication, [config_hash]); 16 is generous
+# Span links of a summary span. 128 is also the SDK's default OTEL_SPAN_LINK_COUNT_LIMIT, beyond
+# which it silently drops links; every link adds ~40 bytes to the span, and trace UIs list links
+# one by one, so thousands of them (one per simulation) would make the span unreadable and, in
+# big sweeps, larger than a backend accepts. The summary's full lineage lives in DuckDB anyway.
+MAX_LINKS = 128
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SUPPORTED_PROTOCOLS = ("http/protobuf", "grpc")
+# The flush of a worker runs in multiprocessing's first finalizer pass (priorities >= 0).
+_FLUSH_EXIT_PRIORITY = 0
+_FLUSH_TIMEOUT_MILLIS = 30_000
+
+_propagator = TraceContextTextMapPropagator()
+
+
+class _State:
+    """This process's tracing set-up; re-made in a child process (the pid tells them apart)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid: int | None = None  # the process that built `provider`
+        self.provider: TracerProvider | None = None
+        self.tracer: trace.Tracer | None = None
+        self.protocol: str | None = None
+        self.finalizer_pid: int | None = None
+        self.worker_parent: otel_context.Context | None = None
+        self.warned_keys: set[str] = set()
+
+    def reinit_after_fork(self) -> None:
+        # A lock held by another thread at fork time would stay locked forever in the child.
+        self.lock = threading.Lock()
+
+
+_state = _State()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_state.reinit_after_fork)
+
+
+def _env(*names: str) -> str | None:
+    """The first non-empty value among the environment variables ``names``."""
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _resource(service_name: str) -> Resource:
+    """Our defaults, overridden by OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
+    defaults = Resource.create({SERVICE_NAME: service_name, SERVICE_VERSION: ENGINE_VERSION})
+    return defaults.merge(OTELResourceDetector().detect())
+
+
+def _make_exporter(protocol: str) -> Any:
+    """The OTLP span exporter for ``protocol``; it reads endpoint, headers, TLS... from OTEL_*."""
+    # Imported here: the grpc stack is heavy and most processes export over HTTP or not at all.
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+def _build_provider(service_name: str) -> tuple[TracerProvider, str | None]:
+    """A new SDK provider from the OTEL_* environment, and the protocol it exports with."""
+    exporter_kind = (_env("OTEL_TRACES_EXPORTER") or "otlp").lower()
+    if exporter_kind not in ("otlp", "none"):
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER={exporter_kind!r}: simlab supports 'otlp' (the default) or 'none'"
+        )
+    protocol = (_env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf").lower()
+    if protocol not in _SUPPORTED_PROTOCOLS:
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: supported protocols are "
+            f"{', '.join(_SUPPORTED_PROTOCOLS)} (http/json is not implemented by the Python SDK)"
+        )
+    # The provider reads OTEL_TRACES_SAMPLER(_ARG), OTEL_SDK_DISABLED and OTEL_SPAN_*_LIMIT itself.
+    provider = TracerProvider(resource=_resource(service_name))
+    endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    disabled = _env("OTEL_SDK_DISABLED") == "true"
+    if endpoint is None or exporter_kind == "none" or disabled:
+        return provider, None
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider.add_span_processor(BatchSpanProcessor(_make_exporter(protocol)))
+    return provider, protocol
+
+
+def configure_tracing(service_name: str = "simlab") -> None:
+    """Set up tracing for this process from the OTEL_* environment; later calls do nothing.
+
+    "Per process": a forked child does not reuse its parent's provider (its exporter's
+    connections and thread belong to the parent); its first call builds its own. After
+    ``shutdown_tracing()`` a new call builds a new provider (several runs in one process).
+    Raises ValueError for an unsupported OTEL_EXPORTER_OTLP_PROTOCOL or OTEL_TRACES_EXPORTER.
+    """
+    pid = os.getpid()
+    with _state.lock:
+        if _state.pid == pid and _state.provider is not None:
+            return
+        provider, protocol = _build_provider(service_name)
+        _state.provider, _state.protocol, _state.pid = provider, protocol, pid
+        _state.tracer = provider.get_tracer("simlab", ENGINE_VERSION)
+        _state.worker_parent = None
+        # Make it the global provider too (for any third-party instrumentation), but only if
+        # nobody set one: the API allows setting it once per process.
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            trace.set_tracer_provider(provider)
+        # A multiprocessing child leaves through os._exit: atexit (where the SDK flushes) never
+        # runs, multiprocessing's finalizers do. The main process relies on the SDK's atexit.
+        if multiprocessing.parent_process() is not None and _state.finalizer_pid != pid:
+            multiprocessing.util.Finalize(None, shutdown_tracing, exitpriority=_FLUSH_EXIT_PRIORITY)
+            _state.finalizer_pid = pid
+    _log.debug("tracing configured: service %s, export %s", service_name, protocol or "off")
+
+
+def shutdown_tracing() -> None:
+    """Export every finished span still queued and stop the exporter; safe to call twice.
+
+    Call it at the end of a run (the parent process); pool workers do it by themselves at exit.
+    Spans started afterwards go to a new provider (made on first use).
+    """
+    with _state.lock:
+        provider = _state.provider if _state.pid == os.getpid() else None
+        _state.provider = _state.tracer = _state.protocol = _state.pid = None
+        _state.worker_parent = None
+    if provider is not None:
+        provider.force_flush(_FLUSH_TIMEOUT_MILLIS)
+        provider.shutdown()
+
+
+def tracer_provider() -> TracerProvider:
+    """This process's SDK provider (configured on first use), e.g. to add a test exporter."""
+    configure_tracing()
+    provider = _state.provider
+    assert provider is not None  # configure_tracing just made it
+    return provider
+
+
+def tracer() -> trace.Tracer:
+    """The simlab tracer of this process (configured on first use)."""
+    if _state.pid != os.getpid() or _state.tracer is None:
+        configure_tracing()
+    assert _state.tracer is not None
+    return _state.tracer
+
+
+def exporter_protocol() -> str | None:
+    """The OTLP protocol this process exports with, or None when nothing is exported."""
+    if _state.pid != os.getpid():
+        return None
+    return _state.protocol
+
+
+# --- context propagation ---------------------------------------------------------------------
+
+def _extract(traceparent: str | None) -> otel_context.Context | None:
+    """A context whose current span is the remote parent ``traceparent``; None if absent/invalid."""
+    if not traceparent:
+        return None
+    ctx = _propagator.extract({"traceparent": traceparent})
+    if not trace.get_current_span(ctx).get_span_context().is_valid:
+        _log.warning("ignoring malformed traceparent %r", traceparent[:MAX_VALUE_CHARS])
+        return None
+    return ctx
+
+
+def parent_context() -> otel_context.Context | None:
+    """The context new simlab spans start under: the current one if it holds a span, else a pool
+    worker's remembered parent (set by ``pool_initializer``), else None (a new trace)."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return None  # None means "the current context" to the SDK
+    if _state.pid == os.getpid():
+        return _state.worker_parent
+    return None
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span (or of a worker's parent), None if none."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=parent_context())
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def attach_traceparent(traceparent: str | None) -> Iterator[None]:
+    """Make the remote span ``traceparent`` the parent of spans started inside the block.
+
+    None or a malformed value changes nothing (a warning is logged for a malformed one).
+    """
+    ctx = _extract(traceparent)
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def worker_initargs(service_name: str = "simlab") -> tuple[str | None, str, dict[str, str]]:
+    """``initargs`` for ``pool_initializer``: the current traceparent and the OTEL_* settings.
+
+    The settings are passed explicitly because a ``forkserver`` worker inherits the environment
+    of the fork server, which may have been started long before (and with other OTEL_* values).
+    """
+    otel_environ = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+    return current_traceparent(), service_name, otel_environ
+
+
+def pool_initializer(traceparent: str | None, service_name: str = "simlab",
+                     otel_environ: Mapping[str, str] | None = None) -> None:
+    """``ProcessPoolExecutor(initializer=...)``: trace this worker's tasks under ``traceparent``.
+
+    Configures tracing in the worker (its own provider and exporter), attaches the parent for the
+    worker's whole life (tasks run in the thread that ran the initializer) and remembers it for
+    ``parent_context()``, and registers the flush that runs when the worker exits normally (pool
+    shutdown, ``max_tasks_per_child``). ``otel_environ``, when given, replaces the worker's OTEL_*
+    environment first.
+    """
+    if otel_environ is not None:
+        for name in [k for k in os.environ if k.startswith("OTEL_")]:
+            del os.environ[name]
+        os.environ.update(otel_environ)
+    configure_tracing(service_name)
+    parent = _extract(traceparent)
+    with _state.lock:
+        _state.worker_parent = parent
+    if parent is not None:
+        otel_context.attach(parent)  # never detached: the worker lives under this parent
+    if _state.finalizer_pid != os.getpid():
+        # Not a multiprocessing child (e.g. called directly): still flush at exit.
+        multiprocessing.util.Finalize(None, shutdown_tracing, exitpriority=_FLUSH_EXIT_PRIORITY)
+        _state.finalizer_pid = os.getpid()
+
+
+# --- attribute hygiene -----------------------------------------------------------------------
+
+def _text(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters and encodable as UTF-8 (a lone surrogate would make
+    the exporter fail the whole batch)."""
+    value = value[:limit]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _scalar(value: Any, limit: int) -> bool | int | float | str | None:
+    """An attribute value from ``value``: bool, int64, float or bounded str; None to drop it."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+        # OTLP integers are int64; a bigger one would fail the encoding of the whole batch.
+        return number if _INT64_MIN <= number <= _INT64_MAX else _text(str(number), limit)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        return _text(value, limit)
+    return None
+
+
+def _spawn_key_text(spawn_key: Sequence[int] | str) -> str:
+    """A spawn key as "0" or "3,1234"."""
+    if isinstance(spawn_key, str):
+        return _text(spawn_key, MAX_VALUE_CHARS)
+    return ",".join(str(int(part)) for part in tuple(spawn_key)[:MAX_SPAWN_KEY_LENGTH])
+
+
+def _declared_params(model: str) -> frozenset[str] | None:
+    """The parameter names ``model`` declares, or None if the engine does not know it."""
+    from engine.models import get_model
+
+    try:
+        return frozenset(p.name for p in get_model(model).parameters)
+    except KeyError:
+        return None
+
+
+def simulation_attributes(*, experiment: str, config_key: str, replication: int,
+                          seed_entropy: int, spawn_key: Sequence[int] | str, model: str,
+                          params: Mapping[str, Any], engine_version: str = ENGINE_VERSION,
+                          run_id: str | None = None,
+                          partition_key: str | None = None) -> dict[str, Any]:
+    """The attributes of a ``simlab.simulation`` span: allow-listed names, bounded values.
+
+    A parameter becomes ``simlab.param.<name>`` only if its name matches ``[a-z][a-z0-9_]*``, the
+    model declares it (when the engine knows the model) and its value is a bool, number or string
+    (strings cut to MAX_PARAM_CHARS); at most MAX_PARAMS of them, by name. None values (e.g. an
+    infinite capacity) are left out. Seeds beyond int64 become strings.
+    """
+    raw: dict[str, Any] = {
+        "simlab.experiment": experiment,
+        "simlab.config_key": config_key,
+        "simlab.replication": replication,
+        "simlab.seed.entropy": seed_entropy,
+        "simlab.seed.spawn_key": _spawn_key_text(spawn_key),
+        "simlab.model": model,
+        "simlab.engine_version": engine_version,
+        "dagster.run_id": run_id,
+        "dagster.partition_key": partition_key,
+    }
+    attributes = {k: v for k, v in ((k, _scalar(v, MAX_VALUE_CHARS)) for k, v in raw.items())
+                  if v is not None}
+    declared = _declared_params(model)
+    kept = 0
+    for name in sorted(params):
+        if kept == MAX_PARAMS:
+            break
+        if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
+            continue
+        if declared is not None and name not in declared:
+            continue
+        value = _scalar(params[name], MAX_PARAM_CHARS)
+        if value is not None:
+            attributes[_PARAM_PREFIX + name] = value
+            kept += 1
+    return attributes
+
+
+def _clean(attributes: Mapping[str, Any] | None, allowed: frozenset[str]) -> dict[str, Any]:
+    """Only the allowed names (and bounded ``simlab.param.*``), with bounded scalar values."""
+    clean: dict[str, Any] = {}
+    params = 0
+    for key, value in (attributes or {}).items():
+        if key in allowed:
+            scalar = _scalar(value, MAX_VALUE_CHARS)
+        elif (isinstance(key, str) and key.startswith(_PARAM_PREFIX) and params < MAX_PARAMS
+              and _PARAM_NAME.fullmatch(key[len(_PARAM_PREFIX):])):
+            scalar = _scalar(value, MAX_PARAM_CHARS)
+            params += scalar is not None
+        else:
+            scalar = None
+            if key not in _state.warned_keys and len(_state.warned_keys) < 100:
+                _state.warned_keys.add(key)
+                _log.warning("span attribute %r is not allow-listed: dropped", str(key)[:100])
+        if scalar is not None:
+            clean[key] = scalar
+    return clean
+
+
+# --- spans -----------------------------------------------------------------------------------
+
+class SpanInfo:
+    """The ids of a simlab span (lowercase hex; None only when OTEL_SDK_DISABLED=true) and its
+    simulation-time events."""
+
+    __slots__ = ("span", "span_id", "trace_id")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        ctx = span.get_span_context()
+        self.trace_id: str | None = trace.format_trace_id(ctx.trace_id) if ctx.is_valid else None
+        self.span_id: str | None = trace.format_span_id(ctx.span_id) if ctx.is_valid else None
+
+    def warmup_end(self, sim_time: float) -> None:
+        """Record the end of the warm-up at simulated time ``sim_time``."""
+        self.span.add_event("simlab.warmup_end", {"simlab.sim_time": float(sim_time)})
+
+    def run_end(self, sim_time: float, events: int) -> None:
+        """Record the end of the run at ``sim_time`` after ``events`` simulation events."""
+        self.span.add_event("simlab.run_end",
+                            {"simlab.sim_time": float(sim_time), "simlab.events": int(events)})
+
+    def __repr__(self) -> str:
+        return f"SpanInfo(trace_id={self.trace_id!r}, span_id={self.span_id!r})"
+
+
+@contextmanager
+def _span(name: str, attributes: dict[str, Any],
+          links: Sequence[Link] = ()) -> Iterator[SpanInfo]:
+    """Start ``name`` as the current span; on an exception record it, set ERROR and re-raise."""
+    with tracer().start_as_current_span(
+        name, context=parent_context(), attributes=attributes, links=links,
+        record_exception=False, set_status_on_exception=False,
+    ) as span:
+        try:
+            yield SpanInfo(span)
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR,
+                                   _text(f"{type(exc).__name__}: {exc}", MAX_VALUE_CHARS)))
+            raise
+
+
+@contextmanager
+def simulation_span(attributes: Mapping[str, Any]) -> Iterator[SpanInfo]:
+    """A ``simlab.simulation`` span around one simulation, child of the current span (or of the
+    pool worker's parent). ``attributes`` should come from ``simulation_attributes``; names
+    outside the allow-list are dropped anyway."""
+    with _span(SIMULATION_SPAN_NAME, _clean(attributes, SIMULATION_ATTRIBUTE_NAMES)) as info:
+        yield info
+
+
+def _links(pairs: Sequence[tuple[str | None, str | None]], max_links: int
+           ) -> tuple[list[Link], int]:
+    """Up to ``max_links`` links, evenly spread over the valid pairs; and how many were valid."""
+    contexts = []
+    for trace_hex, span_hex in pairs:
+        try:
+            trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue  # e.g. None from a run with OTEL_SDK_DISABLED
+        if len(trace_hex) != 32 or len(span_hex) != 16 or not trace_id or not span_id:
+            continue
+        contexts.append(SpanContext(trace_id, span_id, is_remote=True,
+                                    trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+    total = len(contexts)
+    if total > max_links:
+        # Evenly spread rather than the first ones, so every configuration tends to be represented.
+        contexts = [contexts[i * total // max_links] for i in range(max_links)]
+    return [Link(c) for c in contexts], total
+
+
+@contextmanager
+def batch_span(name: str, attributes: Mapping[str, Any] | None = None, *,
+               links: Sequence[tuple[str | None, str | None]] = (),
+               max_links: int = MAX_LINKS) -> Iterator[SpanInfo]:
+    """A run- or batch-level span (``name`` in BATCH_SPAN_NAMES), the current span inside.
+
+    ``links`` are (trace_id_hex, span_id_hex) pairs of related spans (e.g. the simulations a
+    summary reads); at most ``max_links`` are kept (see MAX_LINKS), evenly spread, and the span
+    records ``simlab.links.total``/``simlab.links.dropped``. Invalid pairs are skipped.
+    """
+    if name not in BATCH_SPAN_NAMES:
+        raise ValueError(f"batch_span name {name!r}: expected one of {sorted(BATCH_SPAN_NAMES)}")
+    if max_links < 0:
+        raise ValueError(f"batch_span max_links={max_links}: must be >= 0")
+    clean = _clean(attributes, BATCH_ATTRIBUTE_NAMES)
+    span_links: list[Link] = []
+    if links:
+        span_links, total = _links(links, max_links)
+        clean["simlab.links.total"] = total
+        clean["simlab.links.dropped"] = total - len(span_links)
+    with _span(name, clean, span_links) as info:
+        yield info
+
+
+@contextmanager
+def summary_span(links: Sequence[tuple[str | None, str | None]],
+                 attributes: Mapping[str, Any] | None = None,
+                 max_links: int = MAX_LINKS) -> Iterator[SpanInfo]:
+    """The ``simlab.summary`` span, linked to (at most ``max_links`` of) the simulations it reads."""
+    with batch_span("simlab.summary", attributes, links=links, max_links=max_links) as info:
+        yield info
