@@ -135,8 +135,10 @@ def _markdown_summary(frame, metrics: list[str]) -> str:
     rows = frame.filter(frame["metric"].is_in(metrics))
     lines = ["| configuration | metric | n | mean | 95% CI |", "|---|---|---|---|---|"]
     for r in rows.iter_rows(named=True):
+        interval = ("n/a (n < 2)" if r["ci_low"] is None
+                    else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]")
         lines.append(f"| {r['config_key']} | {r['metric']} | {r['n']} | {r['mean']:.4g} | "
-                     f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}] |")
+                     f"{interval} |")
     return "\n".join(lines)
 
 

@@ -95,7 +95,7 @@ def t_summary(obs: pl.DataFrame, confidence: float) -> pl.DataFrame:
     n = grouped["n"].to_numpy()
     with np.errstate(invalid="ignore"):
         quantile = np.where(n > 1, stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), np.nan)
-    half = pl.Series("half_width", quantile) * grouped["stddev"]
+    half = pl.Series("half_width", quantile / np.sqrt(np.maximum(n, 1))) * grouped["stddev"]
     return grouped.with_columns(
         ci_low=pl.col("mean") - half,
         ci_high=pl.col("mean") + half,

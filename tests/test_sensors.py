@@ -1,0 +1,72 @@
+"""The experiment-file sensor, evaluated with build_sensor_context on a test instance."""
+
+import json
+
+import dagster as dg
+
+from simlab_pipelines.definitions import load_definitions
+from simlab_pipelines.experiments import load_experiment
+
+
+def _evaluate(defs, instance, cursor=None):
+    sensor = defs.resolve_sensor_def("experiment_files")
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_new_file_requests_exactly_the_missing_partitions(lab):
+    experiments = lab / "experiments"
+    spec = load_experiment(experiments / "tiny_mmck.yaml")
+    defs = load_definitions(experiments)
+    with dg.instance_for_test() as instance:
+        # two partitions are already materialised: the sensor must not ask for them again
+        for key in ("servers-1|0", "servers-1|1"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset_key=dg.AssetKey([spec.name, "replications"]), partition=key))
+        result = _evaluate(defs, instance)
+        requested = []
+        for request in result.run_requests:
+            start = request.tags["dagster/asset_partition_range_start"]
+            end = request.tags["dagster/asset_partition_range_end"]
+            config, first = start.split("|")
+            assert end.split("|")[0] == config
+            requested += [f"{config}|{r}" for r in range(int(first), int(end.split("|")[1]) + 1)]
+            assert request.job_name == "tiny_mmck_replications"
+        expected = {f"servers-{c}|{r}" for c in (1, 2) for r in range(6)} - {"servers-1|0",
+                                                                                "servers-1|1"}
+        assert sorted(requested) == sorted(expected)
+        # the same file on the next tick: nothing new
+        again = _evaluate(defs, instance, result.cursor)
+        assert not again.run_requests
+        assert json.loads(result.cursor) == {spec.name: spec.spec_hash()}
+
+
+def test_changed_file_asks_for_a_reload_and_bad_files_are_reported(lab):
+    experiments = lab / "experiments"
+    defs = load_definitions(experiments)
+    path = experiments / "tiny_mmck.yaml"
+    path.write_text(path.read_text().replace("replications: 6", "replications: 8"))
+    (experiments / "broken.yaml").write_text("name: broken\nmodel: nosuchmodel\n")
+    with dg.instance_for_test() as instance:
+        result = _evaluate(defs, instance)
+        assert not result.run_requests
+        assert "reload the code location" in result.skip_reason.skip_message
+        assert "broken.yaml" in result.skip_reason.skip_message
+        # after the reload, the 16 partitions of the new definition are requested
+        reloaded = load_definitions(experiments)
+        result = _evaluate(reloaded, instance, result.cursor)
+        count = sum(int(r.tags["dagster/asset_partition_range_end"].split("|")[1])
+                    - int(r.tags["dagster/asset_partition_range_start"].split("|")[1]) + 1
+                    for r in result.run_requests)
+        assert count == 16
+
+
+def test_one_bad_file_does_not_take_the_others_down(lab):
+    experiments = lab / "experiments"
+    (experiments / "broken.yaml").write_text("name: broken\nmodel: mmck\nseed: 1\n"
+                                            "replications: 3\nbogus: 1\n")
+    defs = load_definitions(experiments)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"tiny_mmck/spec", "tiny_mmck/replications", "tiny_mmck/summary"} <= keys
+    assert not any(k.startswith("broken/") for k in keys)
+    assert "broken.yaml" in defs.metadata["rejected_experiment_files"].value
+    assert "bogus" in defs.metadata["rejected_experiment_files"].value
