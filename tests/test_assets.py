@@ -67,7 +67,7 @@ def test_a_failing_simulation_fails_only_its_partition(tiny, monkeypatch):
         result = _materialize(spec, storage, instance, [replications_key(spec.name)],
                               tags=range_tags("servers-1", 0, 5))
         assert not result.success
-        failure = [e for e in result.all_events if e.is_step_failure][0]
+        failure = next(e for e in result.all_events if e.is_step_failure)
         assert "planted failure in replication 2" in failure.step_failure_data.error.message
         done = instance.get_materialized_partitions(replications_key(spec.name))
         assert done == {f"servers-1|{r}" for r in (0, 1, 3, 4, 5)}
@@ -110,8 +110,8 @@ def test_no_missing_check_fails_when_partitions_are_missing(tiny):
         _materialize(spec, storage, instance, [replications_key(spec.name)],
                      partition_key="servers-1|0")
         result = _materialize(spec, storage, instance, [summary_key(spec.name)])
-        evaluation = [e.asset_check_evaluation_data for e in result.all_events
+        evaluation = next(e.asset_check_evaluation_data for e in result.all_events
                       if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                      and e.asset_check_evaluation_data.check_name == "no_missing_replications"][0]
+                      and e.asset_check_evaluation_data.check_name == "no_missing_replications")
         assert evaluation.passed is False
         assert evaluation.metadata["missing"].value == 2 * spec.replications - 1
