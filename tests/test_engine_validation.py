@@ -20,6 +20,8 @@ from scipy import stats
 import engine
 from engine.theory import expected_metrics
 
+pytestmark = pytest.mark.slow
+
 REPLICATIONS = 20
 FAMILY_CONFIDENCE = 0.99
 
