@@ -26,8 +26,23 @@ parent's span, and flushes its spans when it exits (multiprocessing workers leav
 
 Attribute hygiene: spans carry only the allow-listed attribute names below, with scalar values of
 bounded size; nothing is ever read from the environment into an attribute.
+
+Caveats:
+- Call ``shutdown_tracing()`` in the parent at the end of a run, after the pool has shut down
+  (``ProcessPoolExecutor.shutdown(wait=True)`` waits for the workers' flush).
+- A worker's parent is fixed when the pool starts: use one pool per batch span, or pass a
+  traceparent with each task and wrap it in ``attach_traceparent`` (the current span wins).
+- A worker that is killed (SIGKILL, OOM, a broken pool) loses the spans still in its queue.
+- With the collector unreachable, each worker's exit waits for the exporter's timeout
+  (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default) and the pool's shutdown with it.
+- The global OpenTelemetry provider is set once per process (an API rule): simlab's own spans
+  always go through ``tracer()``, which follows reconfiguration; third-party ones may not.
+- ``fork`` works (a child builds its own provider), but forking a process that runs exporter
+  threads is deprecated from Python 3.12: prefer ``forkserver``/``spawn`` with
+  ``worker_initargs()``.
 """
 
+import functools
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -352,6 +367,13 @@ def _text(value: str, limit: int) -> str:
 
 def _scalar(value: Any, limit: int) -> bool | int | float | str | None:
     """An attribute value from ``value``: bool, int64, float or bounded str; None to drop it."""
+    kind = type(value)  # exact-type fast path: ABC isinstance checks dominate the span's cost
+    if kind is float or kind is bool:
+        return value
+    if kind is int and _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    if kind is str and len(value) <= limit and value.isascii():
+        return value
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):
@@ -372,6 +394,7 @@ def _spawn_key_text(spawn_key: Sequence[int] | str) -> str:
     return ",".join(str(int(part)) for part in tuple(spawn_key)[:MAX_SPAWN_KEY_LENGTH])
 
 
+@functools.lru_cache(maxsize=64)  # models are fixed for the life of the process
 def _declared_params(model: str) -> frozenset[str] | None:
     """The parameter names ``model`` declares, or None if the engine does not know it."""
     from engine.models import get_model
@@ -542,9 +565,8 @@ def batch_span(name: str, attributes: Mapping[str, Any] | None = None, *,
 
 
 @contextmanager
-def summary_span(links: Sequence[tuple[str | None, str | None]],
-                 attributes: Mapping[str, Any] | None = None,
-                 max_links: int = MAX_LINKS) -> Iterator[SpanInfo]:
+def summary_span(links: Sequence[tuple[str | None, str | None]], max_links: int = MAX_LINKS,
+                 attributes: Mapping[str, Any] | None = None) -> Iterator[SpanInfo]:
     """The ``simlab.summary`` span, linked to (at most ``max_links`` of) the simulations it reads."""
     with batch_span("simlab.summary", attributes, links=links, max_links=max_links) as info:
         yield info

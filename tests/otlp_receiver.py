@@ -11,6 +11,7 @@ import gzip
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,10 +84,11 @@ class Receiver:
         self._spans: list[ReceivedSpan] = []
         self.requests = 0
         self.rejected = 0
+        self.encodings: Counter[str] = Counter()  # Content-Encoding of accepted requests
         host, port = server.server_address[:2]
         self.endpoint = f"http://{host}:{port}"
 
-    def _add(self, request: ExportTraceServiceRequest) -> None:
+    def _add(self, request: ExportTraceServiceRequest, encoding: str) -> None:
         decoded = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -94,6 +96,7 @@ class Receiver:
                 decoded.extend(_decode(span, resource) for span in scope_spans.spans)
         with self._lock:
             self.requests += 1
+            self.encodings[encoding or "identity"] += 1
             self._spans.extend(decoded[: MAX_SPANS - len(self._spans)])
 
     def spans(self, name: str | None = None) -> list[ReceivedSpan]:
@@ -148,7 +151,7 @@ def _handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
                 receiver.rejected += 1
                 self._reply(400)
                 return
-            receiver._add(request)
+            receiver._add(request, encoding)
             self._reply(200, ExportTraceServiceResponse().SerializeToString())
 
         def log_message(self, format: str, *args: Any) -> None:

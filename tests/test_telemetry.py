@@ -171,7 +171,7 @@ def test_traceparent_crosses_a_boundary(spans):
 
 def test_summary_links_are_bounded_and_spread(spans):
     links = [(f"{t:032x}", f"{t:016x}") for t in range(1, 301)] + [(None, None), ("zz", "1")]
-    with telemetry.summary_span(links, {"simlab.experiment": "e"}) as summary:
+    with telemetry.summary_span(links, attributes={"simlab.experiment": "e"}) as summary:
         pass
     (span,) = spans.get_finished_spans()
     assert span.name == "simlab.summary" and summary.span_id == f"{span.context.span_id:016x}"
@@ -211,6 +211,8 @@ def test_pool_workers_export_every_span_over_otlp_http(fresh_tracing, monkeypatc
     with otlp_receiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         monkeypatch.setenv("OTEL_SERVICE_NAME", "simlab-test")
+        if start_method == "spawn":
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")  # the receiver inflates
         telemetry.configure_tracing()
         assert telemetry.exporter_protocol() == "http/protobuf"
         context = multiprocessing.get_context(start_method)
@@ -231,6 +233,8 @@ def test_pool_workers_export_every_span_over_otlp_http(fresh_tracing, monkeypatc
         # Workers flushed before exiting and the parent flushed on shutdown: all is there now.
         received = receiver.spans("simlab.simulation")
         batches = receiver.spans("simlab.batch")
+        encodings = set(receiver.encodings)
+    assert encodings == ({"gzip"} if start_method == "spawn" else {"identity"})
     counts = Counter(span.span_id for span in received)
     assert len(received) == tasks and set(counts.values()) == {1}
     assert set(counts) == {span_id for _, span_id in ids}
