@@ -106,7 +106,7 @@ SIMULATION_ATTRIBUTE_NAMES = frozenset({
 BATCH_ATTRIBUTE_NAMES = frozenset({
     "simlab.experiment", "simlab.model", "simlab.config_key", "simlab.engine_version",
     "simlab.code_version", "dagster.run_id", "dagster.job_name", "dagster.partition_key",
-    "simlab.batch.partitions", "simlab.batch.workers", "simlab.links.total",
+    "simlab.partitions", "simlab.workers", "simlab.links.total",
     "simlab.links.dropped",
 })
 _PARAM_PREFIX = "simlab.param."

@@ -76,7 +76,8 @@ def test_simulation_attributes_are_allow_listed_and_bounded(monkeypatch):
 def test_simulation_spans_are_children_of_the_batch_span(spans, monkeypatch):
     monkeypatch.setenv("SIMLAB_API_TOKEN", "s3cr3t-token-value")
     infos = []
-    with telemetry.batch_span("simlab.batch", {"simlab.experiment": "e", "secret": "s3cr3t"}) as batch:
+    batch_attributes = {"simlab.experiment": "e", "simlab.partitions": 3, "secret": "s3cr3t"}
+    with telemetry.batch_span("simlab.batch", batch_attributes) as batch:
         for replication in range(3):
             attributes = dict(_attributes(replication), **{"simlab.extra": "s3cr3t"})
             with telemetry.simulation_span(attributes) as info:
@@ -91,6 +92,7 @@ def test_simulation_spans_are_children_of_the_batch_span(spans, monkeypatch):
     assert (f"{batch_span.context.trace_id:032x}", f"{batch_span.context.span_id:016x}") == (
         batch.trace_id, batch.span_id)
     assert batch_span.parent is None
+    assert dict(batch_span.attributes) == {"simlab.experiment": "e", "simlab.partitions": 3}
     for span, info in zip(finished[:3], infos, strict=True):
         assert f"{span.context.trace_id:032x}" == info.trace_id == batch.trace_id
         assert f"{span.context.span_id:016x}" == info.span_id
