@@ -122,7 +122,9 @@ def next_round(observations: Mapping[str, Sequence[float] | np.ndarray], *, targ
     data = as_arrays(observations, "observations")
     plans = {}
     for key, x in data.items():
-        scheduled = int(current[key]) if current is not None and key in current else int(x.size)
+        # By default every value given, defined or not, is a replication already run.
+        given = np.asarray(observations[key], dtype=float).size
+        scheduled = int(current[key]) if current is not None and key in current else int(given)
         if scheduled < x.size:
             raise ValueError(f"current[{key!r}] = {scheduled}: fewer than its {x.size} observations")
         plans[key] = _plan(key, x, scheduled, target, max_replications, confidence,
