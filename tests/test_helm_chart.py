@@ -491,17 +491,25 @@ def test_dagster_runs_queue_retry_and_are_monitored(merged, environment):
     daemon = merged["dagster"]["dagsterDaemon"]
     coordinator = daemon["runCoordinator"]
     assert coordinator["enabled"] and coordinator["type"] == "QueuedRunCoordinator"
+    # Run limits must sit in `concurrency.runs`: with a `concurrency` block (needed for the pool)
+    # Dagster rejects them under run_coordinator (test_run_pod_job checks the instance config).
     queued = coordinator["config"]["queuedRunCoordinator"]
-    assert queued["maxConcurrentRuns"] >= 1
-    (per_backfill,) = queued["tagConcurrencyLimits"]
-    assert per_backfill["key"] == "dagster/backfill"
-    assert per_backfill["value"] == {"applyLimitPerUniqueValue": True}
-    assert 1 <= per_backfill["limit"] <= queued["maxConcurrentRuns"]
+    assert "maxConcurrentRuns" not in queued and "tagConcurrencyLimits" not in queued
+    concurrency = merged["dagster"]["concurrency"]
+    assert concurrency["enabled"] is True
+    assert concurrency["pools"] == {"defaultLimit": 1}, "simlab_duckdb: one DuckDB writer"
+    runs = concurrency["runs"]
+    assert runs["maxConcurrentRuns"] >= 1
+    limits = {limit["key"]: limit for limit in runs["tagConcurrencyLimits"]}
+    assert set(limits) == {"dagster/backfill", "simlab/experiment"}
+    for limit in limits.values():
+        assert limit["value"] == {"applyLimitPerUniqueValue": True}
+        assert 1 <= limit["limit"] <= runs["maxConcurrentRuns"]
     assert daemon["runRetries"]["enabled"] and daemon["runRetries"]["maxRetries"] >= 1
     assert daemon["runMonitoring"]["enabled"]
     if environment == "production":
-        assert queued["maxConcurrentRuns"] > load_values_file("values-local.yaml")["dagster"][
-            "dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRuns"]
+        local = load_values_file("values-local.yaml")["dagster"]["concurrency"]["runs"]
+        assert runs["maxConcurrentRuns"] > local["maxConcurrentRuns"]
 
 
 def test_code_server_serves_the_simlab_definitions_as_non_root(merged):
@@ -542,6 +550,7 @@ UPSTREAM_KEYS = {
         "dagsterWebserver.nodeSelector.*", "dagsterWebserver.tolerations.*",
         "dagsterDaemon.enabled", "dagsterDaemon.resources.*",
         "dagsterDaemon.runCoordinator.enabled", "dagsterDaemon.runCoordinator.type",
+        "dagsterDaemon.runCoordinator.config.queuedRunCoordinator",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.maxConcurrentRuns",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueIntervalSeconds",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueUseThreads",
@@ -557,6 +566,11 @@ UPSTREAM_KEYS = {
         "dagsterDaemon.runMonitoring.cancelTimeoutSeconds", "dagsterDaemon.runMonitoring.maxResumeRunAttempts",
         "dagsterDaemon.runMonitoring.pollIntervalSeconds",
         "dagsterDaemon.runMonitoring.freeSlotsAfterRunEndSeconds",
+        # subschema/concurrency.py, templates/helpers/instance/_concurrency.tpl
+        "concurrency.enabled", "concurrency.pools.defaultLimit", "concurrency.pools.granularity",
+        "concurrency.runs.maxConcurrentRuns", "concurrency.runs.tagConcurrencyLimits[].key",
+        "concurrency.runs.tagConcurrencyLimits[].value.applyLimitPerUniqueValue",
+        "concurrency.runs.tagConcurrencyLimits[].limit",
         "dagster-user-deployments.enabled", "dagster-user-deployments.enableSubchart",
         "dagster-user-deployments.deployments[].name",
         "dagster-user-deployments.deployments[].image.repository",
