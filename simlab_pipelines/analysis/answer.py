@@ -78,12 +78,10 @@ def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
         parts.append(_clause(row, metric, unit, configurations, baseline, first=(i == 0)))
     rest = rows.height - len(parts)
     confidence = f"{rows['confidence'][0] * 100:g}%"
-    first = rows.row(0, named=True)
-    how = (f"paired over {first['n']} replications" if paired
-           else f"Welch, {first['n']} replications each")
-    sentence = (f"Against the baseline {baseline}, " + parts[0] + f" ({confidence} CI, {how})")
-    if len(parts) > 1:
-        sentence += "; " + "; ".join(parts[1:])
+    low, high = rows["n"].min(), rows["n"].max()
+    count = f"{low}" if low == high else f"{low}–{high}"
+    how = f"paired over {count} replications" if paired else f"Welch, {count} replications each"
+    sentence = f"Against the baseline {baseline} ({confidence} CI, {how}), " + "; ".join(parts)
     if rest:
         sentence += f"; {rest} other configuration{'s' if rest > 1 else ''} not shown"
     sentence += "."
@@ -110,8 +108,11 @@ def _clause(row: Mapping[str, Any], metric: str, unit: str,
         verb = "lowers"
     else:
         signed, hw = format_estimate(diff, half)
-        return (f"{label} does not change {target} significantly "
-                f"({signed if diff < 0 else '+' + signed} ± {hw}{unit})")
+        if float(signed) == 0.0:
+            signed = signed.lstrip("-")  # no "-0.0"
+        elif diff > 0:
+            signed = "+" + signed
+        return f"{label} does not change {target} significantly ({signed} ± {hw}{unit})"
     return f"{label} {verb} {target} by {value} ± {hw}{unit}"
 
 

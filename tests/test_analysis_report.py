@@ -1,0 +1,170 @@
+"""The answer sentence carries the comparison's numbers; plots are PNG; the HTML report is valid,
+self-contained and written atomically."""
+
+import base64
+import os
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import polars as pl
+import pytest
+
+from simlab_pipelines.analysis import (
+    OBSERVATION_COLUMNS,
+    aligned_samples,
+    answer,
+    ci_plot,
+    compare,
+    differences_plot,
+    format_estimate,
+    markdown_table,
+    subset_selection,
+    summarise,
+    write_report,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CONFIGS = {"a-8_b-3": {"a": 8, "b": 3}, "a-8_b-4": {"a": 8, "b": 4},
+           "a-10_b-3": {"a": 10, "b": 3}, "a-10_b-4": {"a": 10, "b": 4}}
+# True mean of the metric per configuration (lower is better); a-10_b-3 equals the baseline.
+TRUE = {"a-8_b-3": 20.0, "a-8_b-4": 14.0, "a-10_b-3": 20.0, "a-10_b-4": 12.0}
+
+
+@pytest.fixture(scope="module")
+def observations() -> pl.DataFrame:
+    rng = np.random.default_rng(12)
+    common = rng.normal(0.0, 3.0, 40)  # common random numbers: a shared replication effect
+    rows = [("exp", key, r, metric, TRUE[key] * scale + common[r] + rng.normal(0.0, 1.0))
+            for key in CONFIGS for r in range(40)
+            for metric, scale in (("wait", 1.0), ("served", 5.0))]
+    return pl.DataFrame(rows, schema=OBSERVATION_COLUMNS, orient="row")
+
+
+def numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)]
+
+
+def test_answer_carries_the_numbers_of_the_comparison(observations):
+    comparisons = compare(observations, "a-8_b-3")
+    _, aligned = aligned_samples(observations, "wait")
+    subset = subset_selection(aligned, minimize=True, common_random_numbers=True)
+    text = answer(comparisons, "wait", question="Add a or b?", selection=subset,
+                  configurations=CONFIGS, unit=" min")
+    assert text.startswith("Add a or b? Against the baseline a-8_b-3 (95% CI, paired over 40 "
+                           "replications), a-10_b-4 ")
+    paired = comparisons.filter(pl.col("paired") & (pl.col("metric") == "wait"))
+    for row in paired.iter_rows(named=True):
+        half = row["ci_high"] - row["mean_difference"]
+        if row["ci_high"] < 0:
+            value, hw = format_estimate(-row["mean_difference"], half)
+            assert f"lowers {'wait' if row['config_key'] == 'a-10_b-4' else 'it'} by " \
+                   f"{value} ± {hw} min" in text
+            # The printed numbers are the frame's, rounded to the half-width's precision.
+            assert abs(float(value) + row["mean_difference"]) <= 0.5 * 10 ** -len(
+                value.partition(".")[2]) + 1e-12
+        else:
+            signed, hw = format_estimate(row["mean_difference"], half)
+            assert "a-10_b-3 (a 8→10) does not change it significantly" in text
+            assert re.search(rf"significantly \([+-]?{re.escape(signed.lstrip('-'))} ± {hw} min\)",
+                             text)
+    # Most improvement first, what changed is said, and the best is named with the subset.
+    assert text.index("a-10_b-4 (a 8→10, b 3→4)") < text.index("a-8_b-4 (b 3→4)")
+    assert text.endswith("Best on wait (lower is better): a-10_b-4 (every other configuration "
+                         "is ruled out at 95%).")
+    assert len([s for s in re.split(r"(?<=[.?])\s", text) if s]) <= 3
+
+
+def test_answer_without_pairing_and_maximising(observations):
+    unpaired = compare(observations, "a-8_b-3").filter(~pl.col("paired"))
+    text = answer(unpaired, "served", minimize=False, max_items=1)
+    assert "Welch, 40 replications each" in text
+    assert "a-8_b-4 raises served by" not in text  # a lower value is not an improvement
+    assert "2 other configurations not shown" in text
+    with pytest.raises(ValueError, match="no rows for metric 'nope'"):
+        answer(unpaired, "nope")
+
+
+@pytest.mark.parametrize(("value", "half", "want"), [
+    (6.1234, 0.8123, ("6.1", "0.8")), (1.234, 0.15, ("1.23", "0.15")),
+    (1.2345, 0.96, ("1.2", "1.0")), (123.4, 23.4, ("123", "23")), (5.0, 0.0, ("5", "0")),
+])
+def test_format_estimate(value, half, want):
+    assert format_estimate(value, half) == want
+
+
+def test_plots_are_png_and_markdown_table(observations):
+    summary = summarise(observations)
+    assert ci_plot(summary, "wait", highlight="a-10_b-4").startswith(PNG)
+    assert differences_plot(compare(observations, "a-8_b-3"), "wait").startswith(PNG)
+    table = markdown_table(summary.filter(pl.col("metric") == "wait"),
+                           ["config_key", "n", "mean"], digits=3)
+    lines = table.splitlines()
+    assert lines[0] == "| config_key | n | mean |" and lines[1] == "| --- | ---: | ---: |"
+    assert len(lines) == 2 + len(CONFIGS)
+    with pytest.raises(ValueError, match="no rows for metric"):
+        ci_plot(summary, "nope")
+
+
+class Checker(HTMLParser):
+    """Collects tags and checks every non-void element is closed in order."""
+
+    VOID = frozenset({"meta", "img", "br", "hr", "link", "input"})
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.images, self.links, self.errors = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for name in ("href", "src"):
+            if name in attrs and tag != "img":
+                self.links.append(attrs[name])
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(tag)
+
+
+def test_report_is_valid_self_contained_html(observations, tmp_path):
+    summary, comparisons = summarise(observations), compare(observations, "a-8_b-3")
+    target = write_report(tmp_path / "out" / "report.html", title="exp <report>",
+                          answer="The answer & more.", summary=summary, comparisons=comparisons,
+                          metrics=["wait"], notes=["a note"])
+    text = target.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert "exp &lt;report&gt;" in text and "The answer &amp; more." in text
+    checker = Checker()
+    checker.feed(text)
+    checker.close()
+    assert not checker.errors and not checker.stack
+    assert len(checker.images) == 2 and not checker.links
+    for src in checker.images:
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix)
+        assert base64.b64decode(src[len(prefix):], validate=True).startswith(PNG)
+    assert "http://" not in text and "https://" not in text
+    assert oct(os.stat(target).st_mode & 0o777) == "0o644"
+
+
+def test_report_is_written_atomically(observations, tmp_path, monkeypatch):
+    target = tmp_path / "report.html"
+    target.write_text("previous report")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(target, title="t", answer="a", summary=summarise(observations),
+                     metrics=["wait"])
+    # The old report is untouched and no temporary file is left behind.
+    assert target.read_text() == "previous report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    monkeypatch.undo()
+    write_report(target, title="t", answer="a", summary=summarise(observations), metrics=["wait"])
+    assert target.read_text().rstrip().endswith("</html>")
