@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SECRET_NAME = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|private[_-]?key|credential)")
+SECRET_NAME = re.compile(
+    r"(?i)(password|passwd|secret|token|api[_-]?key|private[_-]?key|credential)"
+)
 SECRET_PATH = re.compile(
     r"(?i)(^|/)(\.env(\..*)?|.*\.pem|.*\.key|id_rsa.*|\.aws|\.kube|kubeconfig|\.git|\.venv|data|dagster_home)(/|$)"
 )
@@ -148,7 +150,9 @@ def test_final_user_is_numeric_and_not_root(instructions):
     assert uid.isdigit(), f"Dockerfile:{user.line}: USER {user.value}: use a numeric UID"
     assert int(uid) != 0, f"Dockerfile:{user.line}: USER {user.value} is root"
     if gid:
-        assert gid.isdigit() and int(gid) != 0, f"Dockerfile:{user.line}: GID must be numeric, non-0"
+        assert gid.isdigit() and int(gid) != 0, (
+            f"Dockerfile:{user.line}: GID must be numeric, non-0"
+        )
 
 
 def test_dependencies_come_from_the_lock_file_before_the_project(instructions):
@@ -163,7 +167,9 @@ def test_dependencies_come_from_the_lock_file_before_the_project(instructions):
         f"Dockerfile:{first.line}: the first uv sync should install only the locked dependencies"
     )
     copies_before = [
-        i for i in instructions if i.keyword == "COPY" and i.line < first.line and i.stage == first.stage
+        i
+        for i in instructions
+        if i.keyword == "COPY" and i.line < first.line and i.stage == first.stage
     ]
     copied = " ".join(c.value for c in copies_before)
     assert "uv.lock" in copied and "pyproject.toml" in copied
@@ -319,7 +325,9 @@ def _docker_engine_available() -> bool:
 @pytest.mark.slow
 def test_image_builds_and_runs_as_non_root():
     if os.environ.get("SIMLAB_TEST_DOCKER_BUILD") != "1":
-        pytest.skip("docker build takes minutes and network; set SIMLAB_TEST_DOCKER_BUILD=1 to run it")
+        pytest.skip(
+            "docker build takes minutes and network; set SIMLAB_TEST_DOCKER_BUILD=1 to run it"
+        )
     if not _docker_engine_available():
         pytest.skip("no Docker engine answers `docker info` on this machine")
     tag = "simlab:test-build"

@@ -33,7 +33,11 @@ EXPERIMENTS = ROOT / "experiments"
 # 1.25-1.37; the subcharts need >= 1.25, our Chart.yaml says >= 1.29).
 KUBE_VERSION = "1.33.0"
 RELEASE, NAMESPACE = "simlab", "simlab"
-ENVIRONMENTS = {"defaults": [], "local": ["values-local.yaml"], "production": ["values-production.yaml"]}
+ENVIRONMENTS = {
+    "defaults": [],
+    "local": ["values-local.yaml"],
+    "production": ["values-production.yaml"],
+}
 STAND_IN_EXPERIMENT = "name: stand_in\nmodel: mmck\nseed: 1\nreplications: 2\n"
 
 
@@ -102,7 +106,9 @@ def find(manifests, kind: str, name: str) -> dict[str, Any]:
     for doc in objects(manifests):
         if doc["kind"] == kind and doc["metadata"]["name"] == name:
             return doc
-    raise AssertionError(f"no {kind}/{name} rendered; got {[o['metadata']['name'] for o in objects(manifests)]}")
+    raise AssertionError(
+        f"no {kind}/{name} rendered; got {[o['metadata']['name'] for o in objects(manifests)]}"
+    )
 
 
 @pytest.fixture(scope="module", params=sorted(ENVIRONMENTS))
@@ -153,7 +159,10 @@ def test_dagster_chart_version_is_the_locked_dagster_version():
 
 
 def test_every_dependency_can_be_switched_off(chart):
-    disabled = {name: {"enabled": False} for name in ["dagster", "opentelemetry-collector", "tempo", "grafana"]}
+    disabled = {
+        name: {"enabled": False}
+        for name in ["dagster", "opentelemetry-collector", "tempo", "grafana"]
+    }
     manifests = render(chart, disabled)
     kinds = sorted(o["kind"] for o in objects(manifests))
     # Only the storage and the two ConfigMaps the pods would use remain.
@@ -163,7 +172,8 @@ def test_every_dependency_can_be_switched_off(chart):
 def test_helm_lint_finds_no_errors(chart_dir, environment):
     report = helm.lint(chart_dir, env_values(environment), kube_version=f"v{KUBE_VERSION}")
     problems = [
-        m for m in report["messages"]
+        m
+        for m in report["messages"]
         if m["severity"] >= 2 and "missing these dependencies" not in m["error"]
     ]
     assert report["errors"] == [] and problems == [], report
@@ -264,10 +274,19 @@ def test_env_configmap_honours_overrides(chart):
         "local",
         {
             "simulation": {"workers": 3},
-            "telemetry": {"otlpEndpoint": "http://gateway.observability:4318",
-                          "otlpProtocol": "http/protobuf", "resourceAttributes": {"team": "ops"}},
-            "storage": {"objectStore": {"enabled": True, "resultsUri": "s3://bucket/p",
-                                        "endpointUrl": "http://minio:9000", "region": "us-east-1"}},
+            "telemetry": {
+                "otlpEndpoint": "http://gateway.observability:4318",
+                "otlpProtocol": "http/protobuf",
+                "resourceAttributes": {"team": "ops"},
+            },
+            "storage": {
+                "objectStore": {
+                    "enabled": True,
+                    "resultsUri": "s3://bucket/p",
+                    "endpointUrl": "http://minio:9000",
+                    "region": "us-east-1",
+                }
+            },
         },
     )
     data = find(render(chart, values), "ConfigMap", "simlab-env")["data"]
@@ -284,7 +303,9 @@ def test_env_configmap_honours_overrides(chart):
 
 def test_experiments_configmap_holds_the_repository_experiments(chart):
     if not EXPERIMENTS.is_dir():
-        pytest.skip("experiments/ does not exist yet in this checkout (files/experiments links to it)")
+        pytest.skip(
+            "experiments/ does not exist yet in this checkout (files/experiments links to it)"
+        )
     data = find(render(chart, {}), "ConfigMap", "simlab-experiments")["data"] or {}
     expected = {p.name: p.read_text() for p in sorted(EXPERIMENTS.glob("*.yaml"))}
     assert data == expected
@@ -293,7 +314,9 @@ def test_experiments_configmap_holds_the_repository_experiments(chart):
 def test_experiments_configmap_adds_extra_files_and_refuses_bad_names(chart, chart_dir):
     shipped = {p.name for p in (chart_dir / "files" / "experiments").glob("*.yaml")}
     extra = {"my_sweep.yaml": "name: my_sweep\nmodel: mmck\n"}
-    data = find(render(chart, {"experiments": {"extra": extra}}), "ConfigMap", "simlab-experiments")["data"]
+    data = find(
+        render(chart, {"experiments": {"extra": extra}}), "ConfigMap", "simlab-experiments"
+    )["data"]
     assert set(data) == shipped | {"my_sweep.yaml"}
     assert data["my_sweep.yaml"] == extra["my_sweep.yaml"]  # byte for byte
     clash = next(iter(shipped))
@@ -334,7 +357,9 @@ def test_dashboard_is_labelled_and_queries_tempo_with_traceql_metrics(rendered, 
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             if target["datasource"]["type"] == "tempo":
-                assert target["datasource"]["uid"] == uid, f"panel {panel['title']!r}: wrong datasource"
+                assert target["datasource"]["uid"] == uid, (
+                    f"panel {panel['title']!r}: wrong datasource"
+                )
                 queries[panel["title"]] = queries.get(panel["title"], "") + target["query"]
     text = "\n".join(queries.values())
     assert "${DS_TEMPO_UID}" not in configmap["data"]["simlab.json"]
@@ -378,8 +403,15 @@ def test_claim_is_made_unless_an_existing_one_is_named(chart, rendered, merged, 
             "mount the ConfigMap simlab-experiments",
         ),
         (
-            {"storage": {"objectStore": {"enabled": True, "resultsUri": "s3://bucket/p",
-                                         "credentialsSecret": "simlab-object-store"}}},
+            {
+                "storage": {
+                    "objectStore": {
+                        "enabled": True,
+                        "resultsUri": "s3://bucket/p",
+                        "credentialsSecret": "simlab-object-store",
+                    }
+                }
+            },
             "envSecrets must include {name: simlab-object-store}",
         ),
         (
@@ -400,10 +432,16 @@ def test_inconsistent_values_stop_the_install(chart, override, complaint):
 
 # --- nothing secret in values files -------------------------------------------------------
 
-CREDENTIAL_KEY = re.compile(r"(?i)(password|passwd|secret|token|apikey|api_key|accesskey|secretkey)")
+CREDENTIAL_KEY = re.compile(
+    r"(?i)(password|passwd|secret|token|apikey|api_key|accesskey|secretkey)"
+)
 # Keys that name a Secret (or a key inside one), never a credential.
 SECRET_REFERENCE_KEYS = {
-    "existingSecret", "postgresqlSecretName", "credentialsSecret", "passwordKey", "userKey",
+    "existingSecret",
+    "postgresqlSecretName",
+    "credentialsSecret",
+    "passwordKey",
+    "userKey",
     "generatePostgresqlPasswordSecret",
 }
 
@@ -449,12 +487,18 @@ def test_collector_pipeline_scrubs_samples_and_exports_to_tempo(merged):
     assert 0 < policies["probabilistic"]["probabilistic"]["sampling_percentage"] < 100
     (exporter,) = pipeline["exporters"]
     assert exporter.startswith("otlp")
-    assert config["exporters"][exporter]["endpoint"] == f"{merged['tempo']['fullnameOverride']}:4317"
-    assert collector["replicaCount"] == 1, "tail sampling needs all spans of a trace in one collector"
+    assert (
+        config["exporters"][exporter]["endpoint"] == f"{merged['tempo']['fullnameOverride']}:4317"
+    )
+    assert collector["replicaCount"] == 1, (
+        "tail sampling needs all spans of a trace in one collector"
+    )
 
 
 def _scrub_patterns(merged) -> list[re.Pattern[str]]:
-    statements = merged["opentelemetry-collector"]["alternateConfig"]["processors"]["transform/scrub"]
+    statements = merged["opentelemetry-collector"]["alternateConfig"]["processors"][
+        "transform/scrub"
+    ]
     patterns = []
     for group in statements["trace_statements"]:
         for statement in group["statements"]:
@@ -467,8 +511,18 @@ def _scrub_patterns(merged) -> list[re.Pattern[str]]:
 
 @pytest.mark.parametrize(
     "key",
-    ["db.password", "aws_secret_access_key", "AWS_ACCESS_KEY_ID", "http.request.header.authorization",
-     "api_key", "x-api-key", "github.token", "client_secret", "PGPASSWORD", "private_key"],
+    [
+        "db.password",
+        "aws_secret_access_key",
+        "AWS_ACCESS_KEY_ID",
+        "http.request.header.authorization",
+        "api_key",
+        "x-api-key",
+        "github.token",
+        "client_secret",
+        "PGPASSWORD",
+        "private_key",
+    ],
 )
 def test_scrub_regex_removes_secret_like_attributes(merged, key):
     # OTTL matches with Go's RE2; these patterns use only syntax RE2 and Python share.
@@ -477,8 +531,16 @@ def test_scrub_regex_removes_secret_like_attributes(merged, key):
 
 @pytest.mark.parametrize(
     "key",
-    ["simlab.seed.entropy", "simlab.seed.spawn_key", "simlab.config_key", "simlab.param.arrival_rate",
-     "dagster.run_id", "dagster.partition_key", "service.name", "k8s.pod.name"],
+    [
+        "simlab.seed.entropy",
+        "simlab.seed.spawn_key",
+        "simlab.config_key",
+        "simlab.param.arrival_rate",
+        "dagster.run_id",
+        "dagster.partition_key",
+        "service.name",
+        "k8s.pod.name",
+    ],
 )
 def test_scrub_regex_keeps_simlab_attributes(merged, key):
     assert not any(p.fullmatch(key) for p in _scrub_patterns(merged)), key
@@ -493,8 +555,8 @@ def test_dagster_runs_queue_retry_and_are_monitored(merged, environment):
     assert coordinator["enabled"] and coordinator["type"] == "QueuedRunCoordinator"
     # Run limits must sit in `concurrency.runs`: with a `concurrency` block (needed for the pool)
     # Dagster rejects them under run_coordinator (test_run_pod_job checks the instance config).
-    queued = coordinator["config"]["queuedRunCoordinator"]
-    assert "maxConcurrentRuns" not in queued and "tagConcurrencyLimits" not in queued
+    # Empty: any key there makes the chart write max_concurrent_runs under run_coordinator.
+    assert coordinator["config"]["queuedRunCoordinator"] == {}
     concurrency = merged["dagster"]["concurrency"]
     assert concurrency["enabled"] is True
     assert concurrency["pools"] == {"defaultLimit": 1}, "simlab_duckdb: one DuckDB writer"
@@ -544,12 +606,22 @@ def test_postgresql_password_always_comes_from_a_secret(merged, environment):
 # `x.*` accepts any key below x (free-form maps: resources, labels, config...); `[]` is a list item.
 UPSTREAM_KEYS = {
     "dagster": [
-        "enabled", "global.postgresqlSecretName", "global.dagsterHome", "generatePostgresqlPasswordSecret",
-        "imagePullSecrets.*", "serviceAccount.create", "serviceAccount.name", "serviceAccount.annotations.*",
-        "dagsterWebserver.replicaCount", "dagsterWebserver.resources.*",
-        "dagsterWebserver.nodeSelector.*", "dagsterWebserver.tolerations.*",
-        "dagsterDaemon.enabled", "dagsterDaemon.resources.*",
-        "dagsterDaemon.runCoordinator.enabled", "dagsterDaemon.runCoordinator.type",
+        "enabled",
+        "global.postgresqlSecretName",
+        "global.dagsterHome",
+        "generatePostgresqlPasswordSecret",
+        "imagePullSecrets.*",
+        "serviceAccount.create",
+        "serviceAccount.name",
+        "serviceAccount.annotations.*",
+        "dagsterWebserver.replicaCount",
+        "dagsterWebserver.resources.*",
+        "dagsterWebserver.nodeSelector.*",
+        "dagsterWebserver.tolerations.*",
+        "dagsterDaemon.enabled",
+        "dagsterDaemon.resources.*",
+        "dagsterDaemon.runCoordinator.enabled",
+        "dagsterDaemon.runCoordinator.type",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.maxConcurrentRuns",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueIntervalSeconds",
@@ -559,19 +631,26 @@ UPSTREAM_KEYS = {
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].value",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].value.applyLimitPerUniqueValue",
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].limit",
-        "dagsterDaemon.runRetries.enabled", "dagsterDaemon.runRetries.maxRetries",
+        "dagsterDaemon.runRetries.enabled",
+        "dagsterDaemon.runRetries.maxRetries",
         "dagsterDaemon.runRetries.retryOnAssetOrOpFailure",
         # runMonitoring is a free dict in the schema; these are the keys configmap-instance.yaml reads.
-        "dagsterDaemon.runMonitoring.enabled", "dagsterDaemon.runMonitoring.startTimeoutSeconds",
-        "dagsterDaemon.runMonitoring.cancelTimeoutSeconds", "dagsterDaemon.runMonitoring.maxResumeRunAttempts",
+        "dagsterDaemon.runMonitoring.enabled",
+        "dagsterDaemon.runMonitoring.startTimeoutSeconds",
+        "dagsterDaemon.runMonitoring.cancelTimeoutSeconds",
+        "dagsterDaemon.runMonitoring.maxResumeRunAttempts",
         "dagsterDaemon.runMonitoring.pollIntervalSeconds",
         "dagsterDaemon.runMonitoring.freeSlotsAfterRunEndSeconds",
         # subschema/concurrency.py, templates/helpers/instance/_concurrency.tpl
-        "concurrency.enabled", "concurrency.pools.defaultLimit", "concurrency.pools.granularity",
-        "concurrency.runs.maxConcurrentRuns", "concurrency.runs.tagConcurrencyLimits[].key",
+        "concurrency.enabled",
+        "concurrency.pools.defaultLimit",
+        "concurrency.pools.granularity",
+        "concurrency.runs.maxConcurrentRuns",
+        "concurrency.runs.tagConcurrencyLimits[].key",
         "concurrency.runs.tagConcurrencyLimits[].value.applyLimitPerUniqueValue",
         "concurrency.runs.tagConcurrencyLimits[].limit",
-        "dagster-user-deployments.enabled", "dagster-user-deployments.enableSubchart",
+        "dagster-user-deployments.enabled",
+        "dagster-user-deployments.enableSubchart",
         "dagster-user-deployments.deployments[].name",
         "dagster-user-deployments.deployments[].image.repository",
         "dagster-user-deployments.deployments[].image.tag",
@@ -612,43 +691,104 @@ UPSTREAM_KEYS = {
         "runLauncher.config.k8sRunLauncher.runK8sConfig.podTemplateSpecMetadata.*",
         "runLauncher.config.k8sRunLauncher.runK8sConfig.jobSpecConfig.*",
         "runLauncher.config.k8sRunLauncher.runK8sConfig.jobMetadata.*",
-        "postgresql.enabled", "postgresql.postgresqlHost", "postgresql.postgresqlUsername",
-        "postgresql.postgresqlDatabase", "postgresql.postgresqlParams.*", "postgresql.postgresqlScheme",
+        "postgresql.enabled",
+        "postgresql.postgresqlHost",
+        "postgresql.postgresqlUsername",
+        "postgresql.postgresqlDatabase",
+        "postgresql.postgresqlParams.*",
+        "postgresql.postgresqlScheme",
         "postgresql.service.port",
         # Passed through to the bundled bitnami postgresql 8.1.0 subchart (its password Secret).
         "postgresql.existingSecret",
     ],
     "opentelemetry-collector": [
-        "enabled", "fullnameOverride", "nameOverride", "mode", "replicaCount",
-        "image.repository", "image.tag", "image.digest", "image.pullPolicy", "image.registry",
-        "command.name", "command.extraArgs.*",
-        "resources.limits.cpu", "resources.limits.memory", "resources.requests.cpu",
+        "enabled",
+        "fullnameOverride",
+        "nameOverride",
+        "mode",
+        "replicaCount",
+        "image.repository",
+        "image.tag",
+        "image.digest",
+        "image.pullPolicy",
+        "image.registry",
+        "command.name",
+        "command.extraArgs.*",
+        "resources.limits.cpu",
+        "resources.limits.memory",
+        "resources.requests.cpu",
         "resources.requests.memory",
-        "ports.*.enabled", "ports.*.containerPort", "ports.*.servicePort", "ports.*.protocol",
-        "config.*", "alternateConfig.*", "podSecurityContext.*", "securityContext.*",
-        "nodeSelector.*", "tolerations.*", "affinity.*", "podLabels.*", "podAnnotations.*",
-        "extraEnvs.*", "extraEnvsFrom.*", "presets.kubernetesAttributes.enabled",
+        "ports.*.enabled",
+        "ports.*.containerPort",
+        "ports.*.servicePort",
+        "ports.*.protocol",
+        "config.*",
+        "alternateConfig.*",
+        "podSecurityContext.*",
+        "securityContext.*",
+        "nodeSelector.*",
+        "tolerations.*",
+        "affinity.*",
+        "podLabels.*",
+        "podAnnotations.*",
+        "extraEnvs.*",
+        "extraEnvsFrom.*",
+        "presets.kubernetesAttributes.enabled",
     ],
     "tempo": [
-        "enabled", "fullnameOverride", "nameOverride", "replicas",
-        "tempo.reportingEnabled", "tempo.retention", "tempo.resources.*", "tempo.storage.*",
-        "tempo.receivers.*", "tempo.metricsGenerator.*", "tempo.overrides.*", "tempo.querier.*",
-        "tempo.queryFrontend.*", "tempo.liveStore.*", "tempo.server.*", "tempo.securityContext.*",
-        "tempo.extraEnv.*", "tempo.extraEnvFrom.*",
-        "persistence.enabled", "persistence.size", "persistence.storageClassName",
-        "persistence.accessModes.*", "securityContext.*", "serviceAccount.*", "nodeSelector.*",
+        "enabled",
+        "fullnameOverride",
+        "nameOverride",
+        "replicas",
+        "tempo.reportingEnabled",
+        "tempo.retention",
+        "tempo.resources.*",
+        "tempo.storage.*",
+        "tempo.receivers.*",
+        "tempo.metricsGenerator.*",
+        "tempo.overrides.*",
+        "tempo.querier.*",
+        "tempo.queryFrontend.*",
+        "tempo.liveStore.*",
+        "tempo.server.*",
+        "tempo.securityContext.*",
+        "tempo.extraEnv.*",
+        "tempo.extraEnvFrom.*",
+        "persistence.enabled",
+        "persistence.size",
+        "persistence.storageClassName",
+        "persistence.accessModes.*",
+        "securityContext.*",
+        "serviceAccount.*",
+        "nodeSelector.*",
         "tolerations.*",
     ],
     "grafana": [
-        "enabled", "fullnameOverride", "replicas",
-        "admin.existingSecret", "admin.userKey", "admin.passwordKey",
+        "enabled",
+        "fullnameOverride",
+        "replicas",
+        "admin.existingSecret",
+        "admin.userKey",
+        "admin.passwordKey",
         "grafana.ini.*",
-        "sidecar.datasources.enabled", "sidecar.datasources.label", "sidecar.datasources.labelValue",
-        "sidecar.datasources.searchNamespace", "sidecar.dashboards.enabled",
-        "sidecar.dashboards.label", "sidecar.dashboards.labelValue", "sidecar.dashboards.searchNamespace",
-        "sidecar.dashboards.folder", "sidecar.dashboards.provider.*",
-        "persistence.enabled", "persistence.size", "persistence.storageClassName",
-        "resources.*", "testFramework.enabled", "service.*", "ingress.*", "nodeSelector.*",
+        "sidecar.datasources.enabled",
+        "sidecar.datasources.label",
+        "sidecar.datasources.labelValue",
+        "sidecar.datasources.searchNamespace",
+        "sidecar.dashboards.enabled",
+        "sidecar.dashboards.label",
+        "sidecar.dashboards.labelValue",
+        "sidecar.dashboards.searchNamespace",
+        "sidecar.dashboards.folder",
+        "sidecar.dashboards.provider.*",
+        "persistence.enabled",
+        "persistence.size",
+        "persistence.storageClassName",
+        "resources.*",
+        "testFramework.enabled",
+        "service.*",
+        "ingress.*",
+        "nodeSelector.*",
         "tolerations.*",
     ],
 }
@@ -659,7 +799,9 @@ def _key_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{escaped}$")
 
 
-KNOWN = {chart_name: [_key_regex(p) for p in patterns] for chart_name, patterns in UPSTREAM_KEYS.items()}
+KNOWN = {
+    chart_name: [_key_regex(p) for p in patterns] for chart_name, patterns in UPSTREAM_KEYS.items()
+}
 
 
 def key_paths(value: Any, path: str = ""):
@@ -686,4 +828,6 @@ def test_the_key_matcher_catches_a_typo():
     assert any(r.match("dagsterDaemon.runRetries.maxRetries") for r in known)
     assert not any(r.match("dagsterDeamon.runRetries.maxRetries") for r in known)
     assert not any(r.match("runLauncher.config.k8sRunLauncher.resource.limits") for r in known)
-    assert any(r.match("dagster-user-deployments.deployments[].labels.simlab.dev/component") for r in known)
+    assert any(
+        r.match("dagster-user-deployments.deployments[].labels.simlab.dev/component") for r in known
+    )
