@@ -168,3 +168,24 @@ def test_report_is_written_atomically(observations, tmp_path, monkeypatch):
     monkeypatch.undo()
     write_report(target, title="t", answer="a", summary=summarise(observations), metrics=["wait"])
     assert target.read_text().rstrip().endswith("</html>")
+
+
+def test_analyse_experiment_ties_the_pieces_together(observations):
+    from simlab_pipelines.analysis import COMPARISON_COLUMNS, analyse_experiment
+
+    result = analyse_experiment(observations, experiment="exp", baseline="a-8_b-3",
+                                objective_metric="wait", minimize=True, indifference_zone=0.5,
+                                question="Add a or b?", configurations=CONFIGS)
+    tables = result.tables()
+    assert tables["comparisons"].columns == list(COMPARISON_COLUMNS)
+    assert tables["summary"].columns == ["experiment", "config_key", "metric", "n", "mean",
+                                         "stddev", "ci_low", "ci_high", "half_width", "confidence"]
+    assert result.subset.keep == ("a-10_b-4",)
+    assert result.selection.procedure == "bonferroni-crn" and result.selection.best == "a-10_b-4"
+    assert result.answer.startswith("Add a or b? Against the baseline a-8_b-3 ")
+    # Without a baseline: every pair is compared and the answer is phrased against the best.
+    free = analyse_experiment(observations, experiment="exp", baseline=None,
+                              objective_metric="wait", common_random_numbers=False)
+    assert free.comparisons.select("config_key", "baseline_key").unique().height == 6
+    assert "Against the best configuration a-10_b-4 (95% CI, paired" in free.answer
+    assert free.subset.paired is False and free.selection is None

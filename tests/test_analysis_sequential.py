@@ -103,6 +103,8 @@ def test_look_ahead_rule_and_arguments():
     with pytest.raises(ValueError, match="target"):
         next_round({"a": [1.0, 2.0]}, target=0.0, max_replications=100)
     with pytest.raises(ValueError, match="max_replications"):
-        next_round({"a": [1.0, 2.0]}, target=0.1, max_replications=5)
+        next_round({"a": [1.0, 2.0]}, target=0.1, max_replications=1)
+    small = next_round({"a": [1.0, 2.0]}, target=0.01, max_replications=5)
+    assert small["a"].target == 5  # the pilot is capped by a small maximum
     with pytest.raises(ValueError, match="current"):
         next_round({"a": [1.0, 2.0, 3.0]}, target=0.1, max_replications=100, current={"a": 2})

@@ -8,10 +8,16 @@ Called by the summary asset and the ``simlab sweep`` CLI; nothing here imports D
 - ``warmup``: MSER-5 warm-up suggestion from the engine's time series.
 - ``selection``: Rinott / Bonferroni-CRN two-stage selection of the best, subset selection.
 - ``answer``: the plain-sentence answer; ``plots``/``report``: PNG figures, the HTML report.
+- ``experiment``: ``analyse_experiment``, all of the above for one experiment in one call.
 """
 
 from simlab_pipelines.analysis.answer import answer, format_estimate
 from simlab_pipelines.analysis.comparisons import COMPARISON_COLUMNS, compare, crn_effect
+from simlab_pipelines.analysis.experiment import (
+    SUMMARY_TABLE_COLUMNS,
+    ExperimentAnalysis,
+    analyse_experiment,
+)
 from simlab_pipelines.analysis.frames import (
     OBSERVATION_COLUMNS,
     aligned_samples,
@@ -36,12 +42,15 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "OBSERVATION_COLUMNS",
     "SUMMARY_COLUMNS",
+    "SUMMARY_TABLE_COLUMNS",
+    "ExperimentAnalysis",
     "Interval",
     "ReplicationPlan",
     "Subset",
     "TwoStageSelection",
     "WarmupSuggestion",
     "aligned_samples",
+    "analyse_experiment",
     "answer",
     "check_observations",
     "ci_plot",

@@ -43,7 +43,7 @@ def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
            question: str | None = None, experiment: str | None = None,
            baseline: str | None = None, selection: Subset | TwoStageSelection | None = None,
            configurations: Mapping[str, Mapping[str, Any]] | None = None, unit: str = "",
-           max_items: int = 3) -> str:
+           max_items: int = 3, reference: str = "the baseline") -> str:
     """One or two plain sentences answering the experiment's question on ``metric``.
 
     ``comparisons``: the frame of ``comparisons.compare`` (paired rows are used when present,
@@ -53,7 +53,8 @@ def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
     ``selection``: a subset or two-stage selection on the same metric, for the "best" sentence.
     ``configurations``: config_key -> parameters, to say what each configuration changes.
     ``unit``: appended to the numbers (e.g. " min"). At most ``max_items`` configurations are
-    named; the rest are counted.
+    named; the rest are counted. ``reference`` names what the differences are taken against
+    (e.g. "the best configuration" when the experiment has no baseline).
     """
     rows = comparisons.filter(pl.col("metric") == metric)
     if experiment is not None:
@@ -81,7 +82,7 @@ def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
     low, high = rows["n"].min(), rows["n"].max()
     count = f"{low}" if low == high else f"{low}–{high}"
     how = f"paired over {count} replications" if paired else f"Welch, {count} replications each"
-    sentence = f"Against the baseline {baseline} ({confidence} CI, {how}), " + "; ".join(parts)
+    sentence = f"Against {reference} {baseline} ({confidence} CI, {how}), " + "; ".join(parts)
     if rest:
         sentence += f"; {rest} other configuration{'s' if rest > 1 else ''} not shown"
     sentence += "."

@@ -112,9 +112,9 @@ def next_round(observations: Mapping[str, Sequence[float] | np.ndarray], *, targ
         raise ValueError(f"target = {target!r}: the relative half-width must be a positive number")
     if min_replications < 2:
         raise ValueError(f"min_replications = {min_replications}: must be >= 2")
-    if max_replications < min_replications:
-        raise ValueError(f"max_replications = {max_replications}: must be >= min_replications "
-                         f"({min_replications})")
+    if max_replications < 2:
+        raise ValueError(f"max_replications = {max_replications}: must be >= 2")
+    min_replications = min(min_replications, max_replications)  # a small maximum caps the pilot
     if look_ahead < 0:
         raise ValueError(f"look_ahead = {look_ahead}: must be >= 0")
     if not max_growth > 1:
