@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG
+from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
 import engine
 from simlab_pipelines import batch, settings, telemetry
@@ -47,15 +47,17 @@ def trace_link(trace_id: str) -> dg.MetadataValue | None:
     return dg.MetadataValue.url(template.replace("{trace_id}", trace_id))
 
 
-def _partition_metadata(outcome: batch.Outcome, url: str) -> dict[str, Any]:
-    row = outcome.row
+def _partition_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
+    row, task = outcome.row, outcome.task
     metadata: dict[str, Any] = {
         "seed_entropy": row["seed_entropy"],
         "spawn_key": json.dumps(row["spawn_key"]),
         "params": dg.MetadataValue.json(json.loads(row["params"])),
         "wall_seconds": row["wall_seconds"],
         "events": row["events"],
-        "path": dg.MetadataValue.path(url),
+        "path": dg.MetadataValue.path(store.url(task.experiment, task.config_key,
+                                                task.replication)),
+        "content_hash": batch.data_version(row),
         "trace_id": row["trace_id"],
         "span_id": row["span_id"],
     }
@@ -84,13 +86,19 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
 
 
 def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
-                      storage: SimlabStorage) -> Iterator[dg.AssetMaterialization]:
-    """Run this run's partitions over the pool; one materialization per successful partition."""
+                      storage: SimlabStorage) -> Iterator[dg.AssetMaterialization | dg.MaterializeResult]:
+    """Run this run's partitions over the pool; one materialization per successful partition.
+
+    When every simulation succeeds the step returns one MaterializeResult, and Dagster writes the
+    per-partition materializations (with their own metadata) as one batch. When some fail, the
+    successful ones are reported one by one and the step fails, naming the failed partitions.
+    """
     telemetry.configure_tracing()
     run_tags = context.run.tags
     workers = storage.pool_size(run_tags)
     store = storage.store()
     keys = context.partition_keys
+    succeeded: list[batch.Outcome] = []
     failures: list[batch.Outcome] = []
     attributes = {"simlab.experiment": spec.name, "dagster.run_id": context.run_id,
                   "simlab.partitions": len(keys), "simlab.workers": workers}
@@ -102,33 +110,37 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
         done, step = 0, max(1, len(tasks) // 10)
         for outcome in batch.execute(tasks, workers):
             done += 1
-            if outcome.error is not None:
+            if outcome.error is None:
+                succeeded.append(outcome)
+            else:
                 failures.append(outcome)
                 context.log.error(f"{outcome.task.partition_key} failed: {outcome.error}")
-                continue
-            task = outcome.task
-            yield dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=task.partition_key,
-                metadata=_partition_metadata(outcome, store.url(task.experiment, task.config_key,
-                                                                task.replication)),
-                tags={CODE_VERSION_TAG: REPLICATIONS_CODE_VERSION,
-                      DATA_VERSION_TAG: batch.data_version(outcome.row),
-                      "dagster/partition/config": task.config_key,
-                      "dagster/partition/replication": str(task.replication)},
-            )
             if done % step == 0 or done == len(tasks):
                 context.log.info(f"{spec.name}: {done}/{len(tasks)} simulations done")
-    if failures:
-        lines = [f"{o.task.partition_key}: {o.error}" for o in failures]
-        raise dg.Failure(
-            description=f"{len(failures)} of {len(tasks)} simulations failed "
-                        f"(the other partitions are kept):\n" + "\n".join(lines[:20]),
-            metadata={"failed_partitions": dg.MetadataValue.json([o.task.partition_key
-                                                                   for o in failures]),
-                      "first_traceback": dg.MetadataValue.md(f"```\n{failures[0].traceback}\n```")},
-            allow_retries=False,  # a simulation that raised will raise again
+    if not failures:
+        for outcome in succeeded:
+            context.add_asset_metadata(_partition_metadata(outcome, store),
+                                       partition_key=outcome.task.partition_key)
+        yield dg.MaterializeResult()
+        return
+    for outcome in succeeded:
+        task = outcome.task
+        yield dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=task.partition_key,
+            metadata=_partition_metadata(outcome, store),
+            tags={CODE_VERSION_TAG: REPLICATIONS_CODE_VERSION,
+                  "dagster/partition/config": task.config_key,
+                  "dagster/partition/replication": str(task.replication)},
         )
+    lines = [f"{o.task.partition_key}: {o.error}" for o in failures]
+    raise dg.Failure(
+        description=f"{len(failures)} of {len(tasks)} simulations failed "
+                    f"(the other partitions are kept):\n" + "\n".join(lines[:20]),
+        metadata={"failed_partitions": dg.MetadataValue.json([o.task.partition_key
+                                                               for o in failures]),
+                  "first_traceback": dg.MetadataValue.md(f"```\n{failures[0].traceback}\n```")},
+        allow_retries=False,  # a simulation that raised will raise again
+    )
 
 
 def _markdown_summary(frame, metrics: list[str]) -> str:

@@ -12,11 +12,14 @@ PostgreSQL (dagster-postgres), where none of this applies.
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import sqlalchemy as sa
+from dagster._core.events.log import EventLogEntry
+from dagster._core.events import ASSET_EVENTS
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.pool import SingletonThreadPool
@@ -72,3 +75,25 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store a run's batch of asset events in one transaction per database file.
+
+        Each event gets exactly the rows ``store_event`` would write (run shard, index shard, tags,
+        asset table); other batches fall back to Dagster's one-by-one path.
+        """
+        if not events or len({e.run_id for e in events}) != 1 or not all(
+            e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS for e in events
+        ):
+            super().store_event_batch(events)
+            return
+        statements = [self.prepare_insert_event(e) for e in events]
+        with self.run_connection(events[0].run_id) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        with self.index_transaction() as conn:
+            for event, statement in zip(events, statements, strict=True):
+                with db_result(conn, statement) as result:
+                    event_id = result.inserted_primary_key[0]
+                self._store_asset_event_tags(conn, [event], [event_id])
+                self._store_asset_event(conn, event, event_id)
