@@ -107,9 +107,8 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
         tasks = _tasks(context, spec, storage, telemetry.current_traceparent())
         context.log.info(f"{spec.name}: {len(tasks)} simulations on {min(workers, len(tasks))} "
                          f"worker(s), from {keys[0]} to {keys[-1]}")
-        done, step = 0, max(1, len(tasks) // 10)
-        for outcome in batch.execute(tasks, workers):
-            done += 1
+        step = max(1, len(tasks) // 10)
+        for done, outcome in enumerate(batch.execute(tasks, workers), start=1):
             if outcome.error is None:
                 succeeded.append(outcome)
             else:
