@@ -81,7 +81,8 @@ def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
     confidence = f"{rows['confidence'][0] * 100:g}%"
     low, high = rows["n"].min(), rows["n"].max()
     count = f"{low}" if low == high else f"{low}–{high}"
-    how = f"paired over {count} replications" if paired else f"Welch, {count} replications each"
+    noun = "replication" if high == 1 else "replications"
+    how = f"paired over {count} {noun}" if paired else f"Welch, {count} {noun} each"
     sentence = f"Against {reference} {baseline} ({confidence} CI, {how}), " + "; ".join(parts)
     if rest:
         sentence += f"; {rest} other configuration{'s' if rest > 1 else ''} not shown"
@@ -109,7 +110,7 @@ def _clause(row: Mapping[str, Any], metric: str, unit: str,
         verb = "lowers"
     else:
         signed, hw = format_estimate(diff, half)
-        if float(signed) == 0.0:
+        if signed != "n/a" and float(signed) == 0.0:
             signed = signed.lstrip("-")  # no "-0.0"
         elif diff > 0:
             signed = "+" + signed

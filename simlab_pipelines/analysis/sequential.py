@@ -48,7 +48,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from simlab_pipelines.analysis.frames import as_arrays
-from simlab_pipelines.analysis.intervals import RELATIVE_CAP, check_confidence, t_quantile
+from simlab_pipelines.analysis.intervals import (
+    RELATIVE_CAP,
+    check_confidence,
+    t_interval,
+    t_quantile,
+)
 
 MET, MORE, MAX_REACHED, UNDEFINED = "met", "more", "max_reached", "undefined"
 
@@ -103,9 +108,12 @@ def next_round(observations: Mapping[str, Sequence[float] | np.ndarray], *, targ
     ``observations``: config_key -> the precision metric's values in replication order (NaN =
     undefined in that replication, ignored). ``target``: the relative half-width wanted (e.g.
     0.05). ``current``: replications already scheduled per configuration (default: the number of
-    observations; a replication without a value counts here but not as an observation, and is
-    made up for). Returns config_key -> ReplicationPlan; the experiment is finished when every
-    plan has ``additional == 0``.
+    values given, NaN included; a replication without a value counts here but not as an
+    observation, and is made up for). ``min_replications``: the pilot (Law recommends >= 10;
+    capped at ``max_replications``). ``look_ahead``: Hoad et al.'s kLimit. ``max_growth``: the
+    largest factor by which a round may multiply a configuration's observations. Returns
+    config_key -> ReplicationPlan; the experiment is finished when every plan has
+    ``additional == 0`` (``is_finished``).
     """
     confidence = check_confidence(confidence)
     if not (isinstance(target, int | float) and target > 0 and math.isfinite(target)):
@@ -143,8 +151,8 @@ def _plan(key: str, x: np.ndarray, scheduled: int, target: float, max_replicatio
     n = int(x.size)
     d = prefix_relative_half_widths(x, confidence)
     d_n = float(d[-1]) if n else math.nan
-    mean = float(x.mean()) if n else math.nan
-    half = d_n * abs(mean) if math.isfinite(d_n) else (math.inf if n >= 2 else math.nan)
+    interval = t_interval(x, confidence)
+    mean, half = interval.mean, interval.half_width
 
     undefined = n >= 2 and not d_n < 1.0  # the interval contains zero (or d_n is NaN)
 
