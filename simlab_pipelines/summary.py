@@ -53,7 +53,8 @@ def read_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
         return pl.DataFrame()
     files = store.files(spec.name, present)
     options = _polars_storage_options(store)
-    frame = pl.read_parquet(files, storage_options=options) if options else pl.read_parquet(files)
+    # One-row files: reading them one after another beats splitting each across threads.
+    frame = pl.read_parquet(files, parallel="none", storage_options=options or None)
     return frame.sort(["config_key", "replication"])
 
 
