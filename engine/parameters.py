@@ -1,9 +1,12 @@
 """Typed, bounded model parameters, checked before anything is simulated."""
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 class ParameterError(ValueError):
@@ -36,12 +39,13 @@ class Parameter:
             if self.optional:
                 return None
             raise ParameterError(self.name, f"parameter '{self.name}' is required")
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        # numbers.Real admits numpy scalars (np.int64, np.float64), which callers often pass.
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
             raise ParameterError(
                 self.name, f"parameter '{self.name}' must be {self.type.__name__}, got {value!r}"
             )
         if self.type is int:
-            if isinstance(value, float) and not value.is_integer():
+            if not isinstance(value, numbers.Integral) and not float(value).is_integer():
                 raise ParameterError(
                     self.name, f"parameter '{self.name}' must be an integer, got {value!r}"
                 )
