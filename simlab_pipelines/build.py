@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from simlab_pipelines import settings
-from simlab_pipelines.assets import experiment_assets, replications_key, summary_key
+from simlab_pipelines.assets import experiment_assets, replications_key, spec_key, summary_key
 from simlab_pipelines.checks import experiment_checks
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.resources import default_storage
@@ -28,6 +28,12 @@ def replications_job(spec: ExperimentSpec):
                                description=f"Simulations of '{spec.name}' (partitioned).")
 
 
+def spec_job(spec: ExperimentSpec):
+    return dg.define_asset_job(f"{spec.name}_spec",
+                               selection=dg.AssetSelection.assets(spec_key(spec.name)),
+                               description=f"Record the definition of '{spec.name}'.")
+
+
 def summary_job(spec: ExperimentSpec):
     return dg.define_asset_job(f"{spec.name}_summary",
                                selection=dg.AssetSelection.assets(summary_key(spec.name)),
@@ -44,7 +50,7 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
     for spec in specs:
         assets += experiment_assets(spec)
         checks += experiment_checks(spec)
-        jobs += [replications_job(spec), summary_job(spec)]
+        jobs += [spec_job(spec), replications_job(spec), summary_job(spec)]
         if spec.name == VALIDATION_EXPERIMENT:
             schedules.append(validation_schedule(spec, batch_size(spec), jobs[-2]))
     sensors = [

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from simlab_pipelines import telemetry
-from simlab_pipelines.assets import TRACEPARENT_TAG, replications_key
+from simlab_pipelines.assets import TRACEPARENT_TAG, replications_key, spec_key
 from simlab_pipelines.build import batch_size as default_batch_size
 from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
@@ -31,6 +31,13 @@ def _definitions(path: str) -> dg.Definitions:
 def experiment_job(path: str, job_name: str) -> dg.JobDefinition:
     """The named job of the experiment in ``path`` (the reconstructable target of a sweep's runs)."""
     return _definitions(path).resolve_job_def(job_name)
+
+
+def spec_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
+    """Whether ``<name>/spec`` was last materialised from this very definition."""
+    record = instance.get_latest_materialization_event(spec_key(spec.name))
+    tags = (record.asset_materialization.tags or {}) if record and record.asset_materialization else {}
+    return tags.get("dagster/data_version") == spec.spec_hash()
 
 
 def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec) -> list[str]:
@@ -82,6 +89,10 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
                      "simlab/sweep": sweep_id, "simlab/experiment": spec.name}
         if workers:
             base_tags["simlab/workers"] = str(workers)
+        if not spec_is_current(instance, spec):  # the lineage root, once per new definition
+            result = _run(path, f"{spec.name}_spec", instance, base_tags)
+            if not result.success:
+                report.failed_runs.append(result.run_id)
         done = 0
         for config_key, first, last in batches(missing, size):
             result = _run(path, replications_job_name(spec.name), instance,

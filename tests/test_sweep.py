@@ -39,12 +39,13 @@ def test_sweep_runs_everything_once_and_a_rerun_does_nothing(lab):
     assert rows == distinct == expected
     assert runs == 4 and traces == expected
     instance = dg.DagsterInstance.get()
-    assert len(instance.get_runs()) == 5  # four batches and the summary, visible in the UI
+    # the spec, four batches and the summary: all visible in the UI
+    assert len(instance.get_runs()) == 6
     before = _observations(db)
 
     again = _sweep(path)
     assert f"nothing to do, all {expected} partitions are materialised" in again
-    assert len(instance.get_runs()) == 5
+    assert len(instance.get_runs()) == 6
     assert _observations(db) == before
 
     # a lost result file is run again, and only that one
