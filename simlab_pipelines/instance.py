@@ -18,8 +18,8 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.pool import SingletonThreadPool
@@ -77,23 +77,27 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """Store a run's batch of asset events in one transaction per database file.
+        """Store a run's batch of asset events with one multi-row insert per database file.
 
-        Each event gets exactly the rows ``store_event`` would write (run shard, index shard, tags,
-        asset table); other batches fall back to Dagster's one-by-one path.
+        The same rows as ``store_event`` one by one (run shard, index shard, tags); the asset table
+        row, which each event overwrites, is updated once per asset and event type, with the last
+        event, as dagster-postgres does. Other batches take Dagster's one-by-one path.
         """
         if not events or len({e.run_id for e in events}) != 1 or not all(
             e.is_dagster_event and e.dagster_event_type in ASSET_EVENTS for e in events
         ):
             super().store_event_batch(events)
             return
-        statements = [self.prepare_insert_event(e) for e in events]
+        rows = [self._event_to_row(e) for e in events]
+        insert = SqlEventLogStorageTable.insert()
         with self.run_connection(events[0].run_id) as conn:
-            for statement in statements:
-                conn.execute(statement)
+            conn.execute(insert, rows)  # executemany: one compiled statement for the batch
         with self.index_transaction() as conn:
-            for event, statement in zip(events, statements, strict=True):
-                with db_result(conn, statement) as result:
-                    event_id = result.inserted_primary_key[0]
-                self._store_asset_event_tags(conn, [event], [event_id])
+            returning = insert.returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+            ids = [row[0] for row in conn.execute(returning, rows).fetchall()]
+            self._store_asset_event_tags(conn, list(events), ids)
+            last: dict[tuple, tuple[EventLogEntry, int]] = {}
+            for event, event_id in zip(events, ids, strict=True):
+                last[(event.dagster_event.asset_key, event.dagster_event_type)] = (event, event_id)
+            for event, event_id in last.values():
                 self._store_asset_event(conn, event, event_id)
