@@ -3,6 +3,7 @@ schedule. An invalid file is logged and shown in the UI (the code location's met
 sensor's ticks); it never takes the valid ones down."""
 
 import logging
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -40,13 +41,27 @@ def summary_job(spec: ExperimentSpec):
                                description=f"Rebuild the DuckDB tables of '{spec.name}'.")
 
 
+def rejected_file_asset(error) -> dg.AssetSpec:
+    """A bad experiment file, shown in the UI's asset catalog with its errors as description."""
+    stem = error.path.stem if error.path else "unknown"
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", stem) or "unnamed"
+    return dg.AssetSpec(
+        key=dg.AssetKey(["rejected_experiments", safe]),
+        group_name="rejected_experiments",
+        description=f"REJECTED experiment file, not loaded:\n\n{error}",
+        metadata={"file": str(error.path) if error.path else "",
+                  "errors": dg.MetadataValue.json([list(e) for e in error.errors])},
+    )
+
+
 def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
                       directory: Path | None = None) -> dg.Definitions:
     """Definitions for ``specs``; ``errors`` (bad files) are logged and shown as metadata."""
     errors = errors or []
     for error in errors:
         log.error("experiment file rejected: %s", error)
-    assets, checks, jobs, schedules = [], [], [], []
+    assets: list = [rejected_file_asset(error) for error in errors]
+    checks, jobs, schedules = [], [], []
     for spec in specs:
         assets += experiment_assets(spec)
         checks += experiment_checks(spec)

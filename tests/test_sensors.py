@@ -68,5 +68,6 @@ def test_one_bad_file_does_not_take_the_others_down(lab):
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"tiny_mmck/spec", "tiny_mmck/replications", "tiny_mmck/summary"} <= keys
     assert not any(k.startswith("broken/") for k in keys)
+    assert "rejected_experiments/broken" in keys
     assert "broken.yaml" in defs.metadata["rejected_experiment_files"].value
     assert "bogus" in defs.metadata["rejected_experiment_files"].value

@@ -1,0 +1,78 @@
+"""The Dagster UI (dagster-webserver on the code location) shows every experiment, its partitions
+and a bad file's error: queried through the webserver's own GraphQL API."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
+                                     data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def webserver(lab):
+    (lab / "experiments" / "broken.yaml").write_text("name: broken\nmodel: mmck\nbogus: 1\n")
+    port = _free_port()
+    # its own session, so the whole process group can be ended (it may ignore SIGTERM otherwise)
+    process = subprocess.Popen(
+        [str(BIN / "dagster-webserver"), "-m", "simlab_pipelines.definitions", "-h", "127.0.0.1",
+         "-p", str(port)], env=os.environ.copy(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"webserver exited: {process.stderr.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            pytest.fail("webserver did not start within 90 s")
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def test_ui_shows_experiments_partitions_and_rejected_files(webserver):
+    data = _graphql(webserver, """{
+      assetNodes { assetKey { path } groupName description isPartitioned
+        partitionKeysByDimension { name partitionKeys } }
+    }""")["data"]
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+    assert {"tiny_mmck/spec", "tiny_mmck/replications", "tiny_mmck/summary"} <= set(nodes)
+    replications = nodes["tiny_mmck/replications"]
+    assert replications["groupName"] == "tiny_mmck" and replications["isPartitioned"]
+    dims = {d["name"]: d["partitionKeys"] for d in replications["partitionKeysByDimension"]}
+    assert dims == {"config": ["servers-1", "servers-2"],
+                    "replication": [str(r) for r in range(6)]}
+    # the bad file is in the asset catalog, its errors as the description
+    rejected = nodes["rejected_experiments/broken"]
+    assert "broken.yaml" in rejected["description"] and "bogus" in rejected["description"]
