@@ -157,7 +157,7 @@ def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=N
     """Compute and write the experiment's DuckDB tables; returns the Summary."""
     with telemetry.batch_span("simlab.summary", {"simlab.experiment": spec.name}):
         result = summarise(spec, storage.store())
-        write_database(spec, result, storage.duckdb_path)
+        write_database(spec, result, storage.duckdb_path, publish_to=storage.store())
     if log is not None:
         log.info(f"{spec.name}: summary of {result.replications.height} replications "
                  f"({result.missing} missing) written to {storage.duckdb_path}")

@@ -116,3 +116,16 @@ class ResultStore:
     def files(self, experiment: str, keys: Iterable[tuple[str, int]]) -> list[str]:
         """Full URIs of the given replication files, for readers such as polars."""
         return [self.url(experiment, c, r) for c, r in keys]
+
+    def publish(self, local_path: str | os.PathLike, name: str) -> str:
+        """Copy a finished local file to ``<root>/<name>`` in the object store; return its URI.
+
+        One object write: a single PUT, or a multipart upload that S3 only makes visible when it
+        completes, so a reader gets the previous object or the new one, never a mix. Not for local
+        stores (their files are already where readers look).
+        """
+        if self.is_local:
+            raise ValueError(f"publish({name!r}): {self.uri} is a local directory, not an object store")
+        path = f"{self.root}/{name}"
+        self.fs.put_file(os.fspath(local_path), path)
+        return f"{self.protocol}://{path}"

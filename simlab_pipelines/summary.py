@@ -5,6 +5,12 @@ The file is rebuilt into a new file and swapped in with an atomic rename, so a r
 half-built database and never blocks the writer (it keeps reading the file it opened). Other
 experiments' rows are carried over from the previous file. An exclusive lock file serialises
 builders, whatever launched them.
+
+When the results live in an object store (``SIMLAB_RESULTS_URI=s3://...``), the finished file is
+also published there as ``<results>/_summary/simlab.duckdb`` (``_summary`` cannot be an experiment
+name), for readers outside the cluster. DuckDB cannot write to S3 without its httpfs extension, so
+the file is always built locally and uploaded whole, while the lock is held: uploads happen in the
+order of the swaps, so the object is the newest database, with every experiment in it.
 """
 
 import contextlib
@@ -27,6 +33,8 @@ from simlab_pipelines.storage import ResultStore
 KEYS = ["experiment", "config_key", "replication"]
 # Tables rebuilt per experiment, in creation order; each has an ``experiment`` column.
 TABLES = ("experiments", "configurations", "replications", "observations", "summary")
+# Where the database is published in an object store, relative to the results root.
+PUBLISHED_DATABASE = "_summary/simlab.duckdb"
 
 
 @dataclass(frozen=True)
@@ -148,8 +156,13 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_database(spec: ExperimentSpec, result: Summary, db_path: Path) -> None:
-    """Rebuild ``db_path`` with ``result`` replacing the experiment's rows, then swap it in."""
+def write_database(spec: ExperimentSpec, result: Summary, db_path: Path,
+                   publish_to: ResultStore | None = None) -> str | None:
+    """Rebuild ``db_path`` with ``result`` replacing the experiment's rows, then swap it in.
+
+    With ``publish_to`` an object store, the new file is uploaded to its ``PUBLISHED_DATABASE``;
+    returns that URI (None when nothing was published).
+    """
     db_path = Path(db_path)
     tables = _spec_tables(spec)
     tables["replications"] = result.replications.drop("metrics", strict=False)
@@ -180,6 +193,10 @@ def write_database(spec: ExperimentSpec, result: Summary, db_path: Path) -> None
                 if os.path.exists(leftover):
                     os.unlink(leftover)
             raise
+        if publish_to is not None and not publish_to.is_local:
+            # Still under the lock: a later build cannot be overwritten by this older file.
+            return publish_to.publish(db_path, PUBLISHED_DATABASE)
+    return None
 
 
 def _carry_over(con: duckdb.DuckDBPyConnection, old: Path, experiment: str,

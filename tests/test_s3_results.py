@@ -1,0 +1,142 @@
+"""`simlab sweep` with SIMLAB_RESULTS_URI=s3://...: replication Parquet objects and the published
+DuckDB summary in an S3-compatible store (moto's server, started here on 127.0.0.1; fake keys).
+
+The first sweep, whose pool workers write the objects, runs as a subprocess, like a user or a run
+pod would: pool workers are forked from a forkserver that keeps the environment of the moment it
+started, so in this test process they could have been started by another test without the
+endpoint set here. The reruns run in-process with one worker (no pool), to save start-up time.
+"""
+
+import io
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from moto.server import ThreadedMotoServer
+
+from simlab_pipelines.assets import replications_key
+from simlab_pipelines.cli import main
+from simlab_pipelines.experiments import load_experiment
+from simlab_pipelines.summary import PUBLISHED_DATABASE
+
+BUCKET = "simlab-test"
+PREFIX = "lab/results"
+
+
+@pytest.fixture
+def s3(lab, monkeypatch):
+    """A local S3 server with an empty bucket, and AWS_* pointing at it (never real credentials)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    requests_log = logging.getLogger("werkzeug")  # one line per request otherwise
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)
+    host, port = server.get_host_and_port()
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION",
+                "AWS_ENDPOINT_URL_S3", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    # No shared config or credentials files: nothing but the variables above is used.
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(lab / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(lab / "no-aws-credentials"))
+    monkeypatch.setenv("SIMLAB_RESULTS_URI", f"s3://{BUCKET}/{PREFIX}/")  # trailing / on purpose
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    server.stop()
+    requests_log.setLevel(level)
+
+
+def _objects(client) -> dict[str, tuple[str, object]]:
+    """Key -> (ETag, LastModified) of every object in the bucket."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    return {o["Key"]: (o["ETag"], o["LastModified"]) for p in pages for o in p.get("Contents", [])}
+
+
+def _sweep_process(lab, *args: str) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "simlab"), "sweep",
+         str(lab / "experiments" / "tiny_mmck.yaml"), *args],
+        env=dict(os.environ), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _sweep(lab, *args: str) -> str:
+    result = CliRunner().invoke(main, ["sweep", str(lab / "experiments" / "tiny_mmck.yaml"), *args],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _table(db, sql: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_sweep_writes_results_and_summary_to_s3_and_a_rerun_does_nothing(lab, s3):
+    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
+    configs = [c.key for c in spec.configurations_list()]
+    parquet = {f"{PREFIX}/{spec.name}/{c}/{r}.parquet": (c, r)
+               for c in configs for r in range(spec.replications)}
+    published = f"{PREFIX}/{PUBLISHED_DATABASE}"
+
+    output = _sweep_process(lab, "--batch-size", "6", "--workers", "2")
+    assert "ran 12 of 12 partitions in 2 run(s)" in output
+    objects = _objects(s3)
+    # Exactly the layout, and nothing else: no temporary or stray objects, no local fallback.
+    assert set(objects) == set(parquet) | {published}
+    assert not (lab / "data" / "results").exists()
+
+    # Each object holds its own partition's row.
+    key, (config_key, replication) = sorted(parquet.items())[-1]
+    row = pl.read_parquet(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
+    assert row.height == 1
+    assert row.row(0, named=True)["partition_key"] == f"{config_key}|{replication}"
+
+    # The local DuckDB file was built from the objects: every partition once, 6 per configuration.
+    db = lab / "data" / "simlab.duckdb"
+    rows, distinct = _table(db, "SELECT count(*), count(DISTINCT partition_key) "
+                                "FROM replications")[0]
+    assert rows == distinct == len(configs) * spec.replications
+    assert _table(db, "SELECT DISTINCT n FROM summary") == [(spec.replications,)]
+    assert {r[0] for r in _table(db, "SELECT config_key FROM summary")} == set(configs)
+
+    # The published object is that same database.
+    copy = lab / "published.duckdb"
+    s3.download_file(BUCKET, published, str(copy))
+    query = "SELECT * FROM {} ORDER BY ALL"
+    for table in ("replications", "observations", "summary"):
+        assert _table(copy, query.format(table)) == _table(db, query.format(table))
+
+    # The UI links each partition to its object.
+    instance = dg.DagsterInstance.get()
+    [event] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=replications_key(spec.name),
+                              asset_partitions=["servers-2|5"]), limit=10).records
+    path = event.asset_materialization.metadata["path"].value
+    assert path == f"s3://{BUCKET}/{PREFIX}/{spec.name}/servers-2/5.parquet"
+    runs = len(instance.get_runs())
+
+    # A rerun with everything in place writes nothing, not even the summary.
+    assert "nothing to do, all 12 partitions are materialised" in _sweep(lab, "--workers", "1")
+    assert _objects(s3) == objects
+    assert len(instance.get_runs()) == runs
+
+    # A lost object is found missing in the listing, and only it is run again.
+    s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/{spec.name}/servers-1/2.parquet")
+    assert "ran 1 of 12 partitions in 1 run(s)" in _sweep(lab, "--workers", "1")
+    assert set(_objects(s3)) == set(parquet) | {published}
+    assert _table(db, "SELECT count(*) FROM replications") == [(12,)]
