@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 
 from simlab_pipelines import telemetry
-from simlab_pipelines.assets import TRACEPARENT_TAG, replications_key, spec_key
+from simlab_pipelines.assets import DUCKDB_POOL, TRACEPARENT_TAG, replications_key, spec_key
 from simlab_pipelines.build import batch_size as default_batch_size
 from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
@@ -47,6 +48,27 @@ def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec) -> li
     return [partition_key(c.key, r) for c in spec.configurations_list()
             for r in range(spec.replications)
             if partition_key(c.key, r) not in materialized or (c.key, r) not in on_disk]
+
+
+def ensure_pool(instance: dg.DagsterInstance, pool: str) -> None:
+    """Create ``pool``'s default limit in the instance before any run claims a slot in it.
+
+    Dagster 1.13 creates it at a run's first claim with INSERT, then UPDATE after an IntegrityError,
+    in one transaction; PostgreSQL aborts that transaction at the failed INSERT, so of two runs
+    claiming a new pool at the same moment one fails (dagster-io/dagster#33552). Sweeps started
+    together race here instead, where losing is harmless: the other one created the row.
+    """
+    storage = instance.event_log_storage
+    if (storage.get_pool_config().default_pool_limit is None
+            or not storage.supports_global_concurrency_limits):
+        return
+    if pool in storage.get_concurrency_keys():
+        return
+    try:
+        storage.initialize_concurrency_limit_to_default(pool)
+    except sa.exc.DBAPIError:
+        if pool not in storage.get_concurrency_keys():
+            raise
 
 
 @dataclass
@@ -82,6 +104,7 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
         return report
     size = batch_size or default_batch_size(spec)
     sweep_id = uuid.uuid4().hex[:12]
+    ensure_pool(instance, DUCKDB_POOL)
     telemetry.configure_tracing()
     with telemetry.batch_span("simlab.sweep", {"simlab.experiment": spec.name,
                                                "simlab.partitions": len(missing)}):
