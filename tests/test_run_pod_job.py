@@ -164,6 +164,8 @@ def instance_yaml(values: dict[str, Any]) -> dict[str, Any]:
         "port": postgresql.get("service", {}).get("port", 5432),
         "params": postgresql.get("postgresqlParams") or {},
     }
+    if postgresql.get("postgresqlScheme"):
+        postgres_db["scheme"] = postgresql["postgresqlScheme"]
 
     def storage(module: str, cls: str) -> dict[str, Any]:
         return {"module": module, "class": cls, "config": {"postgres_db": postgres_db}}
@@ -253,6 +255,8 @@ def test_the_instance_dagster_yaml_from_our_values_is_accepted_by_dagster(
         assert result.success, f"{name}: {[e.message for e in result.errors]}"
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert config["concurrency"]["runs"]["max_concurrent_runs"] >= 1
+    # dagster-postgres's URL must name psycopg2: SQLAlchemy 2.1 maps postgresql:// to psycopg 3
+    assert config["run_storage"]["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
 
 
 def test_run_limits_under_the_coordinator_would_be_refused(values, tmp_path):
