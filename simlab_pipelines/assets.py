@@ -142,9 +142,9 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
     )
 
 
-def _markdown_summary(frame, metrics: list[str]) -> str:
+def _markdown_summary(frame, metrics: list[str], confidence: float) -> str:
     rows = frame.filter(frame["metric"].is_in(metrics))
-    lines = ["| configuration | metric | n | mean | 95% CI |", "|---|---|---|---|---|"]
+    lines = [f"| configuration | metric | n | mean | {confidence:.0%} CI |", "|---|---|---|---|---|"]
     for r in rows.iter_rows(named=True):
         interval = ("n/a (n < 2)" if r["ci_low"] is None
                     else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]")
@@ -216,7 +216,7 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
             "replications": result.replications.height,
             "missing": result.missing,
             "duckdb": dg.MetadataValue.path(simlab.duckdb_path),
-            "summary": dg.MetadataValue.md(_markdown_summary(result.summary, headline)),
+            "summary": dg.MetadataValue.md(_markdown_summary(result.summary, headline, spec.confidence)),
         })
 
     return [spec_asset, replications_asset, summary_asset]
