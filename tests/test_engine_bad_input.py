@@ -265,3 +265,25 @@ def test_models_json_lists_both_models():
             assert (listed["minimum"], listed["maximum"]) == (p.minimum, p.maximum)
             assert listed["exclusive_minimum"] == p.exclusive_minimum and listed["help"]
         assert [m["name"] for m in entry["metrics"]] == list(model.metrics)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["models", "--help"], ["run", "--help"],
+                                  *[["run", name, "--help"] for name in MODELS]])
+def test_help_everywhere_exits_0_on_stdout(args):
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage: ") and result.stderr == ""
+    if args[0] == "run" and len(args) == 3:  # a model's help lists every parameter option
+        for p in MODELS[args[1]].parameters:
+            assert _option(p.name) in result.stdout
+
+
+def test_version_is_the_engine_version():
+    result = invoke(["--version"])
+    assert result.exit_code == 0 and engine.ENGINE_VERSION in result.stdout
+
+
+@pytest.mark.parametrize(("args", "option"), [(["models", "extra"], "extra"),
+                                              (["models", "--jsn"], "--jsn")])
+def test_models_misuse(args, option):
+    assert_usage_error(invoke(args), option)

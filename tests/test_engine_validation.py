@@ -7,12 +7,19 @@ this file with probability at most 1% for a given set of seeds (the seeds are fi
 is reproducible). Metrics that are exactly zero by construction (the queue of a pure loss system,
 blocking with infinite room) are checked exactly, not with intervals.
 
-Cost: ~25 s of CPU, spread over a process pool of 2.
+The case ``issue_example`` is the acceptance command of the engine issue; its replication 0 is
+also run through ``simlab-engine`` to show the CLI prints that same record.
+
+Cost: ~27 s of CPU, spread over a process pool of 2.
 """
 
+import json
 import math
 import multiprocessing
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -23,6 +30,10 @@ from engine.theory import expected_metrics
 pytestmark = pytest.mark.slow
 
 REPLICATIONS = 20
+ISSUE_PARAMS = {"servers": 3, "capacity": 10, "arrival_rate": 0.2, "service_rate": 0.1}
+ISSUE_COMMAND = ["run", "mmck", "--servers", "3", "--capacity", "10", "--arrival-rate", "0.2",
+                 "--service-rate", "0.1", "--seed", "1", "--replication", "0", "--horizon",
+                 "20000", "--warmup", "1000", "--json"]
 FAMILY_CONFIDENCE = 0.99
 
 # name: (params, seed, warm-up, horizon); horizons give ~25,000 customers per replication, warm-ups
@@ -36,6 +47,8 @@ CASES = {
                   13, 50.0, 6_000.0),        # K = c: Erlang B ~0.20
     "infinite": ({"servers": 2, "capacity": None, "arrival_rate": 1.5, "service_rate": 1.0},
                  14, 300.0, 16_000.0),       # M/M/2, rho = 0.75
+    # The issue's acceptance command (seed 1, horizon 20,000, warm-up 1,000), over replications.
+    "issue_example": (ISSUE_PARAMS, 1, 1_000.0, 20_000.0),  # rho = 0.67, blocking ~0.9%
 }
 
 CHECKED = ("mean_number_in_system", "mean_queue_length", "mean_time_in_system", "mean_wait",
@@ -95,3 +108,16 @@ def test_intervals_are_tight_enough_to_mean_something(replications):
     for metric in ("mean_number_in_system", "mean_time_in_system"):
         low, high = t_interval([run[metric] for run in replications["heavy"]], ALPHA)
         assert (high - low) / 2 < 0.05 * expected_metrics(CASES["heavy"][0])[metric]
+
+
+def test_issue_command_prints_the_record_of_replication_0(replications):
+    exe = Path(sys.executable).parent / "simlab-engine"
+    done = subprocess.run([str(exe), *ISSUE_COMMAND], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)  # exactly one JSON document on stdout
+    assert record["params"] == ISSUE_PARAMS
+    assert record["seed"] == {"entropy": 1, "spawn_key": [0]}
+    assert (record["horizon"], record["warmup"]) == (20_000.0, 1_000.0)
+    # the replication whose metrics, with 19 others, agree with theory above
+    assert record["metrics"] == replications["issue_example"][0]
