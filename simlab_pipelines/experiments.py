@@ -553,6 +553,13 @@ def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
             out.extend((format_path(where), reason) for where, reason in cause.errors)
             continue
         kind = error["type"]
+        if error["loc"] and error["loc"][-1] == "[key]":
+            # A mapping key that is not a string (YAML reads `true:` or `3:` as bool/int). The
+            # key is the last part of ``loc``, in pydantic's rendering (True shows as 1): name the
+            # mapping instead, and the key as written.
+            out.append((format_path(loc[:-1]), f"key {error['input']!r} must be a string "
+                        "(quote it in the YAML)"))
+            continue
         if kind == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
             reason = f"unknown key {loc[-1]!r}"
@@ -565,8 +572,6 @@ def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
         else:
             msg = error["msg"]
             reason = f"{msg[:1].lower()}{msg[1:]} (got {error['input']!r})"
-            if error["loc"] and error["loc"][-1] == "[key]":
-                reason = f"key: {reason}"
         out.append((format_path(loc), reason))
     return out
 

@@ -78,6 +78,10 @@ BAD_FILES = {
     "empty_file.yaml": ("", "got an empty document"),
     "duplicate_yaml_key.yaml": ("seed", "duplicate key 'seed' at line 6 (first given at line 3)"),
     "not_utf8.yaml": ("", "cannot read the file: not UTF-8 text"),
+    "non_string_key.yaml": ("factors", "key True must be a string (quote it in the YAML)"),
+    "empty_configurations.yaml": ("configurations", "list should have at least 1 item"),
+    "factor_not_a_list.yaml": ("factors.servers", "input should be a valid list (got 3)"),
+    "infinite_horizon.yaml": ("horizon", "input should be a finite number (got inf)"),
 }
 
 
@@ -362,6 +366,22 @@ def test_load_experiments_returns_valid_specs_and_errors(tmp_path):
     assert [(e.path.name, e.errors[0][0]) for e in errors] == [("dup.yml", "name"),
                                                                  ("unknown_model.yaml", "model")]
     assert "experiment 'dup' is already defined in" in errors[0].errors[0][1]
+
+
+def test_every_bad_file_in_one_directory_leaves_the_good_ones_loaded(tmp_path):
+    # The whole collection of bad fixtures next to the two examples: each bad file is one error
+    # naming that file (and only it), and both examples still load.
+    for path in BAD.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    for name in ("restaurant_staffing.yaml", "mmck_validation.yaml"):
+        (tmp_path / name).write_text((EXAMPLES / name).read_text())
+    specs, errors = load_experiments(tmp_path)
+    assert [s.name for s in specs] == ["mmck_validation", "restaurant_staffing"]
+    assert sorted(e.path.name for e in errors) == sorted(BAD_FILES)
+    for error in errors:
+        field, fragment = BAD_FILES[error.path.name]
+        assert (field, True) in [(f, fragment in reason) for f, reason in error.errors], error
+        assert all(line.startswith(f"{error.path}: ") for line in str(error).splitlines())
 
 
 def test_load_experiments_on_a_missing_directory_reports_it(tmp_path):
