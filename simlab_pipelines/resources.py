@@ -20,7 +20,13 @@ class SimlabStorage(dg.ConfigurableResource):
         """Workers for a run: its ``simlab/workers`` tag, else this resource's, else the CPUs."""
         tagged = (tags or {}).get("simlab/workers")
         if tagged:
-            return max(1, int(tagged))
+            try:
+                value = int(tagged)
+            except ValueError:
+                value = 0
+            if value < 1:
+                raise ValueError(f"run tag simlab/workers={tagged!r} must be a positive integer")
+            return value
         return self.workers if self.workers > 0 else settings.workers()
 
 

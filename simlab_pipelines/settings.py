@@ -42,23 +42,64 @@ def max_partitions_per_run() -> int:
     return _positive_int_env("SIMLAB_MAX_PARTITIONS_PER_RUN", DEFAULT_MAX_PARTITIONS_PER_RUN)
 
 
-def _cgroup_cpu_limit() -> float | None:
-    """The CPU quota of this process's cgroup (v2 cpu.max or v1 cfs quota), if any."""
-    candidates = [("/sys/fs/cgroup/cpu.max", None)]
-    candidates.append(("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
-    for quota_file, period_file in candidates:
-        try:
-            text = Path(quota_file).read_text().split()
-            if period_file is None:  # v2: "max 100000" or "200000 100000"
-                if text[0] != "max":
-                    return int(text[0]) / int(text[1])
-            else:
-                quota = int(text[0])
-                if quota > 0:
-                    return quota / int(Path(period_file).read_text())
-        except (OSError, ValueError, IndexError):
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def _ancestors(base: Path, relative: str) -> list[Path]:
+    """``base/relative`` and each of its parents up to ``base`` itself, innermost first."""
+    parts = [part for part in relative.strip().strip("/").split("/") if part]
+    return [base.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def _quota_v2(directory: Path) -> float | None:
+    text = (directory / "cpu.max").read_text().split()  # "max 100000" or "150000 100000"
+    return None if text[0] == "max" else int(text[0]) / int(text[1])
+
+
+def _quota_v1(directory: Path) -> float | None:
+    quota = int((directory / "cpu.cfs_quota_us").read_text())  # -1: no limit
+    return quota / int((directory / "cpu.cfs_period_us").read_text()) if quota > 0 else None
+
+
+def _cgroup_cpu_limit(root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
+    """The tightest CPU quota (in CPUs) on this process's cgroup and its ancestors, if any.
+
+    The process's cgroup comes from /proc/self/cgroup (v2 ``0::/path``, v1 ``N:cpu,...:/path``);
+    a quota anywhere above it limits it too, so every ancestor counts. The mount roots are read as
+    well: inside a container with its own cgroup namespace (or a v1 mount of its own cgroup) the
+    path in /proc/self/cgroup does not exist under the mount, and the root is the container's.
+    """
+    root = CGROUP_ROOT if root is None else root
+    proc_cgroup = PROC_SELF_CGROUP if proc_cgroup is None else proc_cgroup
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    v2: list[Path] = []
+    v1: list[Path] = []
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
             continue
-    return None
+        hierarchy, controllers, path = fields
+        if hierarchy == "0" and controllers == "":
+            v2 += _ancestors(root, path)
+        elif "cpu" in controllers.split(","):
+            for mount in dict.fromkeys((root / controllers, root / "cpu", root / "cpu,cpuacct")):
+                v1 += _ancestors(mount, path)
+    v2.append(root)
+    v1 += [root / "cpu", root / "cpu,cpuacct"]
+    limits = []
+    for read, directories in ((_quota_v2, v2), (_quota_v1, v1)):
+        for directory in dict.fromkeys(directories):
+            try:
+                limit = read(directory)
+            except (OSError, ValueError, IndexError, ZeroDivisionError):
+                continue
+            if limit is not None and limit > 0:
+                limits.append(limit)
+    return min(limits) if limits else None
 
 
 def usable_cpus() -> int:
