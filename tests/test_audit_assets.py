@@ -1,0 +1,83 @@
+"""Replications assets: a new engine version marks materialised partitions stale (code version),
+and the RetryPolicy re-runs a step whose storage failed transiently, with dg.materialize on
+dg.instance_for_test."""
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.loader import LoadingContextForTest
+
+import engine
+from simlab_pipelines import assets
+from simlab_pipelines.checks import experiment_checks
+from simlab_pipelines.experiments import load_experiment
+from simlab_pipelines.partitions import range_tags
+from simlab_pipelines.resources import SimlabStorage
+from simlab_pipelines.storage import ResultStore
+
+
+@pytest.fixture
+def tiny(lab):
+    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
+    storage = SimlabStorage(results_uri=str(lab / "data" / "results"),
+                            duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=1)
+    return spec, storage
+
+
+def _materialize(spec, storage, instance, selection, **kwargs):
+    return dg.materialize(assets.experiment_assets(spec) + experiment_checks(spec),
+                          instance=instance, resources={"simlab": storage}, selection=selection,
+                          raise_on_error=False, **kwargs)
+
+
+def _status(instance, spec, storage, key, partition=None):
+    graph = dg.Definitions(assets=assets.experiment_assets(spec),
+                           resources={"simlab": storage}).resolve_asset_graph()
+    resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+    return (resolver.get_status(key, partition),
+            [c.reason for c in resolver.get_stale_causes(key, partition)])
+
+
+def test_a_new_engine_version_marks_results_stale(tiny, monkeypatch):
+    spec, storage = tiny
+    assert f"engine-{engine.ENGINE_VERSION}" == assets.REPLICATIONS_CODE_VERSION
+    key = assets.replications_key(spec.name)
+    with dg.instance_for_test() as instance:
+        assert _materialize(spec, storage, instance, [assets.spec_key(spec.name)]).success
+        # a batched run (one MaterializeResult for many partitions) and a single partition
+        assert _materialize(spec, storage, instance, [key],
+                            tags=range_tags("servers-1", 0, 2)).success
+        assert _materialize(spec, storage, instance, [key], partition_key="servers-2|0").success
+        for partition in ("servers-1|0", "servers-1|2", "servers-2|0"):
+            assert _status(instance, spec, storage, key, partition) == (StaleStatus.FRESH, [])
+        assert _status(instance, spec, storage, key, "servers-2|1")[0] == StaleStatus.MISSING
+
+        monkeypatch.setattr(assets, "REPLICATIONS_CODE_VERSION", "engine-99.0.0")  # next release
+        for partition in ("servers-1|0", "servers-1|2", "servers-2|0"):
+            status, causes = _status(instance, spec, storage, key, partition)
+            assert status == StaleStatus.STALE and causes == ["has a new code version"]
+
+
+def test_retry_policy_reruns_a_step_after_a_transient_storage_error(tiny, monkeypatch):
+    spec, storage = tiny
+    key = assets.replications_key(spec.name)
+    [definition] = [a for a in assets.experiment_assets(spec) if key in a.keys]
+    policy = definition.op.retry_policy
+    assert policy is not None and policy.max_retries >= 1
+    real_write, calls = ResultStore.write, []
+
+    def flaky_write(self, row):
+        calls.append(row["partition_key"])
+        if len(calls) == 2:  # the second file of the first attempt
+            raise OSError("transient: disk briefly unavailable")
+        return real_write(self, row)
+
+    monkeypatch.setattr(ResultStore, "write", flaky_write)
+    with dg.instance_for_test() as instance:
+        result = _materialize(spec, storage, instance, [key], tags=range_tags("servers-2", 0, 3))
+        assert result.success
+        events = [e.event_type_value for e in result.all_events]
+        assert "STEP_UP_FOR_RETRY" in events and "STEP_RESTARTED" in events
+        assert instance.get_materialized_partitions(key) == {f"servers-2|{r}" for r in range(4)}
+    assert len(calls) == 2 + 4  # the failed attempt stopped at its second file; the retry wrote 4
+    assert storage.store().existing(spec.name) == {("servers-2", r) for r in range(4)}
