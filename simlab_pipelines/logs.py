@@ -2,17 +2,32 @@
 
 Every line has ``timestamp`` (ISO 8601, UTC, milliseconds, ``Z``), ``level``, ``logger``,
 ``message``, ``trace_id`` and ``span_id`` (of the current span, null outside one), and, when
-known, ``experiment``, ``config_key``, ``replication``, ``run_id``, ``partition_key``: from
-``log_context(...)`` or a call's ``extra=``. Other ``extra=`` keys are included as given; an
-exception is one string field ``exception`` (the formatted traceback).
+known, ``experiment``, ``config_key``, ``replication``, ``run_id``, ``partition_key``. Those come,
+weakest first, from the current simlab span's attributes (inside a ``simlab.simulation`` span all
+five are known without any call here), from ``log_context(...)``, and from a call's ``extra=``.
+Other ``extra=`` keys are included as given; an exception is one string field ``exception`` (the
+formatted traceback).
 
-Only the stdlib and the OpenTelemetry *API* are used: importing this module is cheap.
+Two ways in, so that both kinds of log line of a pipeline process are JSON:
+
+- ``configure_logging()``: every Python ``logging`` record of the process (simlab's loggers, the
+  OpenTelemetry exporter's, other libraries') goes through one JSON handler on the root logger.
+  Pool workers call it themselves (``telemetry.pool_initializer``).
+- ``dagster_logger()``: a Dagster logger definition to register as the ``console`` logger of the
+  jobs (``Definitions(loggers={"console": dagster_logger()})``). Dagster sends ``context.log``
+  lines and its own run events (step started, materialization, failure...) to a job's loggers, not
+  to Python's root logger; this one prints them as the same JSON, with ``run_id``, ``job_name``,
+  ``step_key``, ``dagster_event`` and, from the run's tags, ``experiment`` (``simlab/experiment``)
+  and ``partition_key``/``config_key``/``replication`` (single-partition runs).
+
+Only the stdlib and the OpenTelemetry *API* are imported at module level (Dagster only inside
+``dagster_logger``): importing this module is cheap, pool workers included.
 """
 
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -20,7 +35,8 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-__all__ = ["CONTEXT_FIELDS", "JsonFormatter", "configure_logging", "log_context"]
+__all__ = ["CONTEXT_FIELDS", "JsonFormatter", "configure_logging", "dagster_logger",
+           "log_context"]
 
 CONTEXT_FIELDS = ("experiment", "config_key", "replication", "run_id", "partition_key")
 
@@ -32,6 +48,18 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__d
 }
 # Keys extra= may not override (trace_id, span_id and the context fields it may).
 _PROTECTED_KEYS = frozenset({"timestamp", "level", "logger", "message", "exception", "stack"})
+# What Dagster puts on the records it hands to a job's loggers (dagster._core.log_manager):
+# replaced by the plain fields below, never dumped (they hold whole events and run tags).
+_DAGSTER_META = "dagster_meta"
+_DAGSTER_KEYS = frozenset({_DAGSTER_META, "dagster_event", "dagster_event_batch_metadata"})
+# Span attribute -> log field, for lines logged inside a simlab span.
+_SPAN_FIELDS = (("simlab.experiment", "experiment"), ("simlab.config_key", "config_key"),
+                ("simlab.replication", "replication"), ("dagster.run_id", "run_id"),
+                ("dagster.partition_key", "partition_key"))
+# Run tag -> log field, for Dagster's lines.
+_TAG_FIELDS = (("simlab/experiment", "experiment"), ("dagster/partition", "partition_key"),
+               ("dagster/partition/config", "config_key"),
+               ("dagster/partition/replication", "replication"))
 
 
 @contextmanager
@@ -53,6 +81,35 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+def _span_fields(span: trace.Span) -> dict[str, Any]:
+    """The context fields among a recording SDK span's attributes (none for other spans)."""
+    attributes = getattr(span, "attributes", None)  # the API's spans have none; SDK spans do
+    if not attributes:
+        return {}
+    return {field: attributes[name] for name, field in _SPAN_FIELDS if name in attributes}
+
+
+def _dagster_fields(meta: Mapping[str, Any], line: dict[str, Any]) -> None:
+    """Replace Dagster's composed message with its own parts, as separate fields."""
+    tags = meta.get("job_tags") or {}
+    for tag, field in _TAG_FIELDS:
+        value = tags.get(tag)
+        if value:
+            line[field] = int(value) if field == "replication" and value.isdigit() else value
+    if meta.get("orig_message") is not None:
+        line["message"] = str(meta["orig_message"])
+    for key in ("run_id", "job_name", "step_key"):
+        if meta.get(key):
+            line[key] = meta[key]
+    event = meta.get("dagster_event")
+    if event is not None:
+        line["dagster_event"] = getattr(event, "event_type_value", None)
+        error = getattr(getattr(event, "event_specific_data", None), "error", None)
+        if error is not None:  # a step failure: Dagster appends it to the composed message
+            line["exception"] = (getattr(event.event_specific_data, "error_display_string", None)
+                                 or error.to_string())
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object on one line."""
 
@@ -67,14 +124,19 @@ class JsonFormatter(logging.Formatter):
             "span_id": None,
         }
         # The handler formats in the thread that logged, so the current span is the caller's.
-        ctx = trace.get_current_span().get_span_context()
+        span = trace.get_current_span()
+        ctx = span.get_span_context()
         if ctx.is_valid:
             line["trace_id"] = trace.format_trace_id(ctx.trace_id)
             line["span_id"] = trace.format_span_id(ctx.span_id)
+            line.update(_span_fields(span))
+        meta = record.__dict__.get(_DAGSTER_META)
+        if isinstance(meta, Mapping):
+            _dagster_fields(meta, line)
         line.update(_context.get() or {})
         for key, value in record.__dict__.items():
             if (key not in _RECORD_ATTRIBUTES and key not in _PROTECTED_KEYS
-                    and not key.startswith("_")):
+                    and key not in _DAGSTER_KEYS and not key.startswith("_")):
                 line[key] = value  # extra= wins over log_context, and may set trace_id too
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
@@ -94,8 +156,7 @@ def _level(level: int | str) -> int:
         return level
     value = logging.getLevelName(level.upper())
     if not isinstance(value, int):
-        raise ValueError(f"configure_logging level={level!r}: expected DEBUG, INFO, WARNING, "
-                         f"ERROR or CRITICAL")
+        raise ValueError(f"log level {level!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     return value
 
 
@@ -121,3 +182,32 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
     handler = _JsonHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
+
+
+def dagster_logger() -> Any:
+    """A Dagster ``LoggerDefinition`` printing a job's log lines as JSON on stderr.
+
+    Register it as the jobs' ``console`` logger; it takes the same config as Dagster's default
+    console logger (``log_level``, default INFO; ``name``, default ``dagster``), so run configs
+    written for that one (``loggers: {console: {config: {log_level: WARNING}}}``) keep working.
+    """
+    import dagster as dg
+
+    @dg.logger(
+        {"log_level": dg.Field(str, is_required=False, default_value="INFO",
+                               description="The logger's threshold."),
+         "name": dg.Field(str, is_required=False, default_value="dagster",
+                          description="The logger's name (the `logger` field of each line).")},
+        description="simlab's JSON console logger: one object a line, with trace and span ids.",
+    )
+    def simlab_json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+        config = init_context.logger_config
+        # A Logger made directly is outside logging's hierarchy: nothing propagates to the root
+        # logger, so a line is printed once even when configure_logging() is active too.
+        logger = logging.Logger(config["name"], _level(config["log_level"]))
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        return logger
+
+    return simlab_json_console_logger

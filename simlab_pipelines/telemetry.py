@@ -334,8 +334,14 @@ def pool_initializer(traceparent: str | None, service_name: str = "simlab",
     worker's whole life (tasks run in the thread that ran the initializer) and remembers it for
     ``parent_context()``, and registers the flush that runs when the worker exits normally (pool
     shutdown, ``max_tasks_per_child``). ``otel_environ``, when given, replaces the worker's OTEL_*
-    environment first.
+    environment first. A worker that starts without logging handlers (``spawn``, ``forkserver``)
+    logs JSON lines on stderr (``logs.configure_logging``), e.g. the exporter's warnings; a forked
+    one keeps the handlers it inherited.
     """
+    if not logging.getLogger().handlers:
+        from simlab_pipelines.logs import configure_logging
+
+        configure_logging("INFO")
     if otel_environ is not None:
         for name in [k for k in os.environ if k.startswith("OTEL_")]:
             del os.environ[name]

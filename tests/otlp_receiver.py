@@ -2,9 +2,11 @@
 
 ``with otlp_receiver() as receiver:`` serves ``POST /v1/traces`` (protobuf, gzip/deflate or
 plain) on 127.0.0.1 at an ephemeral port; ``receiver.endpoint`` is the base URL to put in
-``OTEL_EXPORTER_OTLP_ENDPOINT``; ``receiver.spans()`` returns the decoded spans received so far.
-Bounded: request bodies over MAX_BODY_BYTES are refused, at most MAX_SPANS are kept, and the
-server stops by itself after ``lifetime`` seconds (or at the end of the ``with`` block).
+``OTEL_EXPORTER_OTLP_ENDPOINT``; ``receiver.spans()`` returns the decoded spans received so far and
+``receiver.headers`` the request headers of each accepted request (names lowercased, e.g. to check
+``OTEL_EXPORTER_OTLP_HEADERS``). Bounded: request bodies over MAX_BODY_BYTES are refused, at most
+MAX_SPANS spans and MAX_REQUESTS requests' headers are kept, and the server stops by itself after
+``lifetime`` seconds (or at the end of the ``with`` block).
 """
 
 import gzip
@@ -27,6 +29,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_SPANS = 100_000
+MAX_REQUESTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,12 @@ class Receiver:
         self.requests = 0
         self.rejected = 0
         self.encodings: Counter[str] = Counter()  # Content-Encoding of accepted requests
+        self.headers: list[dict[str, str]] = []  # of accepted requests, names lowercased
         host, port = server.server_address[:2]
         self.endpoint = f"http://{host}:{port}"
 
-    def _add(self, request: ExportTraceServiceRequest, encoding: str) -> None:
+    def _add(self, request: ExportTraceServiceRequest, encoding: str,
+             headers: dict[str, str]) -> None:
         decoded = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -97,6 +102,8 @@ class Receiver:
         with self._lock:
             self.requests += 1
             self.encodings[encoding or "identity"] += 1
+            if len(self.headers) < MAX_REQUESTS:
+                self.headers.append(headers)
             self._spans.extend(decoded[: MAX_SPANS - len(self._spans)])
 
     def spans(self, name: str | None = None) -> list[ReceivedSpan]:
@@ -151,7 +158,8 @@ def _handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
                 receiver.rejected += 1
                 self._reply(400)
                 return
-            receiver._add(request, encoding)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            receiver._add(request, encoding, headers)
             self._reply(200, ExportTraceServiceResponse().SerializeToString())
 
         def log_message(self, format: str, *args: Any) -> None:

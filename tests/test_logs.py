@@ -6,10 +6,11 @@ import logging
 import os
 from datetime import datetime
 
+import dagster as dg
 import pytest
 
-from simlab_pipelines import telemetry
-from simlab_pipelines.logs import configure_logging, log_context
+from simlab_pipelines import logs, telemetry
+from simlab_pipelines.logs import CONTEXT_FIELDS, configure_logging, log_context
 
 ATTRIBUTES = dict(experiment="exp", config_key="servers-2", replication=4, seed_entropy=1,
                   spawn_key=(4,), model="mmck", params={"servers": 2})
@@ -88,3 +89,60 @@ def test_configure_logging_is_idempotent_and_replaces_plain_stream_handlers(outp
     assert text_handler not in root.handlers
     with pytest.raises(ValueError, match="LOUD"):
         configure_logging("LOUD")
+
+
+def test_a_line_inside_a_simulation_span_knows_its_simulation_without_log_context(output):
+    attributes = telemetry.simulation_attributes(**ATTRIBUTES, run_id="run-9",
+                                                 partition_key="servers-2|4")
+    with telemetry.simulation_span(attributes) as info:
+        logging.getLogger("opentelemetry.exporter.test").warning("export failed")
+        with log_context(replication=5):  # an explicit context wins over the span's
+            logging.getLogger("simlab.test").info("inner")
+    line, inner = _lines(output)
+    assert (line["trace_id"], line["span_id"]) == (info.trace_id, info.span_id)
+    assert {k: line[k] for k in CONTEXT_FIELDS} == {
+        "experiment": "exp", "config_key": "servers-2", "replication": 4, "run_id": "run-9",
+        "partition_key": "servers-2|4"}
+    assert inner["replication"] == 5 and inner["config_key"] == "servers-2"
+
+
+@dg.asset(partitions_def=dg.MultiPartitionsDefinition({
+    "config": dg.StaticPartitionsDefinition(["servers-2"]),
+    "replication": dg.StaticPartitionsDefinition(["0", "1"])}))
+def logged_asset(context: dg.AssetExecutionContext) -> None:
+    with telemetry.batch_span("simlab.batch", {"simlab.experiment": "exp"}) as batch:
+        context.log.info(f"inside {batch.span_id}")
+    context.log.debug("below the configured level")
+    raise RuntimeError("simulated failure")
+
+
+def test_dagster_job_lines_are_json_with_run_and_span(output, capsys):
+    job = dg.define_asset_job("logged_job", selection=[logged_asset])
+    defs = dg.Definitions(assets=[logged_asset], jobs=[job],
+                          loggers={"console": logs.dagster_logger()})
+    capsys.readouterr()
+    result = defs.resolve_job_def("logged_job").execute_in_process(
+        partition_key=dg.MultiPartitionKey({"config": "servers-2", "replication": "1"}),
+        tags={"simlab/experiment": "exp"}, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    assert not result.success
+    text = capsys.readouterr().err
+    lines = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
+    assert lines and all(line["logger"] == "dagster" for line in lines)
+    assert all(line["run_id"] == result.run_id and line["job_name"] == "logged_job"
+               for line in lines)
+    (inside,) = [line for line in lines if line["message"].startswith("inside ")]
+    assert inside["message"] == f"inside {inside['span_id']}"  # the original, not Dagster's
+    assert inside["trace_id"] and inside["level"] == "INFO"
+    assert inside["step_key"] == "logged_asset"
+    assert (inside["experiment"], inside["partition_key"], inside["config_key"],
+            inside["replication"]) == ("exp", "servers-2|1", "servers-2", 1)
+    assert not any("below the configured level" in line["message"] for line in lines)
+    # Dagster's own events: the step's and the run's failure (STEP_START and the like are DEBUG,
+    # below the configured INFO; the run's is PIPELINE_FAILURE, Dagster's legacy value).
+    assert {line.get("dagster_event") for line in lines} == {None, "STEP_FAILURE",
+                                                             "PIPELINE_FAILURE"}
+    (failure,) = [line for line in lines if line.get("dagster_event") == "STEP_FAILURE"]
+    assert failure["level"] == "ERROR" and "RuntimeError: simulated failure" in failure["exception"]
+    assert failure["message"] == 'Execution of step "logged_asset" failed.'
+    assert failure["trace_id"] is None  # logged after the span ended

@@ -1,6 +1,8 @@
-"""Tracing: span names, attribute hygiene, parentage, errors, ids, and real OTLP export from pools."""
+"""Tracing: span names, attribute hygiene, parentage, errors, ids, real OTLP export from pools,
+and the JSON log lines of pool workers."""
 
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -253,6 +255,27 @@ def test_pool_workers_export_every_span_over_otlp_http(fresh_tracing, monkeypatc
         assert span.resource["service.version"] == engine.ENGINE_VERSION
         replications.add(span.attributes["simlab.replication"])
     assert replications == set(range(tasks))
+
+
+def _logging_task(replication: int) -> tuple[str, str]:
+    """A pool task that logs a warning inside its simulation span (module level, for spawn)."""
+    with telemetry.simulation_span(_attributes(replication)) as info:
+        logging.getLogger("simlab.worker").warning("from worker %d", replication)
+    return info.trace_id, info.span_id
+
+
+def test_pool_workers_log_json_lines(fresh_tracing, capfd):
+    context = multiprocessing.get_context("spawn")  # a fresh worker: no handlers of ours
+    with ProcessPoolExecutor(1, mp_context=context, initializer=telemetry.pool_initializer,
+                             initargs=(None,)) as pool:
+        ids = list(pool.map(_logging_task, [1, 2]))
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    assert [line["message"] for line in lines] == ["from worker 1", "from worker 2"]
+    for line, (trace_id, span_id), replication in zip(lines, ids, [1, 2], strict=True):
+        assert (line["trace_id"], line["span_id"], line["level"]) == (trace_id, span_id,
+                                                                      "WARNING")
+        assert line["experiment"] == "restaurant-staffing" and line["replication"] == replication
+        assert line["logger"] == "simlab.worker"
 
 
 _GRPC_SCRIPT = textwrap.dedent("""
