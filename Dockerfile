@@ -56,6 +56,15 @@ RUN groupadd --system --gid 10001 simlab \
  && chown -R 10001:10001 /opt/dagster/dagster_home /var/lib/simlab
 
 COPY --from=build /opt/simlab/.venv /opt/simlab/.venv
+
+# matplotlib is imported whenever the definitions load (code server, every run pod) and wants a
+# writable config/cache directory; the user's home is not writable, so it would warn and rebuild
+# its font cache in a temporary directory in every pod. Build the cache once, owned by the user.
+ENV MPLCONFIGDIR=/opt/simlab/.cache/matplotlib
+RUN mkdir -p "$MPLCONFIGDIR" \
+ && /opt/simlab/.venv/bin/python -c "import matplotlib.font_manager" \
+ && chown -R 10001:10001 /opt/simlab/.cache
+
 # Example experiment definitions; on Kubernetes the chart mounts its ConfigMap instead.
 COPY --chown=10001:10001 experiments /opt/simlab/experiments
 

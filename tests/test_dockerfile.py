@@ -1,23 +1,40 @@
-"""Static checks of the Dockerfile and .dockerignore (no Docker engine needed).
+"""Checks of the Dockerfile and .dockerignore without a Docker engine.
 
 The Dockerfile is parsed into instructions (line continuations joined, comments dropped, ARG
 defaults substituted into FROM) and checked for the properties the deployment relies on: a pinned,
 multi-stage build from uv.lock, a numeric non-root user, DAGSTER_HOME, and nothing secret or
-stateful copied in. The .dockerignore is evaluated with Docker's own rules (a pattern matches a
-path or any parent directory; the last matching pattern wins; ``!`` re-includes).
+stateful copied in. Then its facts are checked against the project, where a mismatch would break
+the image: the build stage copies what hatchling needs to build simlab; the image's uv is the
+Makefile's and its Python the one the lock allows and the tests run; the user is the chart's and
+owns the directories the pods write; every SIMLAB_* default is read by the code; every module the
+code imports is installed without the dev group (closure of uv.lock); and the image's CMD and the
+chart's code server command really serve simlab_pipelines.definitions (started here, in this venv,
+with the image's ENV), pass the chart's readiness probe and report DAGSTER_CURRENT_IMAGE, the image
+run pods get. The .dockerignore is evaluated with Docker's own rules (a pattern matches a path or
+any parent directory; the last matching pattern wins; ``!`` re-includes).
 
 A real ``docker build`` runs only when an engine answers and SIMLAB_TEST_DOCKER_BUILD=1, because
 it downloads the base image and the locked wheels (minutes, network).
 """
 
+import ast
+import importlib.metadata
+import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -207,6 +224,286 @@ def test_dagster_home_is_set_in_the_runtime_stage(instructions):
     match = re.search(r"DAGSTER_HOME=(\S+)", envs)
     assert match, "Dockerfile: the runtime stage does not set DAGSTER_HOME"
     assert match.group(1).startswith("/"), "DAGSTER_HOME must be an absolute path"
+
+
+# --- what the build and the pods rely on, checked against the project --------------------
+
+
+FIRST_PARTY = ("engine", "simlab_pipelines")
+
+
+def _copy_sources(instruction: Instruction) -> list[str]:
+    words = [w for w in instruction.value.split() if not w.startswith("--")]
+    return [w.removeprefix("./").rstrip("/") for w in words[:-1]]
+
+
+def runtime_env(instructions: list[Instruction]) -> dict[str, str]:
+    """The ENV of the final stage (KEY=VALUE pairs, $VAR expanded from earlier ones)."""
+    final_stage = max(i.stage for i in instructions)
+    env: dict[str, str] = {}
+    for instruction in instructions:
+        if instruction.stage == final_stage and instruction.keyword == "ENV":
+            for name, value in shlex_pairs(instruction.value):
+                env[name] = substitute(value, env)
+    return env
+
+
+def shlex_pairs(text: str) -> list[tuple[str, str]]:
+    """ENV's KEY=VALUE pairs (quoted values unquoted)."""
+    return [tuple(word.split("=", 1)) for word in shlex.split(text) if "=" in word]
+
+
+def test_build_stage_copies_what_the_project_build_needs(instructions):
+    # `uv sync` without --no-install-project builds simlab's wheel with hatchling: every package
+    # pyproject.toml names, and the readme it declares, must be in the build context by then.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    needed = ["pyproject.toml", "uv.lock", pyproject["project"]["readme"], *packages]
+    project_sync = next(
+        i
+        for i in instructions
+        if i.keyword == "RUN" and "uv sync" in i.value and "--no-install-project" not in i.value
+    )
+    copied = {
+        source
+        for i in instructions
+        if i.keyword == "COPY" and i.stage == project_sync.stage and i.line < project_sync.line
+        for source in _copy_sources(i)
+    }
+    missing = [path for path in needed if path not in copied]
+    assert not missing, f"Dockerfile:{project_sync.line}: the project build needs {missing} copied"
+    for package in packages:
+        assert (ROOT / package / "__init__.py").is_file(), f"pyproject.toml: no package {package}"
+
+
+def test_the_image_uses_the_uv_that_wrote_the_lock():
+    # A uv older than the lock's writer may not read it; the Makefile's uv made uv.lock.
+    makefile = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    dockerfile = re.search(r"^ARG UV_VERSION=(\S+)", DOCKERFILE.read_text(), re.M)
+    assert makefile and dockerfile, "UV_VERSION not found in Makefile or Dockerfile"
+    assert dockerfile.group(1) == makefile.group(1), "Dockerfile and Makefile pin different uv"
+
+
+def test_base_image_python_is_the_one_the_tests_run_and_the_lock_allows(instructions):
+    image = next(image for image, _, i in _froms(instructions) if "@sha256:" in image)
+    version = re.match(r"python:(\d+)\.(\d+)\.(\d+)", image.split("/")[-1])
+    assert version, f"Dockerfile: base image {image} is not a python:X.Y.Z image"
+    major, minor, patch = map(int, version.groups())
+    requires = tomllib.loads((ROOT / "uv.lock").read_text())["requires-python"]
+    assert SpecifierSet(requires).contains(f"{major}.{minor}.{patch}"), (image, requires)
+    # The suite (and so every check here) runs on the image's Python minor version.
+    assert sys.version_info[:2] == (major, minor), (
+        f"tests run on Python {sys.version_info[:2]}, the image has {major}.{minor}"
+    )
+
+
+def test_runtime_user_is_the_chart_user_and_owns_the_writable_paths(instructions):
+    final_stage = max(i.stage for i in instructions)
+    user = [i for i in instructions if i.keyword == "USER" and i.stage == final_stage][-1]
+    uid, _, gid = user.value.partition(":")
+    values = yaml.safe_load((ROOT / "helm" / "simlab" / "values.yaml").read_text())["dagster"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    container = launcher["securityContext"]
+    pod = launcher["runK8sConfig"]["podSpecConfig"]["securityContext"]
+    assert (int(uid), int(gid or uid)) == (container["runAsUser"], container["runAsGroup"])
+    assert pod["fsGroup"] == int(gid or uid)
+    # Directories the processes write to (the instance dir, the data dir, matplotlib's cache)
+    # are created in the image and handed to that user.
+    env = runtime_env(instructions)
+    runs = " ".join(i.value for i in instructions if i.keyword == "RUN" and i.stage == final_stage)
+    chowned = re.findall(rf"chown -R {uid}:{gid or uid} ([^&]+)", runs)
+    owned = {Path(path) for group in chowned for path in group.split()}
+    for name in ("DAGSTER_HOME", "SIMLAB_DATA_DIR", "MPLCONFIGDIR"):
+        path = Path(env[name])
+        assert any(path == o or o in path.parents for o in owned), (
+            f"Dockerfile: {name}={path} is not chowned to {uid}:{gid or uid}"
+        )
+
+
+def test_every_simlab_setting_in_the_image_is_read_by_the_code(instructions):
+    # A misspelt or retired SIMLAB_* variable would be silently ignored.
+    sources = "\n".join(
+        path.read_text() for package in FIRST_PARTY for path in (ROOT / package).rglob("*.py")
+    )
+    settings = [name for name in runtime_env(instructions) if name.startswith("SIMLAB_")]
+    assert settings, "Dockerfile: no SIMLAB_* defaults"
+    unread = [name for name in settings if f'"{name}"' not in sources]
+    assert not unread, f"Dockerfile sets {unread}, which nothing reads"
+
+
+def _locked_runtime_distributions() -> set[str]:
+    """Names of the packages `uv sync --frozen --no-dev` installs: the closure of the project's
+    dependencies in uv.lock, with extras (markers ignored: a superset, never too small)."""
+    packages = {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    wanted, seen = [("simlab", None)], set()
+    while wanted:
+        name, extra = wanted.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        package = packages[name]
+        deps = package.get("dependencies", []) if extra is None else []
+        if extra is not None:
+            deps = package.get("optional-dependencies", {}).get(extra, [])
+        for dep in deps:
+            wanted.append((dep["name"], None))
+            wanted.extend((dep["name"], e) for e in dep.get("extra", []))
+    return {name for name, _ in seen}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _providers(module: str, top_level: dict[str, list[str]]) -> set[str]:
+    """Distributions whose files hold ``module`` (a dotted name), found without importing it."""
+    candidates = top_level.get(module.split(".")[0], [])
+    if len(candidates) <= 1:
+        return {_normalise(c) for c in candidates}
+    # A namespace package shared by several distributions (opentelemetry): the one holding the
+    # module's file, or its package directory. Nothing found: an attribute, not a module.
+    parts = module.split(".")
+    wanted = {"/".join(parts) + ".py", "/".join(parts) + "/__init__.py"}
+    prefix = "/".join(parts) + "/"
+    found = set()
+    for name in candidates:
+        files = importlib.metadata.distribution(name).files or []
+        if any(str(f) in wanted or str(f).startswith(prefix) for f in files):
+            found.add(_normalise(name))
+    return found
+
+
+def test_runtime_imports_are_installed_without_the_dev_group():
+    # The image has no dev group (--no-dev): a module imported by engine/ or simlab_pipelines/
+    # that only a dev tool brings in (moto, pytest, opentelemetry-proto...) works in the tests and
+    # fails in every pod. Each imported module is traced to the distribution whose files hold it.
+    top_level = importlib.metadata.packages_distributions()
+    runtime = {_normalise(name) for name in _locked_runtime_distributions()}
+    imported: dict[str, str] = {}
+    for package in FIRST_PARTY:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    # `from pkg import name` may name a submodule (checked if it is one).
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in FIRST_PARTY:
+                        imported.setdefault(name, str(path.relative_to(ROOT)))
+    assert imported, "no third-party imports found"
+    problems = []
+    for module, where in sorted(imported.items()):
+        if module.split(".")[0] not in top_level:
+            problems.append(f"{where}: {module}: no installed distribution provides it")
+            continue
+        outside = _providers(module, top_level) - runtime
+        if outside:
+            problems.append(
+                f"{where}: {module} comes from {sorted(outside)}, not a runtime dependency"
+            )
+    assert not problems, "\n".join(problems)
+
+
+def test_the_lock_closure_helper_sees_the_dev_group_apart():
+    # Guards the helper above: dev tools are outside the runtime closure, a deep runtime dep inside.
+    runtime = {_normalise(name) for name in _locked_runtime_distributions()}
+    assert {"dagster", "dagster-postgres", "psycopg2-binary", "s3fs", "grpcio"} <= runtime
+    assert not {"pytest", "moto", "ruff", "helm-python-sdk", "kubernetes-validate"} & runtime
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _entrypoint(kind: str, instructions: list[Instruction], port: int) -> list[str]:
+    """The code server command of the image (its CMD) or of the chart's user deployment."""
+    if kind == "image-cmd":
+        (cmd,) = [i for i in instructions if i.keyword == "CMD"]
+        args = json.loads(cmd.value)  # exec form: no shell, signals reach dagster
+    else:
+        # dagster-user-deployments templates/deployment-user.yaml: with dagsterApiGrpcArgs the
+        # container runs `dagster api grpc -h 0.0.0.0 -p <port> <dagsterApiGrpcArgs...>`.
+        values = yaml.safe_load((ROOT / "helm" / "simlab" / "values.yaml").read_text())
+        (deployment,) = values["dagster"]["dagster-user-deployments"]["deployments"]
+        args = ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"])]
+        args += deployment["dagsterApiGrpcArgs"]
+    # Same command, reachable only from here, on a free port.
+    for flag, value in (("-h", "127.0.0.1"), ("-p", str(port))):
+        args[args.index(flag) + 1] = value
+    return args
+
+
+@pytest.mark.parametrize("kind", ["image-cmd", "chart-user-deployment"])
+def test_the_code_server_entrypoints_serve_the_simlab_definitions(kind, instructions, tmp_path):
+    """The image's CMD and the chart's code server command start (in this venv, with the image's
+    ENV, paths moved to a temporary directory), pass the chart's readiness probe
+    (`dagster api grpc-health-check`) and serve simlab_pipelines.definitions, reporting the
+    image named by DAGSTER_CURRENT_IMAGE, which is the image every run pod gets."""
+    from dagster._grpc.client import DagsterGrpcClient
+    from dagster._grpc.types import ListRepositoriesResponse
+    from dagster._serdes import deserialize_value
+
+    image_env = runtime_env(instructions)
+    moved = {
+        "DAGSTER_HOME": tmp_path / "dagster_home",
+        "SIMLAB_DATA_DIR": tmp_path / "data",
+        "MPLCONFIGDIR": tmp_path / "matplotlib",
+        "SIMLAB_EXPERIMENTS_DIR": ROOT / "experiments",  # the image copies experiments/ there
+    }
+    for path in moved.values():
+        path.mkdir(exist_ok=True)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SIMLAB_", "DAGSTER_", "OTEL_"))
+    }
+    env.update({k: v for k, v in image_env.items() if k not in ("PATH", "VIRTUAL_ENV")})
+    env.update({k: str(v) for k, v in moved.items()})
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["OTEL_SDK_DISABLED"] = "true"
+    env["DAGSTER_CURRENT_IMAGE"] = "registry.example/simlab:test"  # what the chart sets
+    port = _free_port()
+    args = _entrypoint(kind, instructions, port)
+    assert args[0] == "dagster" and shutil.which("dagster", path=env["PATH"])
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        client = DagsterGrpcClient(port=port, host="127.0.0.1")
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"{args} exited:\n{log.read_text()}"
+            if _listening(port):
+                try:
+                    response = deserialize_value(
+                        client.list_repositories(), ListRepositoriesResponse
+                    )
+                    break
+                except Exception:  # still loading the definitions
+                    pass
+            assert time.monotonic() < deadline, f"{args} never served:\n{log.read_text()}"
+            time.sleep(0.5)
+        # The chart's readiness probe, as the kubelet runs it.
+        probe = ["dagster", "api", "grpc-health-check", "-p", str(port)]
+        assert subprocess.run(probe, env=env, capture_output=True).returncode == 0
+        pointers = list((response.repository_code_pointer_dict or {}).values())
+        assert [getattr(p, "module", None) for p in pointers] == ["simlab_pipelines.definitions"]
+        assert response.container_image == "registry.example/simlab:test"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 # --- .dockerignore -------------------------------------------------------------------------

@@ -200,6 +200,11 @@ def test_schema_is_draft_07_and_every_values_file_passes(chart, merged):
         ({"experiments": {"extra": {"Bad Name.yml": "x: 1"}}}, "Bad Name.yml"),
         ({"resourceNames": {"envConfigMap": "Not_A_Name"}}, "envConfigMap"),
         ({"grafanaPassword": "hunter2"}, "grafanaPassword"),
+        ({"simulation": {"workers": 0}}, "workers"),
+        ({"storage": {"objectStore": {"enabled": True, "resultsUri": ""}}}, "resultsUri"),
+        ({"storage": {"persistence": {"accessModes": ["ReadWriteSometimes"]}}}, "accessModes"),
+        ({"storage": {"persistence": {"size": "lots"}}}, "size"),
+        ({"telemetry": {"tracesSampler": "sometimes"}}, "tracesSampler"),
     ],
 )
 def test_schema_rejects_bad_values(chart, override, complaint):
@@ -555,8 +560,11 @@ def test_dagster_runs_queue_retry_and_are_monitored(merged, environment):
     assert coordinator["enabled"] and coordinator["type"] == "QueuedRunCoordinator"
     # Run limits must sit in `concurrency.runs`: with a `concurrency` block (needed for the pool)
     # Dagster rejects them under run_coordinator (test_run_pod_job checks the instance config).
-    # Empty: any key there makes the chart write max_concurrent_runs under run_coordinator.
-    assert coordinator["config"]["queuedRunCoordinator"] == {}
+    queued = coordinator["config"]["queuedRunCoordinator"]
+    for key in ("maxConcurrentRuns", "tagConcurrencyLimits", "blockOpConcurrencyLimitedRuns"):
+        assert queued.get(key) in (None, []), (
+            f"dagsterDaemon.runCoordinator...{key}: use concurrency"
+        )
     concurrency = merged["dagster"]["concurrency"]
     assert concurrency["enabled"] is True
     assert concurrency["pools"] == {"defaultLimit": 1}, "simlab_duckdb: one DuckDB writer"
@@ -597,12 +605,24 @@ def test_postgresql_password_always_comes_from_a_secret(merged, environment):
 
 # --- subchart values use keys the subcharts have ------------------------------------------
 #
-# Key paths read from the upstream charts with the search tool (not vendored):
-#   dagster-io/dagster helm/dagster/schema/schema/charts/dagster/values.py and subschema/
-#     {daemon,run_launcher,postgresql,webserver}.py, dagster_user_deployments/subschema/
-#     user_deployments.py, templates/helpers/instance/_run-launcher.tpl, configmap-instance.yaml
-#   open-telemetry/opentelemetry-helm-charts charts/opentelemetry-collector/values.schema.json
-#   grafana-community/helm-charts charts/tempo/values.yaml and charts/grafana/README.md (values)
+# Key paths read from the upstream charts with the search tool (nothing vendored; the versions the
+# search index holds, which may be a little older or newer than the pins in Chart.yaml):
+#   dagster-io/dagster helm/dagster/schema/schema/charts/dagster/subschema/{daemon.py (the newest
+#     copy also has runRetries.retryOnAssetOrOpFailure and backfills.*), run_launcher.py@969d726,
+#     webserver.py@288c611, postgresql.py@3f2daa0, concurrency.py@7dade76};
+#     dagster-user-deployments/values.schema.json@b8d7b25 (a deployment has no replicaCount: its
+#     Deployment template hard-codes `replicas: 1`, deployment-user.yaml@36f72b1);
+#     templates/configmap-instance.yaml@835892b (runMonitoring keys), helpers/instance/
+#     _run-launcher.tpl@a07d616, _run-coordinator.tpl (the copy after dagster-io/dagster#33225).
+#   open-telemetry/opentelemetry-helm-charts charts/opentelemetry-collector/values.schema.json@2bd24b4
+#     (top-level additionalProperties: false; has enabled, alternateConfig, image.{registry,
+#     repository,tag,digest,pullPolicy}, command.name, ports.*.enabled); chart 0.156.2 exists (tag
+#     opentelemetry-collector-0.156.2 is linked from public docs; 0.156.0 ships collector 0.152.0,
+#     after the otlp -> otlp_grpc exporter rename of 0.144).
+#   grafana-community/helm-charts charts/tempo/values.yaml@d1e8f02 (Tempo 3: tempo.liveStore,
+#     tempo.retention, persistence.*) and README.md (chart 3.1.1 fixes retention enforcement);
+#     charts/grafana/Chart.yaml@12e12d9 (version 11.1.7) and values.yaml@309f281 (admin.existingSecret/
+#     userKey/passwordKey, sidecar.{dashboards,datasources}.{enabled,label,labelValue}).
 # `x.*` accepts any key below x (free-form maps: resources, labels, config...); `[]` is a list item.
 UPSTREAM_KEYS = {
     "dagster": [
@@ -658,7 +678,6 @@ UPSTREAM_KEYS = {
         "dagster-user-deployments.deployments[].dagsterApiGrpcArgs.*",
         "dagster-user-deployments.deployments[].codeServerArgs.*",
         "dagster-user-deployments.deployments[].port",
-        "dagster-user-deployments.deployments[].replicaCount",
         "dagster-user-deployments.deployments[].includeConfigInLaunchedRuns.enabled",
         "dagster-user-deployments.deployments[].envConfigMaps[].name",
         "dagster-user-deployments.deployments[].envSecrets.*",

@@ -174,31 +174,31 @@ def instance_yaml(values: dict[str, Any]) -> dict[str, Any]:
     queued = {
         k: v
         for k, v in daemon["runCoordinator"]["config"]["queuedRunCoordinator"].items()
-        if v is not None
+        if v not in (None, False, 0, "", [], {})  # sprig's `compact`
     }
+    # templates/helpers/instance/_run-coordinator.tpl after dagster-io/dagster#33225: with
+    # concurrency.enabled, max_concurrent_runs and tag_concurrency_limits are written only when
+    # set explicitly (before the fix an unset maxConcurrentRuns became -1, which Dagster refuses
+    # next to a `concurrency` block: the daemon did not start).
+    concurrency_enabled = bool((dagster.get("concurrency") or {}).get("enabled"))
     coordinator: dict[str, Any] = {
         "module": "dagster.core.run_coordinator",
         "class": "QueuedRunCoordinator",
     }
     if queued:
-        coordinator["config"] = {
-            "max_concurrent_runs": queued.get("maxConcurrentRuns", -1),
-            **(
-                {"tag_concurrency_limits": queued["tagConcurrencyLimits"]}
-                if queued.get("tagConcurrencyLimits")
-                else {}
-            ),
-            **(
-                {"dequeue_use_threads": queued["dequeueUseThreads"]}
-                if queued.get("dequeueUseThreads")
-                else {}
-            ),
-            **(
-                {"dequeue_num_workers": queued["dequeueNumWorkers"]}
-                if queued.get("dequeueNumWorkers")
-                else {}
-            ),
-        }
+        config: dict[str, Any] = {}
+        if not concurrency_enabled or "maxConcurrentRuns" in queued:
+            config["max_concurrent_runs"] = queued.get("maxConcurrentRuns", -1)
+        if queued.get("tagConcurrencyLimits"):
+            config["tag_concurrency_limits"] = queued["tagConcurrencyLimits"]
+        for key, name in [
+            ("dequeueIntervalSeconds", "dequeue_interval_seconds"),
+            ("dequeueUseThreads", "dequeue_use_threads"),
+            ("dequeueNumWorkers", "dequeue_num_workers"),
+        ]:
+            if queued.get(key):
+                config[name] = queued[key]
+        coordinator["config"] = config
     document: dict[str, Any] = {
         "scheduler": {"module": "dagster.core.scheduler", "class": "DagsterDaemonScheduler"},
         "schedule_storage": storage("dagster_postgres.schedule_storage", "PostgresScheduleStorage"),
@@ -263,13 +263,27 @@ def test_run_limits_under_the_coordinator_would_be_refused(values, tmp_path):
     # Why the limits live in dagster.concurrency.runs: Dagster 1.13 refuses them under
     # run_coordinator as soon as the instance has a `concurrency` block (which the pool needs).
     moved = copy.deepcopy(values)
-    # Any key there makes the chart write max_concurrent_runs (-1 when unset) too.
     moved["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"] = {
-        "dequeueUseThreads": True
+        "maxConcurrentRuns": 4
     }
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(instance_yaml(moved)))
     with pytest.raises(Exception, match="incompatible with the `concurrency > runs` config"):
         dagster_instance_config(str(tmp_path))
+
+
+def test_dequeue_settings_may_sit_next_to_the_concurrency_block(values, tmp_path, monkeypatch):
+    # Threaded dequeueing (faster submission with many runs) is compatible with the pool config.
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "offline")
+    threaded = copy.deepcopy(values)
+    threaded["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"] = {
+        "dequeueUseThreads": True,
+        "dequeueNumWorkers": 4,
+    }
+    document = instance_yaml(threaded)
+    assert "max_concurrent_runs" not in document["run_coordinator"]["config"]
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(document))
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["run_coordinator"]["config"]["dequeue_use_threads"] is True
 
 
 # --- the run pod's Job --------------------------------------------------------------------
