@@ -34,11 +34,13 @@ def _graphql(port: int, query: str) -> dict:
 def webserver(lab):
     (lab / "experiments" / "broken.yaml").write_text("name: broken\nmodel: mmck\nbogus: 1\n")
     port = _free_port()
+    log = lab / "webserver.log"  # a file, not a pipe: a full pipe would stall the server
     # its own session, so the whole process group can be ended (it may ignore SIGTERM otherwise)
-    process = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-m", "simlab_pipelines.definitions", "-h", "127.0.0.1",
-         "-p", str(port)], env=os.environ.copy(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True)
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [str(BIN / "dagster-webserver"), "-m", "simlab_pipelines.definitions", "-h",
+             "127.0.0.1", "-p", str(port)], env=os.environ.copy(), stdout=subprocess.DEVNULL,
+            stderr=stderr, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -47,11 +49,11 @@ def webserver(lab):
                 break
             except OSError:
                 if process.poll() is not None:
-                    pytest.fail(f"webserver exited: {process.stderr.read().decode()[-2000:]}")
+                    pytest.fail(f"webserver exited: {log.read_text()[-2000:]}")
                 time.sleep(0.5)
         else:
             pytest.fail("webserver did not start within 90 s")
-        yield port
+        yield port, log
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -62,9 +64,11 @@ def webserver(lab):
 
 
 def test_ui_shows_experiments_partitions_and_rejected_files(webserver):
-    data = _graphql(webserver, """{
+    port, log = webserver
+    data = _graphql(port, """{
       assetNodes { assetKey { path } groupName description isPartitioned
-        partitionKeysByDimension { name partitionKeys } }
+        partitionKeysByDimension { name partitionKeys }
+        metadataEntries { label ... on JsonMetadataEntry { jsonString } } }
     }""")["data"]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert {"tiny_mmck/spec", "tiny_mmck/replications", "tiny_mmck/summary"} <= set(nodes)
@@ -76,3 +80,8 @@ def test_ui_shows_experiments_partitions_and_rejected_files(webserver):
     # the bad file is in the asset catalog, its errors as the description
     rejected = nodes["rejected_experiments/broken"]
     assert "broken.yaml" in rejected["description"] and "bogus" in rejected["description"]
+    errors = {e["label"]: e.get("jsonString") for e in rejected["metadataEntries"]}
+    assert "unknown key 'bogus'" in errors["errors"]  # field path and reason, as JSON
+    # ... and in the code location's load log, with the file, the field and the reason
+    loaded = log.read_text()
+    assert "experiment file rejected:" in loaded and "broken.yaml: bogus: unknown key" in loaded
