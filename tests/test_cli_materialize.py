@@ -21,8 +21,13 @@ def _materialize(lab, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_materialize_one_partition_from_the_dagster_cli(lab):
+    # A bad file next to the good one: reported in the load log, the good one still runs.
+    (lab / "experiments" / "broken.yaml").write_text(
+        "name: broken\nmodel: mmck\nseed: 1\nreplications: 3\nfactors: {servers: [1, 0]}\n")
     done = _materialize(lab, "--select", "tiny_mmck/replications", "--partition", "servers-2|3")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert ("experiment file rejected: " f"{lab / 'experiments' / 'broken.yaml'}: "
+            "factors.servers[1]: parameter 'servers' = 0 must be >= 1") in done.stderr
 
     # Exactly that partition's file, holding that partition's row, written by the recorded run.
     results = lab / "data" / "results"
