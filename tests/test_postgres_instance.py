@@ -1,12 +1,18 @@
-"""Two `simlab sweep` processes at once on one PostgreSQL-backed Dagster instance (dagster-postgres)
-and one DuckDB file: every partition materialised exactly once, every run a success, both
+"""Two `simlab sweep` processes at once on one PostgreSQL-backed Dagster instance (dagster-postgres,
+configured by examples/dagster_home_postgres/dagster.yaml as it is), with the results in an
+S3-compatible store (moto's server, started here) and one DuckDB file: the production layout.
+Checked: every partition materialised exactly once, every run a success, the two sweeps' runs
+overlapping in time, exactly one object per partition plus the published database, both
 experiments' rows in the final DuckDB file.
 
 Each test gets a fresh database on the server (SIMLAB_TEST_POSTGRES_URL, default the local trust-auth
 server as user postgres), dropped afterwards; the test is skipped only when no server answers.
 """
 
+import contextlib
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,21 +22,24 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import boto3
 import dagster as dg
 import duckdb
 import psycopg2
 import pytest
-import yaml
+from moto.server import ThreadedMotoServer
 
 from simlab_pipelines.assets import replications_key, summary_key
 from simlab_pipelines.experiments import load_experiment
 from simlab_pipelines.partitions import partition_key
+from simlab_pipelines.summary import PUBLISHED_DATABASE
 from simlab_pipelines.sweep import ensure_pool
 
 PROJECT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT / "tests" / "fixtures"
 EXAMPLE = PROJECT / "examples" / "dagster_home_postgres" / "dagster.yaml"
 SERVER_URL = os.environ.get("SIMLAB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+BUCKET, PREFIX = "simlab-pg-test", "lab/results"
 
 # `simlab sweep`, held at a barrier once its imports are done, so the two sweeps really overlap.
 BARRIER_SWEEP = """
@@ -73,15 +82,10 @@ def pg_database():
 
 
 def _postgres_home(home, database: str) -> dict[str, str]:
-    """A DAGSTER_HOME with the project's dagster.yaml (queue, retries, concurrency, pools), its
-    SQLite event log replaced by the `storage` block of the example PostgreSQL dagster.yaml;
-    returns the DAGSTER_PG_* variables that block reads."""
-    config = yaml.safe_load((PROJECT / "dagster_home" / "dagster.yaml").read_text())
-    example = yaml.safe_load(EXAMPLE.read_text())
-    config.pop("event_log_storage")  # `storage` covers runs, events and schedules
-    config["storage"] = example["storage"]
+    """A DAGSTER_HOME holding the example PostgreSQL dagster.yaml, unchanged; returns the
+    DAGSTER_PG_* variables it reads its connection from."""
     home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copy(EXAMPLE, home / "dagster.yaml")
     url = urlsplit(SERVER_URL)
     # Trust authentication never asks for the password; Dagster still wants the variable.
     return {"DAGSTER_PG_HOST": url.hostname or "127.0.0.1", "DAGSTER_PG_PORT": str(url.port or 5432),
@@ -89,7 +93,37 @@ def _postgres_home(home, database: str) -> dict[str, str]:
             "DAGSTER_PG_PASSWORD": url.password or "unused"}
 
 
-def test_two_concurrent_sweeps_on_a_postgres_instance(tmp_path, pg_database, monkeypatch):
+@contextlib.contextmanager
+def _s3_store(tmp_path):
+    """A local S3 server (moto) with an empty bucket; yields (client, AWS_* environment)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    requests_log = logging.getLogger("werkzeug")  # one line per request otherwise
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           # No shared config or credentials files: only the fake keys above.
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=BUCKET)
+    try:
+        yield client, env
+    finally:
+        server.stop()
+        requests_log.setLevel(level)
+
+
+def test_two_concurrent_sweeps_on_a_postgres_instance_with_results_in_s3(tmp_path, pg_database,
+                                                                          monkeypatch):
+    with _s3_store(tmp_path) as (s3, aws_env):
+        _two_concurrent_sweeps(tmp_path, pg_database, monkeypatch, s3, aws_env)
+
+
+def _two_concurrent_sweeps(tmp_path, pg_database, monkeypatch, s3, aws_env):
     home, data, experiments = tmp_path / "home", tmp_path / "data", tmp_path / "experiments"
     pg_env = _postgres_home(home, pg_database)
     experiments.mkdir()
@@ -103,8 +137,10 @@ def test_two_concurrent_sweeps_on_a_postgres_instance(tmp_path, pg_database, mon
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SIMLAB_", "OTEL_EXPORTER_OTLP", "DAGSTER_"))}
+    env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
     env.update(DAGSTER_HOME=str(home), SIMLAB_DATA_DIR=str(data),
-               SIMLAB_EXPERIMENTS_DIR=str(experiments), **pg_env)
+               SIMLAB_EXPERIMENTS_DIR=str(experiments), SIMLAB_RESULTS_URI=f"s3://{BUCKET}/{PREFIX}",
+               **pg_env, **aws_env)
     go = tmp_path / "go"
     sweeps = {}
     for name, path in paths.items():
@@ -119,10 +155,9 @@ def test_two_concurrent_sweeps_on_a_postgres_instance(tmp_path, pg_database, mon
         assert time.monotonic() < deadline, "the sweeps did not get ready"
         time.sleep(0.02)
     go.touch()
-    for name, process in sweeps.items():
-        output, _ = process.communicate(timeout=120)
+    for process in sweeps.values():
+        output, _ = process.communicate(timeout=180)
         assert process.returncode == 0, output
-        assert f"{name}: ran 12 of 12 partitions in 2 run(s)" in output, output
 
     for var, value in pg_env.items():  # read by the instance's storage config
         monkeypatch.setenv(var, value)
@@ -150,6 +185,8 @@ def test_two_concurrent_sweeps_on_a_postgres_instance(tmp_path, pg_database, mon
             summaries = instance.fetch_materializations(summary_key(name), limit=10).records
             assert len(summaries) == 1
             run_ids = {r.dagster_run.run_id for r in by_experiment[name]}
+            # 12 partitions in batches of 6 (--batch-size): two replication runs per sweep.
+            assert len({e.run_id for e in events}) == 2
             assert {e.run_id for e in events} <= run_ids
 
     # Both summaries wrote the one DuckDB file, one after the other: neither lost the other's rows.
@@ -166,6 +203,14 @@ def test_two_concurrent_sweeps_on_a_postgres_instance(tmp_path, pg_database, mon
     for name, runs in replication_runs.items():
         assert set(runs) <= {r.dagster_run.run_id for r in by_experiment[name]}
     assert not [p for p in data.iterdir() if p.name.endswith(".tmp")]
+
+    # Exactly one object per partition and the published database; no results on the volume.
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    objects = {o["Key"] for page in pages for o in page.get("Contents", [])}
+    expected = {f"{PREFIX}/{name}/{c.key}/{r}.parquet" for name, spec in specs.items()
+                for c in spec.configurations_list() for r in range(spec.replications)}
+    assert objects == expected | {f"{PREFIX}/{PUBLISHED_DATABASE}"}
+    assert not (data / "results").exists()
 
 
 def test_ensure_pool_survives_concurrent_callers_where_dagster_does_not(tmp_path, pg_database,

@@ -93,8 +93,7 @@ def test_sweep_writes_results_and_summary_to_s3_and_a_rerun_does_nothing(lab, s3
                for c in configs for r in range(spec.replications)}
     published = f"{PREFIX}/{PUBLISHED_DATABASE}"
 
-    output = _sweep_process(lab, "--batch-size", "6", "--workers", "2")
-    assert "ran 12 of 12 partitions in 2 run(s)" in output
+    _sweep_process(lab, "--batch-size", "6", "--workers", "2")
     objects = _objects(s3)
     # Exactly the layout, and nothing else: no temporary or stray objects, no local fallback.
     assert set(objects) == set(parquet) | {published}
@@ -130,13 +129,26 @@ def test_sweep_writes_results_and_summary_to_s3_and_a_rerun_does_nothing(lab, s3
     assert path == f"s3://{BUCKET}/{PREFIX}/{spec.name}/servers-2/5.parquet"
     runs = len(instance.get_runs())
 
-    # A rerun with everything in place writes nothing, not even the summary.
-    assert "nothing to do, all 12 partitions are materialised" in _sweep(lab, "--workers", "1")
+    # 12 partitions in batches of 6: two replication runs, each partition materialised once.
+    events = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=replications_key(spec.name)), limit=100).records
+    assert sorted(e.partition_key for e in events) == sorted(f"{c}|{r}" for c, r in parquet.values())
+    assert len({e.run_id for e in events}) == 2
+
+    # A rerun with everything in place launches no run and writes nothing, not even the summary.
+    _sweep(lab, "--workers", "1")
     assert _objects(s3) == objects
     assert len(instance.get_runs()) == runs
 
-    # A lost object is found missing in the listing, and only it is run again.
-    s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/{spec.name}/servers-1/2.parquet")
-    assert "ran 1 of 12 partitions in 1 run(s)" in _sweep(lab, "--workers", "1")
-    assert set(_objects(s3)) == set(parquet) | {published}
+    # A lost object is found missing in the listing, and only it is run again (one run).
+    lost = f"{PREFIX}/{spec.name}/servers-1/2.parquet"
+    s3.delete_object(Bucket=BUCKET, Key=lost)
+    _sweep(lab, "--workers", "1")
+    after = _objects(s3)
+    assert set(after) == set(parquet) | {published}
+    assert {k for k in parquet if after[k] != objects[k]} == {lost}  # only it was rewritten
+    first_runs = {e.run_id for e in events}
+    rerun = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=replications_key(spec.name)), limit=100).records
+    assert [e.partition_key for e in rerun if e.run_id not in first_runs] == ["servers-1|2"]
     assert _table(db, "SELECT count(*) FROM replications") == [(12,)]
