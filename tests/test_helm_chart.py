@@ -247,6 +247,51 @@ def test_the_validator_rejects_a_broken_manifest():
         kubernetes_validate.validate(bad, KUBE_VERSION, strict=True)
 
 
+# --- NetworkPolicies -------------------------------------------------------------------------
+
+
+def _pod_labels(chart_name: str, subchart_values: dict[str, Any]) -> dict[str, str]:
+    # Selector labels of the tempo, grafana and opentelemetry-collector charts (their
+    # _helpers.tpl: tempo@9ae015c, opentelemetry-collector@2839077; grafana's are built the same
+    # way): name = nameOverride or the chart's name, instance = the release.
+    return {
+        "app.kubernetes.io/name": subchart_values.get("nameOverride") or chart_name,
+        "app.kubernetes.io/instance": RELEASE,
+    }
+
+
+def test_network_policies_select_the_pods_they_protect_and_admit_their_clients(rendered, merged):
+    code_server = find(rendered, "NetworkPolicy", "simlab-code-server")["spec"]
+    (deployment,) = merged["dagster"]["dagster-user-deployments"]["deployments"]
+    selector = code_server["podSelector"]["matchLabels"]
+    assert selector.items() <= deployment["labels"].items(), "the code server pods carry the label"
+    (rule,) = code_server["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [deployment["port"]]
+    assert rule["from"] == [{"podSelector": {}}], "webserver, daemon and run pods of the namespace"
+
+    collector = find(rendered, "NetworkPolicy", "simlab-otel-collector")["spec"]
+    assert collector["podSelector"]["matchLabels"] == _pod_labels(
+        "opentelemetry-collector", merged["opentelemetry-collector"]
+    )
+    receivers = merged["opentelemetry-collector"]["alternateConfig"]["receivers"]["otlp"]
+    ports = {int(p["endpoint"].rsplit(":", 1)[1]) for p in receivers["protocols"].values()}
+    assert {p["port"] for rule in collector["ingress"] for p in rule["ports"]} == ports
+
+    tempo = find(rendered, "NetworkPolicy", "simlab-tempo")["spec"]
+    assert tempo["podSelector"]["matchLabels"] == _pod_labels("tempo", merged["tempo"])
+    sources = {
+        frozenset(rule["from"][0]["podSelector"]["matchLabels"].items()): {
+            p["port"] for p in rule["ports"]
+        }
+        for rule in tempo["ingress"]
+    }
+    collector_pods = frozenset(
+        _pod_labels("opentelemetry-collector", merged["opentelemetry-collector"]).items()
+    )
+    grafana_pods = frozenset(_pod_labels("grafana", merged["grafana"]).items())
+    assert sources == {collector_pods: {4317, 4318}, grafana_pods: {3200}}
+
+
 # --- the environment ConfigMap -------------------------------------------------------------
 
 
@@ -272,6 +317,9 @@ def test_env_configmap_points_pods_at_the_collector_and_the_storage(rendered, me
     # Only settings here: credentials come from Secrets.
     assert not [key for key in data if re.search(r"(?i)secret|password|token|access_key", key)]
     assert "SIMLAB_WORKERS" not in data, "workers follow the run pod's CPU limit by default"
+    # Every SIMLAB_* setting is one the code reads (a misspelt one would be silently ignored).
+    sources = "\n".join(p.read_text() for p in (ROOT / "simlab_pipelines").rglob("*.py"))
+    assert not [key for key in data if key.startswith("SIMLAB_") and f'"{key}"' not in sources]
 
 
 def test_env_configmap_honours_overrides(chart):
