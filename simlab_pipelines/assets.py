@@ -5,20 +5,22 @@
 - ``<name>/summary``: the DuckDB tables, rebuilt when replications land.
 """
 
+import base64
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import polars as pl
 from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
 import engine
-from simlab_pipelines import batch, settings, telemetry
+from simlab_pipelines import analysis, batch, settings, telemetry
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.partitions import partitions_def, split_key
 from simlab_pipelines.resources import SimlabStorage
-from simlab_pipelines.summary import summarise, write_database
+from simlab_pipelines.summary import Summary, read_replications, summarise, write_database
 
 # Bump when the summary's tables change meaning; the engine's version covers the simulations.
 SUMMARY_VERSION = "1"
@@ -79,7 +81,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             partition_key=str(key), model=spec.model, params=configs[config_key].params,
             seed=spec.seed, horizon=spec.resolved_horizon, warmup=spec.resolved_warmup,
             common_random_numbers=spec.common_random_numbers,
-            code_version=REPLICATIONS_CODE_VERSION, run_id=context.run_id,
+            series_interval=spec.series_interval, code_version=REPLICATIONS_CODE_VERSION, run_id=context.run_id,
             results_uri=storage.results_uri, traceparent=traceparent,
         ))
     return tasks
@@ -142,25 +144,81 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
     )
 
 
-def _markdown_summary(frame, metrics: list[str], confidence: float) -> str:
-    rows = frame.filter(frame["metric"].is_in(metrics))
-    lines = [f"| configuration | metric | n | mean | {confidence:.0%} CI |", "|---|---|---|---|---|"]
-    for r in rows.iter_rows(named=True):
-        interval = ("n/a (n < 2)" if r["ci_low"] is None
-                    else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]")
-        lines.append(f"| {r['config_key']} | {r['metric']} | {r['n']} | {r['mean']:.4g} | "
-                     f"{interval} |")
-    return "\n".join(lines)
+def headline_metric(spec: ExperimentSpec) -> str:
+    """The metric the experiment is about: its objective, else its precision metric, else the
+    model's first metric."""
+    if spec.objective is not None:
+        return spec.objective.metric
+    if spec.precision is not None:
+        return spec.precision.metric
+    return next(iter(engine.get_model(spec.model).metrics))
 
 
-def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=None):
-    """Compute and write the experiment's DuckDB tables; returns the Summary."""
-    with telemetry.batch_span("simlab.summary", {"simlab.experiment": spec.name}):
-        result = summarise(spec, storage.store())
-        write_database(spec, result, storage.duckdb_path, publish_to=storage.store())
+def _image(png: bytes, alt: str) -> dg.MetadataValue:
+    # The UI renders markdown images, data URIs included: the plot travels with the event.
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str) -> dict[str, Any]:
+    """The summary's metadata in the UI: the answer, tables and plots of the headline metric."""
+    metric = headline_metric(spec)
+    outcome = result.analysis
+    summary, comparisons = result.summary, result.comparisons
+    metadata: dict[str, Any] = {
+        "replications": result.replications.height,
+        "missing": result.missing,
+        "duckdb": dg.MetadataValue.path(duckdb_path),
+    }
+    if outcome.answer:
+        metadata["answer"] = dg.MetadataValue.md(outcome.answer)
+    rows = summary.filter(pl.col("metric") == metric)
+    metadata["summary"] = dg.MetadataValue.md(
+        f"{spec.confidence:.0%} t confidence intervals of **{metric}**\n\n"
+        + analysis.markdown_table(rows, ["config_key", "n", "mean", "stddev", "ci_low", "ci_high",
+                                         "relative_half_width"]))
+    if rows.height:
+        best = outcome.statistics.subset.best if outcome.statistics.subset else spec.baseline_key
+        metadata["intervals_plot"] = _image(analysis.ci_plot(summary, metric, highlight=best),
+                                            f"{metric} per configuration")
+    diffs = comparisons.filter(pl.col("metric") == metric)
+    if diffs.height:
+        crn = analysis.crn_effect(diffs)
+        metadata["comparisons"] = dg.MetadataValue.md(
+            f"Differences in **{metric}** (paired over common random numbers, and unpaired)\n\n"
+            + analysis.markdown_table(diffs, ["config_key", "baseline_key", "paired", "n",
+                                              "mean_difference", "ci_low", "ci_high"])
+            + "\nPaired / unpaired half-width (below 1: CRN narrowed the interval)\n\n"
+            + analysis.markdown_table(crn, ["config_key", "baseline_key", "half_width_ratio"]))
+        metadata["differences_plot"] = _image(analysis.differences_plot(diffs, metric),
+                                              f"{metric}: differences")
+    if spec.precision is not None:
+        metadata["precision"] = dg.MetadataValue.md(analysis.markdown_table(
+            result.tables["precision"], ["config_key", "replications", "rounds", "status",
+                                         "relative_half_width", "target_relative_half_width"]))
+    if outcome.warmup:
+        metadata["warmup"] = dg.MetadataValue.md(analysis.markdown_table(
+            result.tables["warmup"], ["config_key", "series", "suggested_warmup",
+                                      "experiment_warmup", "bias_p_value", "biased"]))
+    if outcome.notes:
+        metadata["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in outcome.notes))
+    return metadata
+
+
+def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=None) -> Summary:
+    """Compute and write the experiment's DuckDB tables inside a ``simlab.summary`` span linked
+    to the simulations it aggregates (at most telemetry.MAX_LINKS of them); returns the Summary."""
+    store = storage.store()
+    reps = read_replications(spec, store)
+    links = (list(zip(reps["trace_id"].to_list(), reps["span_id"].to_list(), strict=True))
+             if reps.height else [])
+    with telemetry.summary_span(links, attributes={"simlab.experiment": spec.name}):
+        result = summarise(spec, store, reps)
+        write_database(spec, result, storage.duckdb_path, publish_to=store)
     if log is not None:
         log.info(f"{spec.name}: summary of {result.replications.height} replications "
                  f"({result.missing} missing) written to {storage.duckdb_path}")
+        for note in result.analysis.notes:
+            log.warning(f"{spec.name}: {note}")
     return result
 
 
@@ -168,9 +226,6 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
     """The spec, replications and summary assets of one experiment."""
     name = spec.name
     configs = spec.configurations_list()
-    headline = list(engine.get_model(spec.model).metrics)[:4]
-    if spec.precision is not None and spec.precision.metric not in headline:
-        headline.insert(0, spec.precision.metric)
 
     @dg.asset(key=spec_key(name), group_name=name, code_version=SUMMARY_VERSION,
               description=f"The validated definition of '{name}' (its hash is the data version).")
@@ -194,7 +249,8 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=replications_key(name), deps=[spec_key(name)], group_name=name,
-        partitions_def=partitions_def([c.key for c in configs], spec.replications),
+        # Up to max_replications: the sequential procedure (plan.py) runs those it needs.
+        partitions_def=partitions_def([c.key for c in configs], spec.max_replications),
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
         output_required=False, code_version=REPLICATIONS_CODE_VERSION, kinds={"parquet"},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL,
@@ -208,16 +264,12 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
         key=summary_key(name), deps=[replications_key(name)], group_name=name,
         code_version=SUMMARY_VERSION, pool=DUCKDB_POOL, kinds={"duckdb"},
         automation_condition=summary_automation(),
-        description=f"DuckDB tables of '{name}': replications, observations, summary (t CIs).",
+        description=f"DuckDB tables of '{name}': replications, observations, t intervals, "
+                    "paired comparisons, precision, warm-up and the answer.",
     )
     def summary_asset(context: dg.AssetExecutionContext, simlab: SimlabStorage) -> dg.MaterializeResult:
         result = build_experiment_summary(spec, simlab, context.log)
-        return dg.MaterializeResult(metadata={
-            "replications": result.replications.height,
-            "missing": result.missing,
-            "duckdb": dg.MetadataValue.path(simlab.duckdb_path),
-            "summary": dg.MetadataValue.md(_markdown_summary(result.summary, headline, spec.confidence)),
-        })
+        return dg.MaterializeResult(metadata=summary_metadata(spec, result, simlab.duckdb_path))
 
     return [spec_asset, replications_asset, summary_asset]
 

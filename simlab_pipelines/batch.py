@@ -38,6 +38,7 @@ class Task:
     horizon: float
     warmup: float
     common_random_numbers: bool
+    series_interval: float | None
     code_version: str
     run_id: str
     results_uri: str
@@ -80,6 +81,7 @@ def run_task(task: Task) -> Outcome:
                 task.model, task.params, replication=task.replication, seed=task.seed,
                 horizon=task.horizon, warmup=task.warmup,
                 common_random_numbers=task.common_random_numbers,
+                series_interval=task.series_interval,
             )
             span.warmup_end(result.warmup)
             span.run_end(result.warmup + result.horizon, result.events)

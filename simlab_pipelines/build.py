@@ -8,13 +8,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from simlab_pipelines import settings
+from simlab_pipelines import plan, settings
 from simlab_pipelines.assets import experiment_assets, replications_key, spec_key, summary_key
 from simlab_pipelines.checks import experiment_checks
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.schedules import VALIDATION_EXPERIMENT, validation_schedule
-from simlab_pipelines.sensors import experiment_files_sensor, replications_job_name
+from simlab_pipelines.sensors import (
+    experiment_files_sensor,
+    replications_job_name,
+    sequential_sensor,
+)
 
 log = logging.getLogger("simlab.definitions")
 
@@ -74,9 +78,12 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
             default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
             description="Rebuilds an experiment's summary when its replications land."),
     ]
+    replication_jobs = [j for j in jobs if j.name.endswith("_replications")]
+    by_name = {s.name: s for s in specs}
+    if any(plan.uses_results(s) for s in specs):
+        sensors.append(sequential_sensor(by_name, batch_size, replication_jobs))
     if directory is not None:
-        sensors.append(experiment_files_sensor({s.name: s for s in specs}, directory, batch_size,
-                                               [j for j in jobs if j.name.endswith("_replications")]))
+        sensors.append(experiment_files_sensor(by_name, directory, batch_size, replication_jobs))
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

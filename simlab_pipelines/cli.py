@@ -1,7 +1,8 @@
-"""``simlab``: run experiments on the local Dagster instance and query their results.
+"""``simlab``: run experiments on the local Dagster instance, query and report their results.
 
     simlab sweep experiments/restaurant_staffing.yaml [--workers N] [--batch-size N]
     simlab query "SELECT * FROM summary LIMIT 5"
+    simlab report restaurant_staffing
 """
 
 import json
@@ -73,35 +74,82 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
         report = run_sweep(path, instance, workers=workers, batch_size=batch_size,
-                           progress=progress)
-    if not report.missing:
-        click.echo(f"{spec.name}: nothing to do, all {report.total} partitions are materialised.")
+                           progress=progress, announce=bar.console.print)
+    if not report.missing and not report.summary_run:
+        click.echo(f"{spec.name}: nothing to do, all {report.total} partitions are materialised "
+                   "and summarised.")
+    elif not report.missing:
+        click.echo(f"{spec.name}: all {report.total} partitions are materialised; summary rebuilt.")
     else:
-        click.echo(f"{spec.name}: ran {report.missing} of {report.total} partitions in "
-                   f"{len(report.runs)} run(s).")
-    _print_summary(spec)
+        rounds = (f" over {len(report.rounds)} rounds of the sequential procedure "
+                  f"({' + '.join(map(str, report.rounds))})" if len(report.rounds) > 1 else "")
+        noun = "partition" if report.missing == 1 else "partitions"
+        click.echo(f"{spec.name}: ran {report.missing} {noun} in {len(report.runs)} run(s)"
+                   f"{rounds}; {report.total} wanted in all.")
+    _print_outcome(spec, report.checks)
     if report.failed_runs:
         click.echo(f"{len(report.failed_runs)} run(s) failed: {', '.join(report.failed_runs)} "
                    "(see `dagster dev` for their logs)", err=True)
         sys.exit(1)
 
 
-def _print_summary(spec) -> None:
+def _rows(sql: str, parameters: list) -> tuple[list[str], list[tuple]]:
     from simlab_pipelines.summary import query
 
-    metrics = [spec.precision.metric] if spec.precision else []
-    if spec.objective and spec.objective.metric not in metrics:
-        metrics.append(spec.objective.metric)
     try:
-        columns, rows = query(
-            "SELECT config_key, metric, n, mean, ci_low, ci_high FROM summary "
-            "WHERE experiment = ? " + ("AND metric IN (SELECT unnest(?)) " if metrics else "")
-            + "ORDER BY metric, config_key",
-            settings.duckdb_path(), [spec.name, metrics] if metrics else [spec.name])
-    except FileNotFoundError as exc:
-        click.echo(str(exc), err=True)
+        return query(sql, settings.duckdb_path(), parameters)
+    except FileNotFoundError:
+        return [], []
+
+
+def _print_outcome(spec, checks: dict[str, bool]) -> None:
+    """The summary of the headline metric, precision, warnings, checks, and last the answer."""
+    from simlab_pipelines.assets import headline_metric
+
+    metric = headline_metric(spec)
+    columns, rows = _rows(
+        "SELECT config_key, n, mean, ci_low, ci_high, relative_half_width FROM summary "
+        "WHERE experiment = ? AND metric = ? ORDER BY config_key", [spec.name, metric])
+    if not rows:
+        click.echo(f"no summary for {spec.name} in {settings.duckdb_path()}", err=True)
         return
-    _table(columns, rows, title=f"{spec.name}: mean and {spec.confidence:.0%} confidence interval")
+    _table(columns, rows, title=f"{spec.name}: {metric}, mean and {spec.confidence:.0%} "
+                                "confidence interval")
+    if spec.precision is not None:
+        columns, rows = _rows(
+            "SELECT config_key, replications, rounds, status, relative_half_width, "
+            "target_relative_half_width FROM precision WHERE experiment = ? ORDER BY config_key",
+            [spec.name])
+        _table(columns, rows, title=f"sequential replications on {spec.precision.metric}")
+    _, warnings = _rows("SELECT warning FROM warmup WHERE experiment = ? AND warning IS NOT NULL "
+                        "ORDER BY config_key, series", [spec.name])
+    for (warning,) in warnings:
+        click.echo(f"warning: {warning}")
+    for name, passed in sorted(checks.items()):
+        click.echo(f"check {name}: {'passed' if passed else 'FAILED'}")
+    _, answers = _rows("SELECT answer FROM answers WHERE experiment = ?", [spec.name])
+    click.echo(f"\nAll tables: simlab query \"SELECT * FROM summary WHERE experiment = "
+               f"'{spec.name}'\"; HTML report: simlab report {spec.name}")
+    if answers and answers[0][0]:
+        click.echo(f"\n{answers[0][0]}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="DuckDB file [default: SIMLAB_DUCKDB_PATH or data/simlab.duckdb].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the report [default: NAME.html next to the DuckDB file].")
+def report(name: str, db: Path | None, output: Path | None) -> None:
+    """Write a self-contained HTML report (answer, tables, plots) of experiment NAME."""
+    from simlab_pipelines.report import write_experiment_report
+
+    db = db or settings.duckdb_path()
+    try:
+        path = write_experiment_report(name, db, output)
+    except (FileNotFoundError, KeyError) as exc:
+        raise click.ClickException(exc.args[0] if exc.args else str(exc)) from None
+    click.echo(f"{name}: report written to {path}")
 
 
 @main.command()
@@ -112,7 +160,8 @@ def _print_summary(spec) -> None:
 def query(sql: str, db: Path | None, as_json: bool) -> None:
     """Run SQL read-only against the DuckDB file and print a table.
 
-    Tables: experiments, configurations, replications, observations, summary.
+    Tables: experiments, configurations, replications, observations, series, summary,
+    comparisons, precision, warmup, answers (each has an experiment column).
     """
     import duckdb
 

@@ -5,9 +5,12 @@ import logging
 
 import dagster as dg
 
+from simlab_pipelines import plan
 from simlab_pipelines.assets import replications_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiments
-from simlab_pipelines.partitions import batches, partition_key, range_tags
+from simlab_pipelines.partitions import batches, range_tags
+from simlab_pipelines.resources import default_storage
+from simlab_pipelines.summary import current_targets
 
 log = logging.getLogger("simlab.sensors")
 
@@ -16,11 +19,14 @@ def replications_job_name(name: str) -> str:
     return f"{name}_replications"
 
 
-def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec) -> list[str]:
-    """Partition keys of ``spec`` with no materialization, in configuration/replication order."""
-    done = instance.get_materialized_partitions(replications_key(spec.name))
-    return [partition_key(c.key, r) for c in spec.configurations_list()
-            for r in range(spec.replications) if partition_key(c.key, r) not in done]
+def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec
+                       ) -> tuple[dict[str, plan.Target], list[str]]:
+    """The replication targets now, and the wanted partition keys not materialised in the
+    instance or whose file is gone (in configuration/replication order)."""
+    store = default_storage().store()
+    targets = current_targets(spec, store)
+    materialized = instance.get_materialized_partitions(replications_key(spec.name))
+    return targets, plan.missing_partitions(spec, targets, materialized, store.existing(spec.name))
 
 
 def run_requests(spec: ExperimentSpec, keys: list[str], batch_size: int,
@@ -63,11 +69,64 @@ def experiment_files_sensor(loaded: dict[str, ExperimentSpec], directory, batch_
                 notes.append(f"{spec.name}: file changed since the code location loaded; "
                              "reload the code location to add its partitions")
                 continue
-            missing = missing_partitions(context.instance, spec)
+            _, missing = missing_partitions(context.instance, spec)
             requests += run_requests(spec, missing, batch_size_of(spec), f"{spec.name}:{digest[:12]}")
             notes.append(f"{spec.name}: {len(missing)} missing partitions requested")
             cursor[spec.name] = digest
         message = "; ".join(notes + [str(e).replace("\n", "; ") for e in errors]) or "no changes"
+        context.log.info(message)
+        return dg.SensorResult(run_requests=requests, skip_reason=None if requests else message,
+                               cursor=json.dumps(cursor, sort_keys=True))
+
+    return sensor
+
+
+_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
+                      jobs: list) -> dg.SensorDefinition:
+    """Runs the next round of the sequential procedure when an experiment's round has landed.
+
+    For each experiment with a precision target (or a selection's second stage): once new
+    replications are materialised and none of the experiment's runs is queued or running, the
+    targets are replayed from the result files (``plan.py``) and the missing partitions requested.
+    The rounds are the same as ``simlab sweep``'s, whoever runs them.
+    """
+
+    @dg.sensor(name="sequential_replications", jobs=jobs, minimum_interval_seconds=30,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Adds replications, round after round, to the configurations whose "
+                           "interval is not yet as narrow as the experiment's precision target.")
+    def sensor(context: dg.SensorEvaluationContext):
+        seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        cursor, requests, notes = dict(seen), [], []
+        for spec in loaded.values():
+            if not plan.uses_results(spec):
+                continue
+            records = context.instance.fetch_materializations(replications_key(spec.name),
+                                                              limit=1).records
+            latest = records[0] if records else None
+            if latest is None or seen.get(spec.name) == latest.storage_id:
+                continue  # nothing ran yet (a sweep or the file sensor starts it), or no news
+            active = context.instance.get_runs(
+                filters=dg.RunsFilter(tags={"simlab/experiment": spec.name}, statuses=_ACTIVE),
+                limit=1)
+            if active:
+                notes.append(f"{spec.name}: waiting for run {active[0].run_id} to finish")
+                continue
+            targets, missing = missing_partitions(context.instance, spec)
+            if missing:
+                digest = ",".join(f"{k}={t.replications}" for k, t in sorted(targets.items()))
+                requests += run_requests(spec, missing, batch_size_of(spec),
+                                         f"{spec.name}:seq:{digest}")
+                notes.append(f"{spec.name}: {len(missing)} more replications requested")
+            else:
+                states = sorted({t.status for t in targets.values()})
+                notes.append(f"{spec.name}: no more replications needed ({', '.join(states)})")
+            cursor[spec.name] = latest.storage_id
+        message = "; ".join(notes) or "no new replications"
         context.log.info(message)
         return dg.SensorResult(run_requests=requests, skip_reason=None if requests else message,
                                cursor=json.dumps(cursor, sort_keys=True))

@@ -20,7 +20,7 @@ import polars as pl
 SCHEMA_COLUMNS = (
     "experiment", "config_key", "replication", "model", "params", "seed_entropy", "spawn_key",
     "horizon", "warmup", "engine_version", "code_version", "dagster_run_id", "partition_key",
-    "trace_id", "span_id", "started_at", "wall_seconds", "events", "metrics",
+    "trace_id", "span_id", "started_at", "wall_seconds", "events", "metrics", "series",
 )
 
 
@@ -48,6 +48,9 @@ def replication_row(*, experiment: str, config_key: str, partition_key: str, res
         "wall_seconds": float(result["wall_seconds"]),
         "events": int(result["events"]),
         "metrics": {k: float(v) for k, v in result["metrics"].items()},
+        # The time series (batch means from time 0), when recorded: JSON, so that every file has
+        # the same schema whether or not the experiment records series.
+        "series": json.dumps(result["series"], sort_keys=True) if result.get("series") else None,
     }
 
 
@@ -81,7 +84,7 @@ class ResultStore:
     def write(self, row: Mapping[str, Any]) -> str:
         """Write one replication's row atomically; return its path."""
         buffer = io.BytesIO()
-        pl.DataFrame([dict(row)]).write_parquet(buffer)
+        pl.DataFrame([dict(row)], schema_overrides={"series": pl.String}).write_parquet(buffer)
         data = buffer.getvalue()
         path = self.path(row["experiment"], row["config_key"], row["replication"])
         if self.is_local:

@@ -1,5 +1,15 @@
-"""The DuckDB file: every replication with its inputs and seed, long-format observations, and
-t-based confidence intervals per configuration and metric.
+"""The summary step: read an experiment's replication files, analyse them, and build the DuckDB file.
+
+Tables (each has an ``experiment`` column; DESIGN.md "Storage" and the analysis issue):
+
+- ``experiments``, ``configurations``: the validated definition;
+- ``replications``: every replication with its inputs, seed, code version, run id and trace id;
+- ``observations``: one row per (replication, metric); ``series``: the recorded time series;
+- ``summary``: t confidence intervals per configuration and metric (with relative half-width);
+- ``comparisons``: paired (CRN) and unpaired differences to the baseline;
+- ``precision``: the sequential procedure's state per configuration (with ``precision``);
+- ``warmup``: MSER-5 warm-up suggestions (with ``series_interval``);
+- ``answers``: the plain answer, the best configuration and what cannot be ruled out.
 
 The file is rebuilt into a new file and swapped in with an atomic rename, so a reader never sees a
 half-built database and never blocks the writer (it keeps reading the file it opened). Other
@@ -19,22 +29,51 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import polars as pl
-from scipy import stats
 
+from simlab_pipelines import plan
+from simlab_pipelines.analysis import ExperimentAnalysis, analyse_experiment
+from simlab_pipelines.analysis.warmup import WarmupSuggestion, suggest_warmup
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.storage import ResultStore
 
 KEYS = ["experiment", "config_key", "replication"]
 # Tables rebuilt per experiment, in creation order; each has an ``experiment`` column.
-TABLES = ("experiments", "configurations", "replications", "observations", "summary")
+TABLES = ("experiments", "configurations", "replications", "observations", "series", "summary",
+          "comparisons", "precision", "warmup", "answers")
 # Where the database is published in an object store, relative to the results root.
 PUBLISHED_DATABASE = "_summary/simlab.duckdb"
+SERIES_SCHEMA = {"experiment": pl.String, "config_key": pl.String, "replication": pl.Int64,
+                 "series": pl.String, "index": pl.Int64, "value": pl.Float64}
+OBSERVATION_SCHEMA = {"experiment": pl.String, "config_key": pl.String, "replication": pl.Int64,
+                      "metric": pl.String, "value": pl.Float64}
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """MSER-5 on one configuration's series ``series``."""
+
+    config_key: str
+    series: str
+    suggestion: WarmupSuggestion
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the summary step derives from an experiment's observations."""
+
+    targets: dict[str, plan.Target]
+    statistics: ExperimentAnalysis   # intervals, comparisons, selection, answer
+    warmup: list[Warmup]
+    notes: list[str]                      # what a user should know (short warm-up, precision)
+
+    @property
+    def answer(self) -> str | None:
+        return self.statistics.answer
 
 
 @dataclass(frozen=True)
@@ -42,20 +81,30 @@ class Summary:
     """What a build produced for one experiment."""
 
     experiment: str
-    expected: int  # configurations x replications in the definition
+    expected: int  # partitions wanted now (configurations x their target replications)
     replications: pl.DataFrame  # one row per replication found (metrics struct included)
     observations: pl.DataFrame
-    summary: pl.DataFrame
-    extra_tables: Mapping[str, pl.DataFrame]  # e.g. comparisons, added by the analysis step
+    series: pl.DataFrame
+    analysis: Analysis
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)  # what write_database stores
 
     @property
     def missing(self) -> int:
         return self.expected - self.replications.height
 
+    @property
+    def summary(self) -> pl.DataFrame:
+        return self.analysis.statistics.summary
+
+    @property
+    def comparisons(self) -> pl.DataFrame:
+        return self.analysis.statistics.comparisons
+
 
 def read_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
-    """The replication rows of the partitions defined in ``spec`` that have a file."""
-    defined = {(c.key, r) for c in spec.configurations_list() for r in range(spec.replications)}
+    """The replication rows of every partition of ``spec`` (any replication up to its maximum)
+    that has a file."""
+    defined = {(c.key, r) for c in spec.configurations_list() for r in range(spec.max_replications)}
     present = sorted(store.existing(spec.name) & defined)
     if not present:
         return pl.DataFrame()
@@ -86,45 +135,181 @@ def _polars_storage_options(store: ResultStore) -> dict[str, str] | None:
 def observations(replications: pl.DataFrame) -> pl.DataFrame:
     """Long format: one row per (experiment, config_key, replication, metric)."""
     if replications.is_empty():
-        return pl.DataFrame(schema={"experiment": pl.String, "config_key": pl.String,
-                                    "replication": pl.Int64, "metric": pl.String,
-                                    "value": pl.Float64})
+        return pl.DataFrame(schema=OBSERVATION_SCHEMA)
     wide = replications.select(*KEYS, pl.col("metrics").struct.unnest())
     return wide.unpivot(index=KEYS, variable_name="metric", value_name="value").sort(
         ["config_key", "metric", "replication"])
 
 
-def t_summary(obs: pl.DataFrame, confidence: float) -> pl.DataFrame:
-    """Mean, standard deviation and the t confidence interval per configuration and metric."""
-    grouped = obs.group_by(["experiment", "config_key", "metric"], maintain_order=True).agg(
-        n=pl.col("value").count(),
-        mean=pl.col("value").mean(),
-        stddev=pl.col("value").std(ddof=1),
-    )
-    n = grouped["n"].to_numpy()
-    with np.errstate(invalid="ignore"):
-        quantile = np.where(n > 1, stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), np.nan)
-    half = pl.Series("half_width", quantile / np.sqrt(np.maximum(n, 1))) * grouped["stddev"]
-    return grouped.with_columns(
-        ci_low=pl.col("mean") - half,
-        ci_high=pl.col("mean") + half,
-        half_width=half,
-        confidence=pl.lit(confidence),
-    ).sort(["config_key", "metric"])
+def series_frame(replications: pl.DataFrame) -> pl.DataFrame:
+    """Long format of the recorded series: (experiment, config_key, replication, series, index,
+    value); observation ``index`` covers ``[index·w, (index+1)·w)`` from time 0."""
+    rows: dict[str, list] = {name: [] for name in SERIES_SCHEMA}
+    if "series" in replications.columns:
+        for experiment, key, replication, text in replications.select(
+                *KEYS, "series").drop_nulls("series").iter_rows():
+            for name, values in json.loads(text).items():
+                count = len(values)
+                rows["experiment"] += [experiment] * count
+                rows["config_key"] += [key] * count
+                rows["replication"] += [replication] * count
+                rows["series"] += [name] * count
+                rows["index"] += range(count)
+                rows["value"] += values
+    return pl.DataFrame(rows, schema=SERIES_SCHEMA)
 
 
-def summarise(spec: ExperimentSpec, store: ResultStore) -> Summary:
-    """Read an experiment's replication files and compute its tables (nothing written)."""
-    reps = read_replications(spec, store)
+def current_targets(spec: ExperimentSpec, store: ResultStore) -> dict[str, plan.Target]:
+    """The replication targets now (the result files are read only when the targets depend on
+    them)."""
+    frame = read_replications(spec, store) if plan.uses_results(spec) else pl.DataFrame()
+    return plan.replication_targets(spec, observations(frame))
+
+
+def _replication_limit(frame: pl.DataFrame, targets: Mapping[str, plan.Target]) -> pl.DataFrame:
+    """Only the replications the targets want (later ones are ignored, not deleted)."""
+    if frame.is_empty():
+        return frame
+    limits = pl.DataFrame({"config_key": list(targets),
+                           "_limit": [t.replications for t in targets.values()]},
+                          schema={"config_key": pl.String, "_limit": pl.Int64})
+    return frame.join(limits, on="config_key", how="inner").filter(
+        pl.col("replication") < pl.col("_limit")).drop("_limit")
+
+
+def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> Analysis:
+    """Targets, intervals, comparisons, selection, answer and warm-up of one experiment."""
+    targets = plan.replication_targets(spec, obs)
+    obs = _replication_limit(obs, targets)
+    objective = spec.objective
+    configs = {c.key: c.varying for c in spec.configurations_list()}
+    if obs.is_empty():
+        raise ValueError(f"experiment {spec.name!r}: no replication results yet")
+    result = analyse_experiment(
+        obs, experiment=spec.name, baseline=spec.baseline_key, confidence=spec.confidence,
+        objective_metric=objective.metric if objective else None,
+        minimize=objective is None or objective.direction == "minimize",
+        indifference_zone=objective.indifference_zone if objective else None,
+        common_random_numbers=spec.common_random_numbers, question=spec.question or None,
+        configurations=configs, n0=spec.replications)
+    warmups = _warmups(spec, _replication_limit(series, targets))
+    notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
+    notes += _precision_notes(spec, targets)
+    return Analysis(targets, result, warmups, notes)
+
+
+def _warmups(spec: ExperimentSpec, series: pl.DataFrame) -> list[Warmup]:
+    if spec.series_interval is None or series.is_empty():
+        return []
+    out = []
+    for (key, name), group in sorted(series.group_by("config_key", "series"),
+                                     key=lambda g: g[0]):
+        rows = [g.sort("index")["value"].to_numpy()
+                for _, g in group.group_by("replication", maintain_order=True)]
+        try:
+            suggestion = suggest_warmup(rows, spec.series_interval,
+                                        experiment_warmup=spec.resolved_warmup,
+                                        name=f"{key}/{name}")
+        except ValueError:  # too short a series for MSER-5: nothing to suggest
+            continue
+        out.append(Warmup(key, name, suggestion))
+    return out
+
+
+def _precision_notes(spec: ExperimentSpec, targets: Mapping[str, plan.Target]) -> list[str]:
+    if spec.precision is None:
+        return []
+    wanted = spec.precision.relative_half_width
+    notes = []
+    for target in targets.values():
+        p = target.plan
+        if target.status == "max_reached" and p is not None:
+            notes.append(f"{target.config_key}: relative half-width {p.relative_half_width:.3g} "
+                         f"on {spec.precision.metric} is above the target {wanted:g} after the "
+                         f"maximum of {spec.precision.max_replications} replications")
+        elif target.status == "undefined":
+            notes.append(f"{target.config_key}: the interval on {spec.precision.metric} contains "
+                         "0, so a relative precision is undefined; use a metric away from 0")
+    return notes
+
+
+def _precision_table(spec: ExperimentSpec, targets: Mapping[str, plan.Target]) -> pl.DataFrame:
+    precision = spec.precision
+    rows = [{
+        "experiment": spec.name, "config_key": t.config_key, "replications": t.replications,
+        "rounds": t.rounds, "status": t.status,
+        "observed": t.plan.observed if t.plan else None,
+        "mean": t.plan.mean if t.plan else None,
+        "half_width": t.plan.half_width if t.plan else None,
+        "relative_half_width": t.plan.relative_half_width if t.plan else None,
+        "target_relative_half_width": precision.relative_half_width if precision else None,
+        "confidence": precision.confidence if precision else None,
+        "max_replications": spec.max_replications,
+        "selection_required": t.selection_required,
+    } for t in targets.values()]
+    return pl.DataFrame(rows, schema_overrides={
+        "observed": pl.Int64, "mean": pl.Float64, "half_width": pl.Float64,
+        "relative_half_width": pl.Float64, "target_relative_half_width": pl.Float64,
+        "confidence": pl.Float64, "selection_required": pl.Int64})
+
+
+def _warmup_table(spec: ExperimentSpec, warmups: list[Warmup]) -> pl.DataFrame:
+    schema = {"experiment": pl.String, "config_key": pl.String, "series": pl.String,
+              "series_interval": pl.Float64, "replications": pl.Int64, "truncation": pl.Int64,
+              "suggested_warmup": pl.Float64, "mean_replication_warmup": pl.Float64,
+              "experiment_warmup": pl.Float64, "at_boundary": pl.Boolean, "shorter": pl.Boolean,
+              "bias_p_value": pl.Float64, "biased": pl.Boolean, "warning": pl.String}
+    rows = [{
+        "experiment": spec.name, "config_key": w.config_key, "series": w.series,
+        "series_interval": w.suggestion.series_interval,
+        "replications": w.suggestion.replications, "truncation": w.suggestion.truncation,
+        "suggested_warmup": w.suggestion.suggested_warmup,
+        "mean_replication_warmup": w.suggestion.mean_replication_warmup,
+        "experiment_warmup": w.suggestion.experiment_warmup,
+        "at_boundary": w.suggestion.at_boundary, "shorter": w.suggestion.shorter,
+        "bias_p_value": w.suggestion.bias_p_value, "biased": w.suggestion.biased,
+        "warning": w.suggestion.warning,
+    } for w in warmups]
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _answers_table(spec: ExperimentSpec, result: ExperimentAnalysis) -> pl.DataFrame:
+    if spec.objective is None:
+        return pl.DataFrame()
+    subset, selection = result.subset, result.selection
+    return pl.DataFrame([{
+        "experiment": spec.name, "metric": spec.objective.metric,
+        "direction": spec.objective.direction, "answer": result.answer,
+        "best": subset.best if subset else None,
+        "not_ruled_out": json.dumps(list(subset.keep)) if subset else None,
+        "selection_procedure": selection.procedure if selection else None,
+        "selected": selection.best if selection else None,
+        "confidence": spec.confidence,
+    }], schema_overrides={"answer": pl.String, "best": pl.String, "not_ruled_out": pl.String,
+                          "selection_procedure": pl.String, "selected": pl.String})
+
+
+def summarise(spec: ExperimentSpec, store: ResultStore,
+              replications: pl.DataFrame | None = None) -> Summary:
+    """Read (unless given) an experiment's replication files and compute its tables."""
+    reps = read_replications(spec, store) if replications is None else replications
     obs = observations(reps)
-    return Summary(
-        experiment=spec.name,
-        expected=len(spec.configurations_list()) * spec.replications,
-        replications=reps,
-        observations=obs,
-        summary=t_summary(obs, spec.confidence),
-        extra_tables={},
-    )
+    series = series_frame(reps)
+    result = analyse(spec, obs, series)
+    reps = _replication_limit(reps, result.targets)
+    obs = _replication_limit(obs, result.targets)
+    series = _replication_limit(series, result.targets)
+    tables = _spec_tables(spec)
+    tables["replications"] = reps.drop("metrics", "series", strict=False)
+    tables["observations"] = obs
+    tables["series"] = series
+    tables["summary"] = result.statistics.summary
+    tables["comparisons"] = result.statistics.comparisons
+    tables["precision"] = _precision_table(spec, result.targets)
+    tables["warmup"] = _warmup_table(spec, result.warmup)
+    tables["answers"] = _answers_table(spec, result.statistics)
+    expected = sum(t.replications for t in result.targets.values())
+    return Summary(spec.name, expected, reps, obs, series, result, tables)
 
 
 def _spec_tables(spec: ExperimentSpec) -> dict[str, pl.DataFrame]:
@@ -164,11 +349,7 @@ def write_database(spec: ExperimentSpec, result: Summary, db_path: Path,
     returns that URI (None when nothing was published).
     """
     db_path = Path(db_path)
-    tables = _spec_tables(spec)
-    tables["replications"] = result.replications.drop("metrics", strict=False)
-    tables["observations"] = result.observations
-    tables["summary"] = result.summary
-    tables.update(result.extra_tables)
+    tables = result.tables
     with _exclusive(db_path):
         fd, tmp = tempfile.mkstemp(dir=db_path.parent, prefix=f".{db_path.name}.", suffix=".tmp")
         os.close(fd)
@@ -183,7 +364,8 @@ def write_database(spec: ExperimentSpec, result: Summary, db_path: Path,
                     con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame')
                     con.unregister("frame")
                 if db_path.exists():
-                    _carry_over(con, db_path, spec.name, set(tables))
+                    _carry_over(con, db_path, spec.name,
+                                {name for name, frame in tables.items() if frame.width})
                 con.execute("CHECKPOINT")
             finally:
                 con.close()

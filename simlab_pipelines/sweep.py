@@ -2,7 +2,9 @@
 
 Each batch (consecutive replications of one configuration) is one Dagster run, executed in this
 process with ``execute_job`` so it is recorded in the instance and shows in the UI; runs reuse one
-process pool. Then the summary asset (and its checks) is materialised the same way.
+process pool. With a ``precision`` target, rounds follow until every configuration meets it or
+reaches ``max_replications`` (``plan.py``: the same rounds the Dagster sensor runs). Then the
+summary asset (and its checks) is materialised the same way.
 """
 
 import functools
@@ -14,14 +16,20 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from simlab_pipelines import telemetry
-from simlab_pipelines.assets import DUCKDB_POOL, TRACEPARENT_TAG, replications_key, spec_key
+from simlab_pipelines import plan, telemetry
+from simlab_pipelines.assets import (
+    DUCKDB_POOL,
+    TRACEPARENT_TAG,
+    replications_key,
+    spec_key,
+    summary_key,
+)
 from simlab_pipelines.build import batch_size as default_batch_size
 from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
-from simlab_pipelines.partitions import batches, partition_key, range_tags
+from simlab_pipelines.partitions import batches, range_tags
 from simlab_pipelines.resources import default_storage
-from simlab_pipelines.sensors import replications_job_name
+from simlab_pipelines.sensors import missing_partitions, replications_job_name
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,13 +49,20 @@ def spec_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
     return tags.get("dagster/data_version") == spec.spec_hash()
 
 
-def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec) -> list[str]:
-    """Partitions not materialised in the instance, or whose replication file is gone."""
-    materialized = instance.get_materialized_partitions(replications_key(spec.name))
-    on_disk = default_storage().store().existing(spec.name)
-    return [partition_key(c.key, r) for c in spec.configurations_list()
-            for r in range(spec.replications)
-            if partition_key(c.key, r) not in materialized or (c.key, r) not in on_disk]
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
+    """The storage id of the asset's latest materialization (None if never materialised)."""
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].storage_id if records else None
+
+
+def summary_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
+    """Whether the summary was built after the last replication landed, from this definition."""
+    summary = latest_materialization(instance, summary_key(spec.name))
+    if summary is None or not Path(default_storage().duckdb_path).exists():
+        return False
+    inputs = (latest_materialization(instance, key)
+              for key in (replications_key(spec.name), spec_key(spec.name)))
+    return all(storage_id is None or storage_id < summary for storage_id in inputs)
 
 
 def ensure_pool(instance: dg.DagsterInstance, pool: str) -> None:
@@ -74,11 +89,13 @@ def ensure_pool(instance: dg.DagsterInstance, pool: str) -> None:
 @dataclass
 class SweepReport:
     experiment: str
-    total: int
-    missing: int
+    total: int            # partitions wanted at the end
+    missing: int          # partitions this sweep ran (or tried to)
     runs: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
     summary_run: str | None = None
+    rounds: list[int] = field(default_factory=list)  # partitions run per round
+    checks: dict[str, bool] = field(default_factory=dict)  # the summary's checks: passed?
 
 
 def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
@@ -93,14 +110,16 @@ def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
 
 def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = None,
           batch_size: int | None = None,
-          progress: Callable[[int, int], None] | None = None) -> SweepReport:
-    """Run the missing partitions of the experiment in ``path``, then its summary."""
+          progress: Callable[[int, int], None] | None = None,
+          announce: Callable[[str], None] | None = None) -> SweepReport:
+    """Run the missing partitions of the experiment in ``path`` (in rounds when it has a
+    precision target), then its summary. ``progress(done, total)`` follows the simulations;
+    ``announce`` gets a line when a new round starts."""
     path = Path(path).resolve()
     spec = load_experiment(path)
-    total = len(spec.configurations_list()) * spec.replications
-    missing = missing_partitions(instance, spec)
-    report = SweepReport(spec.name, total, len(missing))
-    if not missing:
+    targets, missing = missing_partitions(instance, spec)
+    report = SweepReport(spec.name, len(plan.wanted_partitions(spec, targets)), 0)
+    if not missing and summary_is_current(instance, spec):
         return report
     size = batch_size or default_batch_size(spec)
     sweep_id = uuid.uuid4().hex[:12]
@@ -117,17 +136,36 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
             if not result.success:
                 report.failed_runs.append(result.run_id)
         done = 0
-        for config_key, first, last in batches(missing, size):
-            result = _run(path, replications_job_name(spec.name), instance,
-                          {**base_tags, **range_tags(config_key, first, last)})
-            report.runs.append(result.run_id)
-            if not result.success:
-                report.failed_runs.append(result.run_id)
-            done += last - first + 1
-            if progress:
-                progress(done, len(missing))
+        while missing and not report.failed_runs:
+            if report.rounds and announce:
+                configs = len({key.split("|")[0] for key in missing})
+                announce(f"{spec.name}: round {len(report.rounds) + 1} of the sequential "
+                         f"procedure: {len(missing)} more replications for {configs} "
+                         "configuration(s)")
+            report.rounds.append(len(missing))
+            total = done + len(missing)
+            for config_key, first, last in batches(missing, size):
+                result = _run(path, replications_job_name(spec.name), instance,
+                              {**base_tags, **range_tags(config_key, first, last)})
+                report.runs.append(result.run_id)
+                if not result.success:
+                    report.failed_runs.append(result.run_id)
+                done += last - first + 1
+                if progress:
+                    progress(done, total)
+            if not plan.uses_results(spec):
+                break
+            before = missing
+            targets, missing = missing_partitions(instance, spec)
+            if missing == before:  # nothing landed: stop rather than loop
+                break
+        report.missing = done
+        report.total = len(plan.wanted_partitions(spec, targets))
         result = _run(path, f"{spec.name}_summary", instance, base_tags)
         report.summary_run = result.run_id
+        report.checks = {
+            evaluation.check_name: evaluation.passed
+            for evaluation in result.get_asset_check_evaluations()}
         if not result.success:
             report.failed_runs.append(result.run_id)
     return report

@@ -18,10 +18,13 @@ def test_new_file_requests_exactly_the_missing_partitions(lab):
     spec = load_experiment(experiments / "tiny_mmck.yaml")
     defs = load_definitions(experiments)
     with dg.instance_for_test() as instance:
-        # two partitions are already materialised: the sensor must not ask for them again
-        for key in ("servers-1|0", "servers-1|1"):
-            instance.report_runless_asset_event(dg.AssetMaterialization(
-                asset_key=dg.AssetKey([spec.name, "replications"]), partition=key))
+        # two partitions are already materialised (with their files): the sensor must not ask for
+        # them again; a third is materialised but its file is gone: it is asked for again
+        job = defs.resolve_job_def("tiny_mmck_replications")
+        for key in ("servers-1|0", "servers-1|1", "servers-2|5"):
+            assert job.execute_in_process(instance=instance, partition_key=key).success
+        lost = lab / "data" / "results" / spec.name / "servers-2" / "5.parquet"
+        lost.unlink()
         result = _evaluate(defs, instance)
         requested = []
         for request in result.run_requests:

@@ -88,7 +88,7 @@ def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
         sentence += f"; {rest} other configuration{'s' if rest > 1 else ''} not shown"
     sentence += "."
     sentences = [question.strip().rstrip(".?!") + "?" if question else None, sentence,
-                 _best_sentence(selection, metric, minimize)]
+                 best_sentence(selection, metric, minimize)]
     return " ".join(s for s in sentences if s)
 
 
@@ -118,8 +118,9 @@ def _clause(row: Mapping[str, Any], metric: str, unit: str,
     return f"{label} {verb} {target} by {value} ± {hw}{unit}"
 
 
-def _best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
-                   minimize: bool) -> str | None:
+def best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
+                  minimize: bool) -> str | None:
+    """The sentence naming the best configuration (None without a selection)."""
     if selection is None:
         return None
     direction = "lower" if minimize else "higher"
@@ -132,6 +133,6 @@ def _best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
     if selection.best is None:
         return (f"Selecting the best on {metric} needs more replications "
                 f"({selection.procedure}, P(correct) ≥ {selection.pstar:g}).")
-    return (f"Best on {metric} ({direction} is better): {selection.best} (selected by the "
-            f"{selection.procedure} procedure with P(correct selection) ≥ {selection.pstar:g} "
-            f"when the best is at least {selection.indifference_zone:g} better).")
+    return (f"The {selection.procedure} two-stage selection picks {selection.best}; it is right "
+            f"with probability ≥ {selection.pstar:g} whenever the best is at least "
+            f"{selection.indifference_zone:g} better on {metric} than the others.")

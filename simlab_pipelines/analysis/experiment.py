@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from simlab_pipelines.analysis.answer import answer as answer_sentence
+from simlab_pipelines.analysis.answer import best_sentence
 from simlab_pipelines.analysis.comparisons import COMPARISON_COLUMNS, compare
 from simlab_pipelines.analysis.frames import aligned_samples, check_observations, samples
 from simlab_pipelines.analysis.intervals import summarise
@@ -48,7 +49,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        minimize: bool = True, indifference_zone: float | None = None,
                        common_random_numbers: bool = True, question: str | None = None,
                        configurations: Mapping[str, Mapping[str, Any]] | None = None,
-                       all_pairs: bool = False, unit: str = "") -> ExperimentAnalysis:
+                       all_pairs: bool = False, unit: str = "",
+                       n0: int | None = None) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
     ``baseline``: the baseline config_key; without one every pair is compared and the answer is
@@ -57,14 +59,19 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     selection (its ``required`` says how many replications each configuration needs; ``best``
     is set once they exist). ``common_random_numbers``: whether the experiment used CRN, which
     chooses the paired procedures for selection. ``configurations``: config_key -> parameters,
-    so that the answer can say what each configuration changes.
+    so that the answer can say what each configuration changes. ``n0``: the first stage of the
+    two-stage selection (default: the fewest replications any configuration has). A baseline
+    without observations yet gives no comparisons and no answer (rather than an error).
     """
     frame = check_observations(observations).filter(pl.col("experiment") == experiment)
     if frame.height == 0:
         raise ValueError(f"experiment {experiment!r}: no observations")
     summary = summarise(frame, confidence)
-    comparisons = compare(frame, baseline, all_pairs=all_pairs or baseline is None,
-                          confidence=confidence)
+    observed = set(frame["config_key"].unique().to_list())
+    pending = baseline is not None and baseline not in observed
+    comparisons = (compare(frame.head(0), None, all_pairs=True) if pending else
+                   compare(frame, baseline, all_pairs=all_pairs or baseline is None,
+                           confidence=confidence))
     subset = selection = text = None
     if objective_metric is not None:
         if common_random_numbers:
@@ -75,17 +82,21 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
             subset = subset_selection(data, confidence=confidence, minimize=minimize,
                                       common_random_numbers=common_random_numbers)
             if indifference_zone is not None:
+                shortest = min(len(v) for v in data.values())
                 selection = two_stage_selection(data, indifference_zone=indifference_zone,
                                                 pstar=confidence, minimize=minimize,
-                                                common_random_numbers=common_random_numbers)
+                                                common_random_numbers=common_random_numbers,
+                                                n0=min(n0, shortest) if n0 else None)
         reference, against = "the baseline", baseline
         if against is None and subset is not None:
             reference, against = "the best configuration", subset.best
-        if against is not None:
+        if against is not None and not pending:
             rows = compare(frame, against, confidence=confidence, metrics=[objective_metric])
             if rows.height:
                 text = answer_sentence(rows, objective_metric, minimize=minimize,
                                        question=question, baseline=against, selection=subset,
                                        configurations=configurations, unit=unit,
                                        reference=reference)
+                if selection is not None and selection.best:  # the two-stage guarantee too
+                    text += " " + best_sentence(selection, objective_metric, minimize)
     return ExperimentAnalysis(experiment, summary, comparisons, subset, selection, text)

@@ -1,0 +1,158 @@
+"""How many replications each configuration of an experiment wants, and which partitions are missing.
+
+Without ``precision`` (and without an indifference zone) every configuration wants the file's
+``replications``. With them, replications are added in rounds (``analysis.sequential``; the second
+stage of the two-stage selection), and the rounds are *replayed from the data* every time:
+
+1. round 0 asks for ``replications`` (the pilot, which is also the selection's first stage);
+2. once replications ``0 .. t-1`` of a configuration all exist, the sequential procedure run on
+   exactly those ``t`` values gives the next round's total ``t'``; the replay stops at the first
+   round whose replications are not all there yet (those are the missing ones) or when ``t' = t``.
+
+Each round is a pure function of the previous rounds' values, and replication r always has the same
+random streams, so the sweep, the Dagster sensor and any re-run all arrive at the same totals: the
+result does not depend on who ran what when, nor on the order in which runs finished.
+
+The partition space is ``configurations x 0 .. max_replications - 1``; partitions beyond a
+configuration's target are never run.
+"""
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from simlab_pipelines.analysis.frames import aligned_samples
+from simlab_pipelines.analysis.selection import two_stage_selection
+from simlab_pipelines.analysis.sequential import ReplicationPlan, next_round
+from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.partitions import partition_key
+
+# Target status: FIXED (no sequential procedure), RUNNING (the current round's replications are
+# not all there yet), else the status of the last plan (met, more, max_reached, undefined).
+FIXED, RUNNING = "fixed", "running"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one configuration wants now."""
+
+    config_key: str
+    replications: int                  # replications 0 .. replications-1 are wanted
+    status: str                        # fixed | running | met | more | max_reached | undefined
+    rounds: int                        # rounds of the sequential procedure completed
+    plan: ReplicationPlan | None       # the last completed round's plan (precision metric)
+    selection_required: int | None     # the two-stage selection's total, when there is one
+
+
+def is_sequential(spec: ExperimentSpec) -> bool:
+    """Whether the experiment may add replications beyond its file's ``replications``."""
+    return spec.max_replications > spec.replications
+
+
+def uses_results(spec: ExperimentSpec) -> bool:
+    """Whether the targets depend on results (a precision target or a second stage)."""
+    return spec.precision is not None or is_sequential(spec)
+
+
+def _values(observations: pl.DataFrame, metric: str) -> dict[str, dict[int, float]]:
+    """config_key -> replication -> value of ``metric`` (NaN kept: an undefined value was run)."""
+    rows = observations.filter(pl.col("metric") == metric).select("config_key", "replication",
+                                                                    "value")
+    out: dict[str, dict[int, float]] = {}
+    for key, replication, value in rows.iter_rows():
+        out.setdefault(key, {})[int(replication)] = math.nan if value is None else float(value)
+    return out
+
+
+def _complete(values: Mapping[int, float], n: int) -> bool:
+    return all(r in values for r in range(n))
+
+
+def _selection_required(spec: ExperimentSpec, observations: pl.DataFrame,
+                        present: Mapping[str, Mapping[int, float]]) -> dict[str, int] | None:
+    """The two-stage selection's totals, from the first stage (replications 0 .. R-1) only."""
+    objective, first = spec.objective, spec.replications
+    if objective is None or objective.indifference_zone is None:
+        return None
+    keys = spec.config_keys()
+    if len(keys) < 2 or not all(_complete(present.get(k, {}), first) for k in keys):
+        return None
+    stage = observations.filter((pl.col("metric") == objective.metric)
+                                & (pl.col("replication") < first)
+                                & pl.col("config_key").is_in(keys))
+    try:
+        if spec.common_random_numbers:
+            _, data = aligned_samples(stage, objective.metric)
+        else:
+            data = {k: v[:first] for k, v in _first_stage(stage).items()}
+        selection = two_stage_selection(
+            data, indifference_zone=objective.indifference_zone, pstar=spec.confidence,
+            minimize=objective.direction == "minimize",
+            common_random_numbers=spec.common_random_numbers)
+    except ValueError:  # too few defined values in the first stage: no second stage
+        return None
+    return {k: min(n, spec.max_replications) for k, n in selection.required.items()}
+
+
+def _first_stage(stage: pl.DataFrame) -> dict[str, np.ndarray]:
+    return {key: group.sort("replication")["value"].to_numpy()
+            for (key,), group in stage.group_by("config_key")}
+
+
+def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dict[str, Target]:
+    """Each configuration's target, replayed from ``observations`` (long format, any experiments).
+
+    ``observations`` may hold replications beyond the targets (they are ignored) and must hold
+    every metric the procedures use (``precision.metric``, ``objective.metric``).
+    """
+    observations = observations.filter(pl.col("experiment") == spec.name) \
+        if "experiment" in observations.columns else observations
+    precision = spec.precision
+    metric = precision.metric if precision is not None else (
+        spec.objective.metric if spec.objective is not None else None)
+    present = _values(observations, metric) if metric is not None else {}
+    required = _selection_required(spec, observations, present) if is_sequential(spec) else None
+    targets = {}
+    for key in spec.config_keys():
+        values = present.get(key, {})
+        total, status, rounds, plan = spec.replications, FIXED, 0, None
+        if precision is not None:
+            status = RUNNING
+            while _complete(values, total):
+                plan = next_round(
+                    {key: np.array([values[r] for r in range(total)])},
+                    target=precision.relative_half_width,
+                    max_replications=precision.max_replications,
+                    confidence=precision.confidence, min_replications=min(10, total))[key]
+                rounds += 1
+                status = plan.status
+                if plan.target == total:
+                    break
+                total, status = plan.target, RUNNING
+        extra = required.get(key) if required else None
+        if extra is not None and extra > total:
+            total = extra
+            status = RUNNING if not _complete(values, total) else status
+        targets[key] = Target(key, total, status, rounds, plan, extra)
+    return targets
+
+
+def wanted_partitions(spec: ExperimentSpec, targets: Mapping[str, Target]) -> list[str]:
+    """Partition keys wanted now, in configuration then replication order."""
+    return [partition_key(key, r) for key in spec.config_keys()
+            for r in range(targets[key].replications if key in targets else spec.replications)]
+
+
+def missing_partitions(spec: ExperimentSpec, targets: Mapping[str, Target],
+                       materialized: Collection[str], on_disk: Collection[tuple[str, int]]
+                       ) -> list[str]:
+    """Wanted partitions not materialised (in the instance), or whose replication file is gone."""
+    missing = []
+    for key in wanted_partitions(spec, targets):
+        config_key, replication = key.split("|")
+        if key not in materialized or (config_key, int(replication)) not in on_disk:
+            missing.append(key)
+    return missing

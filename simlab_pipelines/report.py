@@ -1,0 +1,56 @@
+"""``simlab report NAME``: the experiment's HTML report, rebuilt from the DuckDB file alone.
+
+The definition is read back from the ``experiments`` table and the analysis is the summary step's
+own (``summary.analyse``) on the stored observations and series, so the report says exactly what
+the summary said, even when the experiment file has changed or moved since.
+"""
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from simlab_pipelines.analysis import write_report
+from simlab_pipelines.assets import headline_metric
+from simlab_pipelines.experiments import parse_experiment
+from simlab_pipelines.summary import analyse
+
+
+def write_experiment_report(name: str, db_path: Path, output: Path | None = None) -> Path:
+    """Write ``<db dir>/<name>.html`` (or ``output``) for experiment ``name``; return its path.
+
+    Raises FileNotFoundError without a DuckDB file and KeyError for an unknown experiment.
+    """
+    db_path = Path(db_path)
+    if not db_path.exists():
+        raise FileNotFoundError(f"no DuckDB file at {db_path}: run a sweep first "
+                                "(or set SIMLAB_DUCKDB_PATH)")
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        rows = con.execute("SELECT spec FROM experiments WHERE experiment = ?", [name]).fetchall()
+        row = rows[0] if rows else None
+        if row is None:
+            known = [r[0] for r in con.execute(
+                "SELECT experiment FROM experiments ORDER BY 1").fetchall()]
+            raise KeyError(f"no experiment {name!r} in {db_path} "
+                           f"(experiments: {', '.join(known) or 'none'})")
+        obs = con.sql("SELECT experiment, config_key, replication, metric, value "
+                      "FROM observations WHERE experiment = ?", params=[name]).pl()
+        series = con.sql("SELECT * FROM series WHERE experiment = ?", params=[name]).pl()
+    spec = parse_experiment(json.loads(row[0]))
+    result = analyse(spec, obs, series)
+    stats = result.statistics
+    metric = headline_metric(spec)
+    metrics = [metric, *sorted(m for m in stats.summary["metric"].unique() if m != metric)]
+    selection = stats.selection if stats.selection is not None and stats.selection.best \
+        else stats.subset
+    plans = [t.plan for t in result.targets.values() if t.plan is not None]
+    title = f"{spec.name}: {spec.question}" if spec.question else spec.name
+    answer = stats.answer or spec.description or f"{spec.name}: no objective declared."
+    target = Path(output) if output else db_path.parent / f"{name}.html"
+    return write_report(target, title=title, answer=answer, summary=stats.summary,
+                        comparisons=stats.comparisons, selection=selection,
+                        warmup=[w.suggestion for w in result.warmup], plans=plans,
+                        metrics=metrics,
+                        highlight=stats.subset.best if stats.subset else spec.baseline_key,
+                        notes=[n for n in result.notes
+                               if not any(n == w.suggestion.warning for w in result.warmup)])

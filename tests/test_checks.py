@@ -1,0 +1,55 @@
+"""The theory check's treatment of metrics that were the same in every replication."""
+
+import duckdb
+import pytest
+
+from engine import theory
+from simlab_pipelines.checks import theory_check
+from simlab_pipelines.experiments import parse_experiment
+
+
+def _spec(arrival_rate: float):
+    return parse_experiment({
+        "name": "degenerate", "model": "mmck", "seed": 1, "replications": 40, "horizon": 3000,
+        "warmup": 300, "parameters": {"servers": 2, "capacity": 10, "service_rate": 1.0,
+                                      "arrival_rate": arrival_rate}})
+
+
+def _database(tmp_path, spec, blocking_mean: float):
+    """A summary table where every metric sits on its theoretical value with a small spread,
+    except the blocking probability: 0 in every replication (standard deviation 0)."""
+    config = spec.configurations_list()[0]
+    truth = theory.expected_metrics(config.params)
+    path = tmp_path / "simlab.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE summary (experiment VARCHAR, config_key VARCHAR, "
+                    "metric VARCHAR, n BIGINT, mean DOUBLE, stddev DOUBLE)")
+        for metric, value in truth.items():
+            mean, sd = (blocking_mean, 0.0) if metric == "blocking_probability" else (value, 0.01)
+            con.execute("INSERT INTO summary VALUES (?, ?, ?, 40, ?, ?)",
+                        [spec.name, config.key, metric, mean, sd])
+    return str(path), truth["blocking_probability"]
+
+
+def test_no_blocked_arrival_passes_when_blocking_is_too_rare_to_be_seen(tmp_path):
+    spec = _spec(0.5)  # rho = 0.25, K = 10: P(block) ~ 1e-6, ~0.07 blocked arrivals expected
+    path, truth = _database(tmp_path, spec, 0.0)
+    assert 0 < truth < 1e-5
+    assert theory_check(spec, path).passed
+
+
+@pytest.mark.parametrize("arrival_rate", [1.5, 1.9])
+def test_no_blocked_arrival_fails_where_blocking_should_have_been_seen(tmp_path, arrival_rate):
+    spec = _spec(arrival_rate)  # rho >= 0.75: thousands of blocked arrivals expected
+    path, truth = _database(tmp_path, spec, 0.0)
+    assert truth > 1e-3
+    result = theory_check(spec, path)
+    assert not result.passed
+    assert result.metadata["failures"].value == [
+        f"{spec.configurations_list()[0].key}/blocking_probability"]
+
+
+def test_a_constant_metric_must_equal_the_theory(tmp_path):
+    spec = _spec(0.5)
+    path, truth = _database(tmp_path, spec, 0.5)  # constant, and far from ~1e-6
+    assert not theory_check(spec, path).passed
