@@ -151,3 +151,59 @@ def test_order_and_series_recording_do_not_change_results():
     run({**MMCK, "servers": 3})  # something else in between, in the same process
     assert run(MMCK) == first
     assert run(MMCK, series_interval=25.0) == first
+
+
+@pytest.mark.parametrize("crn", [True, False])
+def test_streams_are_exactly_the_design_seed_sequences(draws, crn):
+    # DESIGN.md, "Randomness": stream `name` of replication r is
+    # SeedSequence(entropy=seed, spawn_key=(r, [config_hash,] stream_id(name))); rebuilt here with
+    # numpy alone, the first variates of each stream must be the ones the model drew.
+    import numpy as np
+
+    from engine.randomness import config_hash, stream_id
+
+    params = engine.get_model("mmck").validate(MMCK)
+    seed, replication = 2**70 + 12345, 7
+    engine.simulate("mmck", params, replication=replication, seed=seed, horizon=500, warmup=0,
+                    common_random_numbers=crn)
+    prefix = (replication,) if crn else (replication, config_hash("mmck", params))
+    means = {"arrivals": 1 / params["arrival_rate"], "service": 1 / params["service_rate"]}
+    for name, mean in means.items():
+        seen = [value for stream, _, value in draws if stream == name][:600]  # past one block
+        sequence = np.random.SeedSequence(entropy=seed, spawn_key=(*prefix, stream_id(name)))
+        generator = np.random.Generator(np.random.PCG64(sequence))
+        expected = [mean * float(v) for v in generator.standard_exponential(len(seen))]
+        assert len(seen) == 600 and seen == expected, name
+
+
+def test_restaurant_streams_are_the_design_seed_sequences(draws):
+    import numpy as np
+
+    from engine.randomness import stream_id
+
+    params = engine.get_model("restaurant").validate({})
+    engine.simulate("restaurant", params, replication=4, seed=99, horizon=3000, warmup=0)
+
+    def generator(name):
+        sequence = np.random.SeedSequence(entropy=99, spawn_key=(4, stream_id(name)))
+        return np.random.Generator(np.random.PCG64(sequence))
+
+    def gamma(mean):
+        def draw(g, n):
+            # A stream buffers one block of exponentials when it is created, gamma streams too,
+            # so their gamma variates start after that block. Changing this changes results:
+            # bump engine/version.py if you do.
+            g.standard_exponential(512)
+            return [g.gamma(4.0, mean / 4.0) for _ in range(n)]
+        return draw
+
+    for name, kind, draw in [
+        ("arrivals", "exponential",
+         lambda g, n: (1.0 / params["arrival_rate"]) * g.standard_exponential(n)),
+        ("patience", "exponential", lambda g, n: params["patience"] * g.standard_exponential(n)),
+        ("cook", "gamma", gamma(params["cook_time"])),
+        ("eat", "gamma", gamma(params["eat_time"])),
+    ]:
+        seen = [value for stream, k, value in draws if stream == name and k == kind]
+        assert len(seen) > 512, name  # more than one buffered block
+        assert seen == [float(v) for v in draw(generator(name), len(seen))], name
