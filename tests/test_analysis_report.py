@@ -183,9 +183,15 @@ def test_analyse_experiment_ties_the_pieces_together(observations):
     assert result.subset.keep == ("a-10_b-4",)
     assert result.selection.procedure == "bonferroni-crn" and result.selection.best == "a-10_b-4"
     assert result.answer.startswith("Add a or b? Against the baseline a-8_b-3 ")
-    # Without a baseline: every pair is compared and the answer is phrased against the best.
+    # Without a baseline: the comparisons and the answer are against the best configuration;
+    # every pair on request, and when there is no objective to say which is best.
     free = analyse_experiment(observations, experiment="exp", baseline=None,
                               objective_metric="wait", common_random_numbers=False)
-    assert free.comparisons.select("config_key", "baseline_key").unique().height == 6
+    pairs = free.comparisons.select("config_key", "baseline_key").unique()
+    assert pairs.height == 3 and set(pairs["baseline_key"]) == {"a-10_b-4"}
+    for request in ({"all_pairs": True}, {"objective_metric": None}):
+        arguments = {"objective_metric": "wait", **request}
+        every = analyse_experiment(observations, experiment="exp", baseline=None, **arguments)
+        assert every.comparisons.select("config_key", "baseline_key").unique().height == 6
     assert "Against the best configuration a-10_b-4 (95% CI, paired" in free.answer
     assert free.subset.paired is False and free.selection is None

@@ -53,8 +53,9 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        n0: int | None = None) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
-    ``baseline``: the baseline config_key; without one every pair is compared and the answer is
-    phrased against the best configuration. ``objective_metric`` and ``minimize``: what "best"
+    ``baseline``: the baseline config_key; without one the comparisons (and the answer) are
+    against the best configuration on the objective, and without an objective either every pair
+    is compared. ``objective_metric`` and ``minimize``: what "best"
     means (no selection or answer without it). ``indifference_zone``: also run the two-stage
     selection (its ``required`` says how many replications each configuration needs; ``best``
     is set once they exist). ``common_random_numbers``: whether the experiment used CRN, which
@@ -69,9 +70,6 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     summary = summarise(frame, confidence)
     observed = set(frame["config_key"].unique().to_list())
     pending = baseline is not None and baseline not in observed
-    comparisons = (compare(frame.head(0), None, all_pairs=True) if pending else
-                   compare(frame, baseline, all_pairs=all_pairs or baseline is None,
-                           confidence=confidence))
     subset = selection = text = None
     if objective_metric is not None:
         if common_random_numbers:
@@ -87,16 +85,24 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                                                 pstar=confidence, minimize=minimize,
                                                 common_random_numbers=common_random_numbers,
                                                 n0=min(n0, shortest) if n0 else None)
-        reference, against = "the baseline", baseline
-        if against is None and subset is not None:
-            reference, against = "the best configuration", subset.best
-        if against is not None and not pending:
-            rows = compare(frame, against, confidence=confidence, metrics=[objective_metric])
-            if rows.height:
-                text = answer_sentence(rows, objective_metric, minimize=minimize,
-                                       question=question, baseline=against, selection=subset,
-                                       configurations=configurations, unit=unit,
-                                       reference=reference)
-                if selection is not None and selection.best:  # the two-stage guarantee too
-                    text += " " + best_sentence(selection, objective_metric, minimize)
+    # Against the baseline; without one, against the best on the objective; else every pair.
+    reference, against = "the baseline", baseline
+    if against is None and subset is not None:
+        reference, against = "the best configuration", subset.best
+    if pending:
+        comparisons = compare(frame.head(0), None, all_pairs=True)
+    elif all_pairs or against is None:
+        comparisons = compare(frame, against, all_pairs=True, confidence=confidence)
+    else:
+        comparisons = compare(frame, against, confidence=confidence)
+    if objective_metric is not None and against is not None and not pending:
+        rows = comparisons.filter((pl.col("metric") == objective_metric)
+                                  & (pl.col("baseline_key") == against))
+        if rows.height:
+            text = answer_sentence(rows, objective_metric, minimize=minimize,
+                                   question=question, baseline=against, selection=subset,
+                                   configurations=configurations, unit=unit,
+                                   reference=reference)
+            if selection is not None and selection.best:  # the two-stage guarantee too
+                text += " " + best_sentence(selection, objective_metric, minimize)
     return ExperimentAnalysis(experiment, summary, comparisons, subset, selection, text)
