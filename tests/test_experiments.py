@@ -174,7 +174,7 @@ def test_restaurant_example():
                                   "tables-9_waiters-2", "tables-9_waiters-3"]
     assert spec.baseline_key == "tables-8_waiters-2"
     assert spec.replications == 100
-    assert (spec.resolved_horizon, spec.resolved_warmup) == (480.0, 60.0)
+    assert (spec.resolved_horizon, spec.resolved_warmup) == (480.0, 0.0)  # a terminating day
     assert spec.objective is not None and spec.objective.metric in model.metrics
     assert spec.precision is not None and spec.precision.metric == spec.objective.metric
     assert spec.max_replications == spec.precision.max_replications >= spec.replications
