@@ -1,7 +1,10 @@
 """The Observatory's "done when", end to end: ``simlab sweep`` of 200 simulations over 2 pool
 workers, exporting over OTLP/HTTP to a local receiver, delivers one ``simlab.simulation`` span per
 simulation (seed and parameters on it), and every trace/span id in DuckDB's ``replications`` table
-is a delivered span; the sweep is one connected trace (sweep -> batch -> simulation).
+is a delivered span; the sweep is one connected trace (sweep -> batch -> simulation). And a run
+executed as its own process the way a run pod does (``dagster api execute_run``) joins the trace
+named by its ``simlab/traceparent`` tag and flushes every span before it exits; a simulation that
+fails in a run is an error span with its exception.
 
 The sweep runs as its own process, as a user runs it: a fresh process has no tracer provider, pool
 or fork server left over from other tests, and the spans must survive that process's exit. The
@@ -10,21 +13,35 @@ receiver only through the flushes at exit (pool workers' and the sweep process's
 periodic export that would hide a missing flush.
 """
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import duckdb
+import polars as pl
 import pytest
-from otlp_receiver import otlp_receiver
+from dagster._cli.api import ExecuteRunArgs
+from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from otlp_receiver import ReceivedSpan, otlp_receiver
 
 import engine
 from simlab_pipelines import telemetry
-from simlab_pipelines.experiments import load_experiment
+from simlab_pipelines.assets import TRACEPARENT_TAG, experiment_assets, replications_key
+from simlab_pipelines.experiments import ExperimentSpec, load_experiment
+from simlab_pipelines.partitions import range_tags
+from simlab_pipelines.resources import SimlabStorage
+from simlab_pipelines.sweep import experiment_job
 
 PROJECT = Path(__file__).resolve().parent.parent
 SIMLAB = Path(sys.executable).parent / "simlab"
@@ -46,11 +63,24 @@ factors:
 SIMULATIONS = 200
 BATCH_SIZE = 50
 SECRET = "s3cr3t-e2e-value"  # in the sweep's environment and headers; must never be on a span
+TRACE_URL = "https://grafana.example/explore?trace={trace_id}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the sweep left: its experiment, the spans and request headers the receiver got, the
+    DuckDB file and the Dagster home."""
+
+    spec: ExperimentSpec
+    spans: list[ReceivedSpan]
+    headers: list[dict[str, str]]
+    db: Path
+    home: Path
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Run the sweep once for the module; returns (spec, spans received, request headers, db)."""
+    """Run the sweep once for the module."""
     root = tmp_path_factory.mktemp("observatory")
     data, home, experiments = root / "data", root / "dagster_home", root / "experiments"
     for directory in (data, home, experiments):
@@ -61,7 +91,8 @@ def sweep(tmp_path_factory):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OTEL_", "SIMLAB_")) and k != "DAGSTER_HOME"}
     env.update(SIMLAB_DATA_DIR=str(data), DAGSTER_HOME=str(home),
-               SIMLAB_EXPERIMENTS_DIR=str(experiments), SIMLAB_API_TOKEN=SECRET)
+               SIMLAB_EXPERIMENTS_DIR=str(experiments), SIMLAB_API_TOKEN=SECRET,
+               SIMLAB_TRACE_URL_TEMPLATE=TRACE_URL)
     with otlp_receiver() as receiver:
         env.update(
             OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
@@ -76,12 +107,12 @@ def sweep(tmp_path_factory):
         assert done.returncode == 0, done.stdout + done.stderr
         # Everything was flushed before the sweep process exited: nothing more is coming.
         spans, headers = receiver.spans(), list(receiver.headers)
-    return load_experiment(path), spans, headers, data / "simlab.duckdb"
+    return Sweep(load_experiment(path), spans, headers, data / "simlab.duckdb", home)
 
 
 def test_one_span_per_simulation_with_its_seed_and_parameters(sweep):
-    spec, spans, _, _ = sweep
-    simulations = [s for s in spans if s.name == telemetry.SIMULATION_SPAN_NAME]
+    spec = sweep.spec
+    simulations = [s for s in sweep.spans if s.name == telemetry.SIMULATION_SPAN_NAME]
     assert len(simulations) == SIMULATIONS
     assert len({s.span_id for s in simulations}) == SIMULATIONS
     configs = {c.key: c.params for c in spec.configurations_list()}
@@ -106,14 +137,13 @@ def test_one_span_per_simulation_with_its_seed_and_parameters(sweep):
 
 
 def test_every_id_in_duckdb_is_a_delivered_span_of_that_simulation(sweep):
-    spec, spans, _, db = sweep
-    delivered = {(s.trace_id, s.span_id): s for s in spans
+    delivered = {(s.trace_id, s.span_id): s for s in sweep.spans
                  if s.name == telemetry.SIMULATION_SPAN_NAME}
-    with duckdb.connect(str(db), read_only=True) as con:
+    with duckdb.connect(str(sweep.db), read_only=True) as con:
         rows = con.execute(
             "SELECT config_key, replication, seed_entropy, spawn_key, dagster_run_id, "
             "partition_key, trace_id, span_id FROM replications WHERE experiment = ?",
-            [spec.name]).fetchall()
+            [sweep.spec.name]).fetchall()
     assert len(rows) == SIMULATIONS
     for config_key, replication, entropy, spawn_key, run_id, partition, trace_id, span_id in rows:
         span = delivered.get((trace_id, span_id))
@@ -125,8 +155,26 @@ def test_every_id_in_duckdb_is_a_delivered_span_of_that_simulation(sweep):
         assert (a["dagster.run_id"], a["dagster.partition_key"]) == (run_id, partition)
 
 
+
+def test_partition_metadata_in_dagster_names_the_span_and_links_the_trace(sweep, monkeypatch):
+    delivered = {s.attributes["dagster.partition_key"]: s for s in sweep.spans
+                 if s.name == telemetry.SIMULATION_SPAN_NAME}
+    monkeypatch.setenv("DAGSTER_HOME", str(sweep.home))  # dagster.yaml's paths are relative to it
+    with dg.DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(replications_key(sweep.spec.name),
+                                                  limit=10 * SIMULATIONS).records
+    latest = {}
+    for record in records:  # newest first
+        latest.setdefault(record.partition_key, record.asset_materialization.metadata)
+    assert set(latest) == set(delivered)
+    for partition, metadata in latest.items():
+        span = delivered[partition]
+        assert (metadata["trace_id"].value, metadata["span_id"].value) == (span.trace_id,
+                                                                          span.span_id)
+        assert metadata["trace"].value == TRACE_URL.replace("{trace_id}", span.trace_id)
+
 def test_the_sweep_is_one_connected_tree(sweep):
-    _, spans, _, _ = sweep
+    spans = sweep.spans
     by_id = {s.span_id: s for s in spans}
     assert len(by_id) == len(spans)  # no span delivered twice
     assert len({s.trace_id for s in spans}) == 1
@@ -153,7 +201,7 @@ def test_the_sweep_is_one_connected_tree(sweep):
 
 
 def test_resource_and_headers_come_from_otel_variables_and_nothing_leaks(sweep):
-    _, spans, headers, _ = sweep
+    spans, headers = sweep.spans, sweep.headers
     # Every process (the sweep and both pool workers) exported with the same settings.
     assert len({s.resource["service.instance.id"] for s in spans}) >= 3
     for span in spans:
@@ -164,3 +212,85 @@ def test_resource_and_headers_come_from_otel_variables_and_nothing_leaks(sweep):
     attributes = [(s.attributes, s.events) for s in spans]
     assert SECRET not in json.dumps(attributes, default=str)
     assert SECRET not in json.dumps([s.resource for s in spans])
+
+
+def test_a_run_process_joins_the_trace_of_its_tag_and_flushes_before_exit(lab):
+    """What a run pod does: ``dagster api execute_run`` of a run created with the parent's tag."""
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    job = experiment_job(str(path), "tiny_mmck_replications")
+    instance = dg.DagsterInstance.get()
+    origin = JobPythonOrigin(job.name, RepositoryPythonOrigin(
+        sys.executable, ModuleCodePointer("simlab_pipelines.definitions", "defs",
+                                          working_directory=str(lab))))
+    parent_trace, parent_span = "ab" * 16, "cd" * 8  # the sweep (or sensor) that launched it
+    run = instance.create_run_for_job(
+        job_def=job, run_config={}, job_code_origin=origin,
+        tags={**range_tags("servers-2", 0, 5), "simlab/workers": "2",
+              TRACEPARENT_TAG: f"00-{parent_trace}-{parent_span}-01"})
+    command = ExecuteRunArgs(job_origin=origin, run_id=run.run_id,
+                             instance_ref=instance.get_ref()).get_command_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    with otlp_receiver() as receiver:
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                   OTEL_BSP_SCHEDULE_DELAY="600000")  # only the flushes at exit export
+        done = subprocess.run(command, env=env, cwd=lab, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        spans = receiver.spans()
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    (batch,) = [s for s in spans if s.name == "simlab.batch"]
+    assert (batch.trace_id, batch.parent_span_id) == (parent_trace, parent_span)
+    assert batch.attributes["dagster.run_id"] == run.run_id
+    simulations = [s for s in spans if s.name == telemetry.SIMULATION_SPAN_NAME]
+    assert len(simulations) == len(spans) - 1 == 6
+    assert all(s.trace_id == parent_trace and s.parent_span_id == batch.span_id
+               for s in simulations)
+    files = sorted((lab / "data" / "results" / "tiny_mmck" / "servers-2").glob("*.parquet"))
+    rows = pl.concat([pl.read_parquet(f, columns=["trace_id", "span_id"]) for f in files])
+    assert set(rows.iter_rows()) == {(s.trace_id, s.span_id) for s in simulations}
+
+
+@pytest.fixture
+def finished_spans(monkeypatch):
+    """This process's tracing with no OTEL_* settings and an in-memory exporter."""
+    for name in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    telemetry.shutdown_tracing()  # a provider left by an earlier test would miss the exporter
+    exporter = InMemorySpanExporter()
+    telemetry.tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    telemetry.shutdown_tracing()
+
+
+def test_a_failed_simulation_in_a_run_is_an_error_span_with_its_exception(lab, finished_spans,
+                                                                         monkeypatch):
+    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
+    storage = SimlabStorage(results_uri=str(lab / "data" / "results"),
+                            duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=1)
+    model = engine.MODELS["mmck"]
+
+    def run(params, streams, warmup, horizon, series_interval=None):
+        if streams.spawn_key[0] == 2:
+            raise RuntimeError("planted failure in replication 2")
+        return model.run(params, streams, warmup, horizon, series_interval)
+
+    monkeypatch.setitem(engine.MODELS, "mmck", dataclasses.replace(model, run=run))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(experiment_assets(spec), instance=instance,
+                                resources={"simlab": storage},
+                                selection=[replications_key(spec.name)],
+                                tags=range_tags("servers-1", 0, 5), raise_on_error=False)
+    assert not result.success
+    spans = finished_spans.get_finished_spans()
+    (batch,) = [s for s in spans if s.name == "simlab.batch"]
+    simulations = {s.attributes["simlab.replication"]: s for s in spans
+                   if s.name == telemetry.SIMULATION_SPAN_NAME}
+    assert sorted(simulations) == list(range(6))
+    assert all(s.parent.span_id == batch.context.span_id for s in simulations.values())
+    failed = simulations.pop(2)
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "RuntimeError: planted failure in replication 2"
+    (event,) = [e for e in failed.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "RuntimeError"
+    assert "planted failure" in event.attributes["exception.message"]
+    assert all(s.status.status_code is StatusCode.UNSET for s in simulations.values())
