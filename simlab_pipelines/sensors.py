@@ -15,6 +15,11 @@ from simlab_pipelines.summary import current_targets
 log = logging.getLogger("simlab.sensors")
 
 
+# A run that failed because a simulation raised would fail again (same inputs, same streams):
+# run retries are for crashed run processes and pods, the asset's RetryPolicy for transient errors.
+NO_RETRY_TAGS = {"dagster/retry_on_asset_or_op_failure": "false"}
+
+
 def replications_job_name(name: str) -> str:
     return f"{name}_replications"
 
@@ -36,7 +41,8 @@ def run_requests(spec: ExperimentSpec, keys: list[str], batch_size: int,
         dg.RunRequest(
             run_key=f"{key_prefix}:{config_key}:{first}-{last}",
             job_name=replications_job_name(spec.name),
-            tags={**range_tags(config_key, first, last), "simlab/experiment": spec.name},
+            tags={**range_tags(config_key, first, last), "simlab/experiment": spec.name,
+                  **NO_RETRY_TAGS},
         )
         for config_key, first, last in batches(keys, batch_size)
     ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import sqlalchemy as sa
 
 from simlab_pipelines import plan, telemetry
@@ -29,7 +30,8 @@ from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
 from simlab_pipelines.partitions import batches, range_tags
 from simlab_pipelines.resources import default_storage
-from simlab_pipelines.sensors import missing_partitions, replications_job_name
+from simlab_pipelines.sensors import NO_RETRY_TAGS, missing_partitions, replications_job_name
+from simlab_pipelines.summary import query
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,13 +58,21 @@ def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> in
 
 
 def summary_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
-    """Whether the summary was built after the last replication landed, from this definition."""
+    """Whether the summary was built after the last replication landed, from this definition,
+    and the DuckDB file still holds it."""
     summary = latest_materialization(instance, summary_key(spec.name))
-    if summary is None or not Path(default_storage().duckdb_path).exists():
+    if summary is None:
         return False
     inputs = (latest_materialization(instance, key)
               for key in (replications_key(spec.name), spec_key(spec.name)))
-    return all(storage_id is None or storage_id < summary for storage_id in inputs)
+    if not all(storage_id is None or storage_id < summary for storage_id in inputs):
+        return False
+    try:
+        _, rows = query("SELECT spec_hash FROM experiments WHERE experiment = ?",
+                        Path(default_storage().duckdb_path), [spec.name])
+    except (FileNotFoundError, duckdb.Error):
+        return False
+    return rows == [(spec.spec_hash(),)]
 
 
 def ensure_pool(instance: dg.DagsterInstance, pool: str) -> None:
@@ -128,7 +138,7 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
     with telemetry.batch_span("simlab.sweep", {"simlab.experiment": spec.name,
                                                "simlab.partitions": len(missing)}):
         base_tags = {TRACEPARENT_TAG: telemetry.current_traceparent() or "",
-                     "simlab/sweep": sweep_id, "simlab/experiment": spec.name}
+                     "simlab/sweep": sweep_id, "simlab/experiment": spec.name, **NO_RETRY_TAGS}
         if workers:
             base_tags["simlab/workers"] = str(workers)
         if not spec_is_current(instance, spec):  # the lineage root, once per new definition
