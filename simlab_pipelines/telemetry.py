@@ -25,7 +25,9 @@ parent's span, and flushes its spans when it exits (multiprocessing workers leav
 ``os._exit``, so ``atexit`` does not run there: a ``multiprocessing.util.Finalize`` does the flush).
 
 Attribute hygiene: spans carry only the allow-listed attribute names below, with scalar values of
-bounded size; nothing is ever read from the environment into an attribute.
+bounded size; nothing is ever read from the environment into an attribute. A failure's exception
+event (type, message, stack trace) is bounded too (MAX_EXCEPTION_MESSAGE_CHARS,
+MAX_STACKTRACE_CHARS).
 
 Caveats:
 - Call ``shutdown_tracing()`` in the parent at the end of a run, after the pool has shut down
@@ -50,6 +52,7 @@ import numbers
 import os
 import re
 import threading
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -71,7 +74,9 @@ from engine.version import ENGINE_VERSION
 __all__ = [
     "BATCH_ATTRIBUTE_NAMES",
     "BATCH_SPAN_NAMES",
+    "MAX_EXCEPTION_MESSAGE_CHARS",
     "MAX_LINKS",
+    "MAX_STACKTRACE_CHARS",
     "SIMULATION_ATTRIBUTE_NAMES",
     "SIMULATION_SPAN_NAME",
     "SpanInfo",
@@ -114,6 +119,10 @@ _PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_PARAMS = 32  # more parameters than any model has; bounds the attribute count of a span
 MAX_PARAM_CHARS = 64  # a string parameter value is cut to this many characters
 MAX_VALUE_CHARS = 256  # any other string value (keys, ids, names) is cut to this many
+# A failure's exception event: the message is cut, the stack trace keeps its end (the innermost
+# frames and the error), so a huge message or a deep recursion cannot bloat the span.
+MAX_EXCEPTION_MESSAGE_CHARS = 1024
+MAX_STACKTRACE_CHARS = 8192
 MAX_SPAWN_KEY_LENGTH = 16  # spawn keys are (replication, [config_hash]); 16 is generous
 # Span links of a summary span. 128 is also the SDK's default OTEL_SPAN_LINK_COUNT_LIMIT, beyond
 # which it silently drops links; every link adds ~40 bytes to the span, and trace UIs list links
@@ -500,6 +509,28 @@ class SpanInfo:
         return f"SpanInfo(trace_id={self.trace_id!r}, span_id={self.span_id!r})"
 
 
+def _exception_attributes(exc: BaseException) -> dict[str, str]:
+    """The bounded message and stack trace of the ``exception`` event of a failed span."""
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not hide the original failure
+        message = f"<unprintable {type(exc).__name__}>"
+    stack = "".join(traceback.format_exception(exc))
+    if len(stack) > MAX_STACKTRACE_CHARS:
+        # Too long: this exception's own frames, the innermost kept, then its (cut) error line;
+        # chained causes are left out.
+        error = traceback.TracebackException.from_exception(exc)
+        head, last = "Traceback (most recent call last):\n", "".join(error.format_exception_only())
+        last = _text(last, MAX_EXCEPTION_MESSAGE_CHARS + 100).rstrip("\n") + "\n"
+        frames = "".join(error.stack.format())
+        room = max(0, MAX_STACKTRACE_CHARS - len(head) - len(last) - 4)
+        if len(frames) > room:
+            frames = "...\n" + frames[len(frames) - room:]
+        stack = head + frames + last
+    return {"exception.message": _text(message, MAX_EXCEPTION_MESSAGE_CHARS),
+            "exception.stacktrace": _text(stack, MAX_STACKTRACE_CHARS)}
+
+
 @contextmanager
 def _span(name: str, attributes: dict[str, Any],
           links: Sequence[Link] = ()) -> Iterator[SpanInfo]:
@@ -511,7 +542,7 @@ def _span(name: str, attributes: dict[str, Any],
         try:
             yield SpanInfo(span)
         except Exception as exc:
-            span.record_exception(exc)
+            span.record_exception(exc, attributes=_exception_attributes(exc))
             span.set_status(Status(StatusCode.ERROR,
                                    _text(f"{type(exc).__name__}: {exc}", MAX_VALUE_CHARS)))
             raise

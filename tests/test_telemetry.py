@@ -122,6 +122,32 @@ def test_failure_sets_error_status_and_records_the_exception(spans):
     assert "Traceback" in event.attributes["exception.stacktrace"]
 
 
+
+def _ping(depth: int) -> None:
+    if depth == 0:
+        raise ValueError("v" * 100_000)
+    _pong(depth - 1)
+
+
+def _pong(depth: int) -> None:  # alternating frames: Python does not fold them into one line
+    _ping(depth)
+
+
+def test_the_exception_event_is_bounded(spans):
+    with pytest.raises(ValueError), telemetry.simulation_span(_attributes()):
+        _ping(200)  # a deep stack and a huge message
+    (span,) = spans.get_finished_spans()
+    (event,) = span.events
+    message, stack = event.attributes["exception.message"], event.attributes["exception.stacktrace"]
+    assert message == "v" * telemetry.MAX_EXCEPTION_MESSAGE_CHARS
+    assert len(stack) <= telemetry.MAX_STACKTRACE_CHARS
+    assert stack.startswith("Traceback") and "\n...\n" in stack
+    lines = stack.splitlines()
+    assert lines[-1].startswith("ValueError: vvv") and len(lines[-1]) < 1200
+    assert 'raise ValueError("v" * 100_000)' in lines[-2]  # the innermost frame is kept
+    assert event.attributes["exception.type"] == "ValueError"
+    assert len(span.status.description) <= telemetry.MAX_VALUE_CHARS
+
 def test_without_endpoint_nothing_is_exported_but_ids_are_valid(fresh_tracing):
     telemetry.configure_tracing()
     assert telemetry.exporter_protocol() is None
