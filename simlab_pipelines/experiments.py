@@ -40,6 +40,8 @@ import engine
 from engine.parameters import Parameter, ParameterError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+# Asset groups of our own: an experiment by that name would collide with them in the UI.
+RESERVED_NAMES = frozenset({"rejected_experiments"})
 MAX_REPLICATIONS = 100_000
 MAX_CONFIGURATIONS = 10_000  # a factorial larger than this is almost surely a typo
 MAX_KEY_LENGTH = 64
@@ -220,6 +222,14 @@ class ExperimentSpec(BaseModel):
     _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
     _baseline_key: str | None = PrivateAttr(default=None)
     _canonical: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_NAMES:
+            raise ValueError(f"name {value!r} is reserved (the UI's group of rejected files); "
+                             "choose another")
+        return value
 
     @field_validator("model")
     @classmethod

@@ -461,3 +461,16 @@ def test_spec_objects_are_frozen_strict_and_picklable_errors():
     assert str(info.value) == "<experiment>: seed: input should be a valid integer (got '1')"
     copy = pickle.loads(pickle.dumps(info.value))
     assert (copy.path, copy.errors, str(copy)) == (info.value.path, info.value.errors, str(info.value))
+
+
+def test_the_rejected_files_group_name_is_reserved(tmp_path):
+    path = write(tmp_path, "rejected_experiments.yaml", """\
+        name: rejected_experiments
+        model: mmck
+        seed: 1
+        replications: 2
+        """)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert info.value.errors == [("name", "name 'rejected_experiments' is reserved (the UI's "
+                                  "group of rejected files); choose another")]
