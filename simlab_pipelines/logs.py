@@ -151,6 +151,20 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler configure_logging installs (its class marks it as ours)."""
 
 
+def _not_printed_below_root(record: logging.LogRecord) -> bool:
+    """False for a record a handler below the root has handled already (e.g. the ``dagster``
+    logger's own console handler in Dagster's CLI processes), so no line is printed twice."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    root = logging.getLogger()
+    while logger is not None and logger is not root:
+        if logger.handlers:
+            return False
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return True
+
+
 def _level(level: int | str) -> int:
     if isinstance(level, int):
         return level
@@ -165,7 +179,9 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
 
     Installs one handler on the root logger (so the ``simlab`` hierarchy and libraries are
     covered) and removes plain ``StreamHandler``s there (e.g. from ``logging.basicConfig``), which
-    would print the same lines as text; other handlers (files, pytest's capture) are kept.
+    would print the same lines as text; other handlers (files, pytest's capture) are kept. A
+    record that a logger below the root has its own handler for (Dagster's ``dagster`` logger in
+    its CLI processes) is left to that handler: it is not printed twice.
     Idempotent: a second call only updates the level and the stream (and removes plain
     ``StreamHandler``s added since).
     """
@@ -181,6 +197,7 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
         return
     handler = _JsonHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_not_printed_below_root)
     root.addHandler(handler)
 
 

@@ -91,6 +91,22 @@ def test_configure_logging_is_idempotent_and_replaces_plain_stream_handlers(outp
         configure_logging("LOUD")
 
 
+def test_a_logger_with_its_own_handler_is_not_printed_twice(output):
+    own = logging.getLogger("servicelike")  # e.g. Dagster's "dagster" logger in its CLI
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    own.addHandler(handler)
+    try:
+        own.warning("printed by its own handler")
+        logging.getLogger("servicelike.child").warning("child too")
+        logging.getLogger("simlab.x").warning("json")
+    finally:
+        own.removeHandler(handler)
+    own.warning("now through the root")
+    assert [line["message"] for line in _lines(output)] == ["json", "now through the root"]
+    assert text.getvalue().splitlines() == ["printed by its own handler", "child too"]
+
+
 def test_a_line_inside_a_simulation_span_knows_its_simulation_without_log_context(output):
     attributes = telemetry.simulation_attributes(**ATTRIBUTES, run_id="run-9",
                                                  partition_key="servers-2|4")
