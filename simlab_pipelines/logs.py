@@ -157,7 +157,8 @@ def _not_printed_below_root(record: logging.LogRecord) -> bool:
     logger: logging.Logger | None = logging.getLogger(record.name)
     root = logging.getLogger()
     while logger is not None and logger is not root:
-        if logger.handlers:
+        # A NullHandler prints nothing (libraries add one to their loggers, as logging advises).
+        if any(type(h) is not logging.NullHandler for h in logger.handlers):
             return False
         if not logger.propagate:
             break
@@ -181,12 +182,14 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
     covered) and removes plain ``StreamHandler``s there (e.g. from ``logging.basicConfig``), which
     would print the same lines as text; other handlers (files, pytest's capture) are kept. A
     record that a logger below the root has its own handler for (Dagster's ``dagster`` logger in
-    its CLI processes) is left to that handler: it is not printed twice.
+    its CLI processes) is left to that handler: it is not printed twice. Python warnings
+    (``warnings.warn``) become log records too (logger ``py.warnings``), so they print as JSON.
     Idempotent: a second call only updates the level and the stream (and removes plain
     ``StreamHandler``s added since).
     """
     root = logging.getLogger()
     root.setLevel(_level(level))
+    logging.captureWarnings(True)
     for handler in list(root.handlers):
         if type(handler) is logging.StreamHandler:
             root.removeHandler(handler)

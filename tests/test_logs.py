@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from datetime import datetime
 
 import dagster as dg
@@ -29,6 +30,7 @@ def output(monkeypatch):
     yield buffer
     root.handlers[:] = saved[1]
     root.setLevel(saved[0])
+    logging.captureWarnings(False)
     telemetry.shutdown_tracing()
 
 
@@ -85,7 +87,17 @@ def test_configure_logging_is_idempotent_and_replaces_plain_stream_handlers(outp
     configure_logging("WARNING")
     configure_logging("INFO", stream=output)
     logging.getLogger("other.library").info("once")
-    assert [line["message"] for line in _lines(output)] == ["once"]
+    # pytest records warnings by replacing warnings.showwarning around each test phase, which
+    # undoes captureWarnings: switch it on again inside the test, then hand back to pytest.
+    logging.captureWarnings(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        configure_logging("INFO", stream=output)
+        warnings.warn("a library warning", UserWarning, stacklevel=1)
+    logging.captureWarnings(False)
+    once, warning = _lines(output)
+    assert once["message"] == "once"
+    assert warning["logger"] == "py.warnings" and "a library warning" in warning["message"]
     assert text_handler not in root.handlers
     with pytest.raises(ValueError, match="LOUD"):
         configure_logging("LOUD")
@@ -100,10 +112,14 @@ def test_a_logger_with_its_own_handler_is_not_printed_twice(output):
         own.warning("printed by its own handler")
         logging.getLogger("servicelike.child").warning("child too")
         logging.getLogger("simlab.x").warning("json")
+        library = logging.getLogger("library.with.nullhandler")
+        library.addHandler(logging.NullHandler())  # what libraries do: still printed as JSON
+        library.warning("library line")
     finally:
         own.removeHandler(handler)
     own.warning("now through the root")
-    assert [line["message"] for line in _lines(output)] == ["json", "now through the root"]
+    assert [line["message"] for line in _lines(output)] == ["json", "library line",
+                                                            "now through the root"]
     assert text.getvalue().splitlines() == ["printed by its own handler", "child too"]
 
 
