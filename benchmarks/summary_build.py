@@ -52,7 +52,7 @@ def write_results(spec, store: ResultStore) -> None:
             store.write(replication_row(
                 experiment=spec.name, config_key=config.key, partition_key=f"{config.key}|{r}",
                 result=result, code_version="bench", run_id="bench", trace_id="0" * 32,
-                span_id="0" * 16, started_at=now))
+                span_id="0" * 16, started_at=now, inputs_hash=spec.inputs_hash(config)))
 
 
 def main() -> None:

@@ -81,7 +81,8 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             partition_key=str(key), model=spec.model, params=configs[config_key].params,
             seed=spec.seed, horizon=spec.resolved_horizon, warmup=spec.resolved_warmup,
             common_random_numbers=spec.common_random_numbers,
-            series_interval=spec.series_interval, code_version=REPLICATIONS_CODE_VERSION, run_id=context.run_id,
+            series_interval=spec.series_interval,
+            inputs_hash=spec.inputs_hash(configs[config_key]), code_version=REPLICATIONS_CODE_VERSION, run_id=context.run_id,
             results_uri=storage.results_uri, traceparent=traceparent,
         ))
     return tasks
@@ -228,19 +229,23 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
     configs = spec.configurations_list()
 
     @dg.asset(key=spec_key(name), group_name=name, code_version=SUMMARY_VERSION,
-              description=f"The validated definition of '{name}' (its hash is the data version).")
+              description=f"The validated definition of '{name}' (data version: the hash of "
+                          "what its simulations depend on).")
     def spec_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         table = "\n".join(["| configuration | parameters |", "|---|---|"] + [
             f"| {c.key}{' (baseline)' if c.key == spec.baseline_key else ''} | "
             f"{json.dumps(c.varying, sort_keys=True)} |" for c in configs])
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(spec.spec_hash()),
+            # Not the whole file's hash: adding configurations or replications, or changing the
+            # analysis, must not make the existing replications stale.
+            data_version=dg.DataVersion(spec.simulation_hash()),
             metadata={
                 "file": dg.MetadataValue.path(str(spec.source)) if spec.source else "",
                 "model": spec.model, "question": spec.question or spec.description,
                 "seed": spec.seed, "replications": spec.replications,
                 "configurations": dg.MetadataValue.md(table),
                 "spec_hash": spec.spec_hash(),
+                "simulation_hash": spec.simulation_hash(),
                 "definition": dg.MetadataValue.json(json.loads(spec.model_dump_json())),
             },
         )

@@ -15,6 +15,7 @@ import multiprocessing
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ class Task:
     warmup: float
     common_random_numbers: bool
     series_interval: float | None
+    inputs_hash: str
     code_version: str
     run_id: str
     results_uri: str
@@ -92,6 +94,7 @@ def run_task(task: Task) -> Outcome:
         experiment=task.experiment, config_key=task.config_key, partition_key=task.partition_key,
         result=result.to_dict(), code_version=task.code_version, run_id=task.run_id,
         trace_id=span.trace_id, span_id=span.span_id, started_at=started_at,
+        inputs_hash=task.inputs_hash,
     )
     # A storage error is not the simulation's fault: it propagates, and the step is retried.
     path = _store(task.results_uri).write(row)
@@ -140,11 +143,24 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
             yield run_task(task)
         return
     pool = _pool(workers)
-    futures: list[Future] = [pool.submit(run_task, task) for task in tasks]
+    futures: list[Future] = []
     try:
+        futures = [pool.submit(run_task, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
+    except BrokenProcessPool as exc:
+        # A worker died (killed, out of memory): this pool is unusable. Drop it so that the
+        # step's retry, and the sweep's next run, start a fresh one.
+        if _POOLS.get(workers) is pool:
+            del _POOLS[workers]
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise WorkerDied(f"a pool worker died during the batch ({exc}); the unfinished "
+                         "partitions are run again on a new pool when the step is retried") from exc
     finally:
         for future in futures:
             future.cancel()
+
+
+class WorkerDied(RuntimeError):
+    """A pool worker process died; the batch can be retried on a new pool."""
 

@@ -2,6 +2,7 @@
 schedule. An invalid file is logged and shown in the UI (the code location's metadata and the file
 sensor's ticks); it never takes the valid ones down."""
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -45,10 +46,21 @@ def summary_job(spec: ExperimentSpec):
                                description=f"Rebuild the DuckDB tables of '{spec.name}'.")
 
 
-def rejected_file_asset(error) -> dg.AssetSpec:
-    """A bad experiment file, shown in the UI's asset catalog with its errors as description."""
-    stem = error.path.stem if error.path else "unknown"
-    safe = re.sub(r"[^A-Za-z0-9_]", "_", stem) or "unnamed"
+def rejected_file_asset(error, taken: set[str]) -> dg.AssetSpec:
+    """A bad experiment file, shown in the UI's asset catalog with its errors as description.
+
+    Keyed by the file's stem; when that is taken (``broken.yaml`` and ``broken.yml``, or
+    ``a-b.yaml`` and ``a_b.yaml``), by its whole name, then with a short hash of its path, so no
+    bad file can collide with another and take the code location down. ``taken`` collects the
+    keys used so far.
+    """
+    path = error.path
+    candidates = [path.stem, path.name] if path else ["unknown"]
+    cleaned = [re.sub(r"[^A-Za-z0-9_]", "_", c) or "unnamed" for c in candidates]
+    safe = next((c for c in cleaned if c not in taken), None)
+    if safe is None:
+        safe = cleaned[-1] + "_" + hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    taken.add(safe)
     return dg.AssetSpec(
         key=dg.AssetKey(["rejected_experiments", safe]),
         group_name="rejected_experiments",
@@ -64,7 +76,8 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
     errors = errors or []
     for error in errors:
         log.error("experiment file rejected: %s", error)
-    assets: list = [rejected_file_asset(error) for error in errors]
+    taken: set[str] = set()
+    assets: list = [rejected_file_asset(error, taken) for error in errors]
     checks, jobs, schedules = [], [], []
     for spec in specs:
         assets += experiment_assets(spec)

@@ -217,6 +217,8 @@ class ExperimentSpec(BaseModel):
     confidence: float = Field(default=0.95, gt=0, lt=1)
     series_interval: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_partitions_per_run: int | None = Field(default=None, ge=1)
+    compare_all_pairs: bool = False  # comparisons between every pair, not only to the baseline
+    check_theory: bool = False  # mmck only: the agrees_with_theory check on the summary
 
     _source: Path | None = PrivateAttr(default=None)
     _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
@@ -274,6 +276,25 @@ class ExperimentSpec(BaseModel):
         parameter hash the same); list order (factor values, configurations) counts.
         """
         return hashlib.sha256(_canonical_json(self._canonical).encode("utf-8")).hexdigest()
+
+    def simulation_hash(self) -> str:
+        """sha256 of what every simulation of the experiment depends on besides its configuration
+        and replication: model, seed, horizon, warm-up, common random numbers, recorded series and
+        the fixed parameters. Adding configurations or replications, or changing the analysis
+        (baseline, objective, precision, confidence), leaves it unchanged."""
+        shared = {"model": self.model, "seed": self.seed, "horizon": self.resolved_horizon,
+                  "warmup": self.resolved_warmup, "crn": self.common_random_numbers,
+                  "series_interval": self.series_interval,
+                  "parameters": self._canonical.get("parameters", {})}
+        return hashlib.sha256(_canonical_json(shared).encode("utf-8")).hexdigest()
+
+    def inputs_hash(self, config: Configuration) -> str:
+        """A short hash of everything one simulation of ``config`` depends on (but the replication
+        number, which is in its partition key): a result file whose hash differs was made from
+        other inputs and must be run again."""
+        inputs = {"simulation": self.simulation_hash(), "params": config.params,
+                  "engine": engine.ENGINE_VERSION}
+        return hashlib.sha256(_canonical_json(inputs).encode("utf-8")).hexdigest()[:24]
 
     @property
     def resolved_horizon(self) -> float:
@@ -460,6 +481,9 @@ def _resolve_spec(spec: ExperimentSpec) -> tuple[tuple[Configuration, ...], str 
         if target is not None and target.metric not in model.metrics:
             errors.append(((field, "metric"), f"unknown metric {target.metric!r} for model "
                            f"{model.name!r} (known: {', '.join(sorted(model.metrics))})"))
+    if spec.check_theory and spec.model != "mmck":
+        errors.append((("check_theory",), f"closed forms exist for model 'mmck' only, not "
+                       f"{spec.model!r}"))
     if spec.precision is not None and spec.precision.max_replications < spec.replications:
         errors.append((("precision", "max_replications"),
                        f"{spec.precision.max_replications} must be >= replications "

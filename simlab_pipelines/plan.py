@@ -149,7 +149,8 @@ def wanted_partitions(spec: ExperimentSpec, targets: Mapping[str, Target]) -> li
 def missing_partitions(spec: ExperimentSpec, targets: Mapping[str, Target],
                        materialized: Collection[str], on_disk: Collection[tuple[str, int]]
                        ) -> list[str]:
-    """Wanted partitions not materialised (in the instance), or whose replication file is gone."""
+    """Wanted partitions not materialised (in the instance), or without a current result file
+    (``on_disk``: gone, or made from other inputs)."""
     missing = []
     for key in wanted_partitions(spec, targets):
         config_key, replication = key.split("|")

@@ -10,7 +10,7 @@ from simlab_pipelines.assets import replications_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiments
 from simlab_pipelines.partitions import batches, range_tags
 from simlab_pipelines.resources import default_storage
-from simlab_pipelines.summary import current_targets
+from simlab_pipelines.summary import current_results
 
 log = logging.getLogger("simlab.sensors")
 
@@ -28,10 +28,9 @@ def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec
                        ) -> tuple[dict[str, plan.Target], list[str]]:
     """The replication targets now, and the wanted partition keys not materialised in the
     instance or whose file is gone (in configuration/replication order)."""
-    store = default_storage().store()
-    targets = current_targets(spec, store)
+    targets, present = current_results(spec, default_storage().store())
     materialized = instance.get_materialized_partitions(replications_key(spec.name))
-    return targets, plan.missing_partitions(spec, targets, materialized, store.existing(spec.name))
+    return targets, plan.missing_partitions(spec, targets, materialized, present)
 
 
 def run_requests(spec: ExperimentSpec, keys: list[str], batch_size: int,

@@ -18,7 +18,8 @@ import polars as pl
 
 # The columns of every replication file (metrics is a struct of the model's metrics).
 SCHEMA_COLUMNS = (
-    "experiment", "config_key", "replication", "model", "params", "seed_entropy", "spawn_key",
+    "experiment", "config_key", "replication", "model", "params", "inputs_hash", "seed_entropy",
+    "spawn_key",
     "horizon", "warmup", "engine_version", "code_version", "dagster_run_id", "partition_key",
     "trace_id", "span_id", "started_at", "wall_seconds", "events", "metrics", "series",
 )
@@ -26,7 +27,7 @@ SCHEMA_COLUMNS = (
 
 def replication_row(*, experiment: str, config_key: str, partition_key: str, result: Mapping,
                     code_version: str, run_id: str, trace_id: str, span_id: str,
-                    started_at: datetime) -> dict[str, Any]:
+                    started_at: datetime, inputs_hash: str) -> dict[str, Any]:
     """The row stored for one simulation (``result`` is ``SimulationResult.to_dict()``)."""
     return {
         "experiment": experiment,
@@ -34,6 +35,7 @@ def replication_row(*, experiment: str, config_key: str, partition_key: str, res
         "replication": int(result["replication"]),
         "model": result["model"],
         "params": json.dumps(result["params"], sort_keys=True),
+        "inputs_hash": inputs_hash,  # ExperimentSpec.inputs_hash: a file from other inputs is stale
         "seed_entropy": int(result["seed"]["entropy"]),
         "spawn_key": [int(k) for k in result["seed"]["spawn_key"]],
         "horizon": float(result["horizon"]),

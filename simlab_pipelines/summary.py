@@ -103,7 +103,22 @@ class Summary:
 
 def read_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
     """The replication rows of every partition of ``spec`` (any replication up to its maximum)
-    that has a file."""
+    whose file was made from the spec's current inputs (``ExperimentSpec.inputs_hash``); files
+    from other inputs (a changed seed, horizon, fixed parameter or engine) are left out: stale."""
+    frame = read_all_replications(spec, store)
+    if frame.is_empty():
+        return frame
+    return frame.join(_expected_hashes(spec), on=["config_key", "inputs_hash"], how="semi")
+
+
+def _expected_hashes(spec: ExperimentSpec) -> pl.DataFrame:
+    configs = spec.configurations_list()
+    return pl.DataFrame({"config_key": [c.key for c in configs],
+                         "inputs_hash": [spec.inputs_hash(c) for c in configs]})
+
+
+def read_all_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
+    """Every replication file of ``spec``'s partitions, stale or not."""
     defined = {(c.key, r) for c in spec.configurations_list() for r in range(spec.max_replications)}
     present = sorted(store.existing(spec.name) & defined)
     if not present:
@@ -159,11 +174,13 @@ def series_frame(replications: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SERIES_SCHEMA)
 
 
-def current_targets(spec: ExperimentSpec, store: ResultStore) -> dict[str, plan.Target]:
-    """The replication targets now (the result files are read only when the targets depend on
-    them)."""
-    frame = read_replications(spec, store) if plan.uses_results(spec) else pl.DataFrame()
-    return plan.replication_targets(spec, observations(frame))
+def current_results(spec: ExperimentSpec, store: ResultStore
+                    ) -> tuple[dict[str, plan.Target], set[tuple[str, int]]]:
+    """The replication targets now, and the (config_key, replication) of every current result."""
+    frame = read_replications(spec, store)
+    present = set(zip(frame["config_key"], frame["replication"], strict=True)) \
+        if frame.height else set()
+    return plan.replication_targets(spec, observations(frame)), present
 
 
 def _replication_limit(frame: pl.DataFrame, targets: Mapping[str, plan.Target]) -> pl.DataFrame:
@@ -191,7 +208,7 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         minimize=objective is None or objective.direction == "minimize",
         indifference_zone=objective.indifference_zone if objective else None,
         common_random_numbers=spec.common_random_numbers, question=spec.question or None,
-        configurations=configs, n0=spec.replications)
+        configurations=configs, n0=spec.replications, all_pairs=spec.compare_all_pairs)
     warmups = _warmups(spec, _replication_limit(series, targets))
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += _precision_notes(spec, targets)
@@ -409,7 +426,9 @@ def query(sql: str, db_path: Path, parameters: list | None = None) -> tuple[list
     if not Path(db_path).exists():
         raise FileNotFoundError(f"no DuckDB file at {db_path}: run a sweep first "
                                 "(or set SIMLAB_DUCKDB_PATH)")
-    con = duckdb.connect(str(db_path), read_only=True)
+    # read_only stops writes to the file; no external access stops COPY ... TO and ATTACH from
+    # writing other files (a query is a reader's tool, not a way to write to disk).
+    con = duckdb.connect(str(db_path), read_only=True, config={"enable_external_access": False})
     try:
         cursor = con.execute(sql, parameters) if parameters else con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []

@@ -35,20 +35,24 @@ from simlab_pipelines.summary import query
 
 
 @functools.lru_cache(maxsize=4)
-def _definitions(path: str) -> dg.Definitions:
-    return build_definitions([load_experiment(path)])
+def _definitions(spec: ExperimentSpec) -> dg.Definitions:
+    return build_definitions([spec])
 
 
 def experiment_job(path: str, job_name: str) -> dg.JobDefinition:
-    """The named job of the experiment in ``path`` (the reconstructable target of a sweep's runs)."""
-    return _definitions(path).resolve_job_def(job_name)
+    """The named job of the experiment in ``path`` (the reconstructable target of a sweep's runs).
+
+    Cached by the definition's content (specs hash by it), so an edited file gets new jobs."""
+    return _definitions(load_experiment(path)).resolve_job_def(job_name)
 
 
 def spec_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
     """Whether ``<name>/spec`` was last materialised from this very definition."""
     record = instance.get_latest_materialization_event(spec_key(spec.name))
-    tags = (record.asset_materialization.tags or {}) if record and record.asset_materialization else {}
-    return tags.get("dagster/data_version") == spec.spec_hash()
+    metadata = record.asset_materialization.metadata if record and record.asset_materialization \
+        else {}
+    recorded = metadata.get("spec_hash")
+    return recorded is not None and recorded.value == spec.spec_hash()
 
 
 def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:

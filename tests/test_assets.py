@@ -86,7 +86,8 @@ def test_summary_and_checks_after_all_partitions(tiny):
         checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
                   for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
         assert checks["no_missing_replications"] is True
-        assert "agrees_with_theory" in checks  # tiny is mmck: the theory check runs
+        # tiny is mmck but asks for no theory check: its short runs from empty are biased
+        assert "agrees_with_theory" not in checks
     with duckdb.connect(storage.duckdb_path, read_only=True) as con:
         n, distinct = con.execute("SELECT count(*), count(DISTINCT partition_key) "
                                   "FROM replications").fetchone()

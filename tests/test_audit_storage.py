@@ -21,7 +21,7 @@ def _row(replication: int = 0, run_id: str = "run-a") -> dict:
     return replication_row(experiment="exp", config_key="servers-2",
                            partition_key=f"servers-2|{replication}", result=result.to_dict(),
                            code_version="engine-x", run_id=run_id, trace_id="0" * 32,
-                           span_id="0" * 16, started_at=datetime.now(UTC))
+                           span_id="0" * 16, started_at=datetime.now(UTC), inputs_hash="inputs")
 
 
 def test_a_write_that_fails_before_the_rename_leaves_nothing(tmp_path, monkeypatch):

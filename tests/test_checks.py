@@ -51,5 +51,26 @@ def test_no_blocked_arrival_fails_where_blocking_should_have_been_seen(tmp_path,
 
 def test_a_constant_metric_must_equal_the_theory(tmp_path):
     spec = _spec(0.5)
-    path, truth = _database(tmp_path, spec, 0.5)  # constant, and far from ~1e-6
+    path, _ = _database(tmp_path, spec, 0.5)  # constant, and far from ~1e-6
     assert not theory_check(spec, path).passed
+
+
+def test_a_configuration_without_steady_state_is_skipped_not_fatal(tmp_path):
+    spec = parse_experiment({
+        "name": "unstable", "model": "mmck", "seed": 1, "replications": 5, "horizon": 100,
+        "check_theory": True, "parameters": {"service_rate": 1.0, "arrival_rate": 1.2},
+        "configurations": [{"servers": 1}, {"servers": 2}]})  # rho = 1.2 (no steady state), 0.6
+    stable = spec.configurations_list()[1]
+    truth = theory.expected_metrics(stable.params)
+    path = tmp_path / "simlab.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE summary (experiment VARCHAR, config_key VARCHAR, "
+                    "metric VARCHAR, n BIGINT, mean DOUBLE, stddev DOUBLE)")
+        for key in spec.config_keys():
+            for metric, value in truth.items():
+                con.execute("INSERT INTO summary VALUES (?, ?, ?, 5, ?, 0.01)",
+                            [spec.name, key, metric, value])
+    result = theory_check(spec, str(path))
+    assert result.passed
+    assert result.metadata["no_steady_state"].value == ["servers-1"]
+    assert result.metadata["intervals"].value == len(truth)

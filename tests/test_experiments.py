@@ -82,6 +82,8 @@ BAD_FILES = {
     "empty_configurations.yaml": ("configurations", "list should have at least 1 item"),
     "factor_not_a_list.yaml": ("factors.servers", "input should be a valid list (got 3)"),
     "infinite_horizon.yaml": ("horizon", "input should be a finite number (got inf)"),
+    "check_theory_wrong_model.yaml": (
+        "check_theory", "closed forms exist for model 'mmck' only, not 'restaurant'"),
 }
 
 

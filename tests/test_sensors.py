@@ -74,3 +74,16 @@ def test_one_bad_file_does_not_take_the_others_down(lab):
     assert "rejected_experiments/broken" in keys
     assert "broken.yaml" in defs.metadata["rejected_experiment_files"].value
     assert "bogus" in defs.metadata["rejected_experiment_files"].value
+
+
+def test_bad_files_whose_names_clean_up_alike_do_not_collide(lab):
+    experiments = lab / "experiments"
+    for name in ("broken.yaml", "broken.yml", "a-b.yaml", "a_b.yaml"):
+        (experiments / name).write_text("name: x\nmodel: nosuchmodel\n")
+    defs = load_definitions(experiments)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()
+            if k.path[0] == "rejected_experiments"}
+    assert len(keys) == 4
+    assert {"rejected_experiments/broken", "rejected_experiments/broken_yml"} <= keys
+    assert "tiny_mmck/replications" in {
+        k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}

@@ -90,3 +90,44 @@ def test_query_is_read_only_and_prints_a_table(lab):
     assert ok.exit_code == 0 and '{"n": 12}' in ok.output
     write = runner.invoke(main, ["query", "DELETE FROM replications"])
     assert write.exit_code == 1 and "read-only" in write.output.lower()
+
+
+def test_changed_inputs_rerun_and_added_replications_do_not(lab):
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    _sweep(path, "--workers", "1")
+    instance = dg.DagsterInstance.get()
+    spec_key = dg.AssetKey(["tiny_mmck", "spec"])
+    version = instance.get_latest_materialization_event(spec_key).asset_materialization.tags[
+        "dagster/data_version"]
+    db = lab / "data" / "simlab.duckdb"
+
+    # two more replications: only they run, and the definition's data version stays (existing
+    # partitions are not stale)
+    path.write_text(path.read_text().replace("replications: 6", "replications: 8"))
+    assert "ran 4 partitions in 2 run(s); 16 wanted in all" in _sweep(path, "--workers", "1")
+    event = instance.get_latest_materialization_event(spec_key).asset_materialization
+    assert event.tags["dagster/data_version"] == version
+    assert event.metadata["spec_hash"].value == load_experiment(path).spec_hash()
+
+    # a changed fixed input makes other simulations: every partition runs again, and DuckDB
+    # holds only results of the new inputs
+    path.write_text(path.read_text().replace("arrival_rate: 0.8", "arrival_rate: 0.7"))
+    assert "ran 16 partitions" in _sweep(path, "--workers", "1")
+    with duckdb.connect(str(db), read_only=True) as con:
+        rates = con.execute("SELECT DISTINCT json_extract(params, '$.arrival_rate')::DOUBLE "
+                            "FROM replications").fetchall()
+        count = con.execute("SELECT count(*) FROM replications").fetchone()[0]
+    assert rates == [(0.7,)] and count == 16
+    assert instance.get_latest_materialization_event(spec_key).asset_materialization.tags[
+        "dagster/data_version"] != version
+    assert "nothing to do" in _sweep(path)
+
+
+def test_query_cannot_write_files(lab, tmp_path):
+    _sweep(lab / "experiments" / "tiny_mmck.yaml", "--workers", "1")
+    target = tmp_path / "out.csv"
+    runner = CliRunner()
+    for sql in (f"COPY (SELECT 1) TO '{target}'", f"ATTACH '{tmp_path / 'new.duckdb'}' AS x"):
+        result = runner.invoke(main, ["query", sql])
+        assert result.exit_code == 1 and "query failed" in result.output
+    assert not target.exists() and not (tmp_path / "new.duckdb").exists()
