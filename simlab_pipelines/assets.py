@@ -273,7 +273,9 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
                     "paired comparisons, precision, warm-up and the answer.",
     )
     def summary_asset(context: dg.AssetExecutionContext, simlab: SimlabStorage) -> dg.MaterializeResult:
-        result = build_experiment_summary(spec, simlab, context.log)
+        telemetry.configure_tracing()
+        with telemetry.attach_traceparent(context.run.tags.get(TRACEPARENT_TAG)):
+            result = build_experiment_summary(spec, simlab, context.log)
         return dg.MaterializeResult(metadata=summary_metadata(spec, result, simlab.duckdb_path))
 
     return [spec_asset, replications_asset, summary_asset]

@@ -108,20 +108,25 @@ def data_version(row: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
 
 
-# One pool per process and worker count, reused by consecutive runs in the same process (a sweep
-# runs its runs in-process); forkserver, because forking a process with Dagster's threads is unsafe.
-_POOLS: dict[int, ProcessPoolExecutor] = {}
+# One pool per process, worker count and OTEL_* settings, reused by consecutive runs in the same
+# process (a sweep runs its runs in-process); forkserver, because forking a process with Dagster's
+# threads is unsafe. The settings are passed to the workers (a fork server keeps the environment
+# it started with) and are part of the key, so new settings get new workers.
+_POOLS: dict[tuple, ProcessPoolExecutor] = {}
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    pool = _POOLS.get(workers)
+def _pool(workers: int) -> tuple[tuple, ProcessPoolExecutor]:
+    _, service_name, otel = telemetry.worker_initargs()
+    key = (workers, tuple(sorted(otel.items())))
+    pool = _POOLS.get(key)
     if pool is None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["simlab_pipelines.batch"])
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                   initializer=telemetry.pool_initializer, initargs=(None,))
-        _POOLS[workers] = pool
-    return pool
+                                   initializer=telemetry.pool_initializer,
+                                   initargs=(None, service_name, otel))
+        _POOLS[key] = pool
+    return key, pool
 
 
 def shutdown_pools() -> None:
@@ -142,7 +147,7 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
         for task in tasks:
             yield run_task(task)
         return
-    pool = _pool(workers)
+    key, pool = _pool(workers)
     futures: list[Future] = []
     try:
         futures = [pool.submit(run_task, task) for task in tasks]
@@ -151,8 +156,8 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     except BrokenProcessPool as exc:
         # A worker died (killed, out of memory): this pool is unusable. Drop it so that the
         # step's retry, and the sweep's next run, start a fresh one.
-        if _POOLS.get(workers) is pool:
-            del _POOLS[workers]
+        if _POOLS.get(key) is pool:
+            del _POOLS[key]
         pool.shutdown(wait=False, cancel_futures=True)
         raise WorkerDied(f"a pool worker died during the batch ({exc}); the unfinished "
                          "partitions are run again on a new pool when the step is retried") from exc

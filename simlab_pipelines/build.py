@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from simlab_pipelines import plan, settings
+from simlab_pipelines import logs, plan, settings
 from simlab_pipelines.assets import experiment_assets, replications_key, spec_key, summary_key
 from simlab_pipelines.checks import experiment_checks
 from simlab_pipelines.experiments import ExperimentSpec
@@ -28,22 +28,28 @@ def batch_size(spec: ExperimentSpec) -> int:
     return spec.max_partitions_per_run or settings.max_partitions_per_run()
 
 
+# Dagster uses a job's own loggers only when its run config names them: the JSON console logger.
+_JSON_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _job(name: str, key: dg.AssetKey, description: str):
+    return dg.define_asset_job(name, selection=dg.AssetSelection.assets(key),
+                               description=description, config=_JSON_LOGS)
+
+
 def replications_job(spec: ExperimentSpec):
-    return dg.define_asset_job(replications_job_name(spec.name),
-                               selection=dg.AssetSelection.assets(replications_key(spec.name)),
-                               description=f"Simulations of '{spec.name}' (partitioned).")
+    return _job(replications_job_name(spec.name), replications_key(spec.name),
+                f"Simulations of '{spec.name}' (partitioned).")
 
 
 def spec_job(spec: ExperimentSpec):
-    return dg.define_asset_job(f"{spec.name}_spec",
-                               selection=dg.AssetSelection.assets(spec_key(spec.name)),
-                               description=f"Record the definition of '{spec.name}'.")
+    return _job(f"{spec.name}_spec", spec_key(spec.name),
+                f"Record the definition of '{spec.name}'.")
 
 
 def summary_job(spec: ExperimentSpec):
-    return dg.define_asset_job(f"{spec.name}_summary",
-                               selection=dg.AssetSelection.assets(summary_key(spec.name)),
-                               description=f"Rebuild the DuckDB tables of '{spec.name}'.")
+    return _job(f"{spec.name}_summary", summary_key(spec.name),
+                f"Rebuild the DuckDB tables of '{spec.name}'.")
 
 
 def rejected_file_asset(error, taken: set[str]) -> dg.AssetSpec:
@@ -104,6 +110,7 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
         schedules=schedules,
         sensors=sensors,
         resources={"simlab": default_storage()},
+        loggers={"console": logs.dagster_logger()},  # run and step log lines as JSON
         # The step runs in the run process and spreads its partitions over its own process pool.
         executor=dg.in_process_executor,
         metadata={

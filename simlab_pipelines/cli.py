@@ -41,6 +41,9 @@ def _table(columns: list[str], rows: list[tuple], title: str | None = None) -> N
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """simlab: simulation experiments as Dagster partitioned assets, results in DuckDB."""
+    from simlab_pipelines import logs
+
+    logs.configure_logging("WARNING")  # JSON lines on stderr; INFO would echo Dagster's storage
 
 
 @main.command()
@@ -94,11 +97,13 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
 
 
 def _rows(sql: str, parameters: list) -> tuple[list[str], list[tuple]]:
+    import duckdb
+
     from simlab_pipelines.summary import query
 
     try:
         return query(sql, settings.duckdb_path(), parameters)
-    except FileNotFoundError:
+    except (FileNotFoundError, duckdb.CatalogException):  # no file yet, or not that table
         return [], []
 
 

@@ -290,9 +290,15 @@ def _warmup_table(spec: ExperimentSpec, warmups: list[Warmup]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
+_ANSWERS_SCHEMA = {"experiment": pl.String, "metric": pl.String, "direction": pl.String,
+                   "answer": pl.String, "best": pl.String, "not_ruled_out": pl.String,
+                   "selection_procedure": pl.String, "selected": pl.String,
+                   "confidence": pl.Float64}
+
+
 def _answers_table(spec: ExperimentSpec, result: ExperimentAnalysis) -> pl.DataFrame:
-    if spec.objective is None:
-        return pl.DataFrame()
+    if spec.objective is None:  # no question of "best": the table exists, without a row
+        return pl.DataFrame(schema=_ANSWERS_SCHEMA)
     subset, selection = result.subset, result.selection
     return pl.DataFrame([{
         "experiment": spec.name, "metric": spec.objective.metric,
@@ -302,8 +308,7 @@ def _answers_table(spec: ExperimentSpec, result: ExperimentAnalysis) -> pl.DataF
         "selection_procedure": selection.procedure if selection else None,
         "selected": selection.best if selection else None,
         "confidence": spec.confidence,
-    }], schema_overrides={"answer": pl.String, "best": pl.String, "not_ruled_out": pl.String,
-                          "selection_procedure": pl.String, "selected": pl.String})
+    }], schema=_ANSWERS_SCHEMA)
 
 
 def summarise(spec: ExperimentSpec, store: ResultStore,

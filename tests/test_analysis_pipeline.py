@@ -241,3 +241,20 @@ def test_warmup_diagnosis_and_its_check(lab, sequential):
     assert points == int((spec.warmup + spec.horizon) // spec.series_interval)
     checks = _check_lines(output)
     assert checks["warmup_long_enough"] == (not any(r[8] for r in rows))
+
+
+def test_an_experiment_without_objective_or_baseline(lab):
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    text = path.read_text()
+    text = text.replace("baseline: {servers: 1}\n", "")
+    text = text[:text.index("objective:")]
+    path.write_text(text)
+    spec = load_experiment(path)
+    assert spec.objective is None and spec.baseline is None
+    output = _sweep(path, "--workers", "1")
+    db = lab / "data" / "simlab.duckdb"
+    assert _query(db, "SELECT count(*) FROM answers") == [(0,)]
+    # nothing says which is best: every pair is compared, and no answer is printed
+    pairs = _query(db, "SELECT DISTINCT config_key, baseline_key FROM comparisons")
+    assert pairs == [("servers-2", "servers-1")]
+    assert "Against" not in output and "HTML report" in output

@@ -308,11 +308,6 @@ def test_a_failed_simulation_in_a_run_is_an_error_span_with_its_exception(lab, f
     assert all(s.status.status_code is StatusCode.UNSET for s in simulations.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "batch._pool starts its forkserver workers with initargs=(None,): they keep the OTEL_* "
-    "environment of the fork server (started with the first pool of the process) and a cached "
-    "pool is reused whatever OTEL_* says now; fix: pass telemetry.worker_initargs()'s settings "
-    "and key _POOLS by them (remove this marker then)"))
 def test_sweeps_in_one_process_follow_the_current_otel_settings(lab, monkeypatch):
     """A process that sweeps twice, the second time with an endpoint (a notebook, a test run):
     the second sweep's pool workers must export to it."""
