@@ -8,6 +8,7 @@
 import base64
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -252,18 +253,23 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
 
     batch_size = spec.max_partitions_per_run or settings.max_partitions_per_run()
 
-    @dg.asset(
-        key=replications_key(name), deps=[spec_key(name)], group_name=name,
-        # Up to max_replications: the sequential procedure (plan.py) runs those it needs.
-        partitions_def=partitions_def([c.key for c in configs], spec.max_replications),
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
-        output_required=False, code_version=REPLICATIONS_CODE_VERSION, kinds={"parquet"},
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL,
-                                    jitter=dg.Jitter.PLUS_MINUS),
-        description=f"One {spec.model} simulation per configuration x replication of '{name}'.",
-    )
     def replications_asset(context: dg.AssetExecutionContext, simlab: SimlabStorage):
         yield from materialize_batch(context, spec, simlab)
+
+    # backfill_policy is a beta parameter: not worth a warning on every load of every experiment.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        replications_asset = dg.asset(
+            key=replications_key(name), deps=[spec_key(name)], group_name=name,
+            # Up to max_replications: the sequential procedure (plan.py) runs those it needs.
+            partitions_def=partitions_def([c.key for c in configs], spec.max_replications),
+            backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
+            output_required=False, code_version=REPLICATIONS_CODE_VERSION, kinds={"parquet"},
+            retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL,
+                                        jitter=dg.Jitter.PLUS_MINUS),
+            description=f"One {spec.model} simulation per configuration x replication of "
+                        f"'{name}'.",
+        )(replications_asset)
 
     @dg.asset(
         key=summary_key(name), deps=[replications_key(name)], group_name=name,

@@ -35,7 +35,8 @@ def _table(columns: list[str], rows: list[tuple], title: str | None = None) -> N
     for row in rows:
         table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
                         for v in row))
-    Console().print(table)
+    # Wide enough off a terminal (pipes, CI logs) that keys and metric names are not folded.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
