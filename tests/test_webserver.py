@@ -85,3 +85,33 @@ def test_ui_shows_experiments_partitions_and_rejected_files(webserver):
     # ... and in the code location's load log, with the file, the field and the reason
     loaded = log.read_text()
     assert "experiment file rejected:" in loaded and "broken.yaml: bogus: unknown key" in loaded
+
+
+def test_ui_shows_the_summary_answer_and_plots_and_partition_metadata(webserver, lab):
+    from click.testing import CliRunner
+
+    from simlab_pipelines.cli import main
+
+    port, _ = webserver
+    result = CliRunner().invoke(main, ["sweep", str(lab / "experiments" / "tiny_mmck.yaml"),
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    data = _graphql(port, """{
+      summary: assetNodes(assetKeys: [{path: ["tiny_mmck", "summary"]}]) {
+        assetMaterializations(limit: 1) { metadataEntries { label
+          ... on MarkdownMetadataEntry { mdStr } } } }
+      partition: assetNodes(assetKeys: [{path: ["tiny_mmck", "replications"]}]) {
+        assetMaterializations(partitions: ["servers-2|3"]) { partition metadataEntries { label
+          ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text }
+          ... on FloatMetadataEntry { floatValue } } } }
+    }""")["data"]
+    (summary,) = data["summary"][0]["assetMaterializations"]
+    entries = {e["label"]: e.get("mdStr") for e in summary["metadataEntries"]}
+    assert entries["answer"].startswith("Does a second server shorten the wait?")
+    for plot in ("intervals_plot", "differences_plot"):
+        assert entries[plot].startswith("![") and "(data:image/png;base64," in entries[plot]
+    (partition,) = data["partition"][0]["assetMaterializations"]
+    assert partition["partition"] == "servers-2|3"
+    labels = {e["label"]: e for e in partition["metadataEntries"]}
+    assert labels["seed_entropy"]["intValue"] == 7
+    assert {"spawn_key", "params", "wall_seconds", "trace_id", "mean_wait"} <= set(labels)
