@@ -26,3 +26,49 @@ def lab(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("SIMLAB_EXPERIMENTS_DIR", str(experiments))
     return tmp_path
+
+
+@pytest.fixture
+def tiny(lab):
+    """The tiny experiment's spec and a storage resource in the lab (one worker: in-process)."""
+    from simlab_pipelines.experiments import load_experiment
+    from simlab_pipelines.resources import SimlabStorage
+
+    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
+    storage = SimlabStorage(results_uri=str(lab / "data" / "results"),
+                            duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=1)
+    return spec, storage
+
+
+@pytest.fixture
+def materialize():
+    """``materialize(spec, storage, instance, selection, **kwargs)``: dg.materialize of the
+    experiment's assets and checks (errors reported in the result, not raised)."""
+    import dagster as dg
+
+    from simlab_pipelines.assets import experiment_assets
+    from simlab_pipelines.checks import experiment_checks
+
+    def run(spec, storage, instance, selection, **kwargs):
+        return dg.materialize(experiment_assets(spec) + experiment_checks(spec), instance=instance,
+                              resources={"simlab": storage}, selection=selection,
+                              raise_on_error=False, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def planted_failure(monkeypatch):
+    """mmck raises in replication 2 (in this process: run with one worker)."""
+    import dataclasses
+
+    import engine
+
+    model = engine.MODELS["mmck"]
+
+    def run(params, streams, warmup, horizon, series_interval=None):
+        if streams.spawn_key[0] == 2:
+            raise RuntimeError("planted failure in replication 2")
+        return model.run(params, streams, warmup, horizon, series_interval)
+
+    monkeypatch.setitem(engine.MODELS, "mmck", dataclasses.replace(model, run=run))

@@ -1,6 +1,5 @@
 """The experiment assets, materialised with dg.materialize on a test instance."""
 
-import dataclasses
 
 import dagster as dg
 import duckdb
@@ -8,32 +7,14 @@ import polars as pl
 import pytest
 
 import engine
-from simlab_pipelines.assets import experiment_assets, replications_key, summary_key
-from simlab_pipelines.checks import experiment_checks
-from simlab_pipelines.experiments import load_experiment
+from simlab_pipelines.assets import replications_key, summary_key
 from simlab_pipelines.partitions import range_tags
-from simlab_pipelines.resources import SimlabStorage
 
 
-@pytest.fixture
-def tiny(lab):
-    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
-    storage = SimlabStorage(results_uri=str(lab / "data" / "results"),
-                            duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=1)
-    return spec, storage
-
-
-def _materialize(spec, storage, instance, selection, **kwargs):
-    assets = experiment_assets(spec)
-    return dg.materialize(assets + experiment_checks(spec), instance=instance,
-                          resources={"simlab": storage}, selection=selection,
-                          raise_on_error=False, **kwargs)
-
-
-def test_one_partition_writes_its_file_and_metadata(tiny):
+def test_one_partition_writes_its_file_and_metadata(tiny, materialize):
     spec, storage = tiny
     with dg.instance_for_test() as instance:
-        result = _materialize(spec, storage, instance, [replications_key(spec.name)],
+        result = materialize(spec, storage, instance, [replications_key(spec.name)],
                               partition_key="servers-2|3")
         assert result.success
         records = instance.fetch_materializations(replications_key(spec.name), limit=10).records
@@ -53,18 +34,10 @@ def test_one_partition_writes_its_file_and_metadata(tiny):
     assert row["metrics"][0] == direct.metrics  # same numbers as the engine run on its own
 
 
-def test_a_failing_simulation_fails_only_its_partition(tiny, monkeypatch):
+def test_a_failing_simulation_fails_only_its_partition(tiny, materialize, planted_failure):
     spec, storage = tiny
-    model = engine.MODELS["mmck"]
-
-    def run(params, streams, warmup, horizon, series_interval=None):
-        if streams.spawn_key[0] == 2:
-            raise RuntimeError("planted failure in replication 2")
-        return model.run(params, streams, warmup, horizon, series_interval)
-
-    monkeypatch.setitem(engine.MODELS, "mmck", dataclasses.replace(model, run=run))
     with dg.instance_for_test() as instance:
-        result = _materialize(spec, storage, instance, [replications_key(spec.name)],
+        result = materialize(spec, storage, instance, [replications_key(spec.name)],
                               tags=range_tags("servers-1", 0, 5))
         assert not result.success
         failure = next(e for e in result.all_events if e.is_step_failure)
@@ -74,14 +47,14 @@ def test_a_failing_simulation_fails_only_its_partition(tiny, monkeypatch):
     assert not (storage.store().existing(spec.name) & {("servers-1", 2)})
 
 
-def test_summary_and_checks_after_all_partitions(tiny):
+def test_summary_and_checks_after_all_partitions(tiny, materialize):
     spec, storage = tiny
     with dg.instance_for_test() as instance:
         for config in spec.configurations_list():
             tags = range_tags(config.key, 0, spec.replications - 1)
-            assert _materialize(spec, storage, instance, [replications_key(spec.name)],
+            assert materialize(spec, storage, instance, [replications_key(spec.name)],
                                 tags=tags).success
-        result = _materialize(spec, storage, instance, [summary_key(spec.name)])
+        result = materialize(spec, storage, instance, [summary_key(spec.name)])
         assert result.success
         checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
                   for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
@@ -105,12 +78,12 @@ def test_summary_and_checks_after_all_partitions(tiny):
     assert low == pytest.approx(mean - half) and high == pytest.approx(mean + half)
 
 
-def test_no_missing_check_fails_when_partitions_are_missing(tiny):
+def test_no_missing_check_fails_when_partitions_are_missing(tiny, materialize):
     spec, storage = tiny
     with dg.instance_for_test() as instance:
-        _materialize(spec, storage, instance, [replications_key(spec.name)],
+        materialize(spec, storage, instance, [replications_key(spec.name)],
                      partition_key="servers-1|0")
-        result = _materialize(spec, storage, instance, [summary_key(spec.name)])
+        result = materialize(spec, storage, instance, [summary_key(spec.name)])
         evaluation = next(e.asset_check_evaluation_data for e in result.all_events
                       if e.event_type_value == "ASSET_CHECK_EVALUATION"
                       and e.asset_check_evaluation_data.check_name == "no_missing_replications")

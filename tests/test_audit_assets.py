@@ -3,31 +3,13 @@ and the RetryPolicy re-runs a step whose storage failed transiently, with dg.mat
 dg.instance_for_test."""
 
 import dagster as dg
-import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
 import engine
 from simlab_pipelines import assets
-from simlab_pipelines.checks import experiment_checks
-from simlab_pipelines.experiments import load_experiment
 from simlab_pipelines.partitions import range_tags
-from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.storage import ResultStore
-
-
-@pytest.fixture
-def tiny(lab):
-    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
-    storage = SimlabStorage(results_uri=str(lab / "data" / "results"),
-                            duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=1)
-    return spec, storage
-
-
-def _materialize(spec, storage, instance, selection, **kwargs):
-    return dg.materialize(assets.experiment_assets(spec) + experiment_checks(spec),
-                          instance=instance, resources={"simlab": storage}, selection=selection,
-                          raise_on_error=False, **kwargs)
 
 
 def _status(instance, spec, storage, key, partition=None):
@@ -38,16 +20,16 @@ def _status(instance, spec, storage, key, partition=None):
             [c.reason for c in resolver.get_stale_causes(key, partition)])
 
 
-def test_a_new_engine_version_marks_results_stale(tiny, monkeypatch):
+def test_a_new_engine_version_marks_results_stale(tiny, materialize, monkeypatch):
     spec, storage = tiny
     assert f"engine-{engine.ENGINE_VERSION}" == assets.REPLICATIONS_CODE_VERSION
     key = assets.replications_key(spec.name)
     with dg.instance_for_test() as instance:
-        assert _materialize(spec, storage, instance, [assets.spec_key(spec.name)]).success
+        assert materialize(spec, storage, instance, [assets.spec_key(spec.name)]).success
         # a batched run (one MaterializeResult for many partitions) and a single partition
-        assert _materialize(spec, storage, instance, [key],
+        assert materialize(spec, storage, instance, [key],
                             tags=range_tags("servers-1", 0, 2)).success
-        assert _materialize(spec, storage, instance, [key], partition_key="servers-2|0").success
+        assert materialize(spec, storage, instance, [key], partition_key="servers-2|0").success
         for partition in ("servers-1|0", "servers-1|2", "servers-2|0"):
             assert _status(instance, spec, storage, key, partition) == (StaleStatus.FRESH, [])
         assert _status(instance, spec, storage, key, "servers-2|1")[0] == StaleStatus.MISSING
@@ -58,7 +40,7 @@ def test_a_new_engine_version_marks_results_stale(tiny, monkeypatch):
             assert status == StaleStatus.STALE and causes == ["has a new code version"]
 
 
-def test_retry_policy_reruns_a_step_after_a_transient_storage_error(tiny, monkeypatch):
+def test_retry_policy_reruns_a_step_after_a_transient_storage_error(tiny, materialize, monkeypatch):
     spec, storage = tiny
     key = assets.replications_key(spec.name)
     [definition] = [a for a in assets.experiment_assets(spec) if key in a.keys]
@@ -74,7 +56,7 @@ def test_retry_policy_reruns_a_step_after_a_transient_storage_error(tiny, monkey
 
     monkeypatch.setattr(ResultStore, "write", flaky_write)
     with dg.instance_for_test() as instance:
-        result = _materialize(spec, storage, instance, [key], tags=range_tags("servers-2", 0, 3))
+        result = materialize(spec, storage, instance, [key], tags=range_tags("servers-2", 0, 3))
         assert result.success
         events = [e.event_type_value for e in result.all_events]
         assert "STEP_UP_FOR_RETRY" in events and "STEP_RESTARTED" in events

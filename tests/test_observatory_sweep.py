@@ -13,7 +13,6 @@ receiver only through the flushes at exit (pool workers' and the sweep process's
 periodic export that would hide a missing flush.
 """
 
-import dataclasses
 import json
 import os
 import shutil
@@ -40,7 +39,6 @@ from simlab_pipelines import telemetry
 from simlab_pipelines.assets import TRACEPARENT_TAG, experiment_assets, replications_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
 from simlab_pipelines.partitions import range_tags
-from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.sweep import experiment_job
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -274,19 +272,9 @@ def finished_spans(monkeypatch):
     telemetry.shutdown_tracing()
 
 
-def test_a_failed_simulation_in_a_run_is_an_error_span_with_its_exception(lab, finished_spans,
-                                                                         monkeypatch):
-    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
-    storage = SimlabStorage(results_uri=str(lab / "data" / "results"),
-                            duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=1)
-    model = engine.MODELS["mmck"]
-
-    def run(params, streams, warmup, horizon, series_interval=None):
-        if streams.spawn_key[0] == 2:
-            raise RuntimeError("planted failure in replication 2")
-        return model.run(params, streams, warmup, horizon, series_interval)
-
-    monkeypatch.setitem(engine.MODELS, "mmck", dataclasses.replace(model, run=run))
+def test_a_failed_simulation_in_a_run_is_an_error_span_with_its_exception(
+        tiny, finished_spans, planted_failure):
+    spec, storage = tiny
     with dg.instance_for_test() as instance:
         result = dg.materialize(experiment_assets(spec), instance=instance,
                                 resources={"simlab": storage},
