@@ -26,10 +26,14 @@ process-per-simulation outputs are identical too. The simlab run's wall time is 
 from the Dagster run records (start-up, spec run, replication runs, gaps, summary run, exit).
 
 Runs alternate (floor, [floor+write,] simlab, floor, ...), after one small discarded warm-up of
-each; the medians are reported and written to ``benchmarks/results/sweep_throughput.json``.
+each; the medians (wall and CPU seconds, CPU of all descendants included) are reported and
+written to ``benchmarks/results/sweep_throughput.json`` (after every repeat).
 
     .venv/bin/python benchmarks/sweep_throughput.py --configs 50 --replications 100 \\
-        --target-ms 50 --repeats 3 --floor-writes
+        --horizon 1710 --repeats 3
+
+(the command of BENCHMARKS.md; without ``--horizon`` it is calibrated to ``--target-ms``, and
+``--floor-writes`` adds the floor+write variant).
 
 ``--help`` lists the options.
 """
