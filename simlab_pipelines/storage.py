@@ -9,7 +9,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +65,23 @@ def storage_options() -> dict[str, Any]:
     return options
 
 
+def _local_listing(root: str) -> Iterator[tuple[str, str]]:
+    """(directory, file name) below ``root``, one level deep: os.scandir, without the stat per
+    file that fsspec's glob makes (a third of a 5,000-partition summary's time)."""
+    try:
+        directories = [e for e in os.scandir(root) if e.is_dir()]
+    except FileNotFoundError:
+        return
+    for directory in directories:
+        try:
+            with os.scandir(directory.path) as entries:
+                names = [entry.name for entry in entries]
+        except FileNotFoundError:  # removed while listing
+            continue
+        for name in names:
+            yield directory.name, name
+
+
 class ResultStore:
     """The replication files under one root: a local directory or ``s3://bucket/prefix``."""
 
@@ -107,14 +124,16 @@ class ResultStore:
 
     def existing(self, experiment: str) -> set[tuple[str, int]]:
         """(config_key, replication) of every replication file of ``experiment``."""
-        found: set[tuple[str, int]] = set()
-        pattern = f"{self.root}/{experiment}/*/*.parquet"
-        if not self.is_local:
+        if self.is_local:
+            names = _local_listing(os.path.join(self.root, experiment))
+        else:
             self.fs.invalidate_cache()
-        for path in self.fs.glob(pattern):
-            config_key, name = path.rsplit("/", 2)[-2:]
+            names = (path.rsplit("/", 2)[-2:]
+                     for path in self.fs.glob(f"{self.root}/{experiment}/*/*.parquet"))
+        found: set[tuple[str, int]] = set()
+        for config_key, name in names:
             stem = name[: -len(".parquet")]
-            if stem.isdigit():  # skips temporary files
+            if name.endswith(".parquet") and stem.isdigit():  # skips temporary files
                 found.add((config_key, int(stem)))
         return found
 
