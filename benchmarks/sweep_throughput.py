@@ -398,10 +398,11 @@ def _median_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(a) / statistics.median(b)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+def sweep_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options this benchmark shares with tracing_overhead.py (the same sweep)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+                                     epilog="\n".join(doc.splitlines()[1:]))
     parser.add_argument("--configs", type=int, default=50, help="configurations (multiple of 10)")
     parser.add_argument("--replications", type=int, default=100)
     parser.add_argument("--target-ms", type=float, default=50.0,
@@ -410,11 +411,16 @@ def main() -> None:
                         help="use this horizon instead of calibrating one (warm-up: a tenth)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each")
     parser.add_argument("--workers", type=int, default=usable_cpus())
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    return parser
+
+
+def main() -> None:
+    parser = sweep_arguments(__doc__)
     parser.add_argument("--floor-writes", action="store_true",
                         help="also time the floor writing simlab's Parquet file per simulation")
     parser.add_argument("--process-sample", type=int, default=200,
                         help="simulations run one process each (0 skips it)")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     subreaper = become_subreaper()
 

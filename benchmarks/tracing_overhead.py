@@ -21,7 +21,6 @@ table. Medians are reported and written to ``benchmarks/results/tracing_overhead
 ``--help`` lists the options.
 """
 
-import argparse
 import gzip
 import json
 import shutil
@@ -43,16 +42,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from sweep_throughput import (
     EXPERIMENT,
-    ROOT,
     become_subreaper,
     calibrate_horizon,
     load,
     run_simlab,
+    sweep_arguments,
     write_experiment,
 )
 
 from simlab_pipelines.experiments import load_experiment
-from simlab_pipelines.settings import usable_cpus
 
 SIMULATION_SPAN = "simlab.simulation"
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -192,19 +190,7 @@ def run_exporting(path: Path, workers: int, total: int) -> tuple[float, dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--configs", type=int, default=50, help="configurations (multiple of 10)")
-    parser.add_argument("--replications", type=int, default=100)
-    parser.add_argument("--target-ms", type=float, default=50.0,
-                        help="CPU milliseconds per simulation the horizon is calibrated to")
-    parser.add_argument("--horizon", type=float, default=None,
-                        help="use this horizon instead of calibrating one")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each")
-    parser.add_argument("--workers", type=int, default=usable_cpus())
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
+    args = sweep_arguments(__doc__).parse_args()
     subreaper = become_subreaper()
 
     workdir = Path(tempfile.mkdtemp(prefix="simlab-bench-tracing-"))
