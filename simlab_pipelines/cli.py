@@ -70,15 +70,21 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
     except ExperimentError as exc:
         raise click.UsageError(str(exc)) from None
     instance = _instance()
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=False) as bar:
-        task = bar.add_task(f"{spec.name}", total=None)
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), transient=False)
+    task = bar.add_task(f"{spec.name}", total=None)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int) -> None:
+        if not bar.live.is_started:  # shown from the first batch on: nothing to do shows no bar
+            bar.start()
+        bar.update(task, completed=done, total=total)
 
+    try:
         report = run_sweep(path, instance, workers=workers, batch_size=batch_size,
                            progress=progress, announce=bar.console.print)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     if not report.missing and not report.summary_run:
         click.echo(f"{spec.name}: nothing to do, all {report.total} partitions are materialised "
                    "and summarised.")

@@ -158,6 +158,8 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
                          "configuration(s)")
             report.rounds.append(len(missing))
             total = done + len(missing)
+            if progress:
+                progress(done, total)
             for config_key, first, last in batches(missing, size):
                 result = _run(path, replications_job_name(spec.name), instance,
                               {**base_tags, **range_tags(config_key, first, last)})
