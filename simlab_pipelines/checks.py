@@ -21,8 +21,8 @@ THEORY_FAMILY_ALPHA = 0.01
 def expected_partitions(spec: ExperimentSpec, duckdb_path: str) -> set[str]:
     """The partitions wanted now: the file's replications, plus the sequential rounds so far."""
     with duckdb.connect(duckdb_path, read_only=True) as con:
-        obs = con.sql("SELECT config_key, replication, metric, value FROM observations "
-                      "WHERE experiment = ?", params=[spec.name]).pl()
+        obs = con.sql("SELECT experiment, config_key, replication, metric, value "
+                      "FROM observations WHERE experiment = ?", params=[spec.name]).pl()
     return set(plan.wanted_partitions(spec, plan.replication_targets(spec, obs)))
 
 

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from simlab_pipelines.analysis.frames import aligned_samples
+from simlab_pipelines.analysis.frames import aligned_samples, samples
 from simlab_pipelines.analysis.selection import two_stage_selection
 from simlab_pipelines.analysis.sequential import ReplicationPlan, next_round
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.partitions import partition_key
 
+# The sequential procedure's pilot: Law's minimum of 10 replications, or all of a smaller round.
+PILOT = 10
 # Target status: FIXED (no sequential procedure), RUNNING (the current round's replications are
 # not all there yet), else the status of the last plan (met, more, max_reached, undefined).
 FIXED, RUNNING = "fixed", "running"
@@ -87,7 +89,7 @@ def _selection_required(spec: ExperimentSpec, observations: pl.DataFrame,
         if spec.common_random_numbers:
             _, data = aligned_samples(stage, objective.metric)
         else:
-            data = {k: v[:first] for k, v in _first_stage(stage).items()}
+            data = samples(stage, objective.metric)
         selection = two_stage_selection(
             data, indifference_zone=objective.indifference_zone, pstar=spec.confidence,
             minimize=objective.direction == "minimize",
@@ -97,19 +99,14 @@ def _selection_required(spec: ExperimentSpec, observations: pl.DataFrame,
     return {k: min(n, spec.max_replications) for k, n in selection.required.items()}
 
 
-def _first_stage(stage: pl.DataFrame) -> dict[str, np.ndarray]:
-    return {key: group.sort("replication")["value"].to_numpy()
-            for (key,), group in stage.group_by("config_key")}
-
-
 def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dict[str, Target]:
-    """Each configuration's target, replayed from ``observations`` (long format, any experiments).
+    """Each configuration's target, replayed from ``observations`` (the long format of
+    ``analysis.frames``, any experiments).
 
     ``observations`` may hold replications beyond the targets (they are ignored) and must hold
     every metric the procedures use (``precision.metric``, ``objective.metric``).
     """
-    observations = observations.filter(pl.col("experiment") == spec.name) \
-        if "experiment" in observations.columns else observations
+    observations = observations.filter(pl.col("experiment") == spec.name)
     precision = spec.precision
     metric = precision.metric if precision is not None else (
         spec.objective.metric if spec.objective is not None else None)
@@ -126,7 +123,7 @@ def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dic
                     {key: np.array([values[r] for r in range(total)])},
                     target=precision.relative_half_width,
                     max_replications=precision.max_replications,
-                    confidence=precision.confidence, min_replications=min(10, total))[key]
+                    confidence=precision.confidence, min_replications=min(PILOT, total))[key]
                 rounds += 1
                 status = plan.status
                 if plan.target == total:

@@ -15,20 +15,26 @@ def _spec(arrival_rate: float):
                                       "arrival_rate": arrival_rate}})
 
 
+def _summary_table(tmp_path, rows) -> str:
+    """A DuckDB file whose summary table holds ``rows`` (experiment, config_key, metric, n, mean,
+    stddev): what the theory check reads."""
+    path = tmp_path / "simlab.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE summary (experiment VARCHAR, config_key VARCHAR, "
+                    "metric VARCHAR, n BIGINT, mean DOUBLE, stddev DOUBLE)")
+        con.executemany("INSERT INTO summary VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return str(path)
+
+
 def _database(tmp_path, spec, blocking_mean: float):
     """A summary table where every metric sits on its theoretical value with a small spread,
     except the blocking probability: 0 in every replication (standard deviation 0)."""
     config = spec.configurations_list()[0]
     truth = theory.expected_metrics(config.params)
-    path = tmp_path / "simlab.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute("CREATE TABLE summary (experiment VARCHAR, config_key VARCHAR, "
-                    "metric VARCHAR, n BIGINT, mean DOUBLE, stddev DOUBLE)")
-        for metric, value in truth.items():
-            mean, sd = (blocking_mean, 0.0) if metric == "blocking_probability" else (value, 0.01)
-            con.execute("INSERT INTO summary VALUES (?, ?, ?, 40, ?, ?)",
-                        [spec.name, config.key, metric, mean, sd])
-    return str(path), truth["blocking_probability"]
+    rows = [[spec.name, config.key, metric, 40,
+             *((blocking_mean, 0.0) if metric == "blocking_probability" else (value, 0.01))]
+            for metric, value in truth.items()]
+    return _summary_table(tmp_path, rows), truth["blocking_probability"]
 
 
 def test_no_blocked_arrival_passes_when_blocking_is_too_rare_to_be_seen(tmp_path):
@@ -62,15 +68,43 @@ def test_a_configuration_without_steady_state_is_skipped_not_fatal(tmp_path):
         "configurations": [{"servers": 1}, {"servers": 2}]})  # rho = 1.2 (no steady state), 0.6
     stable = spec.configurations_list()[1]
     truth = theory.expected_metrics(stable.params)
-    path = tmp_path / "simlab.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute("CREATE TABLE summary (experiment VARCHAR, config_key VARCHAR, "
-                    "metric VARCHAR, n BIGINT, mean DOUBLE, stddev DOUBLE)")
-        for key in spec.config_keys():
-            for metric, value in truth.items():
-                con.execute("INSERT INTO summary VALUES (?, ?, ?, 5, ?, 0.01)",
-                            [spec.name, key, metric, value])
-    result = theory_check(spec, str(path))
+    path = _summary_table(tmp_path, [[spec.name, key, metric, 5, value, 0.01]
+                                     for key in spec.config_keys()
+                                     for metric, value in truth.items()])
+    result = theory_check(spec, path)
     assert result.passed
     assert result.metadata["no_steady_state"].value == ["servers-1"]
     assert result.metadata["intervals"].value == len(truth)
+
+
+def test_expected_partitions_include_the_selection_second_stage(tmp_path):
+    # The no_missing_replications check replays the targets from DuckDB's observations: with an
+    # indifference zone small against the spread, the second stage is wanted too.
+    import numpy as np
+    import polars as pl
+
+    from simlab_pipelines import plan
+    from simlab_pipelines.checks import expected_partitions
+
+    spec = parse_experiment({
+        "name": "staged", "model": "mmck", "seed": 1, "replications": 10,
+        "parameters": {"capacity": 10, "service_rate": 1.0, "arrival_rate": 0.8},
+        "factors": {"servers": [1, 2]},
+        "precision": {"metric": "mean_wait", "relative_half_width": 0.5,
+                      "max_replications": 300},
+        "objective": {"metric": "mean_wait", "direction": "minimize",
+                      "indifference_zone": 0.5}})
+    rng = np.random.default_rng(8)
+    common = rng.normal(0.0, 2.0, 10)
+    rows = [("staged", f"servers-{s}", r, "mean_wait", float(10.0 - s + common[r]
+                                                            + rng.normal(0.0, 1.0)))
+            for s in (1, 2) for r in range(10)]
+    obs = pl.DataFrame(rows, schema=["experiment", "config_key", "replication", "metric",
+                                     "value"], orient="row")
+    path = tmp_path / "simlab.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.register("frame", obs)
+        con.execute("CREATE TABLE observations AS SELECT * FROM frame")
+    targets = plan.replication_targets(spec, obs)
+    assert all(t.selection_required and t.replications > 10 for t in targets.values())
+    assert expected_partitions(spec, str(path)) == set(plan.wanted_partitions(spec, targets))
