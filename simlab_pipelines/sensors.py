@@ -20,6 +20,12 @@ log = logging.getLogger("simlab.sensors")
 NO_RETRY_TAGS = {"dagster/retry_on_asset_or_op_failure": "false"}
 
 
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
+    """The storage id of the asset's latest materialization (None if never materialised)."""
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].storage_id if records else None
+
+
 def replications_job_name(name: str) -> str:
     return f"{name}_replications"
 
@@ -110,10 +116,8 @@ def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
         for spec in loaded.values():
             if not plan.uses_results(spec):
                 continue
-            records = context.instance.fetch_materializations(replications_key(spec.name),
-                                                              limit=1).records
-            latest = records[0] if records else None
-            if latest is None or seen.get(spec.name) == latest.storage_id:
+            latest = latest_materialization(context.instance, replications_key(spec.name))
+            if latest is None or seen.get(spec.name) == latest:
                 continue  # nothing ran yet (a sweep or the file sensor starts it), or no news
             active = context.instance.get_runs(
                 filters=dg.RunsFilter(tags={"simlab/experiment": spec.name}, statuses=_ACTIVE),
@@ -130,7 +134,7 @@ def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
             else:
                 states = sorted({t.status for t in targets.values()})
                 notes.append(f"{spec.name}: no more replications needed ({', '.join(states)})")
-            cursor[spec.name] = latest.storage_id
+            cursor[spec.name] = latest
         message = "; ".join(notes) or "no new replications"
         context.log.info(message)
         return dg.SensorResult(run_requests=requests, skip_reason=None if requests else message,

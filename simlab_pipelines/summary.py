@@ -43,9 +43,6 @@ from simlab_pipelines.storage import ResultStore
 
 KEYS = ["experiment", "config_key", "replication"]
 READ_CHUNK = 2_000  # replication files per read_parquet call
-# Tables rebuilt per experiment, in creation order; each has an ``experiment`` column.
-TABLES = ("experiments", "configurations", "replications", "observations", "series", "summary",
-          "comparisons", "precision", "warmup", "answers")
 # Where the database is published in an object store, relative to the results root.
 PUBLISHED_DATABASE = "_summary/simlab.duckdb"
 SERIES_SCHEMA = {"experiment": pl.String, "config_key": pl.String, "replication": pl.Int64,
@@ -68,9 +65,11 @@ class Analysis:
     """Everything the summary step derives from an experiment's observations."""
 
     targets: dict[str, plan.Target]
+    observations: pl.DataFrame       # the ones analysed: replications the targets want
+    series: pl.DataFrame             # likewise
     statistics: ExperimentAnalysis   # intervals, comparisons, selection, answer
     warmup: list[Warmup]
-    notes: list[str]                      # what a user should know (short warm-up, precision)
+    notes: list[str]                 # what a user should know (short warm-up, precision)
 
     @property
     def answer(self) -> str | None:
@@ -202,6 +201,7 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
     """Targets, intervals, comparisons, selection, answer and warm-up of one experiment."""
     targets = plan.replication_targets(spec, obs)
     obs = _replication_limit(obs, targets)
+    series = _replication_limit(series, targets)
     objective = spec.objective
     configs = {c.key: c.varying for c in spec.configurations_list()}
     if obs.is_empty():
@@ -213,10 +213,10 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         indifference_zone=objective.indifference_zone if objective else None,
         common_random_numbers=spec.common_random_numbers, question=spec.question or None,
         configurations=configs, n0=spec.replications, all_pairs=spec.compare_all_pairs)
-    warmups = _warmups(spec, _replication_limit(series, targets))
+    warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += _precision_notes(spec, targets)
-    return Analysis(targets, result, warmups, notes)
+    return Analysis(targets, obs, series, result, warmups, notes)
 
 
 def _warmups(spec: ExperimentSpec, series: pl.DataFrame) -> list[Warmup]:
@@ -319,12 +319,8 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
               replications: pl.DataFrame | None = None) -> Summary:
     """Read (unless given) an experiment's replication files and compute its tables."""
     reps = read_replications(spec, store) if replications is None else replications
-    obs = observations(reps)
-    series = series_frame(reps)
-    result = analyse(spec, obs, series)
-    reps = _replication_limit(reps, result.targets)
-    obs = _replication_limit(obs, result.targets)
-    series = _replication_limit(series, result.targets)
+    result = analyse(spec, observations(reps), series_frame(reps))
+    reps, obs, series = _replication_limit(reps, result.targets), result.observations, result.series
     tables = _spec_tables(spec)
     tables["replications"] = reps.drop("metrics", "series", strict=False)
     tables["observations"] = obs

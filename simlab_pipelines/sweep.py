@@ -30,7 +30,12 @@ from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
 from simlab_pipelines.partitions import batches, range_tags
 from simlab_pipelines.resources import default_storage
-from simlab_pipelines.sensors import NO_RETRY_TAGS, missing_partitions, replications_job_name
+from simlab_pipelines.sensors import (
+    NO_RETRY_TAGS,
+    latest_materialization,
+    missing_partitions,
+    replications_job_name,
+)
 from simlab_pipelines.summary import query
 
 
@@ -53,12 +58,6 @@ def spec_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
         else {}
     recorded = metadata.get("spec_hash")
     return recorded is not None and recorded.value == spec.spec_hash()
-
-
-def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
-    """The storage id of the asset's latest materialization (None if never materialised)."""
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0].storage_id if records else None
 
 
 def summary_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
