@@ -1,0 +1,256 @@
+"""Resolving a structurally valid spec against its model: fixed parameters, the configurations
+(full factorial or explicit list), the baseline, the analysis fields and the canonical form.
+
+Every problem is collected with its field path and raised together as SpecErrors, so a user fixes
+a file in one pass.
+"""
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import engine
+from engine.models.base import Model
+from engine.parameters import Parameter, ParameterError
+from simlab_pipelines.experiments.errors import Loc, SpecErrors, format_path
+from simlab_pipelines.experiments.keys import Configuration, canonical_json, config_key
+
+if TYPE_CHECKING:  # spec.py imports this module
+    from simlab_pipelines.experiments.spec import ExperimentSpec
+
+MAX_CONFIGURATIONS = 10_000  # a factorial larger than this is almost surely a typo
+
+
+@dataclass
+class Checker:
+    """Checks values against the model's parameters and collects (field path, reason) errors."""
+
+    model: Model
+    errors: list[tuple[Loc, str]] = field(default_factory=list)
+
+    @property
+    def known(self) -> dict[str, Parameter]:
+        return {p.name: p for p in self.model.parameters}
+
+    def unknown(self, name: str) -> str:
+        return (f"unknown parameter {name!r} for model {self.model.name!r} "
+                f"(known: {', '.join(sorted(self.known))})")
+
+    def check(self, loc: Loc, name: str, value: Any) -> tuple[bool, Any]:
+        """(True, the normalised value) or (False, None) with the error recorded at ``loc``."""
+        try:
+            return True, self.known[name].validate(value)
+        except ParameterError as exc:
+            self.errors.append((loc, str(exc)))
+            return False, None
+
+    def values(self, section: str, given: dict[str, Any]) -> dict[str, Any]:
+        """The valid, normalised values of a ``{parameter: value}`` mapping at ``section``."""
+        out: dict[str, Any] = {}
+        for name, value in given.items():
+            loc: Loc = (section, name)
+            if name not in self.known:
+                self.errors.append((loc, self.unknown(name)))
+                continue
+            ok, normal = self.check(loc, name, value)
+            if ok:
+                out[name] = normal
+        return out
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise SpecErrors(self.errors)
+
+
+# (varying values, where each value came from, where the entry is)
+Entry = tuple[dict[str, Any], dict[str, Loc], Loc]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What resolving adds to a spec."""
+
+    configurations: tuple[Configuration, ...]
+    baseline_key: str | None
+    canonical: dict[str, Any]  # the normalised file: what spec_hash hashes
+
+
+def resolve_spec(spec: "ExperimentSpec") -> Resolved:
+    """Check ``spec`` against its model and resolve configurations, baseline and canonical form.
+
+    Raises SpecErrors with every problem found (the structure is already valid here).
+    """
+    model = engine.get_model(spec.model)
+    checker = Checker(model)
+    fixed = checker.values("parameters", spec.parameters)
+    entries, canonical_varying = _entries(spec, checker)
+    checker.raise_if_any()
+    configurations = _configurations(model, fixed, entries, spec.factors is not None, checker)
+    baseline_key, canonical_baseline = _baseline(spec, configurations, checker)
+    _check_analysis(spec, model, checker)
+    checker.raise_if_any()
+    canonical = spec.model_dump(mode="json")
+    canonical.update({"parameters": fixed, "baseline": canonical_baseline, "factors": None,
+                      "configurations": None, **canonical_varying})
+    return Resolved(tuple(configurations), baseline_key, canonical)
+
+
+def _entries(spec: "ExperimentSpec", checker: Checker) -> tuple[list[Entry], dict[str, Any]]:
+    """The varying values of each configuration to be, and their canonical form in the file."""
+    if spec.factors is not None and spec.configurations is not None:
+        checker.errors.append((("configurations",), "give either factors (a full factorial) or "
+                               "configurations (an explicit list), not both"))
+        return [], {}
+    if spec.factors is not None:
+        return _factorial(spec, checker)
+    if spec.configurations is not None:
+        return _explicit(spec, checker)
+    return [({}, {}, ())], {}
+
+
+def _factorial(spec: "ExperimentSpec", checker: Checker) -> tuple[list[Entry], dict[str, Any]]:
+    if not spec.factors:
+        checker.errors.append((("factors",), "no factors: give at least one, or leave factors out"))
+    levels: list[tuple[str, list[tuple[int, Any]]]] = []
+    for name, values in spec.factors.items():
+        loc: Loc = ("factors", name)
+        if name not in checker.known:
+            checker.errors.append((loc, checker.unknown(name)))
+            continue
+        if name in spec.parameters:
+            checker.errors.append((loc, f"parameter {name!r} is given both as fixed "
+                                   f"(parameters.{name}) and as a factor"))
+            continue
+        if not values:
+            checker.errors.append((loc, f"factor {name!r} has no values: give at least one"))
+            continue
+        levels.append((name, _levels(loc, name, values, checker)))
+    size = math.prod(len(good) for _, good in levels)
+    if size > MAX_CONFIGURATIONS:
+        checker.errors.append((("factors",), f"the factorial has {size} configurations, more "
+                               f"than {MAX_CONFIGURATIONS}"))
+    if checker.errors:
+        return [], {}
+    names = [name for name, _ in levels]
+    entries: list[Entry] = []
+    for combo in itertools.product(*(good for _, good in levels)):
+        varying = {name: normal for name, (_, normal) in zip(names, combo, strict=True)}
+        locs = {name: ("factors", name, i) for name, (i, _) in zip(names, combo, strict=True)}
+        entries.append((varying, locs, ("factors",)))
+    return entries, {"factors": {name: [normal for _, normal in good] for name, good in levels}}
+
+
+def _levels(loc: Loc, name: str, values: list[Any], checker: Checker) -> list[tuple[int, Any]]:
+    """A factor's valid, distinct values with their positions in the file."""
+    seen: dict[str, int] = {}
+    good: list[tuple[int, Any]] = []
+    for i, value in enumerate(values):
+        ok, normal = checker.check((*loc, i), name, value)
+        if not ok:
+            continue
+        token = canonical_json(normal)
+        if token in seen:
+            checker.errors.append(((*loc, i), f"duplicate value {value!r} in factor {name!r} "
+                                   f"(same as factors.{name}[{seen[token]}])"))
+            continue
+        seen[token] = i
+        good.append((i, normal))
+    return good
+
+
+def _explicit(spec: "ExperimentSpec", checker: Checker) -> tuple[list[Entry], dict[str, Any]]:
+    if len(spec.configurations) > MAX_CONFIGURATIONS:
+        checker.errors.append((("configurations",), f"{len(spec.configurations)} configurations, "
+                               f"more than {MAX_CONFIGURATIONS}"))
+    entries: list[Entry] = []
+    for i, entry in enumerate(spec.configurations):
+        varying, locs = {}, {}
+        for name, value in entry.items():
+            loc: Loc = ("configurations", i, name)
+            if name not in checker.known:
+                checker.errors.append((loc, checker.unknown(name)))
+                continue
+            if name in spec.parameters:
+                checker.errors.append((loc, f"parameter {name!r} is already fixed in "
+                                       f"parameters.{name}; give it in one place"))
+                continue
+            ok, normal = checker.check(loc, name, value)
+            if ok:
+                varying[name] = normal
+                locs[name] = loc
+        entries.append((varying, locs, ("configurations", i)))
+    return entries, {"configurations": [varying for varying, _, _ in entries]}
+
+
+def _configurations(model: Model, fixed: dict[str, Any], entries: list[Entry],
+                    factorial: bool, checker: Checker) -> list[Configuration]:
+    """Each entry through the model (cross-parameter checks, defaults); duplicates rejected."""
+    configurations: list[Configuration] = []
+    by_params: dict[str, Loc] = {}
+    by_key: dict[str, Loc] = {}
+    for varying, locs, entry_loc in entries:
+        key = config_key(varying)
+        try:
+            params = model.validate({**fixed, **varying})
+        except ParameterError as exc:
+            loc = locs.get(exc.name) or (("parameters", exc.name) if exc.name in fixed else entry_loc)
+            # In a factorial one value meets many others: say which combination fails.
+            reason = f"{exc} (in configuration {key})" if factorial else str(exc)
+            if (loc, reason) not in checker.errors:
+                checker.errors.append((loc, reason))
+            continue
+        token = canonical_json(params)
+        if token in by_params:
+            checker.errors.append((entry_loc, f"resolves to the same parameters as "
+                                   f"{format_path(by_params[token])} (fixed parameters and "
+                                   f"defaults filled in): {token}"))
+            continue
+        if key in by_key:  # only through a hash collision of shortened keys (see config_key)
+            checker.errors.append((entry_loc, f"configuration key {key!r} is also the key of "
+                                   f"{format_path(by_key[key])}; change a value slightly"))
+            continue
+        by_params[token] = by_key[key] = entry_loc
+        configurations.append(Configuration(key, params, varying))
+    return configurations
+
+
+def _baseline(spec: "ExperimentSpec", configurations: list[Configuration],
+              checker: Checker) -> tuple[str | None, dict[str, Any] | None]:
+    """The baseline's key (exactly one configuration must match it) and its canonical form."""
+    if spec.baseline is None:
+        return None, None
+    wanted = checker.values("baseline", spec.baseline)
+    if checker.errors:  # after failed configurations, matching would only add noise
+        return None, wanted
+    matches = [c for c in configurations
+               if all(c.params[name] == value for name, value in wanted.items())]
+    if len(matches) == 1:
+        return matches[0].key, wanted
+    shown = canonical_json(wanted)
+    if not matches:
+        keys = ", ".join(c.key for c in configurations[:12])
+        keys += ", ..." if len(configurations) > 12 else ""
+        checker.errors.append((("baseline",), f"{shown} matches no configuration "
+                               f"(configurations: {keys})"))
+    else:
+        checker.errors.append((("baseline",), f"{shown} matches {len(matches)} configurations "
+                               f"({', '.join(c.key for c in matches[:12])}); give more "
+                               "parameters"))
+    return None, wanted
+
+
+def _check_analysis(spec: "ExperimentSpec", model: Model, checker: Checker) -> None:
+    """Metrics named by the analysis exist; the theory check and the precision bounds fit."""
+    for section, target in (("precision", spec.precision), ("objective", spec.objective)):
+        if target is not None and target.metric not in model.metrics:
+            checker.errors.append(((section, "metric"), f"unknown metric {target.metric!r} for "
+                                   f"model {model.name!r} (known: "
+                                   f"{', '.join(sorted(model.metrics))})"))
+    if spec.check_theory and spec.model != "mmck":
+        checker.errors.append((("check_theory",), f"closed forms exist for model 'mmck' only, "
+                               f"not {spec.model!r}"))
+    if spec.precision is not None and spec.precision.max_replications < spec.replications:
+        checker.errors.append((("precision", "max_replications"),
+                               f"{spec.precision.max_replications} must be >= replications "
+                               f"({spec.replications})"))

@@ -1,0 +1,162 @@
+"""The validated experiment: the schema of the file's fields and what is derived from them."""
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+import engine
+from simlab_pipelines.experiments.keys import Configuration, canonical_json
+from simlab_pipelines.experiments.resolve import resolve_spec
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+# Asset groups of our own: an experiment by that name would collide with them in the UI.
+RESERVED_NAMES = frozenset({"rejected_experiments"})
+MAX_REPLICATIONS = 100_000
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Precision(BaseModel):
+    """Sequential replications: add replications until ``metric``'s CI is narrow enough."""
+
+    model_config = _STRICT
+
+    metric: str
+    relative_half_width: float = Field(gt=0, lt=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    max_replications: int = Field(ge=2, le=MAX_REPLICATIONS)
+
+
+class Objective(BaseModel):
+    """What "better" means when configurations are compared or ranked."""
+
+    model_config = _STRICT
+
+    metric: str
+    direction: Literal["minimize", "maximize"]
+    indifference_zone: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+class ExperimentSpec(BaseModel):
+    """A validated experiment definition (see DESIGN.md, "Experiment definition")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=60)
+    description: str = ""
+    question: str = ""  # the plain question the experiment answers
+    model: str
+    seed: int = Field(ge=0, lt=2**63)
+    replications: int = Field(ge=2, le=MAX_REPLICATIONS)
+    horizon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    warmup: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    common_random_numbers: bool = True
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    factors: dict[str, list[Any]] | None = None
+    configurations: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    baseline: dict[str, Any] | None = None
+    precision: Precision | None = None
+    objective: Objective | None = None
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    series_interval: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_partitions_per_run: int | None = Field(default=None, ge=1)
+    compare_all_pairs: bool = False  # comparisons between every pair, not only to the baseline
+    check_theory: bool = False  # mmck only: the agrees_with_theory check on the summary
+
+    _source: Path | None = PrivateAttr(default=None)
+    _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
+    _baseline_key: str | None = PrivateAttr(default=None)
+    _canonical: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_NAMES:
+            raise ValueError(f"name {value!r} is reserved (the UI's group of rejected files); "
+                             "choose another")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in engine.MODELS:
+            raise ValueError(f"unknown model {value!r} (known: {', '.join(sorted(engine.MODELS))})")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "ExperimentSpec":
+        resolved = resolve_spec(self)
+        self._configurations = resolved.configurations
+        self._baseline_key = resolved.baseline_key
+        self._canonical = resolved.canonical
+        return self
+
+    def __hash__(self) -> int:
+        return hash(self.spec_hash())
+
+    @property
+    def source(self) -> Path | None:
+        """The file this spec was loaded from (not part of the hash)."""
+        return self._source
+
+    def configurations_list(self) -> list[Configuration]:
+        """The configurations: factorial order (first factor slowest) or the file's order."""
+        return [Configuration(c.key, dict(c.params), dict(c.varying)) for c in self._configurations]
+
+    def config_keys(self) -> list[str]:
+        """The configuration keys, in ``configurations_list()`` order."""
+        return [c.key for c in self._configurations]
+
+    @property
+    def baseline_key(self) -> str | None:
+        """The key of the baseline configuration, or None without a baseline."""
+        return self._baseline_key
+
+    def spec_hash(self) -> str:
+        """sha256 of the canonical JSON of the validated spec (mapping order and source ignored).
+
+        Parameter values are normalised to the model's types first (``1`` and ``1.0`` for a float
+        parameter hash the same); list order (factor values, configurations) counts.
+        """
+        return hashlib.sha256(canonical_json(self._canonical).encode("utf-8")).hexdigest()
+
+    def simulation_hash(self) -> str:
+        """sha256 of what every simulation of the experiment depends on besides its configuration
+        and replication: model, seed, horizon, warm-up, common random numbers, recorded series and
+        the fixed parameters. Adding configurations or replications, or changing the analysis
+        (baseline, objective, precision, confidence), leaves it unchanged."""
+        shared = {"model": self.model, "seed": self.seed, "horizon": self.resolved_horizon,
+                  "warmup": self.resolved_warmup, "crn": self.common_random_numbers,
+                  "series_interval": self.series_interval,
+                  "parameters": self._canonical.get("parameters", {})}
+        return hashlib.sha256(canonical_json(shared).encode("utf-8")).hexdigest()
+
+    def inputs_hash(self, config: Configuration) -> str:
+        """A short hash of everything one simulation of ``config`` depends on (but the replication
+        number, which is in its partition key): a result file whose hash differs was made from
+        other inputs and must be run again."""
+        inputs = {"simulation": self.simulation_hash(), "params": config.params,
+                  "engine": engine.ENGINE_VERSION}
+        return hashlib.sha256(canonical_json(inputs).encode("utf-8")).hexdigest()[:24]
+
+    @property
+    def resolved_horizon(self) -> float:
+        """The horizon, or the model's default."""
+        return self.horizon if self.horizon is not None else engine.get_model(self.model).default_horizon
+
+    @property
+    def resolved_warmup(self) -> float:
+        """The warm-up, or the model's default."""
+        return self.warmup if self.warmup is not None else engine.get_model(self.model).default_warmup
+
+    @property
+    def max_replications(self) -> int:
+        """The most replications any configuration may get (``precision.max_replications`` or
+        ``replications``)."""
+        return self.precision.max_replications if self.precision is not None else self.replications
+
+    def replication_keys(self) -> list[str]:
+        """``"0"`` .. ``"replications-1"``."""
+        return [str(r) for r in range(self.replications)]
