@@ -7,6 +7,7 @@ object-store PUT is atomic by itself. A re-run overwrites with identical content
 
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,6 +16,14 @@ from typing import Any
 
 import fsspec
 import polars as pl
+
+log = logging.getLogger("simlab.storage")
+
+# A corrupt result file is renamed to ``<replication>.parquet.corrupt``: out of every reader's way
+# (no longer ``*.parquet``), so its partition counts as missing and runs again, but kept for a look.
+QUARANTINE_SUFFIX = ".corrupt"
+# What a file must hold to be read as a replication (older files may lack later columns).
+REQUIRED_COLUMNS = ("experiment", "config_key", "replication", "metrics")
 
 # The columns of every replication file (metrics is a struct of the model's metrics).
 SCHEMA_COLUMNS = (
@@ -65,6 +74,21 @@ def storage_options() -> dict[str, Any]:
     return options
 
 
+def process_umask() -> int:
+    """This process's umask, read without changing it where Linux allows (``os.umask`` reads it
+    only by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): the usual read-by-setting
+    os.umask(mask)
+    return mask
+
+
 def _local_listing(root: str) -> Iterator[tuple[str, str]]:
     """(directory, file name) below ``root``, one level deep: os.scandir, without the stat per
     file that fsspec's glob makes (a third of a 5,000-partition summary's time)."""
@@ -80,6 +104,29 @@ def _local_listing(root: str) -> Iterator[tuple[str, str]]:
             continue
         for name in names:
             yield directory.name, name
+
+
+class CorruptResultFile(ValueError):
+    """A replication file that cannot be read as one (truncated, garbage, not a replication)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+def parse_replication(data: bytes, path: str) -> pl.DataFrame:
+    """The one-row frame in a replication file's bytes; raises CorruptResultFile naming ``path``."""
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
+    except (Exception, pl.exceptions.PanicException) as exc:  # polars may panic on bad bytes
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CorruptResultFile(path, f"not a readable Parquet file ({len(data)} bytes: "
+                                      f"{reason})") from None
+    absent = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if absent or frame.height != 1:
+        raise CorruptResultFile(path, f"not a replication file ({frame.height} rows, columns "
+                                      f"{', '.join(frame.columns) or 'none'})")
+    return frame
 
 
 class ResultStore:
@@ -111,6 +158,8 @@ class ResultStore:
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".parquet")
             try:
+                # mkstemp makes 0600; the result is an ordinary file, as open() would make it.
+                os.fchmod(fd, 0o666 & ~process_umask())
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                 os.replace(tmp, path)
@@ -136,6 +185,35 @@ class ResultStore:
             if name.endswith(".parquet") and stem.isdigit():  # skips temporary files
                 found.add((config_key, int(stem)))
         return found
+
+    def read(self, experiment: str, config_key: str, replication: int) -> pl.DataFrame | None:
+        """One replication file's row; None when the file is gone. Raises CorruptResultFile when
+        it is there but unreadable; an error reading the bytes (network, permissions) propagates:
+        the file is not known to be bad."""
+        path = self.path(experiment, config_key, replication)
+        try:
+            if self.is_local:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            else:
+                data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        return parse_replication(data, self.url(experiment, config_key, replication))
+
+    def quarantine(self, experiment: str, config_key: str, replication: int) -> str | None:
+        """Move a corrupt replication file aside to ``<name>.corrupt`` (replacing an older one
+        of the same partition); return where it went, None if it was gone already."""
+        path = self.path(experiment, config_key, replication)
+        target = path + QUARANTINE_SUFFIX
+        try:
+            if self.is_local:
+                os.replace(path, target)
+            else:
+                self.fs.mv(path, target)
+        except FileNotFoundError:  # another reader moved it first, or a user deleted it
+            return None
+        return target if self.is_local else f"{self.protocol}://{target}"
 
     def files(self, experiment: str, keys: Iterable[tuple[str, int]]) -> list[str]:
         """Full URIs of the given replication files, for readers such as polars."""

@@ -26,6 +26,7 @@ order of the swaps, so the object is the newest database, with every experiment 
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -39,7 +40,9 @@ from simlab_pipelines import plan
 from simlab_pipelines.analysis import ExperimentAnalysis, analyse_experiment
 from simlab_pipelines.analysis.warmup import WarmupSuggestion, suggest_warmup
 from simlab_pipelines.experiments import ExperimentSpec
-from simlab_pipelines.storage import ResultStore
+from simlab_pipelines.storage import CorruptResultFile, ResultStore
+
+log = logging.getLogger("simlab.summary")
 
 KEYS = ["experiment", "config_key", "replication"]
 READ_CHUNK = 2_000  # replication files per read_parquet call
@@ -123,14 +126,47 @@ def read_all_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFr
     present = sorted(store.existing(spec.name) & defined)
     if not present:
         return pl.DataFrame()
-    files = store.files(spec.name, present)
     options = _polars_storage_options(store)
+    frames = []
     # One-row files: reading them one after another beats splitting each across threads; and in
     # chunks, because one call over tens of thousands of files grows faster than linearly.
-    frame = pl.concat([pl.read_parquet(files[i:i + READ_CHUNK], parallel="none",
-                                       storage_options=options or None)
-                       for i in range(0, len(files), READ_CHUNK)], how="vertical_relaxed")
+    for i in range(0, len(present), READ_CHUNK):
+        chunk = present[i:i + READ_CHUNK]
+        try:
+            frames.append(pl.read_parquet(store.files(spec.name, chunk), parallel="none",
+                                          storage_options=options or None))
+        except (Exception, pl.exceptions.PanicException):
+            # polars names no file: find the bad one(s) file by file (rare, so not fast).
+            frames += _read_one_by_one(spec.name, chunk, store)
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return pl.DataFrame()
+    frame = pl.concat(frames, how="diagonal_relaxed")
     return frame.sort(["config_key", "replication"])
+
+
+def _read_one_by_one(experiment: str, keys: list[tuple[str, int]],
+                     store: ResultStore) -> list[pl.DataFrame]:
+    """The readable files of ``keys``. A corrupt one is moved aside with a warning naming it, so
+    its partition counts as missing and the next sweep (or the file sensor) runs it again; one
+    that vanished meanwhile is simply missing."""
+    frames = []
+    for config_key, replication in keys:
+        try:
+            frame = store.read(experiment, config_key, replication)
+        except CorruptResultFile as exc:
+            try:
+                moved = store.quarantine(experiment, config_key, replication)
+            except OSError as err:  # e.g. a read-only results directory: skip it all the same
+                moved, why = None, f"could not move it aside ({err})"
+            else:
+                why = f"moved aside to {moved}" if moved else "it was removed meanwhile"
+            log.warning(f"corrupt result file {exc.path}: {exc.reason}; {why}. Partition "
+                        f"{config_key}|{replication} counts as missing: a sweep runs it again.")
+            continue
+        if frame is not None:
+            frames.append(frame)
+    return frames
 
 
 def _polars_storage_options(store: ResultStore) -> dict[str, str] | None:
