@@ -2,7 +2,14 @@
 
 Time averages are time-weighted; tallies record an observation only when it is made inside the
 window. Optional batch means over the whole run (warm-up included) feed warm-up diagnostics.
+``Sample`` keeps a tally's observations, for exact per-replication quantiles and tail fractions.
 """
+
+import math
+from array import array
+from collections.abc import Sequence
+
+import numpy as np
 
 
 class TimeAverage:
@@ -87,3 +94,59 @@ class Counter:
     def hit(self, now: float) -> None:
         if self._start <= now <= self._end:
             self.count += 1
+
+
+class Sample:
+    """Every observation made inside the observation window, for its mean, quantiles and tail.
+
+    The values go into a typed array of doubles (one append per observation, 8 bytes each), and
+    the quantiles are computed once, after the run, over all of them: exact order statistics, not
+    a streaming approximation.
+    """
+
+    __slots__ = ("_end", "_start", "values")
+
+    def __init__(self, start: float, end: float) -> None:
+        self._start = start
+        self._end = end
+        self.values = array("d")
+
+    def record(self, now: float, value: float) -> None:
+        if self._start <= now <= self._end:
+            self.values.append(value)
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+    def mean(self) -> float:
+        return math.fsum(self.values) / len(self.values) if self.values else float("nan")
+
+    def quantiles(self, probabilities: Sequence[float]) -> list[float]:
+        """The sample quantiles (type 7, numpy's default); NaN for each when nothing was observed."""
+        if not self.values:
+            return [float("nan")] * len(probabilities)
+        data = np.frombuffer(self.values, dtype=np.float64)
+        return [float(q) for q in np.quantile(data, probabilities)]
+
+    def fraction_over(self, threshold: float) -> float:
+        """The fraction of observations strictly greater than ``threshold`` (NaN when none)."""
+        if not self.values:
+            return float("nan")
+        data = np.frombuffer(self.values, dtype=np.float64)
+        return float(np.count_nonzero(data > threshold)) / data.size
+
+
+# The percentiles the built-in models report for their per-entity times: p50, p90, p95, p99.
+PERCENTILES = (50, 90, 95, 99)
+
+
+def percentile_metrics(prefix: str, sample: Sample) -> dict[str, float]:
+    """``{f"{prefix}_p50": ..., ..., f"{prefix}_p99": ...}`` from ``sample``."""
+    values = sample.quantiles([p / 100 for p in PERCENTILES])
+    return {f"{prefix}_p{p}": v for p, v in zip(PERCENTILES, values, strict=True)}
+
+
+def percentile_help(prefix_help: str) -> dict[str, str]:
+    """Help texts for ``percentile_metrics``: ``{"p50": "50th percentile of <prefix_help>", ...}``."""
+    return {f"p{p}": f"{p}th percentile of {prefix_help}" for p in PERCENTILES}

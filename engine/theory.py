@@ -14,6 +14,15 @@ Everything is computed in log space (log-sum-exp over the states below c, and cl
 geometric tail above c), so c = 10,000 or K = 10^7 neither overflow nor loop over every state. The
 truncated geometric tail is evaluated with expm1/log1p and a series at rho ~ 1, where the textbook
 formulas divide zero by zero. M/M/c with rho >= 1 has no steady state: ``mmc`` raises ValueError.
+
+Waiting times (first come, first served, of admitted customers). An arrival that finds n >= c in
+the system (probability p_n / (1 - p_K), arrivals see time averages) waits for n - c + 1
+departures at rate c mu: an Erlang(n - c + 1, c mu) time. With infinite room this sums to the
+closed form P(Wq > t) = C(c, a) exp(-(c mu - lambda) t), C the Erlang C probability of waiting;
+with a finite room it is the finite mixture, summed exactly. The time in system adds the
+customer's own exponential service, independent of its wait. Quantiles solve the survival
+function by root finding; the wait has an atom at 0 (the customers served at once), so its
+p-quantile is 0 whenever p <= P(Wq = 0).
 """
 
 import math
@@ -22,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import optimize, special
 
 # Below this |x (m + 1)| (x = log rho, m + 1 tail states) the tail mean uses its Taylor series: the
 # closed form cancels catastrophically there, the series' truncation error is ~ (x m)^3.
@@ -213,4 +223,122 @@ def expected_metrics(params: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-__all__ = ["QueueMetrics", "expected_metrics", "mmc", "mmck", "stationary_distribution"]
+# The percentiles the engine reports (engine.statistics.PERCENTILES).
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class WaitDistribution:
+    """The distribution of an admitted customer's wait (and time in system) in M/M/c/K, FCFS.
+
+    ``stages[j]`` is the probability that the customer waits for j + 1 departures at rate
+    ``rate`` = c mu (an Erlang(j + 1, c mu) wait); with probability ``no_wait`` it does not wait.
+    With infinite room ``stages`` is empty and the wait is ``p_wait`` times an exponential of rate
+    c mu - lambda (Erlang C).
+    """
+
+    no_wait: float
+    stages: np.ndarray
+    rate: float
+    service_rate: float
+    infinite: bool
+    p_wait: float
+    decay: float  # c mu - lambda (infinite room only)
+
+    def wait_survival(self, t: float) -> float:
+        """P(Wq > t)."""
+        if t < 0:
+            return 1.0
+        if self.infinite:
+            return self.p_wait * math.exp(-self.decay * t)
+        if self.stages.size == 0:
+            return 0.0
+        k = np.arange(1, self.stages.size + 1, dtype=float)
+        return float(np.dot(self.stages, special.gammaincc(k, self.rate * t)))
+
+    def sojourn_survival(self, t: float) -> float:
+        """P(Wq + S > t), S the customer's exponential(mu) service."""
+        if t < 0:
+            return 1.0
+        mu = self.service_rate
+        served_at_once = self.no_wait * math.exp(-mu * t)
+        if self.infinite:
+            return served_at_once + self.p_wait * _exp_plus_exp_survival(self.decay, mu, t)
+        if self.stages.size == 0:
+            return served_at_once
+        k = np.arange(1, self.stages.size + 1, dtype=float)
+        theta = self.rate
+        # P(Erlang(k, θ) + Exp(μ) > t) = P(Erlang(k, θ) > t) + ∫_0^t f_k(s) e^{-μ(t-s)} ds, and the
+        # integral is e^{-μt} (θ/(θ-μ))^k P(Erlang(k, θ-μ) <= t) for θ > μ, e^{-μt} (μt)^k / k!
+        # for θ = μ (one server); both in log space, as k may be large.
+        if theta > mu * (1 + 1e-12):
+            with np.errstate(divide="ignore"):
+                log_tail = (k * math.log(theta / (theta - mu)) - mu * t
+                            + np.log(special.gammainc(k, (theta - mu) * t)))
+        else:
+            with np.errstate(divide="ignore"):
+                log_tail = k * math.log(mu * t) - special.gammaln(k + 1) - mu * t if t > 0 \
+                    else np.full(k.size, -np.inf)
+        tails = special.gammaincc(k, theta * t) + np.exp(log_tail)
+        return served_at_once + float(np.dot(self.stages, np.minimum(tails, 1.0)))
+
+    def wait_quantile(self, p: float) -> float:
+        """The p-quantile of the wait: 0 when p <= P(Wq = 0)."""
+        if self.wait_survival(0.0) <= 1.0 - p:
+            return 0.0
+        return _solve_survival(self.wait_survival, 1.0 - p)
+
+    def sojourn_quantile(self, p: float) -> float:
+        """The p-quantile of the time in system."""
+        return _solve_survival(self.sojourn_survival, 1.0 - p)
+
+
+def _exp_plus_exp_survival(a: float, b: float, t: float) -> float:
+    """P(X + Y > t) for independent exponentials of rates a and b."""
+    if abs(a - b) <= 1e-12 * max(a, b):
+        return (1.0 + b * t) * math.exp(-b * t)
+    return (a * math.exp(-b * t) - b * math.exp(-a * t)) / (a - b)
+
+
+def _solve_survival(survival: Any, level: float) -> float:
+    """The t with survival(t) = level (survival decreasing, survival(0) > level > 0)."""
+    high = 1.0
+    while survival(high) > level:
+        high *= 2.0
+        if high > 1e300:
+            raise ArithmeticError(f"no quantile found for survival level {level}")
+    return float(optimize.brentq(lambda t: survival(t) - level, 0.0, high, xtol=1e-12,
+                                 rtol=1e-12))
+
+
+def wait_distribution(servers: int, capacity: int | None, arrival_rate: float,
+                      service_rate: float) -> WaitDistribution:
+    """The waiting-time distribution of admitted customers (see ``WaitDistribution``)."""
+    q = mmck(servers, capacity, arrival_rate, service_rate)  # validates, raises without steady state
+    if capacity is None:
+        return WaitDistribution(1.0 - q.p_wait, np.empty(0), servers * service_rate,
+                                service_rate, True, q.p_wait,
+                                servers * service_rate - arrival_rate)
+    p = stationary_distribution(servers, capacity, arrival_rate, service_rate)
+    admitted = 1.0 - p[capacity]
+    stages = p[servers:capacity] / admitted  # arrival finds n = c..K-1: waits n - c + 1 stages
+    return WaitDistribution(float(p[:servers].sum() / admitted), stages, servers * service_rate,
+                            service_rate, False, float(stages.sum()), 0.0)
+
+
+def expected_quantiles(params: Mapping[str, Any]) -> dict[str, float]:
+    """Steady-state values of the ``mmck`` model's percentile metrics and ``fraction_wait_over``.
+
+    Keys are the engine's names (``wait_p50`` ... ``time_in_system_p99``, ``fraction_wait_over``
+    for ``params["wait_threshold"]``, default 1). Raises ValueError without a steady state.
+    """
+    d = wait_distribution(params["servers"], params.get("capacity"), params["arrival_rate"],
+                          params["service_rate"])
+    out = {f"wait_p{p}": d.wait_quantile(p / 100) for p in PERCENTILES}
+    out |= {f"time_in_system_p{p}": d.sojourn_quantile(p / 100) for p in PERCENTILES}
+    out["fraction_wait_over"] = d.wait_survival(float(params.get("wait_threshold", 1.0)))
+    return out
+
+
+__all__ = ["PERCENTILES", "QueueMetrics", "WaitDistribution", "expected_metrics",
+           "expected_quantiles", "mmc", "mmck", "stationary_distribution", "wait_distribution"]

@@ -4,4 +4,4 @@ Bump it whenever a model's behaviour or a metric's definition changes: results m
 version are then marked stale by the orchestrator.
 """
 
-ENGINE_VERSION = "0.1.0"
+ENGINE_VERSION = "0.2.0"  # 0.2.0: percentiles and fraction_wait_over; Sample means

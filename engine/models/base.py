@@ -16,6 +16,8 @@ class ModelRun(NamedTuple):
     series: dict[str, list[float]] | None = None  # batch means over time, when asked for
 
 
+BETTER = ("lower", "higher")
+
 # run(params, streams, warmup, horizon, series_interval) -> ModelRun
 RunFunction = Callable[[Mapping[str, Any], Streams, float, float, float | None], ModelRun]
 
@@ -33,6 +35,21 @@ class Model:
     default_warmup: float
     series: Mapping[str, str] = field(default_factory=dict)  # time series recorded when asked
     check: Callable[[Mapping[str, Any]], None] | None = None  # constraints across parameters
+    # Optional, per metric: its unit ("min", "parties"; "fraction" is shown as a percentage) and
+    # which way is better ("lower" or "higher"; absent: neither, e.g. a utilisation).
+    units: Mapping[str, str] = field(default_factory=dict)
+    better: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for attribute in ("units", "better"):
+            unknown = sorted(set(getattr(self, attribute)) - set(self.metrics))
+            if unknown:
+                raise ValueError(f"model {self.name!r}: {attribute} names unknown metric(s) "
+                                 f"{', '.join(unknown)}")
+        wrong = {k: v for k, v in self.better.items() if v not in BETTER}
+        if wrong:
+            raise ValueError(f"model {self.name!r}: better must be 'lower' or 'higher', got "
+                             + ", ".join(f"{k}={v!r}" for k, v in sorted(wrong.items())))
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters with defaults filled in, or ParameterError naming the parameter at fault."""
@@ -47,7 +64,8 @@ class Model:
             "name": self.name,
             "description": self.description,
             "parameters": [p.describe() for p in self.parameters],
-            "metrics": [{"name": k, "help": v} for k, v in self.metrics.items()],
+            "metrics": [{"name": k, "help": v, "unit": self.units.get(k),
+                         "better": self.better.get(k)} for k, v in self.metrics.items()],
             "series": [{"name": k, "help": v} for k, v in self.series.items()],
             "default_horizon": self.default_horizon,
             "default_warmup": self.default_warmup,

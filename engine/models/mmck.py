@@ -3,6 +3,10 @@
 Customers who find K in the system are blocked and lost. ``capacity`` absent means K = infinity
 (M/M/c). Service demands are drawn at arrival, from their own stream, so that with common random
 numbers customer n brings the same work to every configuration.
+
+Besides means it reports each replication's exact percentiles of the waits and of the times in
+system (over the customers observed in the window), and the fraction of waits longer than the
+parameter ``wait_threshold``: the tails a service level is judged by.
 """
 
 from collections.abc import Mapping
@@ -13,7 +17,13 @@ import simpy
 from engine.models.base import Model, ModelRun
 from engine.parameters import Parameter, ParameterError
 from engine.randomness import Streams
-from engine.statistics import Counter, Tally, TimeAverage
+from engine.statistics import (
+    Counter,
+    Sample,
+    TimeAverage,
+    percentile_help,
+    percentile_metrics,
+)
 
 PARAMETERS = (
     Parameter("servers", int, "number of servers (c)", default=1, minimum=1, maximum=10_000),
@@ -23,6 +33,8 @@ PARAMETERS = (
               default=1.0, minimum=0.0, exclusive_minimum=True, maximum=1e9),
     Parameter("service_rate", float, "service rate of one server (mu, customers per time unit)",
               default=1.5, minimum=0.0, exclusive_minimum=True, maximum=1e9),
+    Parameter("wait_threshold", float, "a wait longer than this misses the service level "
+              "(fraction_wait_over)", default=1.0, minimum=0.0, maximum=1e12),
 )
 
 METRICS = {
@@ -34,7 +46,22 @@ METRICS = {
     "blocking_probability": "fraction of arrivals in the window that found the system full",
     "throughput": "departures per time unit in the window",
     "customers_served": "departures in the window",
+    **{f"wait_{k}": v for k, v in percentile_help(
+        "the waits before service of customers starting service in the window").items()},
+    **{f"time_in_system_{k}": v for k, v in percentile_help(
+        "the sojourn times of customers departing in the window").items()},
+    "fraction_wait_over": "fraction of customers starting service in the window who waited "
+                          "longer than wait_threshold",
 }
+
+_TIME = [m for m in METRICS if "time" in m or "wait" in m]
+UNITS = {"mean_number_in_system": "customers", "mean_queue_length": "customers",
+         **dict.fromkeys(_TIME, "time units"), "server_utilisation": "fraction",
+         "blocking_probability": "fraction", "throughput": "customers per time unit",
+         "customers_served": "customers", "fraction_wait_over": "fraction"}
+BETTER = {**dict.fromkeys(_TIME, "lower"), "mean_number_in_system": "lower",
+          "mean_queue_length": "lower", "blocking_probability": "lower",
+          "fraction_wait_over": "lower", "throughput": "higher", "customers_served": "higher"}
 
 SERIES = {"number_in_system": "batch means of the number in system over time, warm-up included"}
 
@@ -60,7 +87,7 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
 
     in_system = TimeAverage(warmup, end, series_interval)
     busy = TimeAverage(warmup, end)
-    wait, sojourn = Tally(warmup, end), Tally(warmup, end)
+    wait, sojourn = Sample(warmup, end), Sample(warmup, end)
     arrived, blocked, departed = Counter(warmup, end), Counter(warmup, end), Counter(warmup, end)
     events = 0
 
@@ -107,6 +134,9 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
         "blocking_probability": blocked.count / arrived.count if arrived.count else 0.0,
         "throughput": departed.count / horizon,
         "customers_served": float(departed.count),
+        **percentile_metrics("wait", wait),
+        **percentile_metrics("time_in_system", sojourn),
+        "fraction_wait_over": wait.fraction_over(params["wait_threshold"]),
     }
     series = {"number_in_system": in_system.batches} if series_interval else None
     return ModelRun(metrics, events, series)
@@ -122,4 +152,6 @@ MODEL = Model(
     default_horizon=10_000.0,
     default_warmup=1_000.0,
     check=_check,
+    units=UNITS,
+    better=BETTER,
 )

@@ -6,6 +6,10 @@ eats, a waiter brings the bill, the party leaves and a waiter clears the table b
 again. Times are in minutes. Each party's demands (order, cooking, eating, ... times and patience)
 are drawn when it arrives, each from its own stream, so with common random numbers party n brings
 the same demands to every configuration.
+
+Besides means it reports each day's exact percentiles of the waits for a table (parties seated)
+and of the times in the restaurant (parties served), and the fraction of seated parties who
+waited longer than ``wait_threshold`` minutes.
 """
 
 from collections.abc import Mapping
@@ -16,7 +20,14 @@ import simpy
 from engine.models.base import Model, ModelRun
 from engine.parameters import Parameter
 from engine.randomness import Streams
-from engine.statistics import Counter, Tally, TimeAverage
+from engine.statistics import (
+    Counter,
+    Sample,
+    Tally,
+    TimeAverage,
+    percentile_help,
+    percentile_metrics,
+)
 
 
 def _rate(name: str, help: str, default: float) -> Parameter:
@@ -37,6 +48,8 @@ PARAMETERS = (
     _rate("eat_time", "mean time a party eats (minutes)", 30.0),
     _rate("bill_time", "mean time for a waiter to bring the bill and take payment (minutes)", 3.0),
     _rate("clear_time", "mean time for a waiter to clear and reset a table (minutes)", 4.0),
+    Parameter("wait_threshold", float, "a wait for a table longer than this (minutes) misses the "
+              "service level (fraction_wait_over)", default=5.0, minimum=0.0, maximum=1e6),
 )
 
 METRICS = {
@@ -49,7 +62,21 @@ METRICS = {
     "table_utilisation": "time-average fraction of tables occupied (including clearing)",
     "waiter_utilisation": "time-average fraction of waiters busy",
     "cook_utilisation": "time-average fraction of cooks busy",
+    **{f"wait_for_table_{k}": v for k, v in percentile_help(
+        "the waits for a table of parties seated in the window (minutes)").items()},
+    **{f"time_in_restaurant_{k}": v for k, v in percentile_help(
+        "the times from arrival to leaving of parties served in the window (minutes)").items()},
+    "fraction_wait_over": "fraction of parties seated in the window who waited longer than "
+                          "wait_threshold for a table",
 }
+
+_MINUTES = [m for m in METRICS if m.startswith(("mean_", "wait_for_table_", "time_in_"))]
+UNITS = {**dict.fromkeys(_MINUTES, "min"), "parties_served": "parties", "parties_lost": "parties",
+         "loss_probability": "fraction", "table_utilisation": "fraction",
+         "waiter_utilisation": "fraction", "cook_utilisation": "fraction",
+         "fraction_wait_over": "fraction"}
+BETTER = {**dict.fromkeys(_MINUTES, "lower"), "parties_served": "higher", "parties_lost": "lower",
+          "loss_probability": "lower", "fraction_wait_over": "lower"}
 
 SERIES = {"parties_in_restaurant": "batch means of the parties present over time, warm-up included"}
 
@@ -68,7 +95,8 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
 
     present = TimeAverage(warmup, end, series_interval)
     tables_busy, waiters_busy, cooks_busy = (TimeAverage(warmup, end) for _ in range(3))
-    wait_table, order_to_serve, in_restaurant = (Tally(warmup, end) for _ in range(3))
+    wait_table, in_restaurant = Sample(warmup, end), Sample(warmup, end)
+    order_to_serve = Tally(warmup, end)
     arrived, served, lost = (Counter(warmup, end) for _ in range(3))
     events = 0
 
@@ -149,6 +177,9 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
         "table_utilisation": tables_busy.mean() / params["tables"],
         "waiter_utilisation": waiters_busy.mean() / params["waiters"],
         "cook_utilisation": cooks_busy.mean() / params["cooks"],
+        **percentile_metrics("wait_for_table", wait_table),
+        **percentile_metrics("time_in_restaurant", in_restaurant),
+        "fraction_wait_over": wait_table.fraction_over(params["wait_threshold"]),
     }
     series = {"parties_in_restaurant": present.batches} if series_interval else None
     return ModelRun(metrics, events, series)
@@ -163,4 +194,6 @@ MODEL = Model(
     run=run,
     default_horizon=480.0,
     default_warmup=60.0,
+    units=UNITS,
+    better=BETTER,
 )
