@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from simlab_pipelines.experiments.designs import Design, DesignFactor
 from simlab_pipelines.experiments.errors import ExperimentError, Loc, SpecErrors, format_path
 from simlab_pipelines.experiments.spec import ExperimentSpec, Objective, Precision
 
@@ -89,6 +90,10 @@ def _allowed_keys(parent: Loc) -> list[str] | None:
         return list(Precision.model_fields)
     if parent == ("objective",):
         return list(Objective.model_fields)
+    if parent == ("design",):
+        return list(Design.model_fields)
+    if len(parent) == 3 and parent[:2] == ("design", "factors"):
+        return list(DesignFactor.model_fields)
     return None
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import engine
 from engine.models.base import Model
 from engine.parameters import Parameter, ParameterError
+from simlab_pipelines.experiments import designs
 from simlab_pipelines.experiments.errors import Loc, SpecErrors, format_path
 from simlab_pipelines.experiments.keys import Configuration, canonical_json, config_key
 
@@ -74,6 +75,7 @@ class Resolved:
     configurations: tuple[Configuration, ...]
     baseline_key: str | None
     canonical: dict[str, Any]  # the normalised file: what spec_hash hashes
+    design: designs.DesignPoints | None = None  # with ``design``: the generated points
 
 
 def resolve_spec(spec: "ExperimentSpec") -> Resolved:
@@ -84,29 +86,58 @@ def resolve_spec(spec: "ExperimentSpec") -> Resolved:
     model = engine.get_model(spec.model)
     checker = Checker(model)
     fixed = checker.values("parameters", spec.parameters)
-    entries, canonical_varying = _entries(spec, checker)
+    entries, canonical_varying, design = _entries(spec, checker)
     checker.raise_if_any()
-    configurations = _configurations(model, fixed, entries, spec.factors is not None, checker)
+    generated = spec.factors is not None or spec.design is not None  # not the file's entries
+    configurations = _configurations(model, fixed, entries, generated, checker)
     baseline_key, canonical_baseline = _baseline(spec, configurations, checker)
     _check_analysis(spec, model, checker)
     checker.raise_if_any()
     canonical = spec.model_dump(mode="json")
     canonical.update({"parameters": fixed, "baseline": canonical_baseline, "factors": None,
                       "configurations": None, **canonical_varying})
-    return Resolved(tuple(configurations), baseline_key, canonical)
+    return Resolved(tuple(configurations), baseline_key, canonical, design)
 
 
-def _entries(spec: "ExperimentSpec", checker: Checker) -> tuple[list[Entry], dict[str, Any]]:
-    """The varying values of each configuration to be, and their canonical form in the file."""
-    if spec.factors is not None and spec.configurations is not None:
-        checker.errors.append((("configurations",), "give either factors (a full factorial) or "
-                               "configurations (an explicit list), not both"))
-        return [], {}
+def _entries(spec: "ExperimentSpec", checker: Checker
+             ) -> tuple[list[Entry], dict[str, Any], designs.DesignPoints | None]:
+    """The varying values of each configuration to be, their canonical form in the file, and the
+    generated design (with ``design``)."""
+    given = [f for f in ("factors", "configurations", "design") if getattr(spec, f) is not None]
+    if len(given) > 1:
+        checker.errors.append(((given[-1],), "give either factors (a full factorial) or "
+                               "configurations (an explicit list) or a design, only one of them "
+                               f"(got {' and '.join(given)})"))
+        return [], {}, None
     if spec.factors is not None:
-        return _factorial(spec, checker)
+        return (*_factorial(spec, checker), None)
     if spec.configurations is not None:
-        return _explicit(spec, checker)
-    return [({}, {}, ())], {}
+        return (*_explicit(spec, checker), None)
+    if spec.design is not None:
+        return _designed(spec, checker)
+    return [({}, {}, ())], {}, None
+
+
+def _designed(spec: "ExperimentSpec", checker: Checker
+              ) -> tuple[list[Entry], dict[str, Any], designs.DesignPoints | None]:
+    """A design's configurations (designs.py); its canonical form names the generator's version,
+    so another scipy or SALib that draws other points changes the spec hash."""
+    ranges, errors = designs.check_design(spec.design, checker.known, spec.parameters)
+    checker.errors += errors
+    if errors:
+        return [], {}, None
+    points = designs.generate(spec.design, ranges)
+    if len(points.configurations) > MAX_CONFIGURATIONS:
+        checker.errors.append((("design", "points"), f"{len(points.configurations)} "
+                               f"configurations, more than {MAX_CONFIGURATIONS}"))
+        return [], {}, None
+    locs = {f.name: ("design", "factors", f.name) for f in ranges}
+    entries: list[Entry] = [(dict(c), locs, ("design",)) for c in points.configurations]
+    canonical = spec.design.model_dump(mode="json")
+    for f in ranges:
+        canonical["factors"][f.name]["type"] = f.type
+    canonical["generator"] = points.generator
+    return entries, {"design": canonical}, points
 
 
 def _factorial(spec: "ExperimentSpec", checker: Checker) -> tuple[list[Entry], dict[str, Any]]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 import engine
+from simlab_pipelines.experiments.designs import Design, DesignPoints
 from simlab_pipelines.experiments.keys import Configuration, canonical_json
 from simlab_pipelines.experiments.resolve import resolve_spec
 
@@ -56,6 +57,7 @@ class ExperimentSpec(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     factors: dict[str, list[Any]] | None = None
     configurations: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    design: Design | None = None  # a sampling plan instead of factors/configurations
     baseline: dict[str, Any] | None = None
     precision: Precision | None = None
     objective: Objective | None = None
@@ -69,6 +71,7 @@ class ExperimentSpec(BaseModel):
     _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
     _baseline_key: str | None = PrivateAttr(default=None)
     _canonical: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _design: DesignPoints | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -91,6 +94,7 @@ class ExperimentSpec(BaseModel):
         self._configurations = resolved.configurations
         self._baseline_key = resolved.baseline_key
         self._canonical = resolved.canonical
+        self._design = resolved.design
         return self
 
     def __hash__(self) -> int:
@@ -108,6 +112,12 @@ class ExperimentSpec(BaseModel):
     def config_keys(self) -> list[str]:
         """The configuration keys, in ``configurations_list()`` order."""
         return [c.key for c in self._configurations]
+
+    @property
+    def design_points(self) -> DesignPoints | None:
+        """The generated design (rows in the sampler's order, each with its configuration), or
+        None without ``design``."""
+        return self._design
 
     @property
     def baseline_key(self) -> str | None:
