@@ -28,12 +28,14 @@ def _instance():
 def _table(columns: list[str], rows: list[tuple], title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
+    # Text, not str: rich reads str as markup ("[the new policy]" vanished, "[/x]" raised).
+    table = Table(title=Text(title) if title is not None else None, show_lines=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+        table.add_row(*(Text("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v))
                         for v in row))
     # Wide enough off a terminal (pipes, CI logs) that keys and metric names are not folded.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
@@ -173,20 +175,29 @@ def query(sql: str, db: Path | None, as_json: bool) -> None:
     """Run SQL read-only against the DuckDB file and print a table.
 
     Tables: experiments, configurations, replications, observations, series, summary,
-    comparisons, precision, warmup, answers (each has an experiment column).
+    comparisons, precision, warmup, answers (each has an experiment column). Several statements
+    (separated by ';') print one table each, in order.
     """
-    import duckdb
-
-    from simlab_pipelines.summary import query as run_query
+    from simlab_pipelines.query import QueryFailed, query_statements  # DuckDB only: fast
 
     try:
-        columns, rows = run_query(sql, db or settings.duckdb_path())
-    except FileNotFoundError as exc:
+        results = query_statements(sql, db or settings.duckdb_path())
+    except (FileNotFoundError, QueryFailed) as exc:
         raise click.ClickException(str(exc)) from None
-    except duckdb.Error as exc:
-        raise click.ClickException(f"query failed: {exc}") from None
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(dict(zip(columns, row, strict=True)), default=str))
-    else:
-        _table(columns, rows)
+    except ValueError as exc:
+        raise click.UsageError(f"SQL: {exc}; e.g. simlab query \"SELECT * FROM summary\"") from None
+    except KeyboardInterrupt:  # Ctrl-C: DuckDB was stopped; no traceback, the shell's code
+        click.echo("simlab query: interrupted", err=True)
+        sys.exit(130)
+    shown = [r for r in results if r.columns]  # SET and the like return no rows
+    try:
+        for result in shown:
+            if as_json:
+                for row in result.rows:
+                    click.echo(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
+            else:
+                if len(shown) > 1:  # which statement each table answers
+                    click.echo(f"-- {result.statement}")
+                _table(result.columns, result.rows)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -40,6 +40,7 @@ from simlab_pipelines import plan
 from simlab_pipelines.analysis import ExperimentAnalysis, analyse_experiment
 from simlab_pipelines.analysis.warmup import WarmupSuggestion, suggest_warmup
 from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.query import query  # noqa: F401  (summary.query: callers import it here)
 from simlab_pipelines.storage import CorruptResultFile, ResultStore
 
 log = logging.getLogger("simlab.summary")
@@ -419,7 +420,7 @@ def write_database(spec: ExperimentSpec, result: Summary, db_path: Path,
                     if frame.width == 0:
                         continue
                     con.register("frame", frame)
-                    con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame')
+                    con.execute(f"CREATE TABLE {_identifier(name)} AS SELECT * FROM frame")
                     con.unregister("frame")
                 if db_path.exists():
                     _carry_over(con, db_path, spec.name,
@@ -439,10 +440,15 @@ def write_database(spec: ExperimentSpec, result: Summary, db_path: Path,
     return None
 
 
+def _identifier(name: str) -> str:
+    """A table name quoted as an SQL identifier (names cannot be parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _carry_over(con: duckdb.DuckDBPyConnection, old: Path, experiment: str,
                 built: set[str]) -> None:
     """Copy every other experiment's rows from the previous file into the new one."""
-    con.execute(f"ATTACH '{old}' AS old (READ_ONLY)")
+    con.execute("ATTACH ? AS old (READ_ONLY)", [str(old)])  # a parameter: paths may hold quotes
     try:
         old_tables = [r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'old'").fetchall()]
@@ -452,27 +458,12 @@ def _carry_over(con: duckdb.DuckDBPyConnection, old: Path, experiment: str,
                 "AND table_name = ? AND column_name = 'experiment'", [name]).fetchone()[0]
             if not has_experiment:
                 continue
+            table = _identifier(name)
             if name in built:
-                con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM old."{name}" '
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM old.{table} "
                             "WHERE experiment <> ?", [experiment])
             else:
-                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM old."{name}" '
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM old.{table} "
                             "WHERE experiment <> ?", [experiment])
     finally:
         con.execute("DETACH old")
-
-
-def query(sql: str, db_path: Path, parameters: list | None = None) -> tuple[list[str], list[tuple]]:
-    """Run ``sql`` read-only against the DuckDB file; return column names and rows."""
-    if not Path(db_path).exists():
-        raise FileNotFoundError(f"no DuckDB file at {db_path}: run a sweep first "
-                                "(or set SIMLAB_DUCKDB_PATH)")
-    # read_only stops writes to the file; no external access stops COPY ... TO and ATTACH from
-    # writing other files (a query is a reader's tool, not a way to write to disk).
-    con = duckdb.connect(str(db_path), read_only=True, config={"enable_external_access": False})
-    try:
-        cursor = con.execute(sql, parameters) if parameters else con.execute(sql)
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
-    finally:
-        con.close()

@@ -2,16 +2,25 @@
 must recover by itself: corrupt result files, hostile experiment files, hostile query input, a
 killed DuckDB build's leftovers, a simulation past its time limit (docs/reliability.md)."""
 
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
+import pytest
 from click.testing import CliRunner
 
 import engine
 from simlab_pipelines.cli import main
 from simlab_pipelines.storage import ResultStore, replication_row
+
+SIMLAB = str(Path(sys.executable).with_name("simlab"))
 
 
 def _sweep(path, *args):
@@ -26,11 +35,17 @@ def _observations(db):
                            "ORDER BY ALL").fetchall()
 
 
-def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, caplog):
+def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, caplog, monkeypatch):
     from simlab_pipelines.assets import build_experiment_summary
+    from simlab_pipelines.resources import SimlabStorage
 
-    spec, storage = tiny
+    spec, _ = tiny
     path = spec.source
+    # A data directory whose path holds a quote (the rebuild below attaches the old file by path).
+    data = path.parent.parent / "it's data"
+    monkeypatch.setenv("SIMLAB_DATA_DIR", str(data))
+    storage = SimlabStorage(results_uri=str(data / "results"),
+                            duckdb_path=str(data / "simlab.duckdb"), workers=1)
     _sweep(path, "--workers", "1")
     db = storage.duckdb_path
     before = _observations(db)
@@ -54,10 +69,67 @@ def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, caplog):
     assert os.path.exists(truncated + ".corrupt") and not os.path.exists(truncated)
     assert os.path.exists(garbage + ".corrupt")
 
-    # The next ordinary sweep runs exactly those two partitions, with the same values as before.
+    # The next ordinary sweep runs exactly those two partitions, with the same values as before,
+    # and rebuilds the summary over the old file in a directory named with a quote.
     assert "ran 2 partitions in 2 run(s); 12 wanted in all" in _sweep(path, "--workers", "1")
     assert _observations(db) == before
     assert "nothing to do" in _sweep(path)
+
+
+@pytest.fixture
+def database(tmp_path):
+    """A DuckDB file holding data that looks like markup."""
+    path = tmp_path / "q.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE notes AS SELECT * FROM (VALUES ('Does [the new policy] help?'), "
+                    "('[/x]'), ('[bold]x[/bold] :smile:')) AS t(\"[note]\")")
+    return path
+
+
+def _query(db, *args):
+    return CliRunner().invoke(main, ["query", "--db", str(db), *args])
+
+
+def test_query_prints_data_as_it_is(database):
+    result = _query(database, "SELECT * FROM notes")
+    assert result.exit_code == 0, result.output
+    for text in ("[note]", "Does [the new policy] help?", "[/x]", "[bold]x[/bold] :smile:"):
+        assert text in result.output
+    settings = _query(database, "SELECT name, value, description FROM duckdb_settings()")
+    assert settings.exit_code == 0 and "access_mode" in settings.output, settings.output
+
+
+def test_query_empty_and_several_statements(database):
+    for empty in ("", "  ", "/* only a comment */"):
+        result = _query(database, "--", empty)
+        assert result.exit_code == 2 and "no SQL statement given" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    both = _query(database, "SELECT 1 AS first; SET threads = 1; SELECT 2 AS second")
+    assert both.exit_code == 0
+    assert both.output.index("-- SELECT 1 AS first") < both.output.index("first") \
+        < both.output.index("-- SELECT 2 AS second") < both.output.index("second ")
+    lines = _query(database, "--json", "SELECT 1 AS a; SELECT 2 AS b").output.splitlines()
+    assert [json.loads(line) for line in lines] == [{"a": 1}, {"b": 2}]
+    failed = _query(database, "SELECT 1; SELECT * FROM nowhere")
+    assert failed.exit_code == 1
+    assert "statement 2 of 2: SELECT * FROM nowhere" in failed.output
+
+
+def test_ctrl_c_stops_a_query_at_once(database):
+    # A query of about a minute on one thread; SIGINT once it runs (after the interpreter starts).
+    child = subprocess.Popen(
+        [SIMLAB, "query", "--db", str(database),
+         "SET threads = 1; SELECT count(*) FROM range(100000000000)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert child.poll() is None
+    child.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = child.communicate(timeout=30)
+    assert time.monotonic() - sent < 5
+    assert child.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err and out == ""
+    assert _query(database, "SELECT count(*) AS n FROM notes").exit_code == 0  # file unharmed
 
 
 def _row(replication: int = 0) -> dict:

@@ -1,0 +1,113 @@
+"""Read-only SQL against the DuckDB file (``simlab query`` and simlab's own lookups).
+
+Imports DuckDB only, so that ``simlab query`` starts fast. The connection is read-only with
+external access off: a query can neither change the database nor write or attach other files.
+Statements are run one by one (each result is returned), in a helper thread so that Ctrl-C stops
+DuckDB at once.
+"""
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+T = TypeVar("T")
+
+
+def _read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
+    if not Path(db_path).exists():
+        raise FileNotFoundError(f"no DuckDB file at {db_path}: run a sweep first "
+                                "(or set SIMLAB_DUCKDB_PATH)")
+    # read_only stops writes to the file; no external access stops COPY ... TO and ATTACH from
+    # writing other files (a query is a reader's tool, not a way to write to disk).
+    return duckdb.connect(str(db_path), read_only=True, config={"enable_external_access": False})
+
+
+def query(sql: str, db_path: Path, parameters: list | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one statement ``sql`` read-only against the DuckDB file; return column names and rows."""
+    con = _read_only(db_path)
+    try:
+        cursor = con.execute(sql, parameters) if parameters else con.execute(sql)
+        if cursor is None or not cursor.description:  # no statement, or one without rows
+            return [], []
+        return [d[0] for d in cursor.description], cursor.fetchall()
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class StatementResult:
+    """One statement of a query and what it returned (no columns: it returns no rows)."""
+
+    statement: str
+    columns: list[str]
+    rows: list[tuple]
+
+
+class QueryFailed(Exception):
+    """A statement of a query failed; the message says which one and DuckDB's reason."""
+
+
+def query_statements(sql: str, db_path: Path) -> list[StatementResult]:
+    """Run every statement of ``sql`` read-only, in order, and return each one's result.
+
+    Raises ValueError when ``sql`` holds no statement, QueryFailed naming the statement that
+    failed, and KeyboardInterrupt on Ctrl-C (DuckDB is interrupted first, so it stops at once
+    instead of finishing the query).
+    """
+    con = _read_only(db_path)
+    try:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise QueryFailed(f"query failed: {exc}") from None
+        if not statements:
+            raise ValueError("no SQL statement given (the query is empty or only comments)")
+
+        def run() -> list[StatementResult]:
+            results = []
+            for i, statement in enumerate(statements, 1):
+                text = statement.query.strip().rstrip(";").strip()
+                try:
+                    cursor = con.execute(statement)
+                    columns = [d[0] for d in cursor.description] if cursor.description else []
+                    results.append(StatementResult(text, columns,
+                                                   cursor.fetchall() if columns else []))
+                except duckdb.Error as exc:
+                    where = f" (statement {i} of {len(statements)}: {text})" \
+                        if len(statements) > 1 else ""
+                    raise QueryFailed(f"query failed{where}: {exc}") from None
+            return results
+
+        return _interruptible(con, run)
+    finally:
+        con.close()
+
+
+def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    """``work()`` in a helper thread, so that Ctrl-C reaches this (main) thread at once: DuckDB
+    holds the main thread in C and would notice the signal only much later, if at all."""
+    done, out = threading.Event(), {}
+
+    def target() -> None:
+        try:
+            out["value"] = work()
+        except BaseException as exc:  # handed to the caller below
+            out["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="simlab-query", daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        con.interrupt()
+        done.wait(10)
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
