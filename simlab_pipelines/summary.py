@@ -25,6 +25,7 @@ order of the swaps, so the object is the newest database, with every experiment 
 
 import contextlib
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -410,6 +411,7 @@ def write_database(spec: ExperimentSpec, result: Summary, db_path: Path,
     db_path = Path(db_path)
     tables = result.tables
     with _exclusive(db_path):
+        _remove_stale_builds(db_path)
         fd, tmp = tempfile.mkstemp(dir=db_path.parent, prefix=f".{db_path.name}.", suffix=".tmp")
         os.close(fd)
         os.unlink(tmp)  # DuckDB must create the file itself
@@ -438,6 +440,17 @@ def write_database(spec: ExperimentSpec, result: Summary, db_path: Path,
             # Still under the lock: a later build cannot be overwritten by this older file.
             return publish_to.publish(db_path, PUBLISHED_DATABASE)
     return None
+
+
+def _remove_stale_builds(db_path: Path) -> None:
+    """Remove what a killed build left (``.<name>.*.tmp`` and its ``.wal``). Called with the
+    build lock held: every builder holds it while its temporary exists, so any found now belongs
+    to a builder that is gone."""
+    for leftover in db_path.parent.glob(f".{glob.escape(db_path.name)}.*.tmp*"):
+        if leftover.suffix in (".tmp", ".wal"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                log.info(f"removed {leftover}, left by a killed summary build")
 
 
 def _identifier(name: str) -> str:

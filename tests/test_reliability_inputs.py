@@ -155,3 +155,44 @@ def test_result_files_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o664
+
+
+_KILLED_BUILD = """
+import sys, time, types
+import polars as pl
+from simlab_pipelines import summary
+def stuck(*args):
+    print("building", flush=True)
+    time.sleep(60)
+summary._carry_over = stuck  # the build is under way, its temporary file open, when killed
+result = types.SimpleNamespace(tables={"notes": pl.DataFrame({"experiment": ["a"], "x": [2]})})
+summary.write_database(types.SimpleNamespace(name="a"), result, sys.argv[1])
+"""
+
+
+def test_a_killed_summary_build_leaves_nothing_the_next_build_keeps(tmp_path):
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from simlab_pipelines.summary import write_database
+
+    db = tmp_path / "simlab.duckdb"
+
+    def build(experiment: str, x: int) -> None:
+        tables = {"notes": pl.DataFrame({"experiment": [experiment], "x": [x]})}
+        write_database(SimpleNamespace(name=experiment), SimpleNamespace(tables=tables), db)
+
+    build("a", 1)
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_BUILD, str(db)],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout.readline().strip() == "building"
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait(10)
+    leftovers = sorted(p.name for p in tmp_path.glob(".simlab.duckdb.*"))
+    assert leftovers and all(".tmp" in name for name in leftovers)
+
+    build("b", 3)  # the next build removes what the killed one left, under the build lock
+    assert list(tmp_path.glob(".simlab.duckdb.*")) == []
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT * FROM notes ORDER BY ALL").fetchall() == [("a", 1), ("b", 3)]
