@@ -42,7 +42,6 @@ from typing import Any, Literal
 import numpy as np
 import scipy
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import qmc
 
 from engine.parameters import Parameter, ParameterError
 
@@ -273,6 +272,8 @@ def generator_version(method: str) -> dict[str, str]:
 
 def generate(design: Design, factors: list[FactorRange]) -> DesignPoints:
     """The design's points for ``factors`` (as ``check_design`` resolved them)."""
+    from scipy.stats import qmc  # on use: scipy.stats takes seconds to import, designs are rare
+
     k = len(factors)
     method, generators = design.method, ()
     if method == "latin_hypercube":
