@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engine.limits import SimulationTimeout, run_with_time_limit
 from engine.models import get_model
 from engine.parameters import Parameter, ParameterError
 from engine.randomness import Streams, config_hash
@@ -17,6 +18,8 @@ _HORIZON = Parameter("horizon", float, "simulated time observed after the warm-u
                      exclusive_minimum=True, maximum=1e12)
 _WARMUP = Parameter("warmup", float, "simulated time discarded before observing", minimum=0.0,
                     maximum=1e12)
+_TIMEOUT = Parameter("timeout_seconds", float, "wall-time limit of the simulation", minimum=0.0,
+                     exclusive_minimum=True, optional=True)
 _SERIES = Parameter("series_interval", float, "width of the batches of the recorded time series",
                     minimum=0.0, exclusive_minimum=True, maximum=1e12, optional=True)
 
@@ -65,7 +68,8 @@ def spawn_key(model: str, params: Mapping[str, Any], replication: int,
 def simulate(model: str, params: Mapping[str, Any], *, replication: int, seed: int,
              horizon: float | None = None, warmup: float | None = None,
              common_random_numbers: bool = True,
-             series_interval: float | None = None) -> SimulationResult:
+             series_interval: float | None = None,
+             timeout_seconds: float | None = None) -> SimulationResult:
     """Run one simulation of ``model`` and return its record.
 
     Raises KeyError for an unknown model and ParameterError for an invalid value; any other
@@ -81,7 +85,10 @@ def simulate(model: str, params: Mapping[str, Any], *, replication: int, seed: i
 
     key = spawn_key(model, values, replication, common_random_numbers)
     started = time.perf_counter()
-    outcome = spec.run(values, Streams(seed, key), warmup, horizon, series_interval)
+    # Past timeout_seconds of wall time the run is stopped: SimulationTimeout (engine.limits).
+    outcome = run_with_time_limit(
+        lambda: spec.run(values, Streams(seed, key), warmup, horizon, series_interval),
+        _TIMEOUT.validate(timeout_seconds), what=f"simulation of model {model!r}")
     wall = time.perf_counter() - started
     metrics = {name: float(outcome.metrics[name]) for name in spec.metrics}
     bad = [name for name, value in metrics.items() if math.isinf(value)]
@@ -102,4 +109,5 @@ def simulate(model: str, params: Mapping[str, Any], *, replication: int, seed: i
     )
 
 
-__all__ = ["ParameterError", "Seed", "SimulationResult", "simulate", "spawn_key"]
+__all__ = ["ParameterError", "Seed", "SimulationResult", "SimulationTimeout", "simulate",
+           "spawn_key"]

@@ -85,6 +85,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             series_interval=spec.series_interval,
             inputs_hash=spec.inputs_hash(configs[config_key]), code_version=REPLICATIONS_CODE_VERSION, run_id=context.run_id,
             results_uri=storage.results_uri, traceparent=traceparent,
+            timeout_seconds=spec.timeout_seconds,
         ))
     return tasks
 

@@ -45,6 +45,10 @@ class Task:
     run_id: str
     results_uri: str
     traceparent: str | None
+    # Wall-time limit of one simulation, the experiment's timeout_seconds (None: no limit). For a
+    # Python model engine.simulate(timeout_seconds=...) stops it; for a command-line simulator it
+    # is the default of its own model.timeout (simlab_pipelines/simulate.py, issue 10).
+    timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def run_task(task: Task) -> Outcome:
                 task.model, task.params, replication=task.replication, seed=task.seed,
                 horizon=task.horizon, warmup=task.warmup,
                 common_random_numbers=task.common_random_numbers,
-                series_interval=task.series_interval,
+                series_interval=task.series_interval, timeout_seconds=task.timeout_seconds,
             )
             span.warmup_end(result.warmup)
             span.run_end(result.warmup + result.horizon, result.events)

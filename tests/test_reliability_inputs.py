@@ -196,3 +196,52 @@ def test_a_killed_summary_build_leaves_nothing_the_next_build_keeps(tmp_path):
     assert list(tmp_path.glob(".simlab.duckdb.*")) == []
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT * FROM notes ORDER BY ALL").fetchall() == [("a", 1), ("b", 3)]
+
+
+def _task(tmp_path, replication: int, arrival_rate: float, timeout: float):
+    from simlab_pipelines.batch import Task
+
+    return Task(experiment="slow", config_key=f"arrival_rate-{arrival_rate}",
+                replication=replication, partition_key=f"arrival_rate-{arrival_rate}|{replication}",
+                model="mmck", params={"servers": 1, "capacity": 5, "arrival_rate": arrival_rate,
+                                      "service_rate": 1.0},
+                seed=3, horizon=100_000.0, warmup=0.0, common_random_numbers=True,
+                series_interval=None, inputs_hash="h", code_version="c", run_id="r",
+                results_uri=str(tmp_path), traceparent=None, timeout_seconds=timeout)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "pool"])
+def test_a_simulation_past_its_time_limit_fails_alone(tmp_path, workers):
+    from simlab_pipelines.batch import execute
+
+    # 100,000 time units at 20 arrivals each: minutes of work, stopped after 0.5 s; at 0.001
+    # arrivals per unit the same horizon takes milliseconds.
+    tasks = [_task(tmp_path, 0, 20.0, 0.5), _task(tmp_path, 0, 0.001, 0.5),
+             _task(tmp_path, 1, 0.001, 0.5)]
+    started = time.monotonic()
+    outcomes = {o.task.partition_key: o for o in execute(tasks, workers)}
+    assert time.monotonic() - started < 30
+    slow = outcomes["arrival_rate-20.0|0"]
+    assert slow.row is None and slow.error.startswith("SimulationTimeout: simulation of model "
+                                                      "'mmck' stopped")
+    assert "time limit of 0.5 s (timeout_seconds)" in slow.error
+    assert not os.path.exists(os.path.join(tmp_path, "slow", "arrival_rate-20.0"))
+    for key in ("arrival_rate-0.001|0", "arrival_rate-0.001|1"):
+        assert outcomes[key].error is None and os.path.exists(outcomes[key].path)
+
+
+def test_time_limit_and_run_length_are_checked_at_load():
+    from simlab_pipelines.experiments import ExperimentError, parse_experiment
+
+    base = {"name": "x", "model": "mmck", "seed": 1, "replications": 2}
+    assert parse_experiment(base).timeout_seconds == 3600
+    assert parse_experiment({**base, "timeout_seconds": 5}).timeout_seconds == 5
+    for extra, field, reason in [
+            ({"horizon": 1e12}, "horizon", "more than 10,000 times the default run length of "
+                                           "model 'mmck' (11000)"),
+            ({"warmup": 2e8}, "warmup", "would not finish"),
+            ({"timeout_seconds": 0}, "timeout_seconds", "greater than 0"),
+            ({"timeout_seconds": 1e9}, "timeout_seconds", "less than or equal to 604800")]:
+        with pytest.raises(ExperimentError) as caught:
+            parse_experiment({**base, **extra})
+        assert caught.value.errors[0][0] == field and reason in caught.value.errors[0][1]

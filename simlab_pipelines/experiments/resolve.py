@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # spec.py imports this module
     from simlab_pipelines.experiments.spec import ExperimentSpec
 
 MAX_CONFIGURATIONS = 10_000  # a factorial larger than this is almost surely a typo
+# warm-up + horizon may be at most this many times the model's default run length (_check_length)
+MAX_RUN_LENGTH_FACTOR = 10_000
+DEFAULT_TIMEOUT_SECONDS = 3600.0  # one simulation's wall-time limit unless the file says otherwise
 
 
 @dataclass
@@ -92,8 +95,11 @@ def resolve_spec(spec: "ExperimentSpec") -> Resolved:
     configurations = _configurations(model, fixed, entries, generated, checker)
     baseline_key, canonical_baseline = _baseline(spec, configurations, checker)
     _check_analysis(spec, model, checker)
+    _check_length(spec, model, checker)
     checker.raise_if_any()
     canonical = spec.model_dump(mode="json")
+    if spec.timeout_seconds == DEFAULT_TIMEOUT_SECONDS:  # files that leave it keep their hash
+        canonical.pop("timeout_seconds")
     canonical.update({"parameters": fixed, "baseline": canonical_baseline, "factors": None,
                       "configurations": None, **canonical_varying})
     return Resolved(tuple(configurations), baseline_key, canonical, design)
@@ -269,6 +275,22 @@ def _baseline(spec: "ExperimentSpec", configurations: list[Configuration],
                                f"({', '.join(c.key for c in matches[:12])}); give more "
                                "parameters"))
     return None, wanted
+
+
+def _check_length(spec: "ExperimentSpec", model: Model, checker: Checker) -> None:
+    """A run length the model can finish: warm-up + horizon at most MAX_RUN_LENGTH_FACTOR times
+    the model's default (which its author chose as a run of sensible cost). Without a default
+    (a command that declares none) only the engine's absolute bounds apply."""
+    default = model.default_warmup + model.default_horizon
+    length = ((spec.warmup if spec.warmup is not None else model.default_warmup)
+              + (spec.horizon if spec.horizon is not None else model.default_horizon))
+    if not math.isfinite(default) or default <= 0 or length <= MAX_RUN_LENGTH_FACTOR * default:
+        return
+    field_name = "horizon" if spec.horizon is not None else "warmup"
+    checker.errors.append(((field_name,), f"warm-up + horizon = {length:g} is more than "
+                           f"{MAX_RUN_LENGTH_FACTOR:,} times the default run length of model "
+                           f"{model.name!r} ({default:g}): one simulation that long would not finish "
+                           "(nor fit its time limit); shorten it, and add replications instead"))
 
 
 def _check_analysis(spec: "ExperimentSpec", model: Model, checker: Checker) -> None:

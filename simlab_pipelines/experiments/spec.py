@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 import engine
 from simlab_pipelines.experiments.designs import Design, DesignPoints
 from simlab_pipelines.experiments.keys import Configuration, canonical_json
-from simlab_pipelines.experiments.resolve import resolve_spec
+from simlab_pipelines.experiments.resolve import DEFAULT_TIMEOUT_SECONDS, resolve_spec
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Asset groups of our own: an experiment by that name would collide with them in the UI.
 RESERVED_NAMES = frozenset({"rejected_experiments"})
 MAX_REPLICATIONS = 100_000
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0  # a week: beyond it a simulation is not a replication
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -66,6 +67,9 @@ class ExperimentSpec(BaseModel):
     max_partitions_per_run: int | None = Field(default=None, ge=1)
     compare_all_pairs: bool = False  # comparisons between every pair, not only to the baseline
     check_theory: bool = False  # mmck only: the agrees_with_theory check on the summary
+    # Wall-time limit of one simulation (seconds); then it fails its partition only.
+    timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS,
+                                   allow_inf_nan=False)
 
     _source: Path | None = PrivateAttr(default=None)
     _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
