@@ -41,6 +41,7 @@ from simlab_pipelines import plan
 from simlab_pipelines.analysis import ExperimentAnalysis, analyse_experiment
 from simlab_pipelines.analysis.warmup import WarmupSuggestion, suggest_warmup
 from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.manifest import read_with_manifest
 from simlab_pipelines.query import query  # noqa: F401  (summary.query: callers import it here)
 from simlab_pipelines.storage import CorruptResultFile, ResultStore
 
@@ -128,23 +129,35 @@ def read_all_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFr
     present = sorted(store.existing(spec.name) & defined)
     if not present:
         return pl.DataFrame()
+    if store.is_local:  # only the files that are new or changed since the last read
+        frame = read_with_manifest(
+            store.root, spec.name, present,
+            lambda key: store.path(spec.name, *key),
+            lambda keys: _read_files(spec.name, keys, store))
+    else:
+        frame = _read_files(spec.name, present, store)
+    return frame.sort(["config_key", "replication"]) if frame.height else frame
+
+
+def _read_files(experiment: str, keys: list[tuple[str, int]], store: ResultStore
+                ) -> pl.DataFrame:
+    """The rows of the replication files ``keys`` (corrupt ones moved aside and left out)."""
     options = _polars_storage_options(store)
     frames = []
     # One-row files: reading them one after another beats splitting each across threads; and in
     # chunks, because one call over tens of thousands of files grows faster than linearly.
-    for i in range(0, len(present), READ_CHUNK):
-        chunk = present[i:i + READ_CHUNK]
+    for i in range(0, len(keys), READ_CHUNK):
+        chunk = keys[i:i + READ_CHUNK]
         try:
-            frames.append(pl.read_parquet(store.files(spec.name, chunk), parallel="none",
+            frames.append(pl.read_parquet(store.files(experiment, chunk), parallel="none",
                                           storage_options=options or None))
         except (Exception, pl.exceptions.PanicException):
             # polars names no file: find the bad one(s) file by file (rare, so not fast).
-            frames += _read_one_by_one(spec.name, chunk, store)
+            frames += _read_one_by_one(experiment, chunk, store)
     frames = [f for f in frames if f.height]
     if not frames:
         return pl.DataFrame()
-    frame = pl.concat(frames, how="diagonal_relaxed")
-    return frame.sort(["config_key", "replication"])
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def _read_one_by_one(experiment: str, keys: list[tuple[str, int]],

@@ -73,7 +73,8 @@ BAD_FILES = {
         "precision.max_replications", "3 must be >= replications (4)"),
     "objective_unknown_metric.yaml": ("objective.metric", "unknown metric 'wait' for model 'mmck'"),
     "objective_bad_direction.yaml": ("objective.direction", "'minimize' or 'maximize' (got 'minimise')"),
-    "yaml_syntax_error.yaml": ("", "invalid YAML: expected ',' or ']'"),
+    # libyaml says "did not find expected ...", pyyaml's own parser "expected ...".
+    "yaml_syntax_error.yaml": ("", "expected ',' or ']'"),
     "not_a_mapping.yaml": ("", "expected a mapping of experiment fields (name: ..., model: ...), got a list"),
     "empty_file.yaml": ("", "got an empty document"),
     "duplicate_yaml_key.yaml": ("seed", "duplicate key 'seed' at line 6 (first given at line 3)"),
