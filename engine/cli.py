@@ -1,11 +1,13 @@
 """``simlab-engine``: the engine's command-line contract.
 
-    simlab-engine models [--json]
-    simlab-engine run MODEL --<param> VALUE ... --seed INT --replication INT
+    simlab-engine models [--json] [--path DIR] [REFERENCE ...]
+    simlab-engine run [--path DIR] MODEL --<param> VALUE ... --seed INT --replication INT
                       [--horizon T] [--warmup W] [--json]
 
-Bad arguments exit 2 with a usage message naming the option; a failed simulation exits 1 with the
-error on stderr. Stdout gets one complete document or nothing.
+MODEL is a built-in, a model of an installed plug-in package (entry point group
+``simlab.models``), or an import reference ``package.module:ATTRIBUTE`` imported from ``--path``
+(default: the current directory). Bad arguments exit 2 with a usage message naming the option; a
+failed simulation exits 1 with the error on stderr. Stdout gets one complete document or nothing.
 """
 
 import json
@@ -13,7 +15,7 @@ import sys
 
 import click
 
-from engine.models import MODELS
+from engine import registry
 from engine.models.base import Model
 from engine.parameters import ParameterError
 from engine.simulate import simulate
@@ -32,16 +34,46 @@ def main() -> None:
     """Run one discrete-event simulation for given parameters, replication and seed."""
 
 
+_PATH_HELP = ("Directory importable first for 'package.module:ATTRIBUTE' references "
+              "[default: the current directory].")
+
+
+def _path_entries(references: tuple[str, ...], path: str) -> list[registry.ModelEntry]:
+    entries = []
+    for reference in references:
+        try:
+            model = registry.load_reference(reference, path)
+            entries.append(registry.ModelEntry(model.name, "path", reference, model))
+        except registry.ModelError as exc:
+            entries.append(registry.ModelEntry(reference, "path", reference, None, exc.reason))
+    return entries
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the models as one JSON object.")
-def models(as_json: bool) -> None:
-    """List the models with their parameters (type, default, bounds) and metrics."""
-    described = [m.describe() for m in MODELS.values()]
+@click.option("--path", default=".", show_default=False, type=click.Path(file_okay=False),
+              help=_PATH_HELP)
+@click.argument("references", nargs=-1)
+def models(as_json: bool, path: str, references: tuple[str, ...]) -> None:
+    """List every model with its origin (built-in, package, path), parameters (type, default,
+    bounds) and metrics: the built-ins, the models of installed plug-in packages (entry point
+    group simlab.models; broken ones with their error) and any REFERENCES given as
+    'package.module:ATTRIBUTE'."""
+    for reference in references:
+        if not registry.is_reference(reference):
+            raise click.BadParameter(f"{reference!r} is not 'package.module:ATTRIBUTE'",
+                                     param_hint="'REFERENCES'")
+    entries = registry.list_models() + _path_entries(references, path)
+    described = [e.describe() for e in entries]
     if as_json:
         click.echo(json.dumps({"engine_version": ENGINE_VERSION, "models": described}, indent=2))
         return
     for m in described:
-        click.echo(f"{m['name']}: {m['description']}")
+        origin = m["origin"] if m["origin"] == "built-in" else f"{m['origin']}: {m['source']}"
+        if "error" in m:
+            click.echo(f"{m['name']} [{origin}] BROKEN: {m['error']}\n")
+            continue
+        click.echo(f"{m['name']} [{origin}, version {m['version']}]: {m['description']}")
         click.echo("  parameters:")
         for p in m["parameters"]:
             bounds = []
@@ -58,19 +90,41 @@ def models(as_json: bool) -> None:
         click.echo(f"  default horizon {m['default_horizon']}, warm-up {m['default_warmup']}\n")
 
 
-@main.group()
-def run() -> None:
-    """Run one simulation of MODEL (see `simlab-engine run MODEL --help`)."""
+class _ModelGroup(click.Group):
+    """`run MODEL`: one sub-command per model, built when asked for (plug-ins are imported only
+    then, and a broken one fails only its own command)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [e.name for e in registry.list_models()]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        path = ctx.params.get("path") or "."
+        try:
+            model = registry.get_model(cmd_name, path)
+        except registry.ModelError as exc:
+            raise click.UsageError(f"No such command {cmd_name!r}: {exc}", ctx) from None
+        return _run_command(model, cmd_name)
 
 
-def _run_command(model: Model) -> click.Command:
+@main.group(cls=_ModelGroup)
+@click.option("--path", default=".", type=click.Path(file_okay=False), help=_PATH_HELP)
+def run(path: str) -> None:
+    """Run one simulation of MODEL (see `simlab-engine run MODEL --help`).
+
+    MODEL is a built-in, a model of an installed plug-in package, or an import reference
+    'package.module:ATTRIBUTE' (e.g. `simlab-engine run --path ./my_models clinic.model:MODEL
+    --seed 1 --replication 0`), imported from --path.
+    """
+
+
+def _run_command(model: Model, command_name: str | None = None) -> click.Command:
     """A `run MODEL` sub-command whose options are the model's parameters."""
 
     def callback(seed: int, replication: int, horizon: float | None, warmup: float | None,
                  series_interval: float | None, no_crn: bool, as_json: bool, **values) -> None:
         params = {name: value for name, value in values.items() if value is not None}
         try:
-            result = simulate(model.name, params, replication=replication, seed=seed,
+            result = simulate(model, params, replication=replication, seed=seed,
                               horizon=horizon, warmup=warmup, series_interval=series_interval,
                               common_random_numbers=not no_crn)
         except ParameterError as exc:
@@ -106,9 +160,5 @@ def _run_command(model: Model) -> click.Command:
                      help="Turn common random numbers off (adds a configuration hash to the key)."),
         click.Option(["--json", "as_json"], is_flag=True, help="Print the record as one JSON object."),
     ]
-    return click.Command(model.name, callback=callback, params=params,
+    return click.Command(command_name or model.name, callback=callback, params=params,
                          help=f"{model.description}", no_args_is_help=True)
-
-
-for _model in MODELS.values():
-    run.add_command(_run_command(_model))

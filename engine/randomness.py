@@ -4,6 +4,15 @@ Every random source in a model draws from its own stream, keyed by
 ``SeedSequence(entropy=seed, spawn_key=(replication, [config_hash,] stream_id(name)))``. With common
 random numbers (the default) the configuration is not part of the key, so replication r of every
 configuration sees the same arrivals and the same service demands.
+
+Public API for models (``engine.Streams``): ``streams["arrivals"]`` is a ``Stream`` with
+``exponential(mean)``, ``uniform()``, ``gamma(shape, mean)`` and ``.rng``, its
+``numpy.random.Generator`` (PCG64 on the stream's SeedSequence), for every other distribution.
+A stream used only through ``.rng`` is exactly ``Generator(PCG64(SeedSequence(...)))`` of its key.
+The helpers draw from ``.rng`` in blocks: the first use of any helper buffers 512 standard
+exponentials (``uniform`` then buffers 512 uniforms at a time), so mixing helpers and direct
+``.rng`` calls on one stream is reproducible but harder to rebuild: give each random source its own
+stream.
 """
 
 import hashlib
@@ -42,10 +51,23 @@ class Stream:
     def __init__(self, name: str, seed_sequence: np.random.SeedSequence) -> None:
         self.name = name
         self._rng = np.random.Generator(np.random.PCG64(seed_sequence))
-        self._exp = self._rng.standard_exponential(_BLOCK)
-        self._exp_i = 0
+        # The exponential block is drawn on the first use of any helper (not at creation), so a
+        # stream used only through .rng starts at its seed sequence; for helper-only streams the
+        # values are the same as drawing the block at creation (engine results are unchanged).
+        self._exp = None
+        self._exp_i = _BLOCK
         self._uni = None
         self._uni_i = 0
+
+    def _first_block(self) -> None:
+        if self._exp is None:
+            self._exp = self._rng.standard_exponential(_BLOCK)
+            self._exp_i = 0
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The stream's numpy Generator, for distributions beyond the helpers below."""
+        return self._rng
 
     def exponential(self, mean: float) -> float:
         """An exponential variate with the given mean."""
@@ -58,6 +80,8 @@ class Stream:
 
     def uniform(self) -> float:
         """A uniform variate on [0, 1)."""
+        if self._exp is None:
+            self._first_block()
         if self._uni is None or self._uni_i == _BLOCK:
             self._uni = self._rng.random(_BLOCK)
             self._uni_i = 0
@@ -67,11 +91,18 @@ class Stream:
 
     def gamma(self, shape: float, mean: float) -> float:
         """A gamma variate with the given shape and mean (less variable than exponential for shape > 1)."""
+        if self._exp is None:
+            self._first_block()
         return float(self._rng.gamma(shape, mean / shape))
 
 
 class Streams:
-    """The named streams of one simulation; a stream is created on first use."""
+    """The named streams of one simulation; a stream is created on first use.
+
+    ``seed`` is the root entropy and ``spawn_key`` the simulation's key (``(replication,)``, or
+    ``(replication, config_hash)`` without common random numbers); stream ``name`` is
+    ``SeedSequence(entropy=seed, spawn_key=(*spawn_key, stream_id(name)))``.
+    """
 
     def __init__(self, seed: int, spawn_key: tuple[int, ...]) -> None:
         self.seed = seed

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.limits import SimulationTimeout, run_with_time_limit
 from engine.models import get_model
+from engine.models.base import Model
 from engine.parameters import Parameter, ParameterError
 from engine.randomness import Streams, config_hash
 from engine.version import ENGINE_VERSION
@@ -65,17 +66,19 @@ def spawn_key(model: str, params: Mapping[str, Any], replication: int,
     return (replication, config_hash(model, params))
 
 
-def simulate(model: str, params: Mapping[str, Any], *, replication: int, seed: int,
+def simulate(model: "str | Model", params: Mapping[str, Any], *, replication: int, seed: int,
              horizon: float | None = None, warmup: float | None = None,
              common_random_numbers: bool = True,
              series_interval: float | None = None,
              timeout_seconds: float | None = None) -> SimulationResult:
-    """Run one simulation of ``model`` and return its record.
+    """Run one simulation of ``model`` (a name, a ``package.module:ATTR`` reference or an
+    ``engine.Model``) and return its record.
 
     Raises KeyError for an unknown model and ParameterError for an invalid value; any other
     exception comes from the simulation itself.
     """
-    spec = get_model(model)
+    spec = model if isinstance(model, Model) else get_model(model)
+    model = spec.name
     values = spec.validate(params)
     seed = _SEED.validate(seed)
     replication = _REPLICATION.validate(replication)

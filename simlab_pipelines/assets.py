@@ -33,6 +33,7 @@ from simlab_pipelines.summary import Summary, read_replications, summarise, writ
 
 # Bump when the summary's tables change meaning; the engine's version covers the simulations.
 SUMMARY_VERSION = "1"
+# The replications' code version of built-in models; a plug-in's is its own (spec.code_version).
 REPLICATIONS_CODE_VERSION = f"engine-{engine.ENGINE_VERSION}"
 DUCKDB_POOL = "simlab_duckdb"
 TRACEPARENT_TAG = "simlab/traceparent"
@@ -118,12 +119,12 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
         config_key, replication = split_key(key)
         tasks.append(batch.Task(
             experiment=spec.name, config_key=config_key, replication=replication,
-            partition_key=str(key), model=spec.model, params=configs[config_key].params,
+            partition_key=str(key), model=spec.model_name, params=configs[config_key].params,
             seed=spec.seed, horizon=spec.resolved_horizon, warmup=spec.resolved_warmup,
             common_random_numbers=spec.common_random_numbers,
             series_interval=spec.series_interval,
-            inputs_hash=spec.inputs_hash(configs[config_key]), code_version=REPLICATIONS_CODE_VERSION, run_id=context.run_id,
-            results_uri=storage.results_uri, traceparent=traceparent,
+            inputs_hash=spec.inputs_hash(configs[config_key]), code_version=spec.code_version, run_id=context.run_id,
+            results_uri=storage.results_uri, traceparent=traceparent, model_ref=spec.model_ref,
         ))
     return tasks
 
@@ -169,7 +170,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
         yield dg.AssetMaterialization(
             asset_key=context.asset_key, partition=task.partition_key,
             metadata=_partition_metadata(outcome, store),
-            tags={CODE_VERSION_TAG: REPLICATIONS_CODE_VERSION,
+            tags={CODE_VERSION_TAG: spec.code_version,
                   "dagster/partition/config": task.config_key,
                   "dagster/partition/replication": str(task.replication)},
         )
@@ -179,6 +180,9 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                     f"(the other partitions are kept):\n" + "\n".join(lines[:20]),
         metadata={"failed_partitions": dg.MetadataValue.json([o.task.partition_key
                                                                for o in failures]),
+                  # Each failed partition's reason (a command's exit code and stderr tail).
+                  "errors": dg.MetadataValue.json({o.task.partition_key: o.error
+                                                   for o in failures[:20]}),
                   "first_traceback": dg.MetadataValue.md(f"```\n{failures[0].traceback}\n```")},
         allow_retries=False,  # a simulation that raised will raise again
     )
@@ -191,7 +195,7 @@ def headline_metric(spec: ExperimentSpec) -> str:
         return spec.objective.metric
     if spec.precision is not None:
         return spec.precision.metric
-    return next(iter(engine.get_model(spec.model).metrics))
+    return next(iter(spec.resolved_model.metrics))
 
 
 def _image(png: bytes, alt: str) -> dg.MetadataValue:
@@ -280,7 +284,7 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(spec.simulation_hash()),
             metadata={
                 "file": dg.MetadataValue.path(str(spec.source)) if spec.source else "",
-                "model": spec.model, "question": spec.question or spec.description,
+                "model": spec.model_name, "question": spec.question or spec.description,
                 "seed": spec.seed, "replications": spec.replications,
                 "configurations": dg.MetadataValue.md(table),
                 "spec_hash": spec.spec_hash(),
@@ -302,10 +306,10 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
             # Up to max_replications: the sequential procedure (plan.py) runs those it needs.
             partitions_def=partitions_def([c.key for c in configs], spec.max_replications),
             backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
-            output_required=False, code_version=REPLICATIONS_CODE_VERSION, kinds={"parquet"},
+            output_required=False, code_version=spec.code_version, kinds={"parquet"},
             retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL,
                                         jitter=dg.Jitter.PLUS_MINUS),
-            description=f"One {spec.model} simulation per configuration x replication of "
+            description=f"One {spec.model_name} simulation per configuration x replication of "
                         f"'{name}'.",
         )(replications_asset)
 

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import engine
-from simlab_pipelines import telemetry
+from engine.registry import ModelRef
+from simlab_pipelines import simulate, telemetry
 from simlab_pipelines.storage import ResultStore, replication_row
 
 
@@ -49,6 +50,8 @@ class Task:
     # Python model engine.simulate(timeout_seconds=...) stops it; for a command-line simulator it
     # is the default of its own model.timeout (simlab_pipelines/simulate.py, issue 10).
     timeout_seconds: float | None = None
+    # A plug-in or command-line simulator: how the worker finds it (None: ``model`` is the name).
+    model_ref: ModelRef | None = None
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,7 @@ def run_task(task: Task) -> Outcome:
     try:
         with telemetry.attach_traceparent(task.traceparent), \
                 telemetry.simulation_span(attributes) as span:
-            result = engine.simulate(
-                task.model, task.params, replication=task.replication, seed=task.seed,
-                horizon=task.horizon, warmup=task.warmup,
-                common_random_numbers=task.common_random_numbers,
-                series_interval=task.series_interval, timeout_seconds=task.timeout_seconds,
-            )
+            result = simulate.simulate(task, span)  # the model by name, ModelRef or command
             span.warmup_end(result.warmup)
             span.run_end(result.warmup + result.horizon, result.events)
     except Exception as exc:

@@ -388,7 +388,7 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
 def _spec_tables(spec: ExperimentSpec) -> dict[str, pl.DataFrame]:
     configs = spec.configurations_list()
     experiments = pl.DataFrame([{
-        "experiment": spec.name, "model": spec.model, "description": spec.description,
+        "experiment": spec.name, "model": spec.model_name, "description": spec.description,
         "question": spec.question, "spec_hash": spec.spec_hash(),
         "spec": spec.model_dump_json(), "seed": spec.seed, "replications": spec.replications,
         "configurations": len(configs), "baseline_key": spec.baseline_key,

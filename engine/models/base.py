@@ -1,4 +1,8 @@
-"""What a model declares: its parameters, metrics, default run length and a run function."""
+"""What a model declares: its parameters, metrics, default run length, version and a run function.
+
+This is the public model API (``engine.Model``, ``engine.ModelRun``): built-in models and users'
+plug-ins (see ``engine.registry``) are the same kind of object.
+"""
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +28,14 @@ RunFunction = Callable[[Mapping[str, Any], Streams, float, float, float | None],
 
 @dataclass(frozen=True)
 class Model:
-    """A simulation model: typed, bounded parameters and a function that simulates it once."""
+    """A simulation model: typed, bounded parameters and a function that simulates it once.
+
+    ``run(params, streams, warmup, horizon, series_interval) -> ModelRun``: ``params`` are the
+    validated values (defaults filled in), ``streams["name"]`` a named random stream (see
+    ``engine.Streams``), statistics cover ``(warmup, warmup + horizon]``. ``version`` is the
+    model's own version: results of a plug-in go stale when it changes (bump it whenever the
+    model's behaviour or a metric's meaning changes).
+    """
 
     name: str
     description: str
@@ -35,6 +46,7 @@ class Model:
     default_warmup: float
     series: Mapping[str, str] = field(default_factory=dict)  # time series recorded when asked
     check: Callable[[Mapping[str, Any]], None] | None = None  # constraints across parameters
+    version: str = "1"
     # Optional, per metric: its unit ("min", "parties"; "fraction" is shown as a percentage) and
     # which way is better ("lower" or "higher"; absent: neither, e.g. a utilisation).
     units: Mapping[str, str] = field(default_factory=dict)
@@ -69,6 +81,7 @@ class Model:
             "series": [{"name": k, "help": v} for k, v in self.series.items()],
             "default_horizon": self.default_horizon,
             "default_warmup": self.default_warmup,
+            "version": self.version,
         }
 
 

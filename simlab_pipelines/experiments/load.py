@@ -178,7 +178,8 @@ def _parse(data: Any, source: Path | None, lines: dict[str, int],
                                         f"(name: ..., model: ...), got {kind}")])
     errors = list(extra or [])
     try:
-        spec = ExperimentSpec.model_validate(dict(data))
+        spec = ExperimentSpec.model_validate(
+            dict(data), context={"directory": source.parent if source is not None else None})
     except ValidationError as exc:
         raise ExperimentError(source, errors + _validation_errors(exc), lines) from None
     if errors:

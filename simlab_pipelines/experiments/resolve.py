@@ -8,14 +8,15 @@ a file in one pass.
 import itertools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import engine
 from engine.models.base import Model
 from engine.parameters import Parameter, ParameterError
 from simlab_pipelines.experiments import designs
 from simlab_pipelines.experiments.errors import Loc, SpecErrors, format_path
 from simlab_pipelines.experiments.keys import Configuration, canonical_json, config_key
+from simlab_pipelines.experiments.models import ExperimentModel, check_run_length, resolve_model
 
 if TYPE_CHECKING:  # spec.py imports this module
     from simlab_pipelines.experiments.spec import ExperimentSpec
@@ -78,16 +79,19 @@ class Resolved:
     configurations: tuple[Configuration, ...]
     baseline_key: str | None
     canonical: dict[str, Any]  # the normalised file: what spec_hash hashes
+    model: ExperimentModel
     design: designs.DesignPoints | None = None  # with ``design``: the generated points
 
 
-def resolve_spec(spec: "ExperimentSpec") -> Resolved:
+def resolve_spec(spec: "ExperimentSpec", directory: Path | None = None) -> Resolved:
     """Check ``spec`` against its model and resolve configurations, baseline and canonical form.
 
-    Raises SpecErrors with every problem found (the structure is already valid here).
+    ``directory`` is the experiment file's (where path models and commands live). Raises
+    SpecErrors with every problem found (the structure is already valid here).
     """
-    model = engine.get_model(spec.model)
-    checker = Checker(model)
+    resolved_model = resolve_model(spec.model, directory)
+    model = resolved_model.model
+    checker = Checker(model, check_run_length(spec.horizon, model))
     fixed = checker.values("parameters", spec.parameters)
     entries, canonical_varying, design = _entries(spec, checker)
     checker.raise_if_any()
@@ -102,7 +106,7 @@ def resolve_spec(spec: "ExperimentSpec") -> Resolved:
         canonical.pop("timeout_seconds")
     canonical.update({"parameters": fixed, "baseline": canonical_baseline, "factors": None,
                       "configurations": None, **canonical_varying})
-    return Resolved(tuple(configurations), baseline_key, canonical, design)
+    return Resolved(tuple(configurations), baseline_key, canonical, resolved_model, design)
 
 
 def _entries(spec: "ExperimentSpec", checker: Checker

@@ -4,11 +4,21 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-import engine
+from engine.models.base import Model
+from engine.registry import ModelRef
 from simlab_pipelines.experiments.designs import Design, DesignPoints
 from simlab_pipelines.experiments.keys import Configuration, canonical_json
+from simlab_pipelines.experiments.models import ExperimentModel, check_model_field, identity
 from simlab_pipelines.experiments.resolve import DEFAULT_TIMEOUT_SECONDS, resolve_spec
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -49,7 +59,7 @@ class ExperimentSpec(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=60)
     description: str = ""
     question: str = ""  # the plain question the experiment answers
-    model: str
+    model: str | dict[str, Any]  # a name, 'package.module:ATTRIBUTE' or a command (models.py)
     seed: int = Field(ge=0, lt=2**63)
     replications: int = Field(ge=2, le=MAX_REPLICATIONS)
     horizon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -75,6 +85,7 @@ class ExperimentSpec(BaseModel):
     _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
     _baseline_key: str | None = PrivateAttr(default=None)
     _canonical: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _model: ExperimentModel | None = PrivateAttr(default=None)
     _design: DesignPoints | None = PrivateAttr(default=None)
 
     @field_validator("name")
@@ -85,16 +96,15 @@ class ExperimentSpec(BaseModel):
                              "choose another")
         return value
 
-    @field_validator("model")
+    @field_validator("model", mode="plain")
     @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in engine.MODELS:
-            raise ValueError(f"unknown model {value!r} (known: {', '.join(sorted(engine.MODELS))})")
-        return value
+    def _model_kind(cls, value: Any) -> Any:
+        return check_model_field(value)  # which model, and whether it is usable: resolve_spec
 
     @model_validator(mode="after")
-    def _resolve(self) -> "ExperimentSpec":
-        resolved = resolve_spec(self)
+    def _resolve(self, info: ValidationInfo) -> "ExperimentSpec":
+        resolved = resolve_spec(self, (info.context or {}).get("directory"))
+        self._model = resolved.model
         self._configurations = resolved.configurations
         self._baseline_key = resolved.baseline_key
         self._canonical = resolved.canonical
@@ -141,7 +151,7 @@ class ExperimentSpec(BaseModel):
         and replication: model, seed, horizon, warm-up, common random numbers, recorded series and
         the fixed parameters. Adding configurations or replications, or changing the analysis
         (baseline, objective, precision, confidence), leaves it unchanged."""
-        shared = {"model": self.model, "seed": self.seed, "horizon": self.resolved_horizon,
+        shared = {"model": identity(self.model), "seed": self.seed, "horizon": self.resolved_horizon,
                   "warmup": self.resolved_warmup, "crn": self.common_random_numbers,
                   "series_interval": self.series_interval,
                   "parameters": self._canonical.get("parameters", {})}
@@ -152,18 +162,39 @@ class ExperimentSpec(BaseModel):
         number, which is in its partition key): a result file whose hash differs was made from
         other inputs and must be run again."""
         inputs = {"simulation": self.simulation_hash(), "params": config.params,
-                  "engine": engine.ENGINE_VERSION}
+                  **self._model.version_inputs()}
         return hashlib.sha256(canonical_json(inputs).encode("utf-8")).hexdigest()[:24]
 
     @property
     def resolved_horizon(self) -> float:
         """The horizon, or the model's default."""
-        return self.horizon if self.horizon is not None else engine.get_model(self.model).default_horizon
+        return self.horizon if self.horizon is not None else self.resolved_model.default_horizon
 
     @property
     def resolved_warmup(self) -> float:
         """The warm-up, or the model's default."""
-        return self.warmup if self.warmup is not None else engine.get_model(self.model).default_warmup
+        return self.warmup if self.warmup is not None else self.resolved_model.default_warmup
+
+    @property
+    def resolved_model(self) -> Model:
+        """The engine model this experiment runs (built-in, plug-in or command-line simulator)."""
+        return self._model.model
+
+    @property
+    def model_name(self) -> str:
+        """The model's name (``model`` itself may be a reference or a command's declaration)."""
+        return self._model.name
+
+    @property
+    def model_ref(self) -> ModelRef:
+        """How a pool worker finds the model."""
+        return self._model.ref
+
+    @property
+    def code_version(self) -> str:
+        """The replications' code version: ``engine-<version>`` for a built-in model,
+        ``model-<name>-<version>`` for a plug-in (which a built-in's change never makes stale)."""
+        return self._model.code_version
 
     @property
     def max_replications(self) -> int:

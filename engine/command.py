@@ -1,0 +1,437 @@
+"""Command-line simulators as models: any executable, one process per simulation.
+
+An experiment declares one as its ``model`` (see ``parse_declaration``)::
+
+    model:
+      name: mm1_c
+      command: ["./sims/mm1", "--rate", "{arrival_rate}", "--seed", "{seed}", "--until", "{horizon}"]
+      version: "1"
+      parameters:
+        arrival_rate: {type: float, minimum: 0, exclusive_minimum: true}
+      metrics: [mean_wait, utilisation]
+      timeout: 60
+
+``command`` is an argv list, never run through a shell. Placeholders ``{<parameter>}``,
+``{replication}``, ``{horizon}``, ``{warmup}``, ``{seed_entropy}`` and ``{seed}`` (one integer in
+[0, 2^63) derived from the simulation's seed sequence, for simulators that take a single seed) are
+replaced in every argument (``{{`` and ``}}`` are literal braces); the same values are in the
+environment as ``SIMLAB_<NAME>``, with ``TRACEPARENT`` when there is a trace to join. The working
+directory is the experiment file's directory; the process gets its own process group (session), and
+on timeout the whole group is killed.
+
+Success is exit status 0 with, as the last non-empty line of stdout, one JSON object: flat
+``{"metric": number, ...}`` or the engine's record (``{"metrics": {...}, "events": n, ...}``) with
+every declared metric. Anything else raises ``CommandFailed`` with the exit code and the last 2 KB
+of stderr.
+"""
+
+import contextlib
+import functools
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.models.base import Model, ModelRun
+from engine.parameters import Parameter, ParameterError
+from engine.randomness import Streams
+
+NAME = re.compile(r"[a-z][a-z0-9_]*")
+METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What every command can use besides its parameters (parameters may not take these names).
+PLACEHOLDERS = ("replication", "horizon", "warmup", "seed_entropy", "seed")
+KEYS = ("name", "command", "version", "parameters", "metrics", "timeout", "description",
+        "default_horizon", "default_warmup")
+PARAMETER_KEYS = ("type", "default", "minimum", "maximum", "exclusive_minimum", "help")
+STDERR_TAIL_BYTES = 2048
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+Loc = tuple[str | int, ...]
+
+
+class DeclarationError(ValueError):
+    """A command model's declaration that cannot be used: ``errors`` is ``[(field path, reason)]``
+    with paths relative to the declaration (``("parameters", "rate", "type")``)."""
+
+    def __init__(self, errors: list[tuple[Loc, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{'.'.join(map(str, loc)) or 'model'}: {reason}"
+                                   for loc, reason in errors))
+
+
+class CommandFailed(RuntimeError):
+    """A simulator run that did not produce its metrics: why, its exit code (None when it was
+    killed on timeout or never started) and the last 2 KB of its stderr."""
+
+    def __init__(self, message: str, exit_code: int | None = None, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+    def __str__(self) -> str:
+        text = f"{self.message} (exit code {self.exit_code})"
+        if self.stderr_tail:
+            text += f"; stderr (last {STDERR_TAIL_BYTES} bytes):\n{self.stderr_tail}"
+        return text
+
+    def __reduce__(self):  # picklable across processes despite the custom __init__
+        return (type(self), (self.message, self.exit_code, self.stderr_tail))
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A validated command-line simulator declaration."""
+
+    name: str
+    command: tuple[str, ...]
+    version: str
+    parameters: tuple[Parameter, ...]
+    metrics: tuple[str, ...]
+    timeout: float | None
+    description: str
+    default_horizon: float | None
+    default_warmup: float
+
+
+# ---------------------------------------------------------------------------------------------
+# The declaration
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parameter(name: Any, spec: Any, errors: list[tuple[Loc, str]]) -> Parameter | None:
+    loc: Loc = ("parameters", str(name))
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        errors.append((loc, f"parameter name {name!r} must match [a-z][a-z0-9_]*"))
+        return None
+    if name in PLACEHOLDERS:
+        errors.append((loc, f"{name!r} is a placeholder every command gets "
+                            f"({', '.join(PLACEHOLDERS)}); name the parameter otherwise"))
+        return None
+    if not isinstance(spec, Mapping):
+        errors.append((loc, "expected a mapping like {type: float, minimum: 0, default: 1}"))
+        return None
+    before = len(errors)
+    for key in spec:
+        if key not in PARAMETER_KEYS:
+            errors.append(((*loc, str(key)), f"unknown key {key!r} (allowed: "
+                                             f"{', '.join(PARAMETER_KEYS)})"))
+    kind = {"int": int, "float": float}.get(spec.get("type"))  # type: ignore[arg-type]
+    if kind is None:
+        errors.append(((*loc, "type"), f"type must be 'int' or 'float', got {spec.get('type')!r}"))
+    for key in ("minimum", "maximum"):
+        if key in spec and not _number(spec[key]):
+            errors.append(((*loc, key), f"{key} must be a finite number, got {spec[key]!r}"))
+    if not isinstance(spec.get("exclusive_minimum", False), bool):
+        errors.append(((*loc, "exclusive_minimum"), "exclusive_minimum must be true or false"))
+    if not isinstance(spec.get("help", ""), str):
+        errors.append(((*loc, "help"), "help must be a string"))
+    if len(errors) > before or kind is None:
+        return None
+    parameter = Parameter(name, kind, spec.get("help", ""), default=spec.get("default"),
+                          minimum=spec.get("minimum"), maximum=spec.get("maximum"),
+                          exclusive_minimum=spec.get("exclusive_minimum", False))
+    if parameter.default is not None:
+        try:
+            parameter = Parameter(**{**parameter.__dict__,
+                                     "default": parameter.validate(parameter.default)})
+        except ParameterError as exc:
+            errors.append(((*loc, "default"), str(exc)))
+            return None
+    return parameter
+
+
+def _placeholders(argument: str) -> Iterator[str | None]:
+    """The placeholder names in ``argument``; None for a lone brace."""
+    for match in _TOKEN.finditer(argument):
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            continue
+        yield match.group(1) if token.startswith("{") and token.endswith("}") and len(token) > 1 \
+            else None
+
+
+def parse_declaration(data: Any, builtin_names: frozenset[str] | set[str] = frozenset()
+                      ) -> Declaration:
+    """Validate a command model's declaration (the experiment's ``model`` mapping).
+
+    Raises DeclarationError with every problem found, each with its field path.
+    """
+    if not isinstance(data, Mapping):
+        raise DeclarationError([((), "expected a mapping with name, command, version, "
+                                     "parameters, metrics (and timeout)")])
+    errors: list[tuple[Loc, str]] = []
+    for key in data:
+        if key not in KEYS:
+            errors.append(((str(key),), f"unknown key {key!r} (allowed: {', '.join(KEYS)})"))
+    for key in ("name", "command", "metrics"):
+        if key not in data:
+            errors.append(((key,), "required field is missing"))
+    name = data.get("name")
+    if "name" in data:
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            errors.append((("name",), f"name {name!r} must match [a-z][a-z0-9_]*"))
+        elif name in builtin_names:
+            errors.append((("name",), f"{name!r} is a built-in model's name: a command model may "
+                                      "not take it"))
+    command = data.get("command")
+    if "command" in data:
+        if (not isinstance(command, list) or not command
+                or not all(isinstance(a, str) for a in command)):
+            errors.append((("command",), "command must be a non-empty list of strings (an argv, "
+                                         "never run through a shell)"))
+            command = None
+        elif not command[0]:
+            errors.append((("command", 0), "the program is empty"))
+    version = data.get("version", "1")
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version)
+    if not isinstance(version, str) or not version.strip():
+        errors.append((("version",), f"version must be a non-empty string, got {version!r}"))
+    raw_parameters = data.get("parameters") or {}
+    parameters: list[Parameter] = []
+    if not isinstance(raw_parameters, Mapping):
+        errors.append((("parameters",), "parameters must be a mapping of name to declaration"))
+    else:
+        for pname, pspec in raw_parameters.items():
+            parameter = _parameter(pname, pspec, errors)
+            if parameter is not None:
+                parameters.append(parameter)
+    metrics = data.get("metrics")
+    if "metrics" in data:
+        if (not isinstance(metrics, list) or not metrics
+                or not all(isinstance(m, str) and METRIC_NAME.fullmatch(m) for m in metrics)):
+            errors.append((("metrics",), "metrics must be a non-empty list of names "
+                                         "([A-Za-z_][A-Za-z0-9_]*)"))
+            metrics = None
+        elif len(set(metrics)) != len(metrics):
+            errors.append((("metrics",), "a metric is listed twice"))
+    timeout = data.get("timeout")
+    if timeout is not None and (not _number(timeout) or timeout <= 0):
+        errors.append((("timeout",), f"timeout must be a number of seconds > 0, got {timeout!r}"))
+    for key, minimum in (("default_horizon", "> 0"), ("default_warmup", ">= 0")):
+        value = data.get(key)
+        if value is not None and (not _number(value) or value < 0
+                                  or (key == "default_horizon" and value == 0)):
+            errors.append(((key,), f"{key} must be a finite number {minimum}, got {value!r}"))
+    if not isinstance(data.get("description", ""), str):
+        errors.append((("description",), "description must be a string"))
+    if isinstance(command, list):
+        known = set(PLACEHOLDERS) | {p.name for p in parameters}
+        if isinstance(raw_parameters, Mapping):
+            known |= {str(p) for p in raw_parameters}  # reported above if bad, not twice
+        for i, argument in enumerate(command):
+            if not isinstance(argument, str):
+                continue
+            for field in _placeholders(argument):
+                if field is None:
+                    errors.append((("command", i), f"{argument!r}: a lone brace (write {{{{ or "
+                                                   "}} for a literal one)"))
+                elif field not in known:
+                    errors.append((("command", i), f"unknown placeholder {{{field}}} (known: "
+                                                   f"{', '.join(sorted(known))})"))
+    if errors:
+        raise DeclarationError(errors)
+    return Declaration(
+        name=name, command=tuple(command), version=version, parameters=tuple(parameters),
+        metrics=tuple(metrics), timeout=float(timeout) if timeout is not None else None,
+        description=data.get("description", "") or f"command-line simulator {command[0]}",
+        default_horizon=(float(data["default_horizon"]) if data.get("default_horizon") is not None
+                         else None),
+        default_warmup=float(data.get("default_warmup") or 0.0),
+    )
+
+
+def command_model(data: Mapping[str, Any] | Declaration, directory: str | Path | None = None
+                  ) -> Model:
+    """The ``engine.Model`` running the declared simulator in ``directory`` (default: the current
+    directory). Raises DeclarationError for a bad declaration."""
+    from engine.models import MODELS
+
+    declaration = (data if isinstance(data, Declaration)
+                   else parse_declaration(data, frozenset(MODELS)))
+    cwd = str(Path(directory).resolve()) if directory is not None else None
+    return Model(
+        name=declaration.name,
+        description=declaration.description,
+        parameters=declaration.parameters,
+        metrics={m: f"reported by {declaration.command[0]}" for m in declaration.metrics},
+        run=functools.partial(run_command, declaration, cwd),
+        # No default run length: an experiment gives its horizon (NaN is rejected when run).
+        default_horizon=(declaration.default_horizon if declaration.default_horizon is not None
+                         else math.nan),
+        default_warmup=declaration.default_warmup,
+        version=declaration.version,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Running it
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What the caller knows about the current simulation: the W3C traceparent of its span and
+    the default timeout (seconds) for commands that declare none."""
+
+    traceparent: str | None = None
+    timeout: float | None = None
+
+
+_EXECUTION: ContextVar[Execution | None] = ContextVar("simlab_command_execution", default=None)
+
+
+@contextlib.contextmanager
+def execution(*, traceparent: str | None = None, timeout: float | None = None) -> Iterator[None]:
+    """Run commands inside with this traceparent (``TRACEPARENT``) and default timeout."""
+    token = _EXECUTION.set(Execution(traceparent, timeout))
+    try:
+        yield
+    finally:
+        _EXECUTION.reset(token)
+
+
+def derived_seed(entropy: int, spawn_key: tuple[int, ...]) -> int:
+    """``{seed}``: one integer in [0, 2^63) from the simulation's seed sequence."""
+    state = np.random.SeedSequence(entropy=entropy, spawn_key=spawn_key).generate_state(1, np.uint64)
+    return int(state[0]) >> 1
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # the shortest string that reads back as the same float
+    return str(value)
+
+
+def placeholder_values(params: Mapping[str, Any], streams: Streams, warmup: float,
+                       horizon: float) -> dict[str, str]:
+    """Every placeholder's text for one simulation."""
+    values = {name: _text(value) for name, value in params.items()}
+    values.update(replication=str(streams.spawn_key[0]), horizon=_text(float(horizon)),
+                  warmup=_text(float(warmup)), seed_entropy=str(streams.seed),
+                  seed=str(derived_seed(streams.seed, tuple(streams.spawn_key))))
+    return values
+
+
+def _substitute(argument: str, values: Mapping[str, str]) -> str:
+    def replace(match: re.Match) -> str:
+        token = match.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        return values[match.group(1)]
+
+    return _TOKEN.sub(replace, argument)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    # The simulator leads its own session: its process group id is its pid.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _tail(data: bytes) -> str:
+    return data[-STDERR_TAIL_BYTES:].decode("utf-8", errors="replace")
+
+
+def parse_output(stdout: bytes, metrics: tuple[str, ...]) -> tuple[dict[str, float], int]:
+    """The declared metrics (and events) from the last non-empty line of ``stdout``; ValueError
+    saying what is wrong otherwise."""
+    lines = [line for line in stdout.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("no output on stdout: expected a JSON object of metrics as the last line")
+    last = lines[-1].strip()
+    try:
+        record = json.loads(last)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the last line of stdout is not JSON ({exc.msg}): {last[:200]!r}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"the last line of stdout is JSON but not an object: {last[:200]!r}")
+    values = record["metrics"] if isinstance(record.get("metrics"), dict) else record
+    missing = [m for m in metrics if m not in values]
+    if missing:
+        raise ValueError(f"metric(s) missing from the output: {', '.join(missing)} "
+                         f"(got: {', '.join(sorted(map(str, values)))[:300]})")
+    bad = {m: values[m] for m in metrics
+           if not isinstance(values[m], int | float) or isinstance(values[m], bool)}
+    if bad:
+        raise ValueError("non-numeric metric(s): " + ", ".join(f"{k}={v!r}"[:100]
+                                                               for k, v in bad.items()))
+    events = record.get("events", 0)
+    events = int(events) if isinstance(events, int | float) and not isinstance(events, bool) \
+        and math.isfinite(events) else 0
+    return {m: float(values[m]) for m in metrics}, events
+
+
+def run_command(declaration: Declaration, cwd: str | None, params: Mapping[str, Any],
+                streams: Streams, warmup: float, horizon: float,
+                series_interval: float | None = None) -> ModelRun:
+    """Run the simulator once (a model's run function); CommandFailed on any failure."""
+    values = placeholder_values(params, streams, warmup, horizon)
+    argv = [_substitute(argument, values) for argument in declaration.command]
+    context = _EXECUTION.get() or Execution()
+    env = dict(os.environ)
+    env.update({f"SIMLAB_{name.upper()}": value for name, value in values.items()})
+    if context.traceparent:
+        env["TRACEPARENT"] = context.traceparent
+    timeout = declaration.timeout if declaration.timeout is not None else context.timeout
+    shown = " ".join(argv)[:500]
+    try:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+    except OSError as exc:
+        raise CommandFailed(f"command {shown!r} cannot be started in {cwd or os.getcwd()}: "
+                            f"{exc.strerror or exc}") from None
+    try:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            stdout, stderr = process.communicate()
+            raise CommandFailed(f"command {shown!r} timed out after {timeout:g} s; its process "
+                                "group was killed", None, _tail(stderr)) from None
+    finally:
+        # Whatever happens (success included), nothing the simulator started outlives it.
+        _kill_group(process)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        how = (f"killed by signal {-process.returncode}" if process.returncode < 0
+               else f"exited with status {process.returncode}")
+        raise CommandFailed(f"command {shown!r} {how}", process.returncode, _tail(stderr))
+    try:
+        metrics, events = parse_output(stdout, declaration.metrics)
+    except ValueError as exc:
+        raise CommandFailed(f"command {shown!r}: {exc}", 0, _tail(stderr)) from None
+    return ModelRun(metrics, events)
+
+
+__all__ = [
+    "CommandFailed",
+    "Declaration",
+    "DeclarationError",
+    "command_model",
+    "derived_seed",
+    "execution",
+    "parse_declaration",
+    "parse_output",
+    "placeholder_values",
+    "run_command",
+]

@@ -1,0 +1,299 @@
+"""Where models come from: the built-ins, installed plug-in packages, and import references.
+
+A model is found, in this order, as
+
+- a built-in (``engine.models.MODELS``: mmck, restaurant, ...);
+- an entry point of an installed package, group ``simlab.models``::
+
+      [project.entry-points."simlab.models"]
+      clinic = "clinic_sim.model:MODEL"
+
+  (the entry point's name must be the model's ``name``);
+- an import reference ``"package.module:ATTRIBUTE"`` (``ATTRIBUTE`` may be dotted), imported with
+  an optional directory put first on ``sys.path`` (an experiment file's own directory).
+
+A plug-in may not take a built-in's name. A plug-in that cannot be used (import error, not a
+``Model``, a bad declaration, a name clash) raises ``ModelError`` with the reason when it is asked
+for, and is listed as broken by ``list_models``: it never hides the other models.
+
+``ModelRef`` is the picklable form a pool worker resolves (``resolve``, cached per process): a
+name or reference, the directory to import from, or a command-line simulator's declaration.
+"""
+
+import functools
+import importlib
+import importlib.metadata
+import json
+import math
+import re
+import sys
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.models import MODELS
+from engine.models.base import Model
+from engine.parameters import Parameter, ParameterError
+
+ENTRY_POINT_GROUP = "simlab.models"
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+# package.module:ATTRIBUTE, the entry-point object-reference syntax (no extras).
+REFERENCE_PATTERN = re.compile(
+    r"(?P<module>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+    r":(?P<attribute>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+
+Origin = Literal["built-in", "package", "path", "command"]
+
+
+class ModelError(KeyError):
+    """A model that is unknown or cannot be used; the message says which and why.
+
+    A KeyError (what ``get_model`` always raised for an unknown name), printed without quotes.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __reduce__(self):  # picklable across processes despite the custom __init__
+        return (type(self), (self.name, self.reason))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model as listed: where it comes from, and the model or why it cannot be used."""
+
+    name: str
+    origin: Origin
+    source: str  # "engine", "<distribution> <version>: <module:attr>", or the reference
+    model: Model | None
+    error: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The entry as listed by ``simlab-engine models --json``."""
+        out: dict[str, Any] = {"name": self.name, "origin": self.origin, "source": self.source}
+        if self.model is not None:
+            out.update(self.model.describe())
+        else:
+            out["error"] = self.error
+        return out
+
+
+def is_reference(text: str) -> bool:
+    """Whether ``text`` is a ``package.module:ATTRIBUTE`` import reference."""
+    return REFERENCE_PATTERN.fullmatch(text) is not None
+
+
+def check_model(model: Any, where: str) -> Model:
+    """``model`` if it is a usable ``engine.Model``, else ModelError saying what is wrong.
+
+    ``where`` names what was loaded (an entry point or a reference), for the message.
+    """
+    if not isinstance(model, Model):
+        raise ModelError(where, f"{where} is a {type(model).__name__}, not an engine.Model")
+    problems: list[str] = []
+    if not isinstance(model.name, str) or not NAME_PATTERN.fullmatch(model.name):
+        problems.append(f"name {model.name!r} must match [a-z][a-z0-9_]*")
+    if not isinstance(model.version, str) or not model.version.strip():
+        problems.append(f"version must be a non-empty string, got {model.version!r}")
+    if not callable(model.run):
+        problems.append("run is not callable")
+    if not isinstance(model.metrics, Mapping) or not model.metrics:
+        problems.append("metrics must be a non-empty mapping of metric name to help text")
+    elif bad := [m for m in model.metrics if not isinstance(m, str) or not NAME_PATTERN.fullmatch(m)]:
+        problems.append(f"metric names must match [a-z][a-z0-9_]*: {bad!r}")
+    seen: set[str] = set()
+    for parameter in model.parameters if isinstance(model.parameters, tuple | list) else ():
+        if not isinstance(parameter, Parameter):
+            problems.append(f"parameters must be engine.Parameter, got {parameter!r}")
+            continue
+        if not NAME_PATTERN.fullmatch(parameter.name) or parameter.name in seen:
+            problems.append(f"parameter name {parameter.name!r} is invalid or repeated")
+        seen.add(parameter.name)
+        if parameter.type not in (int, float):
+            problems.append(f"parameter {parameter.name!r}: type must be int or float")
+            continue
+        if parameter.default is not None or parameter.optional:
+            try:
+                parameter.validate(parameter.default)
+            except ParameterError as exc:
+                problems.append(f"default of parameter {parameter.name!r}: {exc}")
+    if not isinstance(model.parameters, tuple | list):
+        problems.append("parameters must be a tuple of engine.Parameter")
+    for field in ("default_horizon", "default_warmup"):
+        value = getattr(model, field)
+        if (not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)
+                or value < 0 or (field == "default_horizon" and value == 0)):
+            problems.append(f"{field} must be a finite number "
+                            f"{'> 0' if field == 'default_horizon' else '>= 0'}, got {value!r}")
+    if problems:
+        raise ModelError(where, f"{where}: bad model declaration: " + "; ".join(problems))
+    return model
+
+
+def _import_reference(reference: str, directory: str | Path | None) -> Any:
+    match = REFERENCE_PATTERN.fullmatch(reference)
+    if match is None:
+        raise ModelError(reference, f"model reference {reference!r} must read "
+                                    "'package.module:ATTRIBUTE'")
+    if directory is not None:
+        folder = str(Path(directory).resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        target: Any = importlib.import_module(match["module"])
+        for part in match["attribute"].split("."):
+            target = getattr(target, part)
+    except Exception as exc:
+        where = f" (from {directory})" if directory is not None else ""
+        raise ModelError(reference, f"model {reference!r} cannot be imported{where}: "
+                                    f"{_failure(exc)}") from exc
+    return target
+
+
+def _failure(exc: BaseException) -> str:
+    """An exception as one line, with where it was raised when that is the user's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
+@functools.lru_cache(maxsize=256)
+def _load_reference(reference: str, directory: str | None) -> Model:
+    model = check_model(_import_reference(reference, directory), f"model {reference!r}")
+    if model.name in MODELS:
+        raise ModelError(reference, f"model {reference!r} is named {model.name!r}, the name of "
+                                    "a built-in model: a plug-in may not take it")
+    return model
+
+
+def load_reference(reference: str, directory: str | Path | None = None) -> Model:
+    """The model an import reference points at (``directory`` importable first); cached."""
+    return _load_reference(reference, str(Path(directory).resolve()) if directory else None)
+
+
+@functools.lru_cache(maxsize=1)
+def entry_point_models() -> dict[str, ModelEntry]:
+    """The models of installed packages (group ``simlab.models``), broken ones included."""
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(point.name, []).append(point)
+    entries: dict[str, ModelEntry] = {}
+    for name, points in sorted(found.items()):
+        point = points[0]
+        dist = getattr(point, "dist", None)
+        source = (f"{dist.name} {dist.version}: {point.value}" if dist is not None
+                  else point.value)
+        where = f"entry point {name!r} ({source})"
+        try:
+            if len(points) > 1:
+                others = ", ".join(p.value for p in points)
+                raise ModelError(name, f"model {name!r} is declared by several entry points "
+                                       f"({others}): uninstall all but one")
+            if name in MODELS:
+                raise ModelError(name, f"{where} takes the name of the built-in model {name!r}: "
+                                       "a plug-in may not; rename it")
+            try:
+                loaded = point.load()
+            except Exception as exc:
+                raise ModelError(name, f"{where} cannot be imported: {_failure(exc)}") from exc
+            model = check_model(loaded, where)
+            if model.name != name:
+                raise ModelError(name, f"{where} loads a model named {model.name!r}: the entry "
+                                       "point's name must be the model's name")
+            entries[name] = ModelEntry(name, "package", source, model)
+        except ModelError as exc:
+            entries[name] = ModelEntry(name, "package", source, None, exc.reason)
+    return entries
+
+
+def refresh() -> None:
+    """Forget what was discovered and imported (after installing a package, in tests)."""
+    entry_point_models.cache_clear()
+    _load_reference.cache_clear()
+    _command.cache_clear()
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model the engine can find by name: built-ins, then installed plug-ins (broken ones
+    with their error)."""
+    builtins = [ModelEntry(name, "built-in", "engine", model) for name, model in MODELS.items()]
+    return builtins + list(entry_point_models().values())
+
+
+def get_model(name: str, directory: str | Path | None = None) -> Model:
+    """The model called ``name`` (built-in or installed plug-in), or the one an import reference
+    ``package.module:ATTRIBUTE`` points at (``directory`` importable first).
+
+    Raises ModelError (a KeyError) for an unknown name, with the known ones, or for a plug-in that
+    cannot be used, with the reason.
+    """
+    if name in MODELS:
+        return MODELS[name]
+    if ":" in name:
+        return load_reference(name, directory)
+    entry = entry_point_models().get(name)
+    if entry is None:
+        known = sorted(MODELS) + sorted(entry_point_models())
+        raise ModelError(name, f"unknown model {name!r} (known: {', '.join(known)}); your own "
+                               "model: 'package.module:ATTRIBUTE' or an installed plug-in")
+    if entry.model is None:
+        raise ModelError(name, entry.error or f"model {name!r} cannot be used")
+    return entry.model
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a pool worker finds a simulation's model (picklable, hashable).
+
+    ``reference`` is a model name or ``package.module:ATTRIBUTE``; ``directory`` is put first on
+    ``sys.path`` for a reference, and is a command's working directory; ``command`` is a
+    command-line simulator's declaration as canonical JSON (see ``engine.command``).
+    """
+
+    reference: str
+    directory: str | None = None
+    command: str | None = None
+
+    @classmethod
+    def for_command(cls, declaration: Mapping[str, Any], directory: str | Path | None) -> "ModelRef":
+        """The reference of a command-line simulator declared by ``declaration``."""
+        return cls(str(declaration["name"]),
+                   str(Path(directory).resolve()) if directory is not None else None,
+                   json.dumps(dict(declaration), sort_keys=True, separators=(",", ":")))
+
+
+@functools.lru_cache(maxsize=64)
+def _command(declaration: str, directory: str | None) -> Model:
+    from engine.command import command_model  # the subprocess machinery only when needed
+
+    return command_model(json.loads(declaration), directory)
+
+
+def resolve(ref: ModelRef) -> Model:
+    """The model ``ref`` designates (a worker imports or builds a plug-in once per process)."""
+    if ref.command is not None:
+        return _command(ref.command, ref.directory)
+    return get_model(ref.reference, ref.directory)
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ModelEntry",
+    "ModelError",
+    "ModelRef",
+    "check_model",
+    "entry_point_models",
+    "get_model",
+    "is_reference",
+    "list_models",
+    "load_reference",
+    "refresh",
+    "resolve",
+]
