@@ -10,13 +10,21 @@ import math
 from collections.abc import Sequence
 
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 _PAIRED, _UNPAIRED, _POINT = "#1f6fb4", "#b0b0b0", "#222222"
 
 
-def _png(figure: Figure) -> bytes:
+def Figure(**kwargs):  # named as matplotlib's class, imported when a plot is drawn
+    """A matplotlib Figure; matplotlib (~1 s of imports) loads with the first plot, not with
+    every process that imports the analysis (a sweep's start, a run pod, the sensors)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _png(figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

@@ -1,0 +1,146 @@
+"""Benchmark: the README's main job, ``simlab sweep experiments/restaurant_staffing.yaml``, against
+the floor of the very simulations it ran.
+
+- simlab: the whole command as a subprocess on a fresh local instance (a copy of
+  ``dagster_home/dagster.yaml``, SQLite) and a fresh data directory, from process start to exit:
+  start-up, spec run, the rounds of the sequential procedure (replication runs), summary run
+  (DuckDB, analysis, plots), table printed.
+- floor: the simulations that sweep ran, read back from its DuckDB ``replications`` table (model,
+  parameters, replication, seed, horizon, warm-up; the file's common random numbers), run by a
+  fresh ``python`` process through a spawn ``multiprocessing.Pool(2)`` over ``engine.simulate``:
+  interpreter start-up and imports included, nothing written, metrics returned to the parent.
+
+Checked every time: the floor's metrics are bit-identical to the ones in DuckDB's
+``observations`` (so both ran the same simulations). Runs alternate (simlab, floor, simlab, ...)
+after a discarded warm-up of each; medians of wall seconds and their ratio are reported and
+written to ``benchmarks/results/main_job.json``. Target: simlab <= 2x the floor.
+
+    .venv/bin/python benchmarks/main_job.py --repeats 3
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from sweep_throughput import become_subreaper, load, run_simlab
+
+from simlab_pipelines.experiments import load_experiment
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENT_FILE = ROOT / "experiments" / "restaurant_staffing.yaml"
+
+FLOOR = r'''
+import json, sys, time
+from multiprocessing import get_context
+
+import engine
+
+
+def run(job):
+    key, replication, model, params, seed, horizon, warmup, crn = job
+    result = engine.simulate(model, params, replication=replication, seed=seed, horizon=horizon,
+                             warmup=warmup, common_random_numbers=crn)
+    return key, replication, result.metrics
+
+
+if __name__ == "__main__":
+    jobs = json.load(open(sys.argv[1]))
+    with get_context("spawn").Pool(2) as pool:
+        out = pool.map(run, jobs, chunksize=4)
+    json.dump([[k, r, m] for k, r, m in out], open(sys.argv[2], "w"))
+'''
+
+
+def simulations(db: Path, experiment: str, crn: bool) -> dict[str, Any]:
+    """The simulations the sweep ran (as floor jobs) and their metrics, from its DuckDB file."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT config_key, replication, model, params, seed_entropy, horizon, warmup "
+            "FROM replications WHERE experiment = ? ORDER BY config_key, replication",
+            [experiment]).fetchall()
+        observed = con.execute(
+            "SELECT config_key, replication, metric, value FROM observations "
+            "WHERE experiment = ?", [experiment]).fetchall()
+    finally:
+        con.close()
+    jobs = [[k, r, model, json.loads(params), seed, horizon, warmup, crn]
+            for k, r, model, params, seed, horizon, warmup in rows]
+    return {"jobs": jobs, "observed": observed}
+
+
+def run_floor(jobs: list, observed: list) -> float:
+    """Wall seconds of the floor process over ``jobs``; raises unless its metrics match."""
+    with tempfile.TemporaryDirectory(prefix="simlab-main-floor-") as tmp:
+        script, jobs_file, out = Path(tmp, "floor.py"), Path(tmp, "jobs.json"), Path(tmp, "o.json")
+        script.write_text(FLOOR)
+        jobs_file.write_text(json.dumps(jobs))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(script), str(jobs_file), str(out)], check=True,
+                       cwd=ROOT)
+        seconds = time.perf_counter() - start
+        metrics = {(k, r): m for k, r, m in json.loads(out.read_text())}
+    for key, replication, metric, value in observed:
+        theirs = metrics.get((key, replication), {}).get(metric)
+        if theirs is None:
+            continue  # a response or derived value the engine does not return
+        if value != theirs and not (value != value and theirs != theirs):
+            raise RuntimeError(f"{key}|{replication} {metric}: simlab {value!r} != floor {theirs!r}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--file", type=Path, default=EXPERIMENT_FILE)
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    become_subreaper()
+    spec = load_experiment(args.file)
+    seen: dict[str, Any] = {}
+
+    def inspect(db: Path) -> int:
+        seen.update(simulations(db, spec.name, spec.common_random_numbers))
+        return len(seen["jobs"])
+
+    simlab, floor, details = [], [], []
+    run_simlab(args.file, args.workers, inspect=inspect)  # warm-up, discarded
+    run_floor(seen["jobs"][:40], [])
+    for i in range(args.repeats):
+        before = load()
+        seconds, detail = run_simlab(args.file, args.workers, inspect=inspect)
+        simlab.append(seconds)
+        details.append(detail)
+        floor.append(run_floor(seen["jobs"], seen["observed"]))
+        print(f"repeat {i + 1}: simlab {seconds:.1f} s ({detail['cpu_seconds']:.0f} CPU-s, "
+              f"{len(seen['jobs'])} simulations, {detail['replication_run_count']} replication "
+              f"runs), floor {floor[-1]:.1f} s, ratio {seconds / floor[-1]:.2f} "
+              f"(load {before} -> {load()})", flush=True)
+        print("    simlab breakdown: " + ", ".join(
+            f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in detail.items()),
+            flush=True)
+    result = {"simlab_seconds": simlab, "floor_seconds": floor,
+              "median_simlab": statistics.median(simlab), "median_floor": statistics.median(floor),
+              "ratio_of_medians": statistics.median(simlab) / statistics.median(floor),
+              "ratios": [s / f for s, f in zip(simlab, floor, strict=True)],
+              "simulations": len(seen["jobs"]), "details": details,
+              "nproc": len(os.sched_getaffinity(0))}
+    print(f"median simlab {result['median_simlab']:.1f} s, floor {result['median_floor']:.1f} s: "
+          f"{result['ratio_of_medians']:.2f}x (target <= 2x)")
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "main_job.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
