@@ -11,8 +11,10 @@ from pathlib import Path
 import duckdb
 
 from simlab_pipelines.analysis import write_report
+from simlab_pipelines.analysis.selection import Recommendation
 from simlab_pipelines.assets import headline_metric
 from simlab_pipelines.experiments import parse_experiment
+from simlab_pipelines.experiments.responses import headline_responses
 from simlab_pipelines.summary import analyse
 
 
@@ -47,10 +49,28 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
     title = f"{spec.name}: {spec.question}" if spec.question else spec.name
     answer = stats.answer or spec.description or f"{spec.name}: no objective declared."
     target = Path(output) if output else db_path.parent / f"{name}.html"
+    headline = ([spec.objective.metric] if spec.objective else []) + headline_responses(spec)
     return write_report(target, title=title, answer=answer, summary=stats.summary,
                         comparisons=stats.comparisons, selection=selection,
                         warmup=[w.suggestion for w in result.warmup], plans=plans,
-                        metrics=metrics,
-                        highlight=stats.subset.best if stats.subset else spec.baseline_key,
-                        notes=[n for n in result.notes
-                               if not any(n == w.suggestion.warning for w in result.warmup)])
+                        metrics=metrics, notes=[n for n in result.notes if not any(
+                            n == w.suggestion.warning for w in result.warmup)],
+                        headline=headline, units=spec.units(),
+                        configurations={c.key: c.varying for c in spec.configurations_list()},
+                        roles=report_roles(spec.baseline_key, stats.recommendation,
+                                           stats.subset.best if stats.subset else None))
+
+
+def report_roles(baseline: str | None, recommendation: Recommendation | None,
+                 best: str | None) -> dict[str, str]:
+    """The configurations a reader should find at once: recommended, current, best sample mean
+    (a configuration keeps its first role)."""
+    roles: dict[str, str] = {}
+    if recommendation is not None:
+        roles[recommendation.choice] = "recommended"
+        best = recommendation.best
+    if baseline is not None:
+        roles.setdefault(baseline, "current")
+    if best is not None:
+        roles.setdefault(best, "best sample mean")
+    return roles

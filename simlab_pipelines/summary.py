@@ -9,7 +9,9 @@ Tables (each has an ``experiment`` column; DESIGN.md "Storage" and the analysis 
 - ``comparisons``: paired (CRN) and unpaired differences to the baseline;
 - ``precision``: the sequential procedure's state per configuration (with ``precision``);
 - ``warmup``: MSER-5 warm-up suggestions (with ``series_interval``);
-- ``answers``: the plain answer, the best configuration and what cannot be ruled out.
+- ``answers``: the plain answer, the best configuration and what cannot be ruled out;
+- ``sensitivity``, ``metamodel`` (with a ``design``): which factors matter, with intervals
+  (``analysis.sensitivity``).
 
 The file is rebuilt into a new file and swapped in with an atomic rename, so a reader never sees a
 half-built database and never blocks the writer (it keeps reading the file it opened). Other
@@ -24,6 +26,7 @@ order of the swaps, so the object is the newest database, with every experiment 
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import json
@@ -39,8 +42,14 @@ import polars as pl
 
 from simlab_pipelines import plan
 from simlab_pipelines.analysis import ExperimentAnalysis, analyse_experiment
+from simlab_pipelines.analysis.sensitivity import Sensitivity, analyse_design
 from simlab_pipelines.analysis.warmup import WarmupSuggestion, suggest_warmup
 from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.experiments.responses import (
+    COST_RESPONSE,
+    add_responses,
+    headline_responses,
+)
 from simlab_pipelines.manifest import read_with_manifest
 from simlab_pipelines.query import query  # noqa: F401  (summary.query: callers import it here)
 from simlab_pipelines.storage import CorruptResultFile, ResultStore
@@ -76,10 +85,12 @@ class Analysis:
     statistics: ExperimentAnalysis   # intervals, comparisons, selection, answer
     warmup: list[Warmup]
     notes: list[str]                 # what a user should know (short warm-up, precision)
+    sensitivity: Sensitivity | None = None  # with a design: which factors matter
 
     @property
     def answer(self) -> str | None:
-        return self.statistics.answer
+        parts = [self.statistics.answer, self.sensitivity.answer if self.sensitivity else None]
+        return " ".join(p for p in parts if p) or None
 
 
 @dataclass(frozen=True)
@@ -201,11 +212,15 @@ def _polars_storage_options(store: ResultStore) -> dict[str, str] | None:
     return options
 
 
-def observations(replications: pl.DataFrame) -> pl.DataFrame:
-    """Long format: one row per (experiment, config_key, replication, metric)."""
+def observations(replications: pl.DataFrame, spec: ExperimentSpec | None = None) -> pl.DataFrame:
+    """Long format: one row per (experiment, config_key, replication, metric); with ``spec``,
+    its responses too, evaluated per replication (``experiments.responses``), as metrics."""
     if replications.is_empty():
         return pl.DataFrame(schema=OBSERVATION_SCHEMA)
     wide = replications.select(*KEYS, pl.col("metrics").struct.unnest())
+    if spec is not None and spec.parsed_responses:
+        params = {c.key: c.params for c in spec.configurations_list()}
+        wide = add_responses(wide, spec.parsed_responses, params)
     return wide.unpivot(index=KEYS, variable_name="metric", value_name="value").sort(
         ["config_key", "metric", "replication"])
 
@@ -234,7 +249,7 @@ def current_results(spec: ExperimentSpec, store: ResultStore
     frame = read_replications(spec, store)
     present = set(zip(frame["config_key"], frame["replication"], strict=True)) \
         if frame.height else set()
-    return plan.replication_targets(spec, observations(frame)), present
+    return plan.replication_targets(spec, observations(frame, spec)), present
 
 
 def _replication_limit(frame: pl.DataFrame, targets: Mapping[str, plan.Target]) -> pl.DataFrame:
@@ -263,11 +278,32 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         minimize=objective is None or objective.direction == "minimize",
         indifference_zone=objective.indifference_zone if objective else None,
         common_random_numbers=spec.common_random_numbers, question=spec.question or None,
-        configurations=configs, n0=spec.replications, all_pairs=spec.compare_all_pairs)
+        configurations=configs, n0=spec.replications, all_pairs=spec.compare_all_pairs,
+        units=spec.units(), tradeoffs=headline_responses(spec),
+        cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None)
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += _precision_notes(spec, targets)
-    return Analysis(targets, obs, series, result, warmups, notes)
+    sensitivity = _sensitivity(spec, obs)
+    notes += sensitivity.notes if sensitivity is not None else []
+    return Analysis(targets, obs, series, result, warmups, notes, sensitivity)
+
+
+def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> Sensitivity | None:
+    """With a design: the sensitivity of its metrics (all, unless ``design.metrics`` names
+    some); the answer is about those named, else the objective's or precision's metric."""
+    design = spec.design_points
+    if design is None:
+        return None
+    named = spec.design.metrics
+    headline = named or [target.metric for target in (spec.objective, spec.precision)
+                         if target is not None][:1]
+    result = analyse_design(obs, design, spec.config_keys(), experiment=spec.name,
+                            metrics=named, confidence=spec.confidence, seed=spec.design.seed,
+                            answer_metrics=headline or sorted(set(obs["metric"]))[:1])
+    if not named:  # every metric was tried: notes on those that could not be are noise
+        return dataclasses.replace(result, notes=[])
+    return result
 
 
 def _warmups(spec: ExperimentSpec, series: pl.DataFrame) -> list[Warmup]:
@@ -366,11 +402,24 @@ def _answers_table(spec: ExperimentSpec, result: ExperimentAnalysis) -> pl.DataF
     }], schema=_ANSWERS_SCHEMA)
 
 
+def _with_sensitivity(spec: ExperimentSpec, answers: pl.DataFrame,
+                      result: Analysis) -> pl.DataFrame:
+    """The answers row with the sentences on which factors matter (a row of its own without
+    an objective)."""
+    if not result.sensitivity.answer:
+        return answers
+    if answers.height:
+        return answers.with_columns(pl.lit(result.answer).alias("answer"))
+    return pl.DataFrame([{"experiment": spec.name, "answer": result.sensitivity.answer,
+                          "metric": ", ".join(spec.design.metrics or []) or None,
+                          "confidence": spec.confidence}], schema=_ANSWERS_SCHEMA)
+
+
 def summarise(spec: ExperimentSpec, store: ResultStore,
               replications: pl.DataFrame | None = None) -> Summary:
     """Read (unless given) an experiment's replication files and compute its tables."""
     reps = read_replications(spec, store) if replications is None else replications
-    result = analyse(spec, observations(reps), series_frame(reps))
+    result = analyse(spec, observations(reps, spec), series_frame(reps))
     reps, obs, series = _replication_limit(reps, result.targets), result.observations, result.series
     tables = _spec_tables(spec)
     tables["replications"] = reps.drop("metrics", "series", strict=False)
@@ -381,6 +430,10 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
     tables["precision"] = _precision_table(spec, result.targets)
     tables["warmup"] = _warmup_table(spec, result.warmup)
     tables["answers"] = _answers_table(spec, result.statistics)
+    if result.sensitivity is not None:
+        tables["sensitivity"] = result.sensitivity.table
+        tables["metamodel"] = result.sensitivity.metamodel
+        tables["answers"] = _with_sensitivity(spec, tables["answers"], result)
     expected = sum(t.replications for t in result.targets.values())
     return Summary(spec.name, expected, reps, obs, series, result, tables)
 

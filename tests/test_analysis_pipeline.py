@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from simlab_pipelines import partitions, plan
 from simlab_pipelines.analysis import next_round, t_interval
 from simlab_pipelines.assets import summary_key
 from simlab_pipelines.cli import main
@@ -114,6 +115,8 @@ def test_the_sensor_runs_the_same_rounds_as_the_sweep(lab, sequential, monkeypat
         # nothing has run: the sensor waits for the pilot (the file sensor or a sweep starts it)
         first = sensor(dg.build_sensor_context(instance=instance))
         assert not first.run_requests
+        # the pilot's partitions, as the spec adds them (the replications are dynamic)
+        partitions.add_keys(instance, spec.name, plan.wanted_partitions(spec, {}))
         for key in spec.config_keys():  # the pilot, as the experiment_files sensor requests it
             tags = {"dagster/asset_partition_range_start": f"{key}|0",
                     "dagster/asset_partition_range_end": f"{key}|{spec.replications - 1}"}
@@ -128,6 +131,9 @@ def test_the_sensor_runs_the_same_rounds_as_the_sweep(lab, sequential, monkeypat
             again = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
             assert not again.run_requests
             rounds += 1
+            for request in result.dynamic_partitions_requests:  # what the daemon does first
+                instance.add_dynamic_partitions(request.partitions_def_name,
+                                                request.partition_keys)
             for request in result.run_requests:
                 assert request.job_name == job.name
                 assert job.execute_in_process(instance=instance, tags=request.tags).success
@@ -135,6 +141,9 @@ def test_the_sensor_runs_the_same_rounds_as_the_sweep(lab, sequential, monkeypat
         assert "no more replications needed" in result.skip_reason.skip_message
         materialized = instance.get_materialized_partitions(
             dg.AssetKey([spec.name, "replications"]))
+        # the partitions Dagster offers are exactly those materialised: the UI shows it complete
+        offered = instance.get_dynamic_partitions(partitions.dynamic_name(spec.name))
+        assert sorted(offered) == sorted(materialized)
     by_sensor = {}
     for key in materialized:
         config, _ = key.split("|")
@@ -152,7 +161,7 @@ def test_summary_tables_answer_plots_and_report(lab):
     # the answer ends the sweep's output, and is the one stored in DuckDB
     ((answer, best, kept),) = _query(db, "SELECT answer, best, not_ruled_out FROM answers")
     assert output.rstrip().endswith(answer)
-    assert answer.startswith("Does a second server shorten the wait?")
+    assert answer.startswith("Recommendation: servers 1→2 (servers-2), by mean wait")
     assert "paired over 6 replications" in answer and "servers-2 (servers 1→2)" in answer
     assert best in json.loads(kept)
 
@@ -170,7 +179,7 @@ def test_summary_tables_answer_plots_and_report(lab):
     assert n == 6 and confidence == spec.confidence
     assert (mean, low, high) == pytest.approx((expected.mean, expected.ci_low, expected.ci_high))
 
-    # the summary's metadata in the UI: the answer, markdown tables and two PNG plots
+    # the summary's metadata in the UI: the answer, tables (with a schema) and two PNG plots
     instance = dg.DagsterInstance.get()
     event = instance.get_latest_materialization_event(summary_key(spec.name))
     metadata = event.asset_materialization.metadata
@@ -180,8 +189,16 @@ def test_summary_tables_answer_plots_and_report(lab):
         assert text.startswith("![") and "data:image/png;base64," in text
         png = base64.b64decode(text.split("base64,", 1)[1].rstrip(")"))
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert "| servers-2 |" in metadata["summary"].value
-    assert "half_width_ratio" in metadata["comparisons"].value
+    summary = metadata["summary"]
+    assert isinstance(summary, dg.TableMetadataValue)
+    assert [r.data["config_key"] for r in summary.records] == ["servers-1", "servers-2"]
+    assert [c.name for c in summary.schema.columns][:3] == ["config_key", "n", "mean"]
+    assert {c.name: c.type for c in summary.schema.columns}["mean"] == "float"
+    assert "half_width_ratio" in [c.name for c in metadata["crn_effect"].schema.columns]
+    assert metadata["comparisons"].records
+    assert metadata["beyond_plan"].value == 0
+    # the HTML report, written by the summary step, is linked from its metadata
+    assert Path(metadata["report"].value) == lab / "data" / f"{spec.name}.html"
 
     # the report: a self-contained HTML file next to the DuckDB file
     result = CliRunner().invoke(main, ["report", spec.name])
@@ -189,7 +206,10 @@ def test_summary_tables_answer_plots_and_report(lab):
     report = lab / "data" / f"{spec.name}.html"
     parser = _Html()
     parser.feed(report.read_text())
-    assert answer in parser.text
+    # the recommendation first, the statistics further down
+    first, statistics = answer.split("\n\n")
+    assert first in parser.text and statistics in parser.text
+    assert parser.text.index(first) < parser.text.index(statistics)
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert not parser.external
     missing = CliRunner().invoke(main, ["report", "nope"])

@@ -2,6 +2,7 @@
 self-contained and written atomically."""
 
 import base64
+import html
 import os
 import re
 from html.parser import HTMLParser
@@ -142,7 +143,8 @@ def test_report_is_valid_self_contained_html(observations, tmp_path):
     checker.feed(text)
     checker.close()
     assert not checker.errors and not checker.stack
-    assert len(checker.images) == 2 and not checker.links
+    # the only links are the table of contents' links inside the page
+    assert len(checker.images) == 2 and all(link.startswith("#") for link in checker.links)
     for src in checker.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
@@ -182,7 +184,11 @@ def test_analyse_experiment_ties_the_pieces_together(observations):
                                          "stddev", "ci_low", "ci_high", "half_width", "confidence"]
     assert result.subset.keep == ("a-10_b-4",)
     assert result.selection.procedure == "bonferroni-crn" and result.selection.best == "a-10_b-4"
-    assert result.answer.startswith("Add a or b? Against the baseline a-8_b-3 ")
+    # The recommendation first, the statistics in the second paragraph.
+    first, statistics = result.answer.split("\n\n")
+    assert first.startswith(("Recommendation: ", "Keep ")) and result.recommendation is not None
+    assert result.recommendation.choice in first
+    assert statistics.startswith("Against the baseline a-8_b-3 ")
     # Without a baseline: the comparisons and the answer are against the best configuration;
     # every pair on request, and when there is no objective to say which is best.
     free = analyse_experiment(observations, experiment="exp", baseline=None,
@@ -195,3 +201,36 @@ def test_analyse_experiment_ties_the_pieces_together(observations):
         assert every.comparisons.select("config_key", "baseline_key").unique().height == 6
     assert "Against the best configuration a-10_b-4 (95% CI, paired" in free.answer
     assert free.subset.paired is False and free.selection is None
+
+
+def test_report_puts_the_recommendation_and_trade_offs_first(observations, tmp_path):
+    from simlab_pipelines.analysis import analyse_experiment
+    from simlab_pipelines.report import report_roles
+
+    result = analyse_experiment(observations, experiment="exp", baseline="a-8_b-3",
+                                objective_metric="wait", minimize=True, indifference_zone=0.5,
+                                configurations=CONFIGS, units={"wait": "min", "served": "$"},
+                                tradeoffs=["served"])
+    roles = report_roles("a-8_b-3", result.recommendation, result.subset.best)
+    assert roles["a-8_b-3"] == "current" and roles[result.recommendation.choice] == "recommended"
+    text = write_report(tmp_path / "r.html", title="exp", answer=result.answer,
+                        summary=result.summary, comparisons=result.comparisons,
+                        selection=result.selection, headline=["wait", "served"],
+                        units={"wait": "min", "served": "$"}, configurations=CONFIGS,
+                        roles=roles).read_text(encoding="utf-8")
+    first, statistics = result.answer.split("\n\n")
+    # recommendation, then the trade-off table with a legend, then the contents, then statistics
+    order = [text.index(html.escape(first)), text.index('id="trade-offs"'),
+             text.index("Legend:"), text.index("<nav>"), text.index('id="statistics"'),
+             text.index(html.escape(statistics))]
+    assert order == sorted(order)
+    table = text[text.index('id="trade-offs"'):text.index("Legend:")]
+    assert "<th>wait (min)</th>" in table and "<th>served</th>" in table and "$" in table
+    assert f'<tr class="recommended"><td class=text>{result.recommendation.choice}<' in table
+    assert '<tr class="current"><td class=text>a-8_b-3<' in table
+    # every section in the contents is a heading of the page
+    for anchor in re.findall(r'<a href="#([^"]+)">', text):
+        assert f'id="{anchor}"' in text
+    # no column repeats one value on every row: n, experiment and confidence are said once
+    assert "<th>n</th>" not in text and "<th>experiment</th>" not in text
+    assert "n = 40" in text

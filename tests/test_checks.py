@@ -108,3 +108,27 @@ def test_expected_partitions_include_the_selection_second_stage(tmp_path):
     targets = plan.replication_targets(spec, obs)
     assert all(t.selection_required and t.replications > 10 for t in targets.values())
     assert expected_partitions(spec, str(path)) == set(plan.wanted_partitions(spec, targets))
+
+
+def test_theory_check_tests_percentiles_and_leaves_out_those_on_the_atom(tmp_path):
+    from simlab_pipelines.checks import expected_values
+
+    spec = _spec(0.5)  # M/M/2/10 at rho = 0.25: ~90% of customers do not wait
+    config = spec.configurations_list()[0]
+    truth, on_atom = expected_values(config.params)
+    assert on_atom == ["wait_p90"]  # P(no wait) ~ 0.9: the p90 sits on the jump
+    assert truth["wait_p50"] == 0.0 and truth["wait_p95"] > 0 and "wait_p90" not in truth
+    assert truth["fraction_wait_over"] == pytest.approx(
+        theory.wait_distribution(2, 10, 0.5, 1.0).wait_survival(1.0))
+    rows = [[spec.name, config.key, metric, 40, value, 0.0 if value == 0 else 0.01]
+            for metric, value in truth.items() if metric != "blocking_probability"]
+    result = theory_check(spec, _summary_table(tmp_path, rows))
+    assert result.passed and result.metadata["not_tested_on_atom"].value == [
+        f"{config.key}/wait_p90"]
+    assert result.metadata["intervals"].value == len(rows)
+    # A percentile 10% off its closed form is caught.
+    off = [[*row[:4], row[4] * 1.1 if row[2] == "time_in_system_p95" else row[4], row[5]]
+           for row in rows]
+    (tmp_path / "off").mkdir()
+    result = theory_check(spec, _summary_table(tmp_path / "off", off))
+    assert result.metadata["failures"].value == [f"{config.key}/time_in_system_p95"]

@@ -6,7 +6,8 @@ Called by the summary asset and the ``simlab sweep`` CLI; nothing here imports D
 - ``comparisons``: paired (CRN) and unpaired differences to a baseline: the ``comparisons`` table.
 - ``sequential``: how many replications each configuration needs for a relative precision.
 - ``warmup``: MSER-5 warm-up suggestion from the engine's time series.
-- ``selection``: Rinott / Bonferroni-CRN two-stage selection of the best, subset selection.
+- ``selection``: Rinott / Bonferroni-CRN two-stage selection of the best, subset selection,
+  and the recommendation (the cheapest configuration within the indifference zone of the best).
 - ``answer``: the plain-sentence answer; ``plots``/``report``: PNG figures, the HTML report.
 - ``experiment``: ``analyse_experiment``, all of the above for one experiment in one call.
 """

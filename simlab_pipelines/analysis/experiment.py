@@ -4,20 +4,22 @@ This is the glue the Dagster summary asset and the ``simlab sweep`` CLI are mean
 piece is also usable on its own (see the package docstring).
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from simlab_pipelines.analysis.answer import answer as answer_sentence
-from simlab_pipelines.analysis.answer import best_sentence
+from simlab_pipelines.analysis.answer import best_sentence, recommendation_text, unit_suffix
 from simlab_pipelines.analysis.comparisons import COMPARISON_COLUMNS, compare
 from simlab_pipelines.analysis.frames import aligned_samples, check_observations, samples
 from simlab_pipelines.analysis.intervals import summarise
 from simlab_pipelines.analysis.selection import (
+    Recommendation,
     Subset,
     TwoStageSelection,
+    recommend,
     subset_selection,
     two_stage_selection,
 )
@@ -37,6 +39,7 @@ class ExperimentAnalysis:
     subset: Subset | None            # configurations that cannot be ruled out on the objective
     selection: TwoStageSelection | None  # indifference-zone selection, when a zone is given
     answer: str | None               # the plain sentences (None without an objective metric)
+    recommendation: Recommendation | None = None  # what to act on (with an objective)
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The DuckDB tables with exactly their contract columns: ``summary`` and ``comparisons``."""
@@ -50,7 +53,9 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        common_random_numbers: bool = True, question: str | None = None,
                        configurations: Mapping[str, Mapping[str, Any]] | None = None,
                        all_pairs: bool = False, unit: str = "",
-                       n0: int | None = None) -> ExperimentAnalysis:
+                       n0: int | None = None, units: Mapping[str, str] | None = None,
+                       cost_metric: str | None = None,
+                       tradeoffs: Sequence[str] = ()) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
     ``baseline``: the baseline config_key; without one the comparisons (and the answer) are
@@ -63,7 +68,18 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     so that the answer can say what each configuration changes. ``n0``: the first stage of the
     two-stage selection (default: the fewest replications any configuration has). A baseline
     without observations yet gives no comparisons and no answer (rather than an error).
+
+    The answer's first paragraph is the recommendation (``selection.recommend``): among the
+    configurations within the indifference zone of the best (without a zone: those subset
+    selection keeps; all, when none differs significantly from the baseline), the cheapest by
+    ``cost_metric`` (a metric or response, lower is cheaper), else the one changing the fewest
+    parameters from the baseline; with its evidence and its ``tradeoffs`` (other metrics or
+    responses, against the baseline). ``units``: metric -> unit, shown with the numbers
+    (``unit`` is the objective's, for callers that give only that one).
     """
+    units = dict(units or {})
+    if objective_metric is not None and unit and objective_metric not in units:
+        units[objective_metric] = unit.strip()
     frame = check_observations(observations).filter(pl.col("experiment") == experiment)
     if frame.height == 0:
         raise ValueError(f"experiment {experiment!r}: no observations")
@@ -95,14 +111,59 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
         comparisons = compare(frame, against, all_pairs=True, confidence=confidence)
     else:
         comparisons = compare(frame, against, confidence=confidence)
+    recommendation = None
     if objective_metric is not None and against is not None and not pending:
         rows = comparisons.filter((pl.col("metric") == objective_metric)
                                   & (pl.col("baseline_key") == against))
         if rows.height:
+            objective_unit = unit_suffix(units.get(objective_metric))
             text = answer_sentence(rows, objective_metric, minimize=minimize,
-                                   question=question, baseline=against, selection=subset,
-                                   configurations=configurations, unit=unit,
+                                   baseline=against, selection=subset,
+                                   configurations=configurations, unit=objective_unit,
                                    reference=reference)
             if selection is not None and selection.best:  # the two-stage guarantee too
                 text += " " + best_sentence(selection, objective_metric, minimize)
-    return ExperimentAnalysis(experiment, summary, comparisons, subset, selection, text)
+            recommendation, nothing = _recommend(
+                summary, rows, objective_metric, minimize=minimize,
+                indifference_zone=indifference_zone, subset=subset, baseline=baseline,
+                configurations=configurations, cost_metric=cost_metric)
+            if recommendation is not None:
+                first = recommendation_text(
+                    recommendation, metric=objective_metric, summary=summary,
+                    comparisons=comparisons, baseline=baseline, configurations=configurations,
+                    units=units, tradeoffs=tradeoffs, nothing_significant=nothing,
+                    cost_metric=cost_metric)
+                text = first + "\n\n" + text
+    return ExperimentAnalysis(experiment, summary, comparisons, subset, selection, text,
+                              recommendation)
+
+
+def _recommend(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minimize: bool,
+               indifference_zone: float | None, subset: Subset | None, baseline: str | None,
+               configurations: Mapping[str, Mapping[str, Any]] | None,
+               cost_metric: str | None) -> tuple[Recommendation | None, bool]:
+    """The recommendation on ``metric`` and whether nothing differs significantly from the
+    baseline (``rows``: the comparisons on ``metric`` against the baseline or the best)."""
+    means = {k: m for k, m in summary.filter(pl.col("metric") == metric)
+             .select("config_key", "mean").iter_rows() if m is not None}
+    if len(means) < 2:
+        return None, False
+    cost = None
+    if cost_metric is not None:
+        cost = dict(summary.filter(pl.col("metric") == cost_metric)
+                    .select("config_key", "mean").iter_rows())
+    changes = None
+    if baseline is not None and configurations and baseline in configurations:
+        base = configurations[baseline]
+        changes = {k: sum(1 for n, v in c.items() if base.get(n) != v)
+                   + sum(1 for n in base if n not in c) for k, c in configurations.items()}
+    nothing = False
+    if baseline is not None:
+        paired = bool(rows["paired"].any())
+        against = rows.filter((pl.col("paired") == paired) & (pl.col("baseline_key") == baseline))
+        nothing = against.height > 0 and bool(
+            ((against["ci_low"] <= 0) & (against["ci_high"] >= 0)).all())
+    rec = recommend(means, minimize=minimize, indifference_zone=indifference_zone,
+                    keep=subset.keep if subset else None, cost=cost, changes=changes,
+                    all_equivalent=nothing)
+    return rec, nothing

@@ -7,11 +7,19 @@ can inline them in HTML, store them, or attach them to Dagster metadata.
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
 _PAIRED, _UNPAIRED, _POINT = "#1f6fb4", "#b0b0b0", "#222222"
+# Colours of highlighted configurations, by role (the report's legend uses the same ones).
+ROLE_COLOURS = {"recommended": "#1a7f37", "current": "#1f6fb4", "best sample mean": "#b35900",
+                "highlighted": _PAIRED}
+
+
+def axis_label(metric: str, unit: str | None) -> str:
+    """``metric (unit)``; a fraction is drawn as it is stored (0 to 1)."""
+    return f"{metric} ({unit})" if unit else metric
 
 
 def Figure(**kwargs):  # named as matplotlib's class, imported when a plot is drawn
@@ -46,31 +54,43 @@ def _select(frame: pl.DataFrame, metric: str, experiment: str | None, argument: 
 
 
 def ci_plot(summary: pl.DataFrame, metric: str, *, experiment: str | None = None,
-            highlight: str | None = None, title: str | None = None) -> bytes:
+            highlight: str | None = None, title: str | None = None, unit: str | None = None,
+            highlights: Mapping[str, str] | None = None) -> bytes:
     """Each configuration's mean of ``metric`` with its confidence interval (PNG bytes).
 
     ``summary``: the frame of ``intervals.summarise``. ``highlight``: a config_key drawn in colour
-    (e.g. the selected best or the baseline).
+    (e.g. the selected best or the baseline); ``highlights``: config_key -> role (a key of
+    ``ROLE_COLOURS``: "recommended", "current", "best sample mean"), drawn in the role's colour
+    with a legend. ``unit``: shown on the axis.
     """
+    roles = dict(highlights or {})
+    if highlight is not None and highlight not in roles:
+        roles[highlight] = "highlighted"
     rows = _select(summary, metric, experiment, "summary").sort("config_key", descending=True)
     keys = rows["config_key"].to_list()
     means = rows["mean"].to_list()
     halves = [0.0 if h is None or math.isnan(h) else h for h in rows["half_width"].to_list()]
     figure = Figure(figsize=(7.0, _height(len(keys))))
     axes = figure.add_subplot()
+    labelled = set()
     for y, (key, mean, half) in enumerate(zip(keys, means, halves, strict=True)):
-        colour = _PAIRED if key == highlight else _POINT
-        axes.errorbar(mean, y, xerr=half, fmt="o", color=colour, capsize=4)
+        role = roles.get(key)
+        colour = ROLE_COLOURS.get(role, _PAIRED) if role else _POINT
+        label = role if role and role not in labelled and role != "highlighted" else None
+        labelled.add(role)
+        axes.errorbar(mean, y, xerr=half, fmt="o", color=colour, capsize=4, label=label)
     axes.set_yticks(range(len(keys)), keys)
     confidence = rows["confidence"][0] * 100
-    axes.set_xlabel(f"{metric} (mean, {confidence:g}% confidence interval)")
+    axes.set_xlabel(f"{axis_label(metric, unit)}: mean, {confidence:g}% confidence interval")
+    if labelled - {None, "highlighted"}:
+        axes.legend(loc="best", fontsize="small")
     axes.set_title(title or metric)
     axes.grid(axis="x", alpha=0.3)
     return _png(figure)
 
 
 def differences_plot(comparisons: pl.DataFrame, metric: str, *, experiment: str | None = None,
-                     title: str | None = None) -> bytes:
+                     title: str | None = None, unit: str | None = None) -> bytes:
     """Differences to the baseline with paired (CRN) and unpaired intervals side by side (PNG).
 
     ``comparisons``: the frame of ``comparisons.compare``. Each configuration gets a paired
@@ -100,7 +120,8 @@ def differences_plot(comparisons: pl.DataFrame, metric: str, *, experiment: str 
     axes.axvline(0.0, color="#aa3333", linewidth=1)
     axes.set_yticks(range(len(labels)), labels)
     confidence = rows["confidence"][0] * 100
-    axes.set_xlabel(f"difference in {metric} ({confidence:g}% confidence interval)")
+    axes.set_xlabel(f"difference in {axis_label(metric, unit)} ({confidence:g}% confidence "
+                    "interval)")
     axes.set_title(title or f"{metric}: difference to the baseline")
     axes.grid(axis="x", alpha=0.3)
     if drawn:
@@ -131,3 +152,106 @@ def format_cell(value: object, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Designed experiments: which factors matter (analysis.sensitivity)
+
+_SENSITIVITY_BARS = {"saltelli": ("S1", "ST"), "morris": ("mu_star",),
+                     "regression": ("variance_share",)}
+_BAR_LABELS = {"S1": "first order (S1)", "ST": "total (ST)", "mu_star": "μ* (mean |effect|)",
+               "variance_share": "share of variance (metamodel)"}
+
+
+def tornado_plot(sensitivity: pl.DataFrame, metric: str, *, experiment: str | None = None,
+                 title: str | None = None) -> bytes:
+    """The factors (and interactions) of ``metric``, largest first, each with its interval (PNG).
+
+    ``sensitivity``: the ``sensitivity`` table. Bars: S1 and ST for a Saltelli design, μ* for
+    Morris, each term's share of the variance for a metamodel.
+    """
+    rows = _select(sensitivity, metric, experiment, "sensitivity")
+    statistics = _SENSITIVITY_BARS.get(rows["method"][0], ("variance_share",))
+    rows = rows.filter(pl.col("statistic").is_in(statistics))
+    order = (rows.filter(pl.col("statistic") == statistics[-1])
+             .sort("value", descending=False)["factor"].to_list())
+    figure = Figure(figsize=(7.0, _height(len(order))))
+    axes = figure.add_subplot()
+    height = 0.8 / len(statistics)
+    for s, (statistic, colour) in enumerate(zip(statistics, (_POINT, _PAIRED), strict=False)):
+        for y, factor in enumerate(order):
+            match = rows.filter((pl.col("statistic") == statistic) & (pl.col("factor") == factor))
+            if match.height == 0:
+                continue
+            row = match.row(0, named=True)
+            low, high = row["ci_low"], row["ci_high"]
+            error = ([[max(row["value"] - low, 0.0)], [max(high - row["value"], 0.0)]]
+                     if math.isfinite(low) and math.isfinite(high) else None)
+            axes.barh(y + (s - (len(statistics) - 1) / 2) * height, row["value"], height=height,
+                      color=colour, xerr=error, capsize=3, alpha=0.85,
+                      label=_BAR_LABELS.get(statistic, statistic) if y == 0 else None)
+    axes.set_yticks(range(len(order)), order)
+    axes.axvline(0.0, color="#888888", linewidth=0.8)
+    confidence = rows["confidence"][0] * 100 if rows.height else 95
+    axes.set_xlabel(f"sensitivity of {metric} ({confidence:g}% intervals)")
+    axes.set_title(title or f"{metric}: which factors matter")
+    axes.legend(loc="lower right", fontsize="small")
+    axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+def main_effects_plot(summary: pl.DataFrame, configurations: dict[str, dict[str, float]],
+                      factors: Sequence[str], metric: str, *, log_scale: Sequence[str] = (),
+                      bins: int = 6) -> bytes:
+    """One panel per factor: each configuration's mean of ``metric`` against the factor's value
+    (points), and the mean in each of ``bins`` equal-count bins of the factor (the line): the
+    factor's main effect averaged over the others, as the design spreads them (PNG)."""
+    rows = _select(summary, metric, None, "summary")
+    means = dict(zip(rows["config_key"].to_list(), rows["mean"].to_list(), strict=True))
+    keys = [k for k in configurations if k in means and means[k] is not None]
+    columns = min(len(factors), 3)
+    lines = math.ceil(len(factors) / columns)
+    figure = Figure(figsize=(3.2 * columns, 2.8 * lines))
+    for i, factor in enumerate(factors):
+        axes = figure.add_subplot(lines, columns, i + 1)
+        pairs = sorted((configurations[k][factor], means[k]) for k in keys)
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        axes.plot(xs, ys, "o", color=_UNPAIRED, markersize=3)
+        size = max(1, math.ceil(len(pairs) / bins))
+        groups = [pairs[j:j + size] for j in range(0, len(pairs), size)]
+        axes.plot([sum(p[0] for p in g) / len(g) for g in groups],
+                  [sum(p[1] for p in g) / len(g) for g in groups], "-", color=_PAIRED,
+                  linewidth=2)
+        if factor in log_scale:
+            axes.set_xscale("log")
+        axes.set_xlabel(factor)
+        if i % columns == 0:
+            axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+    figure.suptitle(f"{metric}: main effects")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def metamodel_fit_plot(fitted: pl.DataFrame, metric: str, *, r_squared: float | None = None,
+                       lack_of_fit_p: float | None = None) -> bytes:
+    """Each configuration's mean of ``metric`` against the metamodel's prediction, with the
+    diagonal: points off it are what the main-effects + interactions metamodel misses (PNG)."""
+    rows = _select(fitted, metric, None, "fitted")
+    figure = Figure(figsize=(5.0, 5.0))
+    axes = figure.add_subplot()
+    axes.plot(rows["fitted"].to_list(), rows["mean"].to_list(), "o", color=_PAIRED,
+              markersize=4)
+    low = min(rows["fitted"].min(), rows["mean"].min())
+    high = max(rows["fitted"].max(), rows["mean"].max())
+    axes.plot([low, high], [low, high], "-", color="#aa3333", linewidth=1)
+    axes.set_xlabel(f"{metric}: metamodel prediction")
+    axes.set_ylabel(f"{metric}: mean over replications")
+    details = []
+    if r_squared is not None and math.isfinite(r_squared):
+        details.append(f"R² = {r_squared:.3f}")
+    if lack_of_fit_p is not None and math.isfinite(lack_of_fit_p):
+        details.append(f"lack of fit p = {lack_of_fit_p:.2g}")
+    axes.set_title(f"{metric}: metamodel fit" + (f" ({', '.join(details)})" if details else ""))
+    axes.grid(alpha=0.3)
+    return _png(figure)

@@ -1,5 +1,12 @@
 """A self-contained HTML report of an experiment: the answer, tables and plots (inlined PNG).
 
+For the person who asked, in this order: the recommendation (the answer's first paragraph), a
+one-screen trade-off table (configurations x headline responses, mean ± half-width in units,
+highlighted rows explained in a legend), a table of contents, then the statistics (the answer's
+second paragraph, a section per metric with its plots and tables, the selection, warm-up and
+replications). A column that would repeat one value on every row is left out of a table and
+said once above it.
+
 The file has no external references (images are ``data:image/png;base64`` URIs, the style is
 inline), so it can be mailed, archived or served as is. It is written atomically: to a temporary
 file in the same directory, flushed to disk, then renamed over the target, so a reader never sees
@@ -10,12 +17,14 @@ import base64
 import html
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from simlab_pipelines.analysis.answer import CURRENCIES, format_quantity, humanise
 from simlab_pipelines.analysis.plots import ci_plot, differences_plot, format_cell
 from simlab_pipelines.analysis.selection import Subset, TwoStageSelection
 from simlab_pipelines.analysis.sequential import ReplicationPlan
@@ -29,7 +38,15 @@ th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4} td.text{text-align:left}
 img{max-width:100%;display:block;margin:1rem 0}
 p.warning{color:#8a4b00;background:#fff6e5;padding:.5rem 1rem}
+p.constant{color:#555;font-size:.85rem;margin:.5rem 0 -.5rem}
+nav ol{columns:2;font-size:.9rem}
+tr.recommended td{background:#e6f4ea} tr.current td{background:#e8f0fa}
+tr.best-sample-mean td{background:#fdf0e0}
+span.swatch{display:inline-block;width:.9rem;height:.9rem;margin:0 .3rem 0 1rem;
+vertical-align:middle;border:1px solid #999}
 """
+# Row colours of highlighted configurations (the plots use plots.ROLE_COLOURS for the same roles).
+_ROLE_BACKGROUND = {"recommended": "#e6f4ea", "current": "#e8f0fa", "best sample mean": "#fdf0e0"}
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -37,9 +54,21 @@ def _image(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None, digits: int = 4) -> str:
-    """An HTML table of ``frame`` (cells escaped; floats to ``digits`` significant digits)."""
+def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None, digits: int = 4,
+               drop_constant: bool = True) -> str:
+    """An HTML table of ``frame`` (cells escaped; floats to ``digits`` significant digits).
+
+    With ``drop_constant``, a column holding one value on every row (of two rows or more) is left
+    out and said once above the table (``n = 100; confidence = 0.95``).
+    """
     columns = list(columns) if columns is not None else frame.columns
+    said = ""
+    if drop_constant and frame.height > 1:
+        constant = [c for c in columns if frame[c].n_unique() == 1]
+        if constant and len(constant) < len(columns):
+            said = ('<p class="constant">' + html.escape("; ".join(
+                f"{c} = {format_cell(frame[c][0], digits)}" for c in constant)) + "</p>")
+            columns = [c for c in columns if c not in constant]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for row in frame.select(columns).iter_rows():
@@ -47,7 +76,64 @@ def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None, digits
             f'<td{"" if isinstance(v, int | float) and not isinstance(v, bool) else " class=text"}>'
             f"{html.escape(format_cell(v, digits))}</td>" for v in row)
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"{said}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-") or "section"
+
+
+def tradeoff_table(summary: pl.DataFrame, metrics: Sequence[str], *,
+                   configurations: Mapping[str, Mapping[str, Any]] | None = None,
+                   units: Mapping[str, str] | None = None,
+                   roles: Mapping[str, str] | None = None) -> str:
+    """Configurations x ``metrics``: each cell ``mean ± half-width``; the parameters that vary
+    between configurations first; rows of ``roles`` (config_key -> "recommended", "current",
+    "best sample mean") first and highlighted, with a legend."""
+    esc = html.escape
+    units, roles, configurations = units or {}, roles or {}, configurations or {}
+    rows = summary.filter(pl.col("metric").is_in(list(metrics)))
+    order = {"recommended": 0, "current": 1, "best sample mean": 2}
+    keys = sorted(set(rows["config_key"].to_list()), key=lambda k: (order.get(roles.get(k), 3), k))
+    params = [p for p in dict.fromkeys(p for k in keys for p in configurations.get(k, {}))
+              if len({repr(configurations.get(k, {}).get(p)) for k in keys}) > 1]
+    present = [m for m in metrics if rows.filter(pl.col("metric") == m).height]
+    cells = {(k, m): (mean, half) for k, m, mean, half in
+             rows.select("config_key", "metric", "mean", "half_width").iter_rows()}
+    head = "".join(f"<th>{esc(p)}</th>" for p in params) + "".join(
+        f"<th>{esc(humanise(m) + _header_unit(units.get(m)))}</th>" for m in present)
+    body = []
+    for key in keys:
+        role = roles.get(key)
+        attr = f' class="{_slug(role)}"' if role else ""
+        values = "".join(f"<td>{esc(str(configurations.get(key, {}).get(p, '')))}</td>"
+                         for p in params)
+        for m in present:
+            mean, half = cells.get((key, m), (None, None))
+            values += f"<td>{esc(_cell(mean, half, units.get(m)))}</td>"
+        body.append(f"<tr{attr}><td class=text>{esc(key)}</td>{values}</tr>")
+    legend = "".join(f'<span class="swatch" style="background:{_ROLE_BACKGROUND[r]}"></span>'
+                     f"{esc(r)}" for r in dict.fromkeys(roles.values()) if r in _ROLE_BACKGROUND)
+    table = (f"<table><thead><tr><th>configuration</th>{head}</tr></thead>"
+             f"<tbody>{''.join(body)}</tbody></table>")
+    confidence = rows["confidence"][0] * 100 if rows.height else 95.0
+    note = (f'<p class="constant">Each cell: mean ± half-width of the {confidence:g}% '
+            "confidence interval over the replications.</p>")
+    return table + (f"<p>Legend:{legend}</p>" if legend else "") + note
+
+
+def _header_unit(unit: str | None) -> str:
+    """A unit written after the numbers goes in the column's header; % and currencies stay in
+    the cells."""
+    return f" ({unit})" if unit and unit != "fraction" and unit not in CURRENCIES else ""
+
+
+def _cell(mean: float | None, half: float | None, unit: str | None) -> str:
+    if mean is None:
+        return ""
+    half = float("nan") if half is None else half
+    in_cell = unit if unit == "fraction" or unit in CURRENCIES else None
+    return format_quantity(mean, half, in_cell)
 
 
 def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = None,
@@ -55,12 +141,17 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
                   selection: Subset | TwoStageSelection | None = None,
                   warmup: Sequence[WarmupSuggestion] = (),
                   plans: Sequence[ReplicationPlan] = (), metrics: Sequence[str] | None = None,
-                  highlight: str | None = None, notes: Sequence[str] = ()) -> str:
+                  highlight: str | None = None, notes: Sequence[str] = (),
+                  headline: Sequence[str] = (), units: Mapping[str, str] | None = None,
+                  configurations: Mapping[str, Mapping[str, Any]] | None = None,
+                  roles: Mapping[str, str] | None = None) -> str:
     """The report as an HTML string (see ``write_report`` for the arguments)."""
     esc = html.escape
+    units = units or {}
+    first, _, rest = answer.partition("\n\n")
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            f"<title>{esc(title)}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
-           f"<h1>{esc(title)}</h1>", f'<p class="answer">{esc(answer)}</p>']
+           f"<h1>{esc(title)}</h1>", f'<p class="answer">{esc(first)}</p>']
     for note in notes:
         out.append(f'<p class="warning">{esc(note)}</p>')
     for suggestion in warmup:
@@ -73,56 +164,84 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
             if frame is not None:
                 found += [m for m in frame["metric"].unique().sort().to_list() if m not in found]
         metrics = found
+    sections: list[tuple[str, str]] = []  # (anchor, heading) for the table of contents
+    body: list[str] = []
+
+    def section(heading: str) -> None:
+        anchor = _slug(heading)
+        sections.append((anchor, heading))
+        body.append(f'<h2 id="{anchor}">{esc(heading)}</h2>')
+
+    roles = dict(roles or {})
+    if highlight is not None and highlight not in roles:
+        roles[highlight] = "highlighted"
+    if summary is not None and headline:
+        table = tradeoff_table(summary, headline, configurations=configurations, units=units,
+                               roles=roles)
+        out.append('<h2 id="trade-offs">Trade-offs</h2>' + table)
+    if rest:
+        section("Statistics")
+        body.append(f"<p>{esc(rest)}</p>")
+    plot_roles = {k: r for k, r in roles.items()}
     for metric in metrics:
-        out.append(f"<h2>{esc(metric)}</h2>")
+        unit = units.get(metric)
+        section(metric + (f" ({unit})" if unit else ""))
         if summary is not None and summary.filter(pl.col("metric") == metric).height:
             rows = summary.filter(pl.col("metric") == metric)
-            out.append(_image(ci_plot(summary, metric, highlight=highlight),
-                              f"{metric}: confidence interval per configuration"))
-            out.append(html_table(rows, [c for c in ("experiment", "config_key", "n", "mean",
-                                                      "stddev", "ci_low", "ci_high", "half_width",
-                                                      "relative_half_width") if c in rows.columns]))
+            body.append(_image(ci_plot(summary, metric, highlights=plot_roles, unit=unit),
+                               f"{metric}: confidence interval per configuration"))
+            body.append(html_table(rows, [c for c in ("experiment", "config_key", "n", "mean",
+                                                       "stddev", "ci_low", "ci_high", "half_width",
+                                                       "relative_half_width", "confidence")
+                                          if c in rows.columns]))
         if comparisons is not None and comparisons.filter(pl.col("metric") == metric).height:
             rows = comparisons.filter(pl.col("metric") == metric)
-            out.append(_image(differences_plot(comparisons, metric),
-                              f"{metric}: differences to the baseline"))
-            out.append(html_table(rows, [c for c in ("config_key", "baseline_key", "n",
-                                                      "mean_difference", "ci_low", "ci_high",
-                                                      "paired", "half_width") if c in rows.columns]))
+            body.append(_image(differences_plot(comparisons, metric, unit=unit),
+                               f"{metric}: differences to the baseline"))
+            body.append(html_table(rows, [c for c in ("config_key", "baseline_key", "n",
+                                                       "mean_difference", "ci_low", "ci_high",
+                                                       "paired", "half_width") if c in rows.columns]))
 
     if selection is not None:
-        out.append("<h2>Selection of the best</h2>")
+        section("Selection of the best")
         if isinstance(selection, Subset):
-            out.append(f"<p>Best sample mean: <b>{esc(selection.best)}</b>. Configurations that "
-                       f"cannot be ruled out at {selection.confidence * 100:g}% "
-                       f"({'paired' if selection.paired else 'independent'} screening): "
-                       f"{esc(', '.join(selection.keep))}.</p>")
+            body.append(f"<p>Best sample mean: <b>{esc(selection.best)}</b>. Configurations that "
+                        f"cannot be ruled out at {selection.confidence * 100:g}% "
+                        f"({'paired' if selection.paired else 'independent'} screening): "
+                        f"{esc(', '.join(selection.keep))}.</p>")
         else:
             required = ", ".join(f"{k}: {v}" for k, v in selection.required.items())
             chosen = esc(selection.best) if selection.best else "pending (more replications needed)"
-            out.append(f"<p>{esc(selection.procedure)} procedure, constant "
-                       f"{selection.constant:.4g}, n0 = {selection.n0}, indifference zone "
-                       f"{selection.indifference_zone:g}, P* = {selection.pstar:g}. Required "
-                       f"replications: {esc(required)}. Selected: <b>{chosen}</b>.</p>")
+            body.append(f"<p>{esc(selection.procedure)} procedure, constant "
+                        f"{selection.constant:.4g}, n0 = {selection.n0}, indifference zone "
+                        f"{selection.indifference_zone:g}, P* = {selection.pstar:g}. Required "
+                        f"replications: {esc(required)}. Selected: <b>{chosen}</b>.</p>")
     if warmup:
-        out.append("<h2>Warm-up (MSER-5)</h2><table><thead><tr><th>series interval</th>"
-                   "<th>replications</th><th>suggested warm-up</th><th>mean per replication</th>"
-                   "<th>experiment warm-up</th></tr></thead><tbody>")
+        section("Warm-up (MSER-5)")
+        body.append("<table><thead><tr><th>series interval</th>"
+                    "<th>replications</th><th>suggested warm-up</th><th>mean per replication</th>"
+                    "<th>experiment warm-up</th></tr></thead><tbody>")
         for s in warmup:
-            out.append(f"<tr><td>{s.series_interval:g}</td><td>{s.replications}</td>"
-                       f"<td>{s.suggested_warmup:g}</td><td>{s.mean_replication_warmup:g}</td>"
-                       f"<td>{'' if s.experiment_warmup is None else f'{s.experiment_warmup:g}'}"
-                       "</td></tr>")
-        out.append("</tbody></table>")
+            body.append(f"<tr><td>{s.series_interval:g}</td><td>{s.replications}</td>"
+                        f"<td>{s.suggested_warmup:g}</td><td>{s.mean_replication_warmup:g}</td>"
+                        f"<td>{'' if s.experiment_warmup is None else f'{s.experiment_warmup:g}'}"
+                        "</td></tr>")
+        body.append("</tbody></table>")
     if plans:
-        out.append("<h2>Replications (sequential precision)</h2><table><thead><tr>"
-                   "<th>configuration</th><th>replications</th><th>mean</th>"
-                   "<th>relative half-width</th><th>status</th></tr></thead><tbody>")
+        section("Replications (sequential precision)")
+        body.append("<table><thead><tr>"
+                    "<th>configuration</th><th>replications</th><th>mean</th>"
+                    "<th>relative half-width</th><th>status</th></tr></thead><tbody>")
         for p in plans:
-            out.append(f"<tr><td class=text>{esc(p.config_key)}</td><td>{p.target}</td>"
-                       f"<td>{format_cell(p.mean)}</td><td>{format_cell(p.relative_half_width)}</td>"
-                       f"<td class=text>{esc(p.status)}</td></tr>")
-        out.append("</tbody></table>")
+            body.append(f"<tr><td class=text>{esc(p.config_key)}</td><td>{p.target}</td>"
+                        f"<td>{format_cell(p.mean)}</td>"
+                        f"<td>{format_cell(p.relative_half_width)}</td>"
+                        f"<td class=text>{esc(p.status)}</td></tr>")
+        body.append("</tbody></table>")
+    if sections:
+        out.append("<nav><h2>Contents</h2><ol>" + "".join(
+            f'<li><a href="#{a}">{esc(h)}</a></li>' for a, h in sections) + "</ol></nav>")
+    out += body
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     out += [f"<footer><p>Generated by simlab on {stamp}.</p></footer>", "</body>", "</html>"]
     return "\n".join(out) + "\n"
@@ -133,18 +252,27 @@ def write_report(path: str | os.PathLike[str], *, title: str, answer: str,
                  selection: Subset | TwoStageSelection | None = None,
                  warmup: Sequence[WarmupSuggestion] = (), plans: Sequence[ReplicationPlan] = (),
                  metrics: Sequence[str] | None = None, highlight: str | None = None,
-                 notes: Sequence[str] = ()) -> Path:
+                 notes: Sequence[str] = (), headline: Sequence[str] = (),
+                 units: Mapping[str, str] | None = None,
+                 configurations: Mapping[str, Mapping[str, Any]] | None = None,
+                 roles: Mapping[str, str] | None = None) -> Path:
     """Write the self-contained HTML report to ``path`` atomically and return the path.
 
-    ``summary``: ``intervals.summarise`` frame (a CI plot and table per metric); ``comparisons``:
+    ``answer``: its first paragraph is shown first, the rest under "Statistics". ``summary``:
+    ``intervals.summarise`` frame (a CI plot and table per metric); ``comparisons``:
     ``comparisons.compare`` frame (a differences plot and table per metric); ``selection``: a
     subset or two-stage selection; ``warmup``: MSER-5 suggestions (their warnings are shown at the
     top); ``plans``: the last sequential-replication plans; ``metrics``: which metrics to show
-    (default all); ``highlight``: a config_key drawn in colour; ``notes``: extra warnings.
+    (default all); ``highlight``: a config_key drawn in colour; ``notes``: extra warnings;
+    ``headline``: the metrics and responses of the trade-off table (none: no table); ``units``:
+    metric -> unit; ``configurations``: config_key -> varying parameters (the table's first
+    columns); ``roles``: config_key -> "recommended", "current" or "best sample mean", highlighted
+    in the table and the plots and explained in a legend.
     """
     text = render_report(title=title, answer=answer, summary=summary, comparisons=comparisons,
                          selection=selection, warmup=warmup, plans=plans, metrics=metrics,
-                         highlight=highlight, notes=notes)
+                         highlight=highlight, notes=notes, headline=headline, units=units,
+                         configurations=configurations, roles=roles)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -227,3 +227,66 @@ def subset_selection(observations: Mapping[str, Sequence[float] | np.ndarray], *
     order = sorted(keep, key=lambda key: (-sign * means[key], key))
     return Subset(tuple(order), select_best(means, minimize), confidence, minimize,
                   common_random_numbers, means)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The configuration to act on: the cheapest among those as good as the best on the objective.
+
+    ``equivalent``: the configurations treated as equally good (best sample mean first): within
+    the indifference zone of the best mean, or, without a zone, those subset selection cannot rule
+    out; every configuration when none differs significantly from the baseline. ``choice`` is the
+    cheapest of them by ``cost`` (its mean), else by the fewest ``changes`` from the baseline, ties
+    (and without either) broken by the objective. ``reason`` says which: "cost", "fewest
+    changes" or "best".
+    """
+
+    choice: str
+    best: str
+    equivalent: tuple[str, ...]
+    reason: str
+    minimize: bool
+    means: dict[str, float]
+    indifference_zone: float | None = None
+    cost: dict[str, float] | None = None
+    changes: dict[str, int] | None = None
+
+
+def recommend(means: Mapping[str, float], *, minimize: bool,
+              indifference_zone: float | None = None, keep: Sequence[str] | None = None,
+              cost: Mapping[str, float] | None = None, changes: Mapping[str, int] | None = None,
+              all_equivalent: bool = False) -> Recommendation:
+    """Which configuration to recommend, respecting the indifference zone (see Recommendation).
+
+    ``means``: config_key -> objective mean. ``keep``: subset selection's survivors (used without
+    a zone). ``cost``: config_key -> mean cost (lower is cheaper). ``changes``: config_key ->
+    number of parameters changed from the baseline. ``all_equivalent``: no configuration differs
+    significantly from the baseline, so all are treated as equally good.
+    """
+    best = select_best(means, minimize)
+    sign = 1.0 if minimize else -1.0
+    defined = [k for k in means if not math.isnan(means[k])]
+    if all_equivalent:
+        equivalent = defined
+    elif indifference_zone is not None:
+        equivalent = [k for k in defined
+                      if sign * (means[k] - means[best]) <= indifference_zone * (1 + 1e-12)]
+    elif keep:
+        equivalent = [k for k in keep if k in means]
+    else:
+        equivalent = [best]
+    order = sorted(equivalent, key=lambda k: (sign * means[k], k))
+    by_objective = {k: i for i, k in enumerate(order)}
+    if cost is not None and all(k in cost and not math.isnan(cost[k]) for k in order):
+        choice = min(order, key=lambda k: (cost[k], by_objective[k]))
+        reason = "cost"
+    elif changes is not None and all(k in changes for k in order):
+        choice = min(order, key=lambda k: (changes[k], by_objective[k]))
+        reason = "fewest changes"
+    else:
+        choice, reason = order[0], "best"
+    if choice == order[0] and reason != "best" and len(order) == 1:
+        reason = "best"
+    return Recommendation(choice, best, tuple(order), reason, minimize, dict(means),
+                          indifference_zone, dict(cost) if cost is not None else None,
+                          dict(changes) if changes is not None else None)

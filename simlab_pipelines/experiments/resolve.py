@@ -132,7 +132,9 @@ def _designed(spec: "ExperimentSpec", checker: Checker
               ) -> tuple[list[Entry], dict[str, Any], designs.DesignPoints | None]:
     """A design's configurations (designs.py); its canonical form names the generator's version,
     so another scipy or SALib that draws other points changes the spec hash."""
-    ranges, errors = designs.check_design(spec.design, checker.known, spec.parameters)
+    metrics = [*checker.model.metrics, *getattr(spec, "responses", {})]
+    ranges, errors = designs.check_design(spec.design, checker.known, spec.parameters,
+                                          metrics=metrics)
     checker.errors += errors
     if errors:
         return [], {}, None
@@ -300,10 +302,10 @@ def _check_length(spec: "ExperimentSpec", model: Model, checker: Checker) -> Non
 def _check_analysis(spec: "ExperimentSpec", model: Model, checker: Checker) -> None:
     """Metrics named by the analysis exist; the theory check and the precision bounds fit."""
     for section, target in (("precision", spec.precision), ("objective", spec.objective)):
-        if target is not None and target.metric not in model.metrics:
+        if target is not None and target.metric not in {*model.metrics, *spec.responses}:
             checker.errors.append(((section, "metric"), f"unknown metric {target.metric!r} for "
                                    f"model {model.name!r} (known: "
-                                   f"{', '.join(sorted(model.metrics))})"))
+                                   f"{', '.join([*sorted(model.metrics), *spec.responses])})"))
     if spec.check_theory and spec.model != "mmck":
         checker.errors.append((("check_theory",), f"closed forms exist for model 'mmck' only, "
                                f"not {spec.model!r}"))

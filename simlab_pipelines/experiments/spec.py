@@ -20,6 +20,7 @@ from simlab_pipelines.experiments.designs import Design, DesignPoints
 from simlab_pipelines.experiments.keys import Configuration, canonical_json
 from simlab_pipelines.experiments.models import ExperimentModel, check_model_field, identity
 from simlab_pipelines.experiments.resolve import DEFAULT_TIMEOUT_SECONDS, resolve_spec
+from simlab_pipelines.experiments.responses import Response, ResponseSpec, resolve_responses
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Asset groups of our own: an experiment by that name would collide with them in the UI.
@@ -80,13 +81,16 @@ class ExperimentSpec(BaseModel):
     # Wall-time limit of one simulation (seconds); then it fails its partition only.
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS,
                                    allow_inf_nan=False)
+    # name -> expression over a replication's metrics and parameters (responses.py)
+    responses: dict[str, str | ResponseSpec] = Field(default_factory=dict)
 
     _source: Path | None = PrivateAttr(default=None)
     _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
     _baseline_key: str | None = PrivateAttr(default=None)
     _canonical: dict[str, Any] = PrivateAttr(default_factory=dict)
-    _model: ExperimentModel | None = PrivateAttr(default=None)
+    _responses: dict[str, Response] = PrivateAttr(default_factory=dict)
     _design: DesignPoints | None = PrivateAttr(default=None)
+    _model: ExperimentModel | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -108,6 +112,10 @@ class ExperimentSpec(BaseModel):
         self._configurations = resolved.configurations
         self._baseline_key = resolved.baseline_key
         self._canonical = resolved.canonical
+        if not self.responses:  # files without responses keep the spec hash they had
+            self._canonical.pop("responses", None)
+        self._responses = resolve_responses(self.responses, self.resolved_model,
+                                            resolved.configurations)
         self._design = resolved.design
         return self
 
@@ -132,6 +140,21 @@ class ExperimentSpec(BaseModel):
         """The generated design (rows in the sampler's order, each with its configuration), or
         None without ``design``."""
         return self._design
+
+    @property
+    def parsed_responses(self) -> dict[str, Response]:
+        """The responses, parsed and checked (name -> Response), in the file's order."""
+        return dict(self._responses)
+
+    def units(self) -> dict[str, str]:
+        """The unit of every metric and response that declares one."""
+        units = dict(self.resolved_model.units)
+        return units | {n: r.unit for n, r in self._responses.items() if r.unit}
+
+    def better(self) -> dict[str, str]:
+        """Which way is better ("lower"/"higher") for every metric and response that says so."""
+        better = dict(self.resolved_model.better)
+        return better | {n: r.better for n, r in self._responses.items() if r.better}
 
     @property
     def baseline_key(self) -> str | None:
