@@ -245,3 +245,43 @@ def test_time_limit_and_run_length_are_checked_at_load():
         with pytest.raises(ExperimentError) as caught:
             parse_experiment({**base, **extra})
         assert caught.value.errors[0][0] == field and reason in caught.value.errors[0][1]
+
+
+BOMB = "name: bomb\nmodel: mmck\nseed: 1\nreplications: 2\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+
+_CODE_LOCATION = """
+import json
+import dagster as dg
+from simlab_pipelines.definitions import defs
+with dg.instance_for_test() as instance:
+    result = defs.resolve_sensor_def("experiment_files")(dg.build_sensor_context(instance=instance))
+print(json.dumps({"assets": sorted(k.to_user_string() for k in defs.resolve_all_asset_keys()),
+                  "rejected": defs.metadata["rejected_experiment_files"].value,
+                  "requests": [r.job_name for r in result.run_requests]}))
+"""
+
+
+def test_hostile_experiment_files_are_refused_and_the_others_load(lab):
+    experiments = lab / "experiments"
+    (experiments / "bomb.yaml").write_text(BOMB)  # a billion laughs: 9^9 values from ~400 bytes
+    (experiments / "loop.yaml").write_text("name: loop\nmodel: mmck\nseed: 1\nreplications: 2\n"
+                                           "parameters: &p {x: *p}\n")
+    tiny = (experiments / "tiny_mmck.yaml").read_text()
+    (experiments / "huge.yaml").write_text(tiny.replace("tiny_mmck", "huge")
+                                           + "# " + "x" * 2_000_000 + "\n")
+    assert len(BOMB) < 450
+    done = subprocess.run([sys.executable, "-c", _CODE_LOCATION], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert {"tiny_mmck/spec", "tiny_mmck/replications", "tiny_mmck/summary",
+            "rejected_experiments/bomb", "rejected_experiments/loop",
+            "rejected_experiments/huge"} <= set(loaded["assets"])
+    # the sensor went on to the good file
+    assert loaded["requests"] and all(j.startswith("tiny_mmck_") for j in loaded["requests"])
+    rejected = loaded["rejected"]
+    assert "bomb.yaml: refused: the aliases (*name) from line" in rejected
+    assert "expand to more than 100,000 values (an alias bomb?)" in rejected
+    assert "loop.yaml: refused: recursive alias at line 5" in rejected
+    assert "huge.yaml: the file is larger than 1,000,000 bytes" in rejected
