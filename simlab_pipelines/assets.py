@@ -245,6 +245,43 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str) ->
                                       "experiment_warmup", "bias_p_value", "biased"]))
     if outcome.notes:
         metadata["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in outcome.notes))
+    metadata.update(sensitivity_metadata(spec, result))
+    return metadata
+
+
+def sensitivity_metadata(spec: ExperimentSpec, result: Summary) -> dict[str, Any]:
+    """With a design: which factors matter for its headline metric (the sensitivity table and
+    tornado plot), its main effects, and the metamodel's fit for regression designs."""
+    found = result.analysis.sensitivity
+    if found is None or found.table.is_empty():
+        return {}
+    plots, table = analysis.plots, found.table
+    analysed = set(table["metric"].to_list())
+    metric = next((m for m in [*(spec.design.metrics or []), headline_metric(spec)]
+                   if m in analysed), sorted(analysed)[0])
+    rows = table.filter(pl.col("metric") == metric)
+    design = spec.design_points
+    configurations = {c.key: c.varying for c in spec.configurations_list()}
+    metadata: dict[str, Any] = {
+        "sensitivity": dg.MetadataValue.md(
+            f"Which factors matter for **{metric}** ({rows['method'][0]}, "
+            f"{spec.confidence:.0%} intervals)\n\n" + analysis.markdown_table(
+                rows, ["factor", "statistic", "value", "ci_low", "ci_high"])),
+        "tornado_plot": _image(plots.tornado_plot(table, metric), f"{metric}: sensitivity"),
+        "main_effects_plot": _image(plots.main_effects_plot(
+            result.summary, configurations, design.names, metric,
+            log_scale=[f.name for f in design.factors if f.scale == "log"]),
+            f"{metric}: main effects"),
+    }
+    fit = found.metamodel.filter(pl.col("metric") == metric)
+    if fit.height and found.fitted is not None:
+        row = fit.row(0, named=True)
+        metadata["metamodel"] = dg.MetadataValue.md(analysis.markdown_table(
+            fit, ["terms", "aliased", "points", "r_squared", "adjusted_r_squared",
+                  "lack_of_fit_f", "lack_of_fit_p_value"]))
+        metadata["metamodel_fit_plot"] = _image(plots.metamodel_fit_plot(
+            found.fitted, metric, r_squared=row["r_squared"],
+            lack_of_fit_p=row["lack_of_fit_p_value"]), f"{metric}: metamodel fit")
     return metadata
 
 

@@ -229,3 +229,9 @@ def test_design_excludes_factors_and_configurations():
     with pytest.raises(ExperimentError, match="give either factors"):
         linear_spec({"method": "sobol", "points": 8, "factors": unit_factors(1)},
                     factors={"x2": [0.0, 1.0]})
+
+
+def test_specs_with_the_same_design_are_equal():
+    design = {"method": "morris", "points": 4, "seed": 1, "factors": unit_factors(2)}
+    assert linear_spec(design) == linear_spec(design)
+    assert linear_spec(design) != linear_spec({**design, "seed": 2})

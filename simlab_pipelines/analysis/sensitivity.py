@@ -45,6 +45,8 @@ METAMODEL_SCHEMA = {"experiment": pl.String, "metric": pl.String, "terms": pl.St
                     "adjusted_r_squared": pl.Float64, "lack_of_fit_f": pl.Float64,
                     "lack_of_fit_df": pl.Int64, "pure_error_df": pl.Int64,
                     "lack_of_fit_p_value": pl.Float64, "confidence": pl.Float64}
+FITTED_SCHEMA = {"experiment": pl.String, "config_key": pl.String, "metric": pl.String,
+                 "mean": pl.Float64, "fitted": pl.Float64}
 RESAMPLES = 200
 INTERACTION_THRESHOLD = 0.03  # "no interaction above 3 %"
 
@@ -56,6 +58,8 @@ class Sensitivity:
     table: pl.DataFrame
     metamodel: pl.DataFrame
     notes: list[str] = field(default_factory=list)
+    answer: str | None = None  # the sentences naming the factors that matter
+    fitted: pl.DataFrame | None = None  # regression designs: each point's mean and prediction
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,11 +301,12 @@ def lack_of_fit(y: np.ndarray, terms: Terms) -> dict[str, float]:
 def analyse_design(observations: pl.DataFrame, design: DesignPoints, keys: Sequence[str], *,
                    experiment: str, metrics: Sequence[str] | None = None,
                    confidence: float = 0.95, resamples: int = RESAMPLES,
-                   seed: int = 0) -> Sensitivity:
+                   seed: int = 0, answer_metrics: Sequence[str] = ()) -> Sensitivity:
     """The sensitivity (and, for regression designs, metamodel) rows of every metric.
 
     ``keys``: the config_key of each of ``design.configurations``, in that order. ``metrics``:
     which to analyse (default every metric observed). ``seed`` makes the bootstrap reproducible.
+    ``answer_metrics``: the metrics the answer sentences are about.
     """
     if len(keys) != len(design.configurations):
         raise ValueError(f"keys: {len(keys)} keys for {len(design.configurations)} "
@@ -311,6 +316,7 @@ def analyse_design(observations: pl.DataFrame, design: DesignPoints, keys: Seque
     z = _z(confidence)
     rows: list[dict] = []
     models: list[dict] = []
+    fitted: list[dict] = []
     notes: list[str] = []
     terms = metamodel_terms(design) if design.method not in ("saltelli", "morris") else None
     for metric in names:
@@ -336,6 +342,11 @@ def analyse_design(observations: pl.DataFrame, design: DesignPoints, keys: Seque
             continue
         counts = (~np.isnan(y)).sum(axis=1).astype(float)
         draws, r2 = regression_statistics(means, counts, terms, rng)
+        ok = np.isfinite(means[:, 0])
+        predicted = terms.matrix @ _fit(terms.matrix[ok], means[ok, 0], counts[ok])
+        fitted += [{"experiment": experiment, "config_key": key, "metric": metric,
+                    "mean": float(means[i, 0]), "fitted": float(predicted[i])}
+                   for i, key in enumerate(keys) if ok[i]]
         rows += [_row(experiment, metric, factor, statistic, values, z, confidence,
                       "regression") for (statistic, factor), values in draws.items()]
         r2_row = _row(experiment, metric, "", "r2", r2, z, confidence, "regression")
@@ -350,8 +361,10 @@ def analyse_design(observations: pl.DataFrame, design: DesignPoints, keys: Seque
             "parameters": parameters, "r_squared": r2_row["value"],
             "r_squared_ci_low": r2_row["ci_low"], "r_squared_ci_high": r2_row["ci_high"],
             "adjusted_r_squared": adjusted, **lack_of_fit(y, terms), "confidence": confidence})
-    return Sensitivity(pl.DataFrame(rows, schema=SENSITIVITY_SCHEMA),
-                       pl.DataFrame(models, schema=METAMODEL_SCHEMA), notes)
+    table = pl.DataFrame(rows, schema=SENSITIVITY_SCHEMA)
+    metamodel = pl.DataFrame(models, schema=METAMODEL_SCHEMA)
+    answer = answer_sentences(table, answer_metrics, metamodel=metamodel)
+    return Sensitivity(table, metamodel, notes, answer, pl.DataFrame(fitted, schema=FITTED_SCHEMA))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,6 +80,9 @@ class Design(BaseModel):
     levels: int | None = Field(default=None, ge=2, le=64)  # morris: grid levels (default 4)
     second_order: bool = True  # saltelli: also the second-order indices (N(2k+2) points)
     resolution: Literal[3, 4] | None = None  # fractional_factorial (default 4)
+    # the metrics (or responses) whose sensitivity the summary analyses and the answer names;
+    # default: every metric, the answer naming the experiment's headline metric
+    metrics: list[str] | None = Field(default=None, min_length=1)
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,12 @@ class FactorRange:
         return 2.0 * (values - low) / (high - low) - 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DesignPoints:
-    """A generated design: the sampler's rows and the distinct configurations they map to."""
+    """A generated design: the sampler's rows and the distinct configurations they map to.
+
+    Equal when generated alike (specs compare their private state, and arrays have no ``==``
+    that answers with one bool)."""
 
     method: str
     factors: tuple[FactorRange, ...]
@@ -116,6 +122,20 @@ class DesignPoints:
     levels: int | None  # morris
     generators: tuple[str, ...]  # fractional factorial: the defining generators
     generator: dict[str, str]  # what generated the points, with its version (spec hash)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DesignPoints):
+            return NotImplemented
+        return (self.method == other.method and self.factors == other.factors
+                and self.configurations == other.configurations
+                and self.generator == other.generator and self.generators == other.generators
+                and (self.base_points, self.second_order, self.levels)
+                == (other.base_points, other.second_order, other.levels)
+                and np.array_equal(self.unit, other.unit)
+                and np.array_equal(self.row_config, other.row_config))
+
+    def __hash__(self) -> int:
+        return hash((self.method, self.factors, self.rows, len(self.configurations)))
 
     @property
     def names(self) -> list[str]:
@@ -140,9 +160,15 @@ class DesignPoints:
 
 
 def check_design(design: Design, parameters: Mapping[str, Parameter], fixed: Collection[str],
-                 loc: Loc = ("design",)) -> tuple[list[FactorRange], list[tuple[Loc, str]]]:
-    """The factors' resolved ranges and every problem with the fields, by field path."""
+                 loc: Loc = ("design",), metrics: Collection[str] | None = None,
+                 ) -> tuple[list[FactorRange], list[tuple[Loc, str]]]:
+    """The factors' resolved ranges and every problem with the fields, by field path;
+    ``metrics``: the names ``design.metrics`` may use (None: not checked)."""
     errors: list[tuple[Loc, str]] = []
+    for i, name in enumerate(design.metrics or []):
+        if metrics is not None and name not in metrics:
+            errors.append(((*loc, "metrics", i), f"unknown metric {name!r} (known: "
+                           f"{', '.join(sorted(metrics))})"))
     ranges: list[FactorRange] = []
     if not design.factors:
         errors.append(((*loc, "factors"), "no factors: give at least one"))
