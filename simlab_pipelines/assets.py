@@ -125,6 +125,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             series_interval=spec.series_interval,
             inputs_hash=spec.inputs_hash(configs[config_key]), code_version=spec.code_version, run_id=context.run_id,
             results_uri=storage.results_uri, traceparent=traceparent, model_ref=spec.model_ref,
+            timeout_seconds=spec.timeout_seconds,
         ))
     return tasks
 

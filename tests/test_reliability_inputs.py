@@ -285,3 +285,25 @@ def test_hostile_experiment_files_are_refused_and_the_others_load(lab):
     assert "expand to more than 100,000 values (an alias bomb?)" in rejected
     assert "loop.yaml: refused: recursive alias at line 5" in rejected
     assert "huge.yaml: the file is larger than 1,000,000 bytes" in rejected
+
+
+def test_the_experiments_time_limit_reaches_its_simulations(tiny, materialize):
+    import dagster as dg
+
+    from simlab_pipelines.assets import replications_key
+    from simlab_pipelines.experiments import parse_experiment
+
+    _, storage = tiny
+    spec = parse_experiment({
+        "name": "slow", "model": "mmck", "seed": 3, "replications": 2, "horizon": 100_000,
+        "warmup": 0, "parameters": {"servers": 1, "capacity": 5, "service_rate": 1.0},
+        "factors": {"arrival_rate": [0.001, 20.0]}, "timeout_seconds": 0.5})
+    with dg.instance_for_test() as instance:
+        slow = materialize(spec, storage, instance, [replications_key("slow")],
+                           partition_key="arrival_rate-20.0|0")
+        fast = materialize(spec, storage, instance, [replications_key("slow")],
+                           partition_key="arrival_rate-0.001|0")
+    assert fast.success and not slow.success
+    failure = slow.get_step_failure_events()[0].step_failure_data.error
+    assert "arrival_rate-20.0|0: SimulationTimeout" in failure.message
+    assert "time limit of 0.5 s (timeout_seconds)" in failure.message
