@@ -384,7 +384,7 @@ def _warmup_table(spec: ExperimentSpec, warmups: list[Warmup]) -> pl.DataFrame:
 _ANSWERS_SCHEMA = {"experiment": pl.String, "metric": pl.String, "direction": pl.String,
                    "answer": pl.String, "best": pl.String, "not_ruled_out": pl.String,
                    "selection_procedure": pl.String, "selected": pl.String,
-                   "confidence": pl.Float64}
+                   "confidence": pl.Float64, "recommended": pl.String}
 
 
 def _answers_table(spec: ExperimentSpec, result: ExperimentAnalysis) -> pl.DataFrame:
@@ -399,6 +399,7 @@ def _answers_table(spec: ExperimentSpec, result: ExperimentAnalysis) -> pl.DataF
         "selection_procedure": selection.procedure if selection else None,
         "selected": selection.best if selection else None,
         "confidence": spec.confidence,
+        "recommended": result.recommendation.choice if result.recommendation else None,
     }], schema=_ANSWERS_SCHEMA)
 
 

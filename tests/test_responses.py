@@ -54,7 +54,7 @@ def test_responses_in_duckdb_equal_the_expression_over_the_stored_metrics(lab):
             FROM m JOIN c USING (config_key) ORDER BY 1, 2""").fetchall()
         summary = dict(con.execute("SELECT config_key, mean FROM summary WHERE metric = 'cost'")
                        .fetchall())
-        answer = con.execute("SELECT metric, best, answer FROM answers").fetchone()
+        answer = con.execute("SELECT metric, best, answer, recommended FROM answers").fetchone()
     assert len(rows) == 12  # 2 configurations x 6 replications, every response present
     for key, replication, *pairs in rows:
         for stored, recomputed in zip(pairs[::2], pairs[1::2], strict=True):
@@ -62,7 +62,7 @@ def test_responses_in_duckdb_equal_the_expression_over_the_stored_metrics(lab):
     # Responses are analysed like metrics: intervals, and the objective's best and answer.
     assert set(summary) == {"servers-1", "servers-2"}
     assert answer[0] == "cost" and answer[1] == min(summary, key=summary.get)
-    assert "$ per time unit" in answer[2]
+    assert "$ per time unit" in answer[2] and answer[3] in summary
 
 
 def test_a_response_can_drive_the_precision_target():

@@ -106,6 +106,9 @@ def _clause(row: Mapping[str, Any], metric: str, unit: str,
     diff, half = row["mean_difference"], row["ci_high"] - row["mean_difference"]
     value, hw = format_estimate(abs(diff), half)
     target = metric if first else "it"
+    currency = unit.strip() if unit.strip() in CURRENCIES else ""
+    if currency:  # $56 ± 6, not 56 ± 6 $
+        unit = ""
     if row["ci_low"] > 0:
         verb = "raises"
     elif row["ci_high"] < 0:
@@ -116,8 +119,10 @@ def _clause(row: Mapping[str, Any], metric: str, unit: str,
             signed = signed.lstrip("-")  # no "-0.0"
         elif diff > 0:
             signed = "+" + signed
+        if currency:
+            signed = signed[0] + currency + signed[1:] if signed[0] in "+-" else currency + signed
         return f"{label} does not change {target} significantly ({signed} ± {hw}{unit})"
-    return f"{label} {verb} {target} by {value} ± {hw}{unit}"
+    return f"{label} {verb} {target} by {currency}{value} ± {hw}{unit}"
 
 
 def best_sentence(selection: Subset | TwoStageSelection | None, metric: str,

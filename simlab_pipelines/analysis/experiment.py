@@ -116,7 +116,9 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
         rows = comparisons.filter((pl.col("metric") == objective_metric)
                                   & (pl.col("baseline_key") == against))
         if rows.height:
-            objective_unit = unit_suffix(units.get(objective_metric))
+            # a fraction is not scaled to % in these sentences: no unit rather than a wrong one
+            objective_unit = "" if units.get(objective_metric) == "fraction" else unit_suffix(
+                units.get(objective_metric))
             text = answer_sentence(rows, objective_metric, minimize=minimize,
                                    baseline=against, selection=subset,
                                    configurations=configurations, unit=objective_unit,
