@@ -7,6 +7,7 @@ import dagster as dg
 import duckdb
 from click.testing import CliRunner
 
+import engine
 from simlab_pipelines.cli import main
 from simlab_pipelines.experiments import load_experiment
 
@@ -69,7 +70,7 @@ def test_results_do_not_depend_on_batch_size_or_workers(lab, monkeypatch):
         monkeypatch.setenv("SIMLAB_DATA_DIR", str(root / "data"))
         _sweep(path, *args)
         results[label] = _observations(root / "data" / "simlab.duckdb")
-    assert len(results["b1w1"]) == 12 * 8
+    assert len(results["b1w1"]) == 12 * len(engine.get_model("mmck").metrics)
     assert results["b1w1"] == results["b7w1"] == results["b7w2"]
 
 
