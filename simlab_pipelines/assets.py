@@ -10,6 +10,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -25,9 +26,10 @@ except ImportError:  # moved in a later Dagster: the public call is used
     AssetMetadataHandle = OutputMetadataAccumulator = None
 
 import engine
-from simlab_pipelines import analysis, batch, settings, telemetry
+from simlab_pipelines import analysis, batch, partitions, plan, settings, telemetry
+from simlab_pipelines import metadata as ui
 from simlab_pipelines.experiments import ExperimentSpec
-from simlab_pipelines.partitions import partitions_def, split_key
+from simlab_pipelines.partitions import split_key
 from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.summary import Summary, read_replications, summarise, write_database
 
@@ -36,7 +38,9 @@ SUMMARY_VERSION = "1"
 # The replications' code version of built-in models; a plug-in's is its own (spec.code_version).
 REPLICATIONS_CODE_VERSION = f"engine-{engine.ENGINE_VERSION}"
 DUCKDB_POOL = "simlab_duckdb"
-TRACEPARENT_TAG = "simlab/traceparent"
+# The run's W3C traceparent. Dagster's UI hides tags under ".dagster/" (HIDDEN_TAG_PREFIX), and a
+# 55-character id in every row of the runs list helps nobody: the trace id is in the metadata.
+TRACEPARENT_TAG = ".dagster/simlab/traceparent"
 
 
 def spec_key(name: str) -> dg.AssetKey:
@@ -65,7 +69,7 @@ def _partition_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
         "seed_entropy": row["seed_entropy"],
         "spawn_key": json.dumps(row["spawn_key"]),
         "params": dg.MetadataValue.json(json.loads(row["params"])),
-        "wall_seconds": row["wall_seconds"],
+        "wall_seconds": ui.rounded(row["wall_seconds"], 3),
         "events": row["events"],
         "path": dg.MetadataValue.path(store.url(task.experiment, task.config_key,
                                                 task.replication)),
@@ -73,7 +77,8 @@ def _partition_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
         "trace_id": row["trace_id"],
         "span_id": row["span_id"],
     }
-    metadata.update({name: value for name, value in row["metrics"].items()})
+    # Six significant digits in the UI; the exact values are in the Parquet file and DuckDB.
+    metadata.update({name: ui.rounded(value, 6) for name, value in row["metrics"].items()})
     link = trace_link(row["trace_id"])
     if link is not None:
         metadata["trace"] = link
@@ -200,52 +205,87 @@ def headline_metric(spec: ExperimentSpec) -> str:
 
 
 def _image(png: bytes, alt: str) -> dg.MetadataValue:
-    # The UI renders markdown images, data URIs included: the plot travels with the event.
+    # The UI renders markdown images, data URIs included, in a dialog ("[Show Markdown]"): it
+    # inlines markdown under 1,000 characters only, and 1.13 has no image metadata type. The plot
+    # travels with the event; the HTML report (the "report" entry) shows them all on one page.
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str) -> dict[str, Any]:
-    """The summary's metadata in the UI: the answer, tables and plots of the headline metric."""
+def configurations_table(spec: ExperimentSpec) -> dg.TableMetadataValue:
+    """The spec's configurations: key, whether it is the baseline, the varying parameters."""
+    rows = [{"config_key": c.key, "baseline": c.key == spec.baseline_key, **c.varying}
+            for c in spec.configurations_list()]
+    return ui.records_table(rows, {"config_key": "partition keys read <config_key>|<replication>"})
+
+
+def beyond_plan_note(beyond: list[str]) -> str:
+    """What the summary says of results the plan does not want (e.g. launched from the UI)."""
+    shown = ", ".join(beyond[:10]) + (" ..." if len(beyond) > 10 else "")
+    return (f"{len(beyond)} replication(s) beyond the plan are not in the analysis ({shown}): "
+            "the sample is the file's replications plus the sequential rounds, so that no "
+            "configuration gets replications the others do not (common random numbers pair "
+            "them) and a stopping rule is not bent by results chosen after the fact")
+
+
+_DESCRIPTIONS = {
+    "n": "replications", "ci_low": "lower end of the t confidence interval",
+    "relative_half_width": "half-width / |mean|",
+    "paired": "paired over common random numbers (else Welch's unpaired interval)",
+    "half_width_ratio": "paired / unpaired half-width: below 1, CRN narrowed the interval",
+}
+
+
+def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
+                     beyond: list[str] | None = None, report: str | None = None) -> dict[str, Any]:
+    """The summary's metadata in the UI: the answer, tables and plots of the headline metric;
+    ``beyond``: keys of results outside the plan (reported, not used); ``report``: the HTML
+    report's path."""
     metric = headline_metric(spec)
     outcome = result.analysis
     summary, comparisons = result.summary, result.comparisons
-    metadata: dict[str, Any] = {
-        "replications": result.replications.height,
-        "missing": result.missing,
-        "duckdb": dg.MetadataValue.path(duckdb_path),
-    }
+    beyond = beyond or []
+    metadata: dict[str, Any] = {}  # in the UI's order: the answer first
     if outcome.answer:
-        metadata["answer"] = dg.MetadataValue.md(outcome.answer)
+        footnote = (f"\n\n*Not used: {len(beyond)} replication(s) beyond the plan (see notes).*"
+                    if beyond else "")
+        metadata["answer"] = dg.MetadataValue.md(outcome.answer + footnote)
+    if report:
+        metadata["report"] = dg.MetadataValue.path(report)
+    metadata.update({"replications": result.replications.height, "missing": result.missing,
+                     "beyond_plan": len(beyond), "duckdb": dg.MetadataValue.path(duckdb_path)})
     rows = summary.filter(pl.col("metric") == metric)
-    metadata["summary"] = dg.MetadataValue.md(
-        f"{spec.confidence:.0%} t confidence intervals of **{metric}**\n\n"
-        + analysis.markdown_table(rows, ["config_key", "n", "mean", "stddev", "ci_low", "ci_high",
-                                         "relative_half_width"]))
+    metadata["metric"] = metric  # of the tables and plots below
+    metadata["summary"] = ui.table(
+        rows, ["config_key", "n", "mean", "ci_low", "ci_high", "relative_half_width"],
+        _DESCRIPTIONS)
     if rows.height:
         best = outcome.statistics.subset.best if outcome.statistics.subset else spec.baseline_key
         metadata["intervals_plot"] = _image(analysis.ci_plot(summary, metric, highlight=best),
                                             f"{metric} per configuration")
     diffs = comparisons.filter(pl.col("metric") == metric)
     if diffs.height:
-        crn = analysis.crn_effect(diffs)
-        metadata["comparisons"] = dg.MetadataValue.md(
-            f"Differences in **{metric}** (paired over common random numbers, and unpaired)\n\n"
-            + analysis.markdown_table(diffs, ["config_key", "baseline_key", "paired", "n",
-                                              "mean_difference", "ci_low", "ci_high"])
-            + "\nPaired / unpaired half-width (below 1: CRN narrowed the interval)\n\n"
-            + analysis.markdown_table(crn, ["config_key", "baseline_key", "half_width_ratio"]))
+        metadata["comparisons"] = ui.table(
+            diffs, ["config_key", "baseline_key", "paired", "n", "mean_difference", "ci_low",
+                    "ci_high"], _DESCRIPTIONS)
+        metadata["crn_effect"] = ui.table(analysis.crn_effect(diffs),
+                                          ["config_key", "baseline_key", "half_width_ratio"],
+                                          _DESCRIPTIONS)
         metadata["differences_plot"] = _image(analysis.differences_plot(diffs, metric),
                                               f"{metric}: differences")
     if spec.precision is not None:
-        metadata["precision"] = dg.MetadataValue.md(analysis.markdown_table(
+        metadata["precision"] = ui.table(
             result.tables["precision"], ["config_key", "replications", "rounds", "status",
-                                         "relative_half_width", "target_relative_half_width"]))
+                                         "relative_half_width", "target_relative_half_width"],
+            _DESCRIPTIONS)
     if outcome.warmup:
-        metadata["warmup"] = dg.MetadataValue.md(analysis.markdown_table(
+        metadata["warmup"] = ui.table(
             result.tables["warmup"], ["config_key", "series", "suggested_warmup",
-                                      "experiment_warmup", "bias_p_value", "biased"]))
-    if outcome.notes:
-        metadata["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in outcome.notes))
+                                      "experiment_warmup", "bias_p_value", "biased"])
+    notes = list(outcome.notes) + ([beyond_plan_note(beyond)] if beyond else [])
+    if notes:
+        metadata["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in notes))
+    if beyond:
+        metadata["beyond_plan_keys"] = dg.MetadataValue.json(beyond[:100])
     metadata.update(sensitivity_metadata(spec, result))
     return metadata
 
@@ -304,6 +344,19 @@ def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=N
     return result
 
 
+def html_report(spec: ExperimentSpec, duckdb_path: str, log=None) -> str | None:
+    """Write the experiment's HTML report (``simlab report``) next to the DuckDB file; its path,
+    or None when it could not be written (the summary stands without it)."""
+    from simlab_pipelines.report import write_experiment_report  # report imports this module
+
+    try:
+        return str(write_experiment_report(spec.name, Path(duckdb_path)))
+    except Exception as exc:  # a report is a convenience, never a failed summary
+        if log is not None:
+            log.warning(f"{spec.name}: HTML report not written: {exc}")
+        return None
+
+
 def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
     """The spec, replications and summary assets of one experiment."""
     name = spec.name
@@ -313,9 +366,9 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
               description=f"The validated definition of '{name}' (data version: the hash of "
                           "what its simulations depend on).")
     def spec_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        table = "\n".join(["| configuration | parameters |", "|---|---|"] + [
-            f"| {c.key}{' (baseline)' if c.key == spec.baseline_key else ''} | "
-            f"{json.dumps(c.varying, sort_keys=True)} |" for c in configs])
+        wanted = plan.wanted_partitions(spec, {})  # the file's replications
+        if plan.is_sequential(spec):  # the UI offers them before any round has run
+            partitions.add_keys(context.instance, name, wanted)
         return dg.MaterializeResult(
             # Not the whole file's hash: adding configurations or replications, or changing the
             # analysis, must not make the existing replications stale.
@@ -324,7 +377,8 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
                 "file": dg.MetadataValue.path(str(spec.source)) if spec.source else "",
                 "model": spec.model_name, "question": spec.question or spec.description,
                 "seed": spec.seed, "replications": spec.replications,
-                "configurations": dg.MetadataValue.md(table),
+                "partitions": len(wanted),
+                "configurations": configurations_table(spec),
                 "spec_hash": spec.spec_hash(),
                 "simulation_hash": spec.simulation_hash(),
                 "definition": dg.MetadataValue.json(json.loads(spec.model_dump_json())),
@@ -341,8 +395,9 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
         warnings.simplefilter("ignore", dg.BetaWarning)
         replications_asset = dg.asset(
             key=replications_key(name), deps=[spec_key(name)], group_name=name,
-            # Up to max_replications: the sequential procedure (plan.py) runs those it needs.
-            partitions_def=partitions_def([c.key for c in configs], spec.max_replications),
+            # Exactly the partitions the file wants; a sequential experiment's grow by rounds.
+            partitions_def=partitions.partitions_def(name, [c.key for c in configs],
+                                                     spec.replications, plan.is_sequential(spec)),
             backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
             output_required=False, code_version=spec.code_version, kinds={"parquet"},
             retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL,
@@ -362,7 +417,13 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
         telemetry.configure_tracing()
         with telemetry.attach_traceparent(context.run.tags.get(TRACEPARENT_TAG)):
             result = build_experiment_summary(spec, simlab, context.log)
-        return dg.MaterializeResult(metadata=summary_metadata(spec, result, simlab.duckdb_path))
+        targets = {k: t.replications for k, t in result.analysis.targets.items()}
+        beyond = partitions.beyond_plan(targets, simlab.store().existing(name))
+        if beyond:
+            context.log.warning(f"{name}: {beyond_plan_note(beyond)}")
+        return dg.MaterializeResult(metadata=summary_metadata(
+            spec, result, simlab.duckdb_path, beyond, html_report(spec, simlab.duckdb_path,
+                                                                  context.log)))
 
     return [spec_asset, replications_asset, summary_asset]
 

@@ -1,6 +1,7 @@
 """Builds the Dagster definitions of a set of experiments: their assets, jobs, checks, sensors and
-schedule. An invalid file is logged and shown in the UI (the code location's metadata and the file
-sensor's ticks); it never takes the valid ones down."""
+schedule. An invalid file is logged and shown in the UI (an asset in the group
+``rejected_experiments`` whose ``valid_experiment_file`` check fails, the code location's metadata
+and the file sensor's log); it never takes the valid ones down."""
 
 import hashlib
 import logging
@@ -16,9 +17,12 @@ from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.schedules import VALIDATION_EXPERIMENT, validation_schedule
 from simlab_pipelines.sensors import (
+    VALID_FILE_CHECK,
     experiment_files_sensor,
+    rejection_evaluation,
     replications_job_name,
     sequential_sensor,
+    spec_job_name,
 )
 
 log = logging.getLogger("simlab.definitions")
@@ -43,7 +47,7 @@ def replications_job(spec: ExperimentSpec):
 
 
 def spec_job(spec: ExperimentSpec):
-    return _job(f"{spec.name}_spec", spec_key(spec.name),
+    return _job(spec_job_name(spec.name), spec_key(spec.name),
                 f"Record the definition of '{spec.name}'.")
 
 
@@ -76,6 +80,22 @@ def rejected_file_asset(error, taken: set[str]) -> dg.AssetSpec:
     )
 
 
+def rejected_file_check(key: dg.AssetKey, error) -> dg.AssetChecksDefinition:
+    """The check that makes a rejected file red in the UI: it always fails, with the reasons.
+
+    The ``experiment_files`` sensor reports it once per change of the file; executing it from the
+    UI reports it again."""
+
+    @dg.asset_check(asset=key, name=VALID_FILE_CHECK, blocking=False,
+                    description="The experiment file loads: schema, model, parameters and bounds.")
+    def check() -> dg.AssetCheckResult:
+        evaluation = rejection_evaluation(key, error)
+        return dg.AssetCheckResult(passed=False, severity=evaluation.severity,
+                                   metadata=evaluation.metadata)
+
+    return check
+
+
 def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
                       directory: Path | None = None) -> dg.Definitions:
     """Definitions for ``specs``; ``errors`` (bad files) are logged and shown as metadata."""
@@ -84,7 +104,9 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
         log.error("experiment file rejected: %s", error)
     taken: set[str] = set()
     assets: list = [rejected_file_asset(error, taken) for error in errors]
-    checks, jobs, schedules = [], [], []
+    checks: list = [rejected_file_check(a.key, e) for a, e in zip(assets, errors, strict=True)]
+    rejected_keys = {str(e.path): a.key for a, e in zip(assets, errors, strict=True)}
+    jobs, schedules = [], []
     for spec in specs:
         assets += experiment_assets(spec)
         checks += experiment_checks(spec)
@@ -98,11 +120,13 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
             description="Rebuilds an experiment's summary when its replications land."),
     ]
     replication_jobs = [j for j in jobs if j.name.endswith("_replications")]
+    spec_jobs = [j for j in jobs if j.name.endswith("_spec")]
     by_name = {s.name: s for s in specs}
     if any(plan.uses_results(s) for s in specs):
         sensors.append(sequential_sensor(by_name, batch_size, replication_jobs))
     if directory is not None:
-        sensors.append(experiment_files_sensor(by_name, directory, batch_size, replication_jobs))
+        sensors.append(experiment_files_sensor(by_name, directory, batch_size,
+                                               spec_jobs + replication_jobs, rejected_keys))
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

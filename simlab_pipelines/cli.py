@@ -98,6 +98,10 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
         noun = "partition" if report.missing == 1 else "partitions"
         click.echo(f"{spec.name}: ran {report.missing} {noun} in {len(report.runs)} run(s)"
                    f"{rounds}; {report.total} wanted in all.")
+    if report.beyond:  # as the summary's notes say: reported, not used
+        from simlab_pipelines.assets import beyond_plan_note
+
+        click.echo(f"note: {beyond_plan_note(report.beyond)}")
     _print_outcome(spec, report.checks)
     if report.failed_runs:
         click.echo(f"{len(report.failed_runs)} run(s) failed: {', '.join(report.failed_runs)} "

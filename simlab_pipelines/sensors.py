@@ -1,12 +1,17 @@
-"""Sensors: new or changed experiment files, and bad files reported where users look."""
+"""Sensors: new or changed experiment files, sequential rounds, and bad files reported where users
+look (a failed check on the rejected file's asset, logged once per change of the file)."""
 
+import contextlib
+import hashlib
 import json
 import logging
+from collections.abc import Mapping
 
 import dagster as dg
 
-from simlab_pipelines import plan
-from simlab_pipelines.assets import replications_key
+from simlab_pipelines import metadata as ui
+from simlab_pipelines import partitions, plan
+from simlab_pipelines.assets import replications_key, spec_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiments
 from simlab_pipelines.partitions import batches, range_tags
 from simlab_pipelines.resources import default_storage
@@ -40,8 +45,9 @@ def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec
 
 
 def run_requests(spec: ExperimentSpec, keys: list[str], batch_size: int,
-                 key_prefix: str) -> list[dg.RunRequest]:
-    """One run request per batch of consecutive replications of one configuration."""
+                 key_prefix: str, order: list[str] | None = None) -> list[dg.RunRequest]:
+    """One run request per batch of consecutive replications of one configuration (contiguous
+    in ``order``, a sequential experiment's dynamic partition set)."""
     return [
         dg.RunRequest(
             run_key=f"{key_prefix}:{config_key}:{first}-{last}",
@@ -49,28 +55,91 @@ def run_requests(spec: ExperimentSpec, keys: list[str], batch_size: int,
             tags={**range_tags(config_key, first, last), "simlab/experiment": spec.name,
                   **NO_RETRY_TAGS},
         )
-        for config_key, first, last in batches(keys, batch_size)
+        for config_key, first, last in batches(keys, batch_size, order)
     ]
 
 
+def partition_requests(instance: dg.DagsterInstance, spec: ExperimentSpec,
+                       targets: Mapping[str, plan.Target]
+                       ) -> tuple[list[dg.AddDynamicPartitionsRequest], list[str] | None]:
+    """The dynamic partitions a sequential experiment's wanted keys need, and the set's order
+    once they are added (None for a fixed experiment: its grid is static)."""
+    if not plan.is_sequential(spec):
+        return [], None
+    return partitions.add_request(instance, spec.name, plan.wanted_partitions(spec, targets))
+
+
+def add_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec,
+                   targets: Mapping[str, plan.Target]) -> list[str] | None:
+    """Add a sequential experiment's wanted keys to its dynamic partitions now (``simlab sweep``,
+    before it launches runs); the set's order, or None for a fixed experiment's static grid."""
+    if not plan.is_sequential(spec):
+        return None
+    return partitions.add_keys(instance, spec.name, plan.wanted_partitions(spec, targets))
+
+
+def beyond_plan(spec: ExperimentSpec, targets: Mapping[str, plan.Target]) -> list[str]:
+    """Keys of result files the plan does not want (e.g. launched from the UI): not used."""
+    present = default_storage().store().existing(spec.name)
+    return partitions.beyond_plan({k: t.replications for k, t in targets.items()}, present)
+
+
+def spec_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
+    """Whether ``<name>/spec`` was last materialised from this very definition."""
+    record = instance.get_latest_materialization_event(spec_key(spec.name))
+    metadata = record.asset_materialization.metadata if record and record.asset_materialization \
+        else {}
+    recorded = metadata.get("spec_hash")
+    return recorded is not None and recorded.value == spec.spec_hash()
+
+
+def spec_job_name(name: str) -> str:
+    return f"{name}_spec"
+
+
+VALID_FILE_CHECK = "valid_experiment_file"
+
+
+def rejection_digest(error) -> str:
+    """What identifies one rejection: the file's bytes and the reasons (a change of either is a
+    new rejection, logged and reported again)."""
+    digest = hashlib.sha256(str(error).encode())
+    with contextlib.suppress(OSError):  # gone since: the reasons alone
+        digest.update(error.path.read_bytes() if error.path else b"")
+    return digest.hexdigest()[:16]
+
+
+def rejection_evaluation(key: dg.AssetKey, error) -> dg.AssetCheckEvaluation:
+    """The failed check a rejected file shows in the UI (red), with the file and reasons."""
+    return dg.AssetCheckEvaluation(
+        asset_key=key, check_name=VALID_FILE_CHECK, passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"file": str(error.path) if error.path else "",
+                  "errors": ui.records_table([{"field": field or "(file)", "reason": reason}
+                                              for field, reason in error.errors])})
+
+
 def experiment_files_sensor(loaded: dict[str, ExperimentSpec], directory, batch_size_of,
-                            jobs: list) -> dg.SensorDefinition:
-    """Requests runs for exactly the missing partitions of a new or changed experiment file.
+                            jobs: list, rejected_keys: Mapping[str, dg.AssetKey] | None = None
+                            ) -> dg.SensorDefinition:
+    """Requests runs for exactly the missing partitions of a new or changed experiment file, after
+    its spec (the lineage root) when that is not current; reports rejected files.
 
     Partitions come from the files when the code location loads; a file whose content differs from
-    the loaded definition needs a reload of the code location first, and the sensor says so.
+    the loaded definition needs a reload of the code location first, and the sensor says so. A
+    rejected file is logged, and its asset's ``valid_experiment_file`` check fails (``rejected_keys``:
+    file path -> its asset), once per change of the file.
     """
+    rejected_keys = dict(rejected_keys or {})
 
     @dg.sensor(name="experiment_files", jobs=jobs, minimum_interval_seconds=30,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Runs the missing partitions of new or changed experiment files; "
                            "reports invalid files.")
     def sensor(context: dg.SensorEvaluationContext):
-        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        seen: dict = json.loads(context.cursor) if context.cursor else {}
         specs, errors = load_experiments(directory)
-        for error in errors:
-            context.log.error(str(error))
-        requests, notes, cursor = [], [], dict(seen)
+        requests, dynamic, notes, cursor = [], [], [], dict(seen)
         for spec in specs:
             digest = spec.spec_hash()
             if seen.get(spec.name) == digest:
@@ -80,16 +149,56 @@ def experiment_files_sensor(loaded: dict[str, ExperimentSpec], directory, batch_
                 notes.append(f"{spec.name}: file changed since the code location loaded; "
                              "reload the code location to add its partitions")
                 continue
-            _, missing = missing_partitions(context.instance, spec)
-            requests += run_requests(spec, missing, batch_size_of(spec), f"{spec.name}:{digest[:12]}")
+            targets, missing = missing_partitions(context.instance, spec)
+            adds, order = partition_requests(context.instance, spec, targets)
+            dynamic += adds
+            if not spec_is_current(context.instance, spec):
+                # The lineage root first, so the replications record its data version; the
+                # missing partitions follow on a later tick (the cursor does not move yet).
+                requests.append(dg.RunRequest(run_key=f"{spec.name}:spec:{digest[:12]}",
+                                              job_name=spec_job_name(spec.name),
+                                              tags={"simlab/experiment": spec.name}))
+                notes.append(f"{spec.name}: spec requested; its {len(missing)} missing "
+                             "partitions follow once it is materialised")
+                continue
+            requests += run_requests(spec, missing, batch_size_of(spec),
+                                     f"{spec.name}:{digest[:12]}", order)
             notes.append(f"{spec.name}: {len(missing)} missing partitions requested")
             cursor[spec.name] = digest
-        message = "; ".join(notes + [str(e).replace("\n", "; ") for e in errors]) or "no changes"
+        events, rejected = _rejections(context, errors, seen.get("_rejected", {}), rejected_keys)
+        cursor.pop("_rejected", None)
+        if rejected:
+            cursor["_rejected"] = rejected
+            notes.append(f"{len(rejected)} rejected file(s): "
+                         + ", ".join(sorted(p.rsplit("/", 1)[-1] for p in rejected))
+                         + " (their check valid_experiment_file fails)")
+        message = "; ".join(notes) or "no changes"
         context.log.info(message)
         return dg.SensorResult(run_requests=requests, skip_reason=None if requests else message,
+                               dynamic_partitions_requests=dynamic, asset_events=events,
                                cursor=json.dumps(cursor, sort_keys=True))
 
     return sensor
+
+
+def _rejections(context: dg.SensorEvaluationContext, errors: list, seen: Mapping[str, str],
+                keys: Mapping[str, dg.AssetKey]
+                ) -> tuple[list[dg.AssetCheckEvaluation], dict[str, str]]:
+    """A failed check and one error line per rejected file that is new or changed since the last
+    tick; the cursor's part for rejected files (path -> digest)."""
+    events, now = [], {}
+    for error in errors:
+        path = str(error.path)
+        now[path] = rejection_digest(error)
+        if seen.get(path) == now[path]:
+            continue
+        context.log.error(str(error))
+        key = keys.get(path)
+        if key is not None:
+            events.append(rejection_evaluation(key, error))
+        else:  # rejected after the code location loaded: no asset yet
+            context.log.error(f"{path}: reload the code location to show it in the catalog")
+    return events, now
 
 
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -112,7 +221,7 @@ def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
                            "interval is not yet as narrow as the experiment's precision target.")
     def sensor(context: dg.SensorEvaluationContext):
         seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
-        cursor, requests, notes = dict(seen), [], []
+        cursor, requests, notes, dynamic = dict(seen), [], [], []
         for spec in loaded.values():
             if not plan.uses_results(spec):
                 continue
@@ -126,10 +235,12 @@ def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
                 notes.append(f"{spec.name}: waiting for run {active[0].run_id} to finish")
                 continue
             targets, missing = missing_partitions(context.instance, spec)
+            adds, order = partition_requests(context.instance, spec, targets)
+            dynamic += adds
             if missing:
                 digest = ",".join(f"{k}={t.replications}" for k, t in sorted(targets.items()))
                 requests += run_requests(spec, missing, batch_size_of(spec),
-                                         f"{spec.name}:seq:{digest}")
+                                         f"{spec.name}:seq:{digest}", order)
                 notes.append(f"{spec.name}: {len(missing)} more replications requested")
             else:
                 states = sorted({t.status for t in targets.values()})
@@ -138,6 +249,7 @@ def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
         message = "; ".join(notes) or "no new replications"
         context.log.info(message)
         return dg.SensorResult(run_requests=requests, skip_reason=None if requests else message,
+                               dynamic_partitions_requests=dynamic,
                                cursor=json.dumps(cursor, sort_keys=True))
 
     return sensor

@@ -32,9 +32,12 @@ from simlab_pipelines.partitions import batches, range_tags
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.sensors import (
     NO_RETRY_TAGS,
+    add_partitions,
+    beyond_plan,
     latest_materialization,
     missing_partitions,
     replications_job_name,
+    spec_is_current,
 )
 from simlab_pipelines.summary import query
 
@@ -49,15 +52,6 @@ def experiment_job(path: str, job_name: str) -> dg.JobDefinition:
 
     Cached by the definition's content (specs hash by it), so an edited file gets new jobs."""
     return _definitions(load_experiment(path)).resolve_job_def(job_name)
-
-
-def spec_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
-    """Whether ``<name>/spec`` was last materialised from this very definition."""
-    record = instance.get_latest_materialization_event(spec_key(spec.name))
-    metadata = record.asset_materialization.metadata if record and record.asset_materialization \
-        else {}
-    recorded = metadata.get("spec_hash")
-    return recorded is not None and recorded.value == spec.spec_hash()
 
 
 def summary_is_current(instance: dg.DagsterInstance, spec: ExperimentSpec) -> bool:
@@ -109,6 +103,7 @@ class SweepReport:
     summary_run: str | None = None
     rounds: list[int] = field(default_factory=list)  # partitions run per round
     checks: dict[str, bool] = field(default_factory=dict)  # the summary's checks: passed?
+    beyond: list[str] = field(default_factory=list)  # results beyond the plan: not used
 
 
 def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
@@ -132,6 +127,7 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
     spec = load_experiment(path)
     targets, missing = missing_partitions(instance, spec)
     report = SweepReport(spec.name, len(plan.wanted_partitions(spec, targets)), 0)
+    report.beyond = beyond_plan(spec, targets)
     if not missing and summary_is_current(instance, spec):
         return report
     size = batch_size or default_batch_size(spec)
@@ -159,7 +155,9 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
             total = done + len(missing)
             if progress:
                 progress(done, total)
-            for config_key, first, last in batches(missing, size):
+            # A sequential experiment's partitions are dynamic: its round's keys first.
+            for config_key, first, last in batches(missing, size,
+                                                   add_partitions(instance, spec, targets)):
                 result = _run(path, replications_job_name(spec.name), instance,
                               {**base_tags, **range_tags(config_key, first, last)})
                 report.runs.append(result.run_id)

@@ -1,4 +1,6 @@
-"""The experiment-file sensor, evaluated with build_sensor_context on a test instance."""
+"""The experiment-file and sequential sensors, evaluated with build_sensor_context on a test
+instance: the spec first, exactly the missing partitions, dynamic partitions for sequential rounds,
+rejected files as failed checks once per change."""
 
 import json
 
@@ -13,6 +15,10 @@ def _evaluate(defs, instance, cursor=None):
     return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
 
 
+def _materialize_spec(defs, instance, name="tiny_mmck"):
+    assert defs.resolve_job_def(f"{name}_spec").execute_in_process(instance=instance).success
+
+
 def test_new_file_requests_exactly_the_missing_partitions(lab):
     experiments = lab / "experiments"
     spec = load_experiment(experiments / "tiny_mmck.yaml")
@@ -25,7 +31,12 @@ def test_new_file_requests_exactly_the_missing_partitions(lab):
             assert job.execute_in_process(instance=instance, partition_key=key).success
         lost = lab / "data" / "results" / spec.name / "servers-2" / "5.parquet"
         lost.unlink()
-        result = _evaluate(defs, instance)
+        # the spec (lineage root) is not materialised: it comes first, the partitions next tick
+        first = _evaluate(defs, instance)
+        assert [r.job_name for r in first.run_requests] == ["tiny_mmck_spec"]
+        assert json.loads(first.cursor) == {}
+        _materialize_spec(defs, instance)
+        result = _evaluate(defs, instance, first.cursor)
         requested = []
         for request in result.run_requests:
             start = request.tags["dagster/asset_partition_range_start"]
@@ -56,6 +67,7 @@ def test_changed_file_asks_for_a_reload_and_bad_files_are_reported(lab):
         assert "broken.yaml" in result.skip_reason.skip_message
         # after the reload, the 16 partitions of the new definition are requested
         reloaded = load_definitions(experiments)
+        _materialize_spec(reloaded, instance)
         result = _evaluate(reloaded, instance, result.cursor)
         count = sum(int(r.tags["dagster/asset_partition_range_end"].split("|")[1])
                     - int(r.tags["dagster/asset_partition_range_start"].split("|")[1]) + 1
@@ -87,3 +99,27 @@ def test_bad_files_whose_names_clean_up_alike_do_not_collide(lab):
     assert {"rejected_experiments/broken", "rejected_experiments/broken_yml"} <= keys
     assert "tiny_mmck/replications" in {
         k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+
+
+def test_a_rejected_file_fails_its_check_once_per_change(lab):
+    experiments = lab / "experiments"
+    broken = experiments / "broken.yaml"
+    broken.write_text("name: broken\nmodel: nosuchmodel\n")
+    defs = load_definitions(experiments)
+    key = dg.AssetKey(["rejected_experiments", "broken"])
+    check = defs.resolve_asset_graph().get_check_keys_for_assets({key})
+    assert [c.name for c in check] == ["valid_experiment_file"]
+    with dg.instance_for_test() as instance:
+        first = _evaluate(defs, instance)
+        (evaluation,) = first.asset_events
+        assert (evaluation.asset_key, evaluation.check_name) == (key, "valid_experiment_file")
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert {"field": "seed", "reason": "required field is missing"} in [
+            r.data for r in evaluation.metadata["errors"].records]
+        # the same file on the next tick: not reported (nor logged) again
+        again = _evaluate(defs, instance, first.cursor)
+        assert not again.asset_events
+        # a change of the file is a new rejection
+        broken.write_text("name: broken\nmodel: othermodel\n")
+        changed = _evaluate(defs, instance, again.cursor)
+        assert [e.check_name for e in changed.asset_events] == ["valid_experiment_file"]
