@@ -2,7 +2,8 @@
 
 Tables (each has an ``experiment`` column; DESIGN.md "Storage" and the analysis issue):
 
-- ``experiments``, ``configurations``: the validated definition;
+- ``experiments``, ``configurations``: the validated definition; ``metrics``: every metric and
+  response with its unit, direction and definition;
 - ``replications``: every replication with its inputs, seed, code version, run id and trace id;
 - ``observations``: one row per (replication, metric); ``series``: the recorded time series;
 - ``summary``: t confidence intervals per configuration and metric (with relative half-width);
@@ -454,7 +455,25 @@ def _spec_tables(spec: ExperimentSpec) -> dict[str, pl.DataFrame]:
         "varying": json.dumps(c.varying, sort_keys=True),
         "is_baseline": c.key == spec.baseline_key,
     } for c in configs])
-    return {"experiments": experiments, "configurations": configurations}
+    return {"experiments": experiments, "configurations": configurations,
+            "metrics": metrics_table(spec)}
+
+
+def metrics_table(spec: ExperimentSpec) -> pl.DataFrame:
+    """Every metric and response of the experiment with its unit, which way is better and what
+    it is (the model's help, or the response's expression)."""
+    units, better = spec.units(), spec.better()
+    model = spec.resolved_model
+    rows = [{"experiment": spec.name, "metric": name, "kind": "metric", "unit": units.get(name),
+             "better": better.get(name), "definition": text}
+            for name, text in model.metrics.items()]
+    rows += [{"experiment": spec.name, "metric": name, "kind": "response",
+              "unit": units.get(name), "better": better.get(name),
+              "definition": response.expression}
+             for name, response in spec.parsed_responses.items()]
+    return pl.DataFrame(rows, schema={"experiment": pl.String, "metric": pl.String,
+                                      "kind": pl.String, "unit": pl.String,
+                                      "better": pl.String, "definition": pl.String})
 
 
 @contextlib.contextmanager

@@ -55,6 +55,8 @@ def test_responses_in_duckdb_equal_the_expression_over_the_stored_metrics(lab):
         summary = dict(con.execute("SELECT config_key, mean FROM summary WHERE metric = 'cost'")
                        .fetchall())
         answer = con.execute("SELECT metric, best, answer, recommended FROM answers").fetchone()
+        described = {r[0]: r[1:] for r in con.execute(
+            "SELECT metric, kind, unit, better, definition FROM metrics").fetchall()}
     assert len(rows) == 12  # 2 configurations x 6 replications, every response present
     for key, replication, *pairs in rows:
         for stored, recomputed in zip(pairs[::2], pairs[1::2], strict=True):
@@ -63,6 +65,10 @@ def test_responses_in_duckdb_equal_the_expression_over_the_stored_metrics(lab):
     assert set(summary) == {"servers-1", "servers-2"}
     assert answer[0] == "cost" and answer[1] == min(summary, key=summary.get)
     assert "$ per time unit" in answer[2] and answer[3] in summary
+    # units, directions and definitions, of the model's metrics and of the responses
+    assert described["cost"] == ("response", "$ per time unit", "lower",
+                                 RESPONSES["cost"]["expression"])
+    assert described["wait_p90"][:3] == ("metric", "time units", "lower")
 
 
 def test_a_response_can_drive_the_precision_target():
