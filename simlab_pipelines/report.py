@@ -12,6 +12,7 @@ import duckdb
 
 from simlab_pipelines.analysis import write_report
 from simlab_pipelines.analysis.selection import Recommendation
+from simlab_pipelines.analysis.sensitivity import report_sections
 from simlab_pipelines.assets import headline_metric
 from simlab_pipelines.experiments import parse_experiment
 from simlab_pipelines.experiments.responses import headline_responses
@@ -47,9 +48,13 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
         else stats.subset
     plans = [t.plan for t in result.targets.values() if t.plan is not None]
     title = f"{spec.name}: {spec.question}" if spec.question else spec.name
-    answer = stats.answer or spec.description or f"{spec.name}: no objective declared."
+    answer = result.answer or spec.description or f"{spec.name}: no objective declared."
     target = Path(output) if output else db_path.parent / f"{name}.html"
     headline = ([spec.objective.metric] if spec.objective else []) + headline_responses(spec)
+    factors = (report_sections(result.sensitivity, spec.design_points, stats.summary,
+                               {c.key: c.varying for c in spec.configurations_list()},
+                               spec.design.metrics or [metric])
+               if result.sensitivity is not None else [])
     return write_report(target, title=title, answer=answer, summary=stats.summary,
                         comparisons=stats.comparisons, selection=selection,
                         warmup=[w.suggestion for w in result.warmup], plans=plans,
@@ -58,7 +63,8 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
                         headline=headline, units=spec.units(),
                         configurations={c.key: c.varying for c in spec.configurations_list()},
                         roles=report_roles(spec.baseline_key, stats.recommendation,
-                                           stats.subset.best if stats.subset else None))
+                                           stats.subset.best if stats.subset else None),
+                        sections_before=factors)
 
 
 def report_roles(baseline: str | None, recommendation: Recommendation | None,

@@ -10,6 +10,7 @@ import duckdb
 from simlab_pipelines.assets import replications_key, summary_key
 from simlab_pipelines.experiments import load_experiment
 from simlab_pipelines.partitions import range_tags
+from simlab_pipelines.report import write_experiment_report
 from simlab_pipelines.resources import SimlabStorage
 
 DESIGNED = textwrap.dedent("""\
@@ -65,3 +66,7 @@ def test_a_designed_experiment_sweeps_and_stores_its_sensitivity(lab, materializ
     assert "x1 explains" in metadata["answer"].value
     for key in ("sensitivity", "tornado_plot", "main_effects_plot"):
         assert key in metadata, key
+    # The HTML report, rebuilt from the DuckDB file, says it too, with the plots.
+    page = write_experiment_report("designed", lab / "data" / "simlab.duckdb").read_text()
+    assert "Which factors matter: y" in page and "x1 explains" in page
+    assert page.count("data:image/png;base64,") >= 3 + 2  # tornado, main effects, fit

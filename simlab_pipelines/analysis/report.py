@@ -144,7 +144,8 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
                   highlight: str | None = None, notes: Sequence[str] = (),
                   headline: Sequence[str] = (), units: Mapping[str, str] | None = None,
                   configurations: Mapping[str, Mapping[str, Any]] | None = None,
-                  roles: Mapping[str, str] | None = None) -> str:
+                  roles: Mapping[str, str] | None = None,
+                  sections_before: Sequence[tuple[str, str]] = ()) -> str:
     """The report as an HTML string (see ``write_report`` for the arguments)."""
     esc = html.escape
     units = units or {}
@@ -182,6 +183,9 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
     if rest:
         section("Statistics")
         body.append(f"<p>{esc(rest)}</p>")
+    for heading, fragment in sections_before:
+        section(heading)
+        body.append(fragment)
     plot_roles = {k: r for k, r in roles.items()}
     for metric in metrics:
         unit = units.get(metric)
@@ -255,7 +259,8 @@ def write_report(path: str | os.PathLike[str], *, title: str, answer: str,
                  notes: Sequence[str] = (), headline: Sequence[str] = (),
                  units: Mapping[str, str] | None = None,
                  configurations: Mapping[str, Mapping[str, Any]] | None = None,
-                 roles: Mapping[str, str] | None = None) -> Path:
+                 roles: Mapping[str, str] | None = None,
+                 sections_before: Sequence[tuple[str, str]] = ()) -> Path:
     """Write the self-contained HTML report to ``path`` atomically and return the path.
 
     ``answer``: its first paragraph is shown first, the rest under "Statistics". ``summary``:
@@ -267,12 +272,14 @@ def write_report(path: str | os.PathLike[str], *, title: str, answer: str,
     ``headline``: the metrics and responses of the trade-off table (none: no table); ``units``:
     metric -> unit; ``configurations``: config_key -> varying parameters (the table's first
     columns); ``roles``: config_key -> "recommended", "current" or "best sample mean", highlighted
-    in the table and the plots and explained in a legend.
+    in the table and the plots and explained in a legend. ``sections_before``: (heading, HTML)
+    sections shown before the metrics' (e.g. which factors matter, ``sensitivity.py``).
     """
     text = render_report(title=title, answer=answer, summary=summary, comparisons=comparisons,
                          selection=selection, warmup=warmup, plans=plans, metrics=metrics,
                          highlight=highlight, notes=notes, headline=headline, units=units,
-                         configurations=configurations, roles=roles)
+                         configurations=configurations, roles=roles,
+                         sections_before=sections_before)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -485,6 +485,53 @@ def answer_sentences(table: pl.DataFrame, metrics: Sequence[str], *,
     return " ".join(found) if found else None
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def report_sections(result: Sensitivity, design: DesignPoints, summary: pl.DataFrame,
+                    configurations: dict[str, dict[str, float]], metrics: Sequence[str]
+                    ) -> list[tuple[str, str]]:
+    """(heading, HTML) sections of the HTML report for each of ``metrics`` analysed: the
+    sentence, the tornado plot, the main effects, the metamodel's fit and the table."""
+    import base64
+    import html
+
+    from simlab_pipelines.analysis import plots
+    from simlab_pipelines.analysis.report import html_table
+
+    def image(png: bytes, alt: str) -> str:
+        data = base64.b64encode(png).decode("ascii")
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+    out = []
+    analysed = set(result.table["metric"].to_list())
+    for metric in (m for m in metrics if m in analysed):
+        rows = result.table.filter(pl.col("metric") == metric)
+        fit = result.metamodel.filter(pl.col("metric") == metric)
+        sentence = sensitivity_sentence(result.table, metric, metamodel=result.metamodel)
+        parts = [f"<p>{html.escape(sentence or '')}</p>",
+                 image(plots.tornado_plot(result.table, metric), f"{metric}: sensitivity"),
+                 image(plots.main_effects_plot(
+                     summary, configurations, design.names, metric,
+                     log_scale=[f.name for f in design.factors if f.scale == "log"]),
+                     f"{metric}: main effects")]
+        if fit.height and result.fitted is not None:
+            row = fit.row(0, named=True)
+            parts.append(image(plots.metamodel_fit_plot(
+                result.fitted, metric, r_squared=row["r_squared"],
+                lack_of_fit_p=row["lack_of_fit_p_value"]), f"{metric}: metamodel fit"))
+            parts.append(html_table(fit, ["terms", "aliased", "points", "observations",
+                                          "r_squared", "adjusted_r_squared", "lack_of_fit_f",
+                                          "lack_of_fit_p_value"]))
+        parts.append(html_table(rows, ["factor", "statistic", "value", "ci_low", "ci_high",
+                                       "confidence"]))
+        out.append((f"Which factors matter: {metric}", "\n".join(parts)))
+    return out
+
+
 __all__ = [
     "METAMODEL_SCHEMA",
     "SENSITIVITY_SCHEMA",
@@ -495,6 +542,7 @@ __all__ = [
     "lack_of_fit",
     "metamodel_terms",
     "morris_statistics",
+    "report_sections",
     "sensitivity_sentence",
     "sobol_indices",
 ]
