@@ -125,3 +125,16 @@ def test_keeping_the_baseline_when_it_is_within_the_zone_of_the_best():
 ])
 def test_quantities_carry_their_units(value, half, unit, text):
     assert format_quantity(value, half, unit) == text
+
+
+def test_without_a_baseline_the_evidence_is_against_the_best():
+    means = {"time": {BASELINE: 56.0, "tables-8_waiters-3": 52.6, "tables-9_waiters-2": 56.9,
+                      "tables-9_waiters-3": 52.3},
+             "cost": {BASELINE: 480.0, "tables-8_waiters-3": 620.0, "tables-9_waiters-2": 505.0,
+                      "tables-9_waiters-3": 645.0}}
+    result = _analyse(_observations(means), baseline=None, indifference_zone=1.0,
+                      cost_metric="cost", tradeoffs=["cost"])
+    first = result.answer.split("\n\n")[0]
+    assert first.startswith("Recommendation: tables 8, waiters 3 (tables-8_waiters-3)")
+    assert "higher than that of the best sample mean, tables 9, waiters 3" in first
+    assert "cost $620 instead of $645" in first

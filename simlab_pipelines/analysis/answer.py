@@ -233,6 +233,8 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
             change = describe_change(configurations[key], configurations[baseline])
             if change:
                 return f"{change} ({key})"
+        elif not baseline and configurations.get(key):
+            return f"{describe_configuration(configurations[key])} ({key})"
         return key
 
     current = (f"the current configuration ({describe_configuration(configurations[baseline])})"
@@ -303,11 +305,14 @@ def _evidence(rec: Recommendation, metric: str, summary: pl.DataFrame, compariso
     if mine and theirs:
         means = (f"{format_value(*theirs, unit, with_unit=False)} → "
                  f"{format_value(*mine, unit)}; ")
+    if (low > 0 or high < 0) and reference != baseline:
+        side = "higher" if diff > 0 else "lower"
+        return (f"Its {name} is {format_quantity(abs(diff), half, unit)} {side} than that of "
+                f"{against} ({means}{how}).")
     if low > 0 or high < 0:
         verb = "raises" if diff > 0 else "lowers"
-        subject = "Against the baseline it" if reference == baseline else "It"
-        return (f"{subject} {verb} {name} by {format_quantity(abs(diff), half, unit)} "
-                f"({means}{how}).")
+        return (f"Against the baseline it {verb} {name} by "
+                f"{format_quantity(abs(diff), half, unit)} ({means}{how}).")
     if reference == baseline:
         return (f"Against the baseline it does not change {name} significantly "
                 f"({format_quantity(diff, half, unit)}; {how}).")
