@@ -307,3 +307,15 @@ def test_the_experiments_time_limit_reaches_its_simulations(tiny, materialize):
     failure = slow.get_step_failure_events()[0].step_failure_data.error
     assert "arrival_rate-20.0|0: SimulationTimeout" in failure.message
     assert "time limit of 0.5 s (timeout_seconds)" in failure.message
+
+
+def test_an_experiment_file_is_validated_once_per_content(lab):
+    # A sweep reads its file about four times per run: the same bytes are validated once.
+    from simlab_pipelines.experiments import load_experiment
+
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    first = load_experiment(path)
+    assert load_experiment(path) is first
+    path.write_text(path.read_text().replace("seed: 7", "seed: 8"))
+    edited = load_experiment(path)
+    assert edited is not first and edited.seed == 8

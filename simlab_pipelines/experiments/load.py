@@ -1,8 +1,11 @@
 """Reading experiment files: YAML with line numbers, validation errors by field path, a directory
 of files where a bad one never stops the others."""
 
+import hashlib
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,14 @@ EXPERIMENTS_DIR_ENV = "SIMLAB_EXPERIMENTS_DIR"
 # before anything walks or validates the expansion.
 MAX_FILE_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 100_000
+
+# Specs already validated in this process, by file and content: a sweep reads its file about four
+# times per Dagster run (each run and step reconstructs its job from the file), and validating
+# thousands of configurations takes seconds. Keyed by the bytes, so an edited file is read anew;
+# built-in and command models only (all they depend on is the engine and the file).
+_LOADED: "OrderedDict[tuple[str, bytes], ExperimentSpec]" = OrderedDict()
+_LOADED_MAX = 32
+_LOADED_LOCK = threading.Lock()
 
 
 class _Rejected(Exception):
@@ -200,6 +211,23 @@ def load_experiment(path: Path | str) -> ExperimentSpec:
         raise ExperimentError(path, [("", f"the file is larger than {MAX_FILE_BYTES:,} bytes, the "
                                       "limit for an experiment file (a page of settings; long "
                                       "lists of configurations belong in a design)")])
+    key = (str(path.resolve()), hashlib.sha256(raw).digest())
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+    spec = _load(path, raw)
+    model = getattr(spec, "_model", None)
+    if model is not None and model.origin not in ("built-in", "command"):
+        return spec  # a plug-in's code may change without the file (registry.refresh())
+    with _LOADED_LOCK:
+        _LOADED[key] = spec
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return spec
+
+
+def _load(path: Path, raw: bytes) -> ExperimentSpec:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
