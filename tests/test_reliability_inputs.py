@@ -2,6 +2,7 @@
 must recover by itself: corrupt result files, hostile experiment files, hostile query input, a
 killed DuckDB build's leftovers, a simulation past its time limit (docs/reliability.md)."""
 
+import contextlib
 import json
 import logging
 import os
@@ -116,12 +117,20 @@ def test_query_empty_and_several_statements(database):
 
 
 def test_ctrl_c_stops_a_query_at_once(database):
-    # A query of about a minute on one thread; SIGINT once it runs (after the interpreter starts).
+    # A query of about a minute on one thread.
     child = subprocess.Popen(
         [SIMLAB, "query", "--db", str(database),
          "SET threads = 1; SELECT count(*) FROM range(100000000000)"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    # Interrupt once the query runs: the child has the database open (startup may be slow).
+    fds = Path(f"/proc/{child.pid}/fd")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == str(database) for fd in fds.iterdir()):
+                break
+        time.sleep(0.1)
+    time.sleep(0.5)
     assert child.poll() is None
     child.send_signal(signal.SIGINT)
     sent = time.monotonic()
