@@ -31,7 +31,13 @@ from simlab_pipelines import metadata as ui
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.partitions import split_key
 from simlab_pipelines.resources import SimlabStorage
-from simlab_pipelines.summary import Summary, read_replications, summarise, write_database
+from simlab_pipelines.summary import (
+    Summary,
+    corrupt_files,
+    read_replications,
+    summarise,
+    write_database,
+)
 
 # Bump when the summary's tables change meaning; the engine's version covers the simulations.
 SUMMARY_VERSION = "1"
@@ -330,13 +336,16 @@ def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=N
     """Compute and write the experiment's DuckDB tables inside a ``simlab.summary`` span linked
     to the simulations it aggregates (at most telemetry.MAX_LINKS of them); returns the Summary."""
     store = storage.store()
-    reps = read_replications(spec, store)
+    with corrupt_files() as corrupt:  # named in the run's log (the UI), not only on stderr
+        reps = read_replications(spec, store)
     links = (list(zip(reps["trace_id"].to_list(), reps["span_id"].to_list(), strict=True))
              if reps.height else [])
     with telemetry.summary_span(links, attributes={"simlab.experiment": spec.name}):
         result = summarise(spec, store, reps)
         write_database(spec, result, storage.duckdb_path, publish_to=store)
     if log is not None:
+        for message in corrupt:
+            log.warning(message)
         log.info(f"{spec.name}: summary of {result.replications.height} replications "
                  f"({result.missing} missing) written to {storage.duckdb_path}")
         for note in result.analysis.notes:

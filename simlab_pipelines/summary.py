@@ -35,6 +35,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +173,21 @@ def _read_files(experiment: str, keys: list[tuple[str, int]], store: ResultStore
     return pl.concat(frames, how="diagonal_relaxed")
 
 
+_CORRUPT: ContextVar[list[str] | None] = ContextVar("simlab_corrupt_files", default=None)
+
+
+@contextlib.contextmanager
+def corrupt_files() -> Iterator[list[str]]:
+    """Collect the warnings about corrupt result files met inside (for a Dagster run's own log,
+    which Python's logging does not reach)."""
+    found: list[str] = []
+    token = _CORRUPT.set(found)
+    try:
+        yield found
+    finally:
+        _CORRUPT.reset(token)
+
+
 def _read_one_by_one(experiment: str, keys: list[tuple[str, int]],
                      store: ResultStore) -> list[pl.DataFrame]:
     """The readable files of ``keys``. A corrupt one is moved aside with a warning naming it, so
@@ -188,8 +204,11 @@ def _read_one_by_one(experiment: str, keys: list[tuple[str, int]],
                 moved, why = None, f"could not move it aside ({err})"
             else:
                 why = f"moved aside to {moved}" if moved else "it was removed meanwhile"
-            log.warning(f"corrupt result file {exc.path}: {exc.reason}; {why}. Partition "
-                        f"{config_key}|{replication} counts as missing: a sweep runs it again.")
+            message = (f"corrupt result file {exc.path}: {exc.reason}; {why}. Partition "
+                       f"{config_key}|{replication} counts as missing: a sweep runs it again.")
+            log.warning(message)
+            if (sink := _CORRUPT.get()) is not None:
+                sink.append(message)
             continue
         if frame is not None:
             frames.append(frame)

@@ -36,8 +36,11 @@ def _observations(db):
                            "ORDER BY ALL").fetchall()
 
 
-def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, caplog, monkeypatch):
-    from simlab_pipelines.assets import build_experiment_summary
+def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, materialize, caplog,
+                                                                  monkeypatch):
+    import dagster as dg
+
+    from simlab_pipelines.assets import summary_key
     from simlab_pipelines.resources import SimlabStorage
 
     spec, _ = tiny
@@ -60,13 +63,18 @@ def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, caplog, 
     with open(garbage, "wb") as handle:
         handle.write(b"\0" * 4096)
 
-    # The summary does not crash: it leaves both out and says which files, and why.
+    # The summary step does not crash: it leaves both out and says which files, and why, in
+    # the run's log (the UI) and on stderr.
+    instance = dg.DagsterInstance.get()
     with caplog.at_level(logging.WARNING, logger="simlab"):
-        summary = build_experiment_summary(spec, storage)
-    assert summary.replications.height == 10 and summary.missing == 2
-    warnings = [r.getMessage() for r in caplog.records if "corrupt result file" in r.getMessage()]
-    assert len(warnings) == 2
-    assert any(truncated in w and "not a readable Parquet file (300 bytes" in w for w in warnings)
+        summary = materialize(spec, storage, instance, [summary_key(spec.name)])
+    assert summary.success
+    run_log = [e.message for e in instance.all_logs(summary.run_id)
+               if "corrupt result file" in (e.message or "")]
+    assert len(run_log) == 2
+    assert any(truncated in m and "not a readable Parquet file (300 bytes" in m for m in run_log)
+    assert any("corrupt result file" in r.getMessage() and garbage in r.getMessage()
+               for r in caplog.records)
     assert os.path.exists(truncated + ".corrupt") and not os.path.exists(truncated)
     assert os.path.exists(garbage + ".corrupt")
 
