@@ -28,7 +28,9 @@ except ImportError:  # moved in a later Dagster: the public call is used
 import engine
 from simlab_pipelines import analysis, batch, partitions, plan, settings, telemetry
 from simlab_pipelines import metadata as ui
+from simlab_pipelines.analysis.report import highlight_roles, tradeoff_records
 from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.experiments.responses import headline_responses
 from simlab_pipelines.partitions import split_key
 from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.summary import (
@@ -255,19 +257,30 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
         footnote = (f"\n\n*Not used: {len(beyond)} replication(s) beyond the plan (see notes).*"
                     if beyond else "")
         metadata["answer"] = dg.MetadataValue.md(outcome.answer + footnote)
+    stats = outcome.statistics
+    roles = highlight_roles(spec.baseline_key, stats.recommendation,
+                            stats.subset.best if stats.subset else None)
+    units = spec.units()
+    headline = ([spec.objective.metric] if spec.objective else []) + headline_responses(spec)
+    if headline and summary.height:  # the decision's trade-offs, one row per configuration
+        metadata["tradeoffs"] = ui.records_table(tradeoff_records(
+            summary, headline, configurations={c.key: c.varying
+                                               for c in spec.configurations_list()},
+            units=units, roles=roles))
     if report:
         metadata["report"] = dg.MetadataValue.path(report)
     metadata.update({"replications": result.replications.height, "missing": result.missing,
                      "beyond_plan": len(beyond), "duckdb": dg.MetadataValue.path(duckdb_path)})
     rows = summary.filter(pl.col("metric") == metric)
     metadata["metric"] = metric  # of the tables and plots below
+    metadata["unit"] = units.get(metric) or ""
     metadata["summary"] = ui.table(
         rows, ["config_key", "n", "mean", "ci_low", "ci_high", "relative_half_width"],
         _DESCRIPTIONS)
     if rows.height:
-        best = outcome.statistics.subset.best if outcome.statistics.subset else spec.baseline_key
-        metadata["intervals_plot"] = _image(analysis.ci_plot(summary, metric, highlight=best),
-                                            f"{metric} per configuration")
+        metadata["intervals_plot"] = _image(
+            analysis.ci_plot(summary, metric, highlights=roles, unit=units.get(metric)),
+            f"{metric} per configuration")
     diffs = comparisons.filter(pl.col("metric") == metric)
     if diffs.height:
         metadata["comparisons"] = ui.table(
@@ -276,8 +289,9 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
         metadata["crn_effect"] = ui.table(analysis.crn_effect(diffs),
                                           ["config_key", "baseline_key", "half_width_ratio"],
                                           _DESCRIPTIONS)
-        metadata["differences_plot"] = _image(analysis.differences_plot(diffs, metric),
-                                              f"{metric}: differences")
+        metadata["differences_plot"] = _image(
+            analysis.differences_plot(diffs, metric, unit=units.get(metric)),
+            f"{metric}: differences")
     if spec.precision is not None:
         metadata["precision"] = ui.table(
             result.tables["precision"], ["config_key", "replications", "rounds", "status",

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from simlab_pipelines.analysis import write_report
-from simlab_pipelines.analysis.selection import Recommendation
+from simlab_pipelines.analysis.report import highlight_roles as report_roles
 from simlab_pipelines.analysis.sensitivity import report_sections
 from simlab_pipelines.assets import headline_metric
 from simlab_pipelines.experiments import parse_experiment
@@ -66,17 +66,3 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
                                            stats.subset.best if stats.subset else None),
                         sections_before=factors)
 
-
-def report_roles(baseline: str | None, recommendation: Recommendation | None,
-                 best: str | None) -> dict[str, str]:
-    """The configurations a reader should find at once: recommended, current, best sample mean
-    (a configuration keeps its first role)."""
-    roles: dict[str, str] = {}
-    if recommendation is not None:
-        roles[recommendation.choice] = "recommended"
-        best = recommendation.best
-    if baseline is not None:
-        roles.setdefault(baseline, "current")
-    if best is not None:
-        roles.setdefault(best, "best sample mean")
-    return roles

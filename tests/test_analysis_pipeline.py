@@ -184,6 +184,11 @@ def test_summary_tables_answer_plots_and_report(lab):
     event = instance.get_latest_materialization_event(summary_key(spec.name))
     metadata = event.asset_materialization.metadata
     assert metadata["answer"].value == answer
+    # the trade-offs: the recommended configuration first, numbers with their intervals
+    tradeoffs = [r.data for r in metadata["tradeoffs"].records]
+    assert tradeoffs[0]["configuration"] == "servers-2" and tradeoffs[0]["role"] == "recommended"
+    assert " ± " in tradeoffs[0]["mean wait (time units)"]
+    assert metadata["unit"].value == "time units"
     for name in ("intervals_plot", "differences_plot"):
         text = metadata[name].value
         assert text.startswith("![") and "data:image/png;base64," in text

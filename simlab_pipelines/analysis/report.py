@@ -26,7 +26,7 @@ import polars as pl
 
 from simlab_pipelines.analysis.answer import CURRENCIES, format_quantity, humanise
 from simlab_pipelines.analysis.plots import ci_plot, differences_plot, format_cell
-from simlab_pipelines.analysis.selection import Subset, TwoStageSelection
+from simlab_pipelines.analysis.selection import Recommendation, Subset, TwoStageSelection
 from simlab_pipelines.analysis.sequential import ReplicationPlan
 from simlab_pipelines.analysis.warmup import WarmupSuggestion
 
@@ -120,6 +120,47 @@ def tradeoff_table(summary: pl.DataFrame, metrics: Sequence[str], *,
     note = (f'<p class="constant">Each cell: mean ± half-width of the {confidence:g}% '
             "confidence interval over the replications.</p>")
     return table + (f"<p>Legend:{legend}</p>" if legend else "") + note
+
+
+def tradeoff_records(summary: pl.DataFrame, metrics: Sequence[str], *,
+                     configurations: Mapping[str, Mapping[str, Any]] | None = None,
+                     units: Mapping[str, str] | None = None,
+                     roles: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The trade-off table as plain rows (for the UI): configuration, its role, the parameters
+    that vary, then ``metric (unit)``: ``mean ± half-width`` per metric."""
+    units, roles, configurations = units or {}, roles or {}, configurations or {}
+    rows = summary.filter(pl.col("metric").is_in(list(metrics)))
+    order = {"recommended": 0, "current": 1, "best sample mean": 2}
+    keys = sorted(set(rows["config_key"].to_list()), key=lambda k: (order.get(roles.get(k), 3), k))
+    params = [p for p in dict.fromkeys(p for k in keys for p in configurations.get(k, {}))
+              if len({repr(configurations.get(k, {}).get(p)) for k in keys}) > 1]
+    cells = {(k, m): (mean, half) for k, m, mean, half in
+             rows.select("config_key", "metric", "mean", "half_width").iter_rows()}
+    present = [m for m in metrics if any((k, m) in cells for k in keys)]
+    out = []
+    for key in keys:
+        record: dict[str, Any] = {"configuration": key, "role": roles.get(key, "")}
+        record |= {p: str(configurations.get(key, {}).get(p, "")) for p in params}
+        for m in present:
+            mean, half = cells.get((key, m), (None, None))
+            record[humanise(m) + _header_unit(units.get(m))] = _cell(mean, half, units.get(m))
+        out.append(record)
+    return out
+
+
+def highlight_roles(baseline: str | None, recommendation: Recommendation | None,
+                    best: str | None) -> dict[str, str]:
+    """The configurations a reader should find at once: recommended, current, best sample mean
+    (a configuration keeps its first role)."""
+    roles: dict[str, str] = {}
+    if recommendation is not None:
+        roles[recommendation.choice] = "recommended"
+        best = recommendation.best
+    if baseline is not None:
+        roles.setdefault(baseline, "current")
+    if best is not None:
+        roles.setdefault(best, "best sample mean")
+    return roles
 
 
 def _header_unit(unit: str | None) -> str:
