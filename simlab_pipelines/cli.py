@@ -3,6 +3,7 @@
     simlab sweep experiments/restaurant_staffing.yaml [--workers N] [--batch-size N]
     simlab query "SELECT * FROM summary LIMIT 5"
     simlab report restaurant_staffing
+    simlab new-model clinic [--directory DIR]
 """
 
 import json
@@ -168,6 +169,27 @@ def report(name: str, db: Path | None, output: Path | None) -> None:
     except (FileNotFoundError, KeyError) as exc:
         raise click.ClickException(exc.args[0] if exc.args else str(exc)) from None
     click.echo(f"{name}: report written to {path}")
+
+
+@main.command("new-model")
+@click.argument("name")
+@click.option("--directory", "-d", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="Where to create the NAME/ folder.")
+def new_model(name: str, directory: Path) -> None:
+    """Write a ready-to-edit plug-in package NAME/: its model, tests, entry point and an
+    experiment file that sweeps as generated (simlab sweep NAME/NAME_sweep.yaml)."""
+    from simlab_pipelines.new_model import NewModelError, write_package
+
+    try:
+        written = write_package(name, directory)
+    except NewModelError as exc:
+        raise click.BadParameter(str(exc), param_hint="'NAME'") from None
+    root = directory / name
+    click.echo(f"{name}: plug-in package written to {root}/")
+    for path in written:
+        click.echo(f"  {path.relative_to(directory)}")
+    click.echo(f"next: edit {root / name / 'model.py'}, then simlab sweep "
+               f"{root / f'{name}_sweep.yaml'}")
 
 
 @main.command()

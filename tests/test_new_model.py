@@ -1,0 +1,61 @@
+"""``simlab new-model NAME`` writes a plug-in package whose own tests pass and whose experiment file
+sweeps as generated (by import path, nothing installed), with an answer in DuckDB; bad names and
+existing folders are refused without writing anything."""
+
+import subprocess
+import sys
+
+import duckdb
+from click.testing import CliRunner
+
+from engine import registry
+from simlab_pipelines.cli import main
+
+
+def test_the_generated_package_tests_and_sweeps(lab):
+    import dagster as dg
+
+    from simlab_pipelines.sweep import sweep
+
+    where = lab / "models"
+    result = CliRunner().invoke(main, ["new-model", "desk_gen", "--directory", str(where)])
+    assert result.exit_code == 0, result.output
+    root = where / "desk_gen"
+    assert {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} == {
+        "pyproject.toml", "README.md", "desk_gen/__init__.py", "desk_gen/model.py",
+        "tests/test_model.py", "desk_gen_sweep.yaml"}
+    assert 'desk_gen = "desk_gen.model:MODEL"' in (root / "pyproject.toml").read_text()
+
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(root)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert tests.returncode == 0, tests.stdout[-3000:]
+
+    try:
+        with dg.instance_for_test() as instance:
+            report = sweep(root / "desk_gen_sweep.yaml", instance, workers=1)
+    finally:
+        registry.refresh()
+        sys.modules.pop("desk_gen.model", None)
+        sys.modules.pop("desk_gen", None)
+    assert report.missing == 15 and report.still_missing == 0
+    with duckdb.connect(str(lab / "data" / "simlab.duckdb"), read_only=True) as con:
+        [(model, code_version)] = con.execute(
+            "SELECT DISTINCT model, code_version FROM replications").fetchall()
+        [(answer, best)] = con.execute(
+            "SELECT answer, best FROM answers WHERE experiment = 'desk_gen_sweep'").fetchall()
+    assert (model, code_version) == ("desk_gen", "model-desk_gen-1")
+    assert best == "servers-3" and "servers-3" in answer  # the most servers wait least
+
+
+def test_bad_names_and_existing_folders_are_refused(tmp_path):
+    runner = CliRunner()
+    for name, fragment in [("Clinic", "must match"), ("mmck", "built-in"),
+                           ("engine", "shadow")]:
+        result = runner.invoke(main, ["new-model", name, "--directory", str(tmp_path)])
+        assert result.exit_code == 2 and fragment in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "desk").mkdir()
+    (tmp_path / "desk" / "mine.txt").write_text("keep me")
+    result = runner.invoke(main, ["new-model", "desk", "--directory", str(tmp_path)])
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert [p.name for p in (tmp_path / "desk").iterdir()] == ["mine.txt"]
