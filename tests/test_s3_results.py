@@ -152,3 +152,27 @@ def test_sweep_writes_results_and_summary_to_s3_and_a_rerun_does_nothing(lab, s3
         dg.AssetRecordsFilter(asset_key=replications_key(spec.name)), limit=100).records
     assert [e.partition_key for e in rerun if e.run_id not in first_runs] == ["servers-1|2"]
     assert _table(db, "SELECT count(*) FROM replications") == [(12,)]
+
+
+def test_a_corrupt_object_is_moved_aside_and_counts_as_missing(lab, s3):
+    from datetime import UTC, datetime
+
+    import engine
+    from simlab_pipelines.storage import ResultStore, replication_row
+    from simlab_pipelines.summary import read_all_replications
+
+    spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
+    store = ResultStore(os.environ["SIMLAB_RESULTS_URI"])
+    for replication in (0, 1):
+        result = engine.simulate("mmck", {"servers": 1}, replication=replication, seed=1,
+                                 horizon=20, warmup=2)
+        store.write(replication_row(
+            experiment=spec.name, config_key="servers-1", partition_key=f"servers-1|{replication}",
+            result=result.to_dict(), code_version="c", run_id="r", trace_id="0" * 32,
+            span_id="0" * 16, started_at=datetime.now(UTC), inputs_hash="h"))
+    key = f"{PREFIX}/{spec.name}/servers-1/1.parquet"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"PAR1 cut short")
+    assert read_all_replications(spec, store)["replication"].to_list() == [0]
+    names = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert key not in names and key + ".corrupt" in names
+    assert store.existing(spec.name) == {("servers-1", 0)}
