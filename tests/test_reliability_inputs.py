@@ -335,3 +335,30 @@ def test_an_experiment_file_is_validated_once_per_content(lab):
     path.write_text(path.read_text().replace("seed: 7", "seed: 8"))
     edited = load_experiment(path)
     assert edited is not first and edited.seed == 8
+
+
+def test_the_time_limit_holds_in_any_thread_and_through_a_models_except():
+    import threading
+
+    from engine.limits import SimulationTimeout
+
+    def stubborn(params, streams, warmup, horizon, series_interval=None):
+        while True:  # a model that swallows every Exception cannot swallow its time limit
+            with contextlib.suppress(Exception):
+                sum(range(1000))
+
+    model = engine.Model("stubborn", "loops", (), {"x": "nothing"}, stubborn, 1.0, 0.0)
+    caught = []
+
+    def run() -> None:
+        try:
+            engine.simulate(model, {}, replication=0, seed=1, timeout_seconds=0.3)
+        except SimulationTimeout as exc:
+            caught.append(str(exc))
+
+    thread = threading.Thread(target=run)  # as when Dagster runs a step in a thread of its own
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert caught == ["simulation of model 'stubborn' stopped: it ran longer than its time limit "
+                      "of 0.3 s (timeout_seconds)"]
