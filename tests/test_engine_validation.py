@@ -116,7 +116,7 @@ def test_issue_command_prints_the_record_of_replication_0(replications):
                           check=False)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)  # exactly one JSON document on stdout
-    assert record["params"] == ISSUE_PARAMS
+    assert record["params"] == {**ISSUE_PARAMS, "wait_threshold": 1.0}  # defaults filled in
     assert record["seed"] == {"entropy": 1, "spawn_key": [0]}
     assert (record["horizon"], record["warmup"]) == (20_000.0, 1_000.0)
     # the replication whose metrics, with 19 others, agree with theory above
