@@ -300,7 +300,8 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         common_random_numbers=spec.common_random_numbers, question=spec.question or None,
         configurations=configs, n0=spec.replications, all_pairs=spec.compare_all_pairs,
         units=spec.units(), tradeoffs=headline_responses(spec),
-        cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None)
+        cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
+        compare_pairs=spec.design is None)
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += _precision_notes(spec, targets)

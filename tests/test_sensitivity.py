@@ -190,13 +190,15 @@ def test_lack_of_fit_is_detected_when_the_metamodel_is_wrong():
 
 
 def test_fractional_factorial_metamodel_leaves_out_aliased_interactions():
-    design = {"method": "fractional_factorial", "factors": {
+    design = {"method": "fractional_factorial", "points": 16, "factors": {
         "x1": {"min": -1.0, "max": 1.0}, "x2": {"min": -1.0, "max": 1.0},
         "x3": {"min": -1.0, "max": 1.0}, "b0": {"min": 0.0, "max": 2.0}}}
     spec = spec_for("linear", design, parameters={"b1": 2.0, "b2": 1.0})
     terms = metamodel_terms(spec.design_points)
-    assert len(spec.design_points.configurations) == 8
-    assert len(terms.aliased) == 3 and terms.matrix.shape == (8, 8)  # 3 alias pairs; saturated
+    assert len(spec.design_points.configurations) == 16  # resolution IV, 2^(4-0): full
+    assert terms.aliased == ["x2:x3", "x2:b0", "x3:b0"]  # 16 points: 8 parameters at most
+    resolution_iv = metamodel_terms(spec_for("linear", {**design, "points": 8}).design_points)
+    assert resolution_iv.names == ["x1", "x2", "x3", "b0"]  # 8 points: main effects only
     result = analyse_design(simulated_observations(spec), spec.design_points,
                             spec.config_keys(), experiment="t", seed=1)
     rows = table_of(result)
@@ -204,7 +206,7 @@ def test_fractional_factorial_metamodel_leaves_out_aliased_interactions():
     assert rows[("coefficient", "b0")]["value"] == pytest.approx(1.0)
     fit = result.metamodel.row(0, named=True)
     assert fit["aliased"] == ", ".join(terms.aliased)
-    assert math.isnan(fit["lack_of_fit_p_value"])  # no degrees of freedom left for lack of fit
+    assert fit["lack_of_fit_df"] == 16 - 8 and fit["lack_of_fit_p_value"] > 0.01
 
 
 def test_metrics_without_values_or_variation_are_noted_not_analysed():

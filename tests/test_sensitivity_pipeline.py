@@ -56,12 +56,16 @@ def test_a_designed_experiment_sweeps_and_stores_its_sensitivity(lab, materializ
                           "FROM metamodel WHERE experiment = 'designed'").fetchone()
         answer = con.execute("SELECT answer FROM answers WHERE experiment = 'designed'"
                              ).fetchone()[0]
+        compared = con.execute("SELECT count(*) FROM comparisons WHERE experiment = 'designed'"
+                               ).fetchone()[0]
     assert configurations == 6
+    assert compared == 0  # design points sample the factor space: they are not alternatives
     _, low, high = rows[("coefficient", "x1")]
     assert low < 3.0 < high  # x1 is coded as itself: its coefficient is b1
     assert rows[("variance_share", "x1")][0] > rows[("variance_share", "x3")][0]
     assert {s for s, _ in rows} == {"coefficient", "variance_share", "SRC"}
-    assert fit[:4] == (6, 12, 4, 6) and fit[4] > 0.9
+    assert ("coefficient", "x1:x3") not in rows
+    assert fit[:4] == (6, 12, 3, 6) and fit[4] > 0.9  # 6 points: main effects only
     assert answer.startswith("x1 explains") and "of the variance of y" in answer
     assert "x1 explains" in metadata["answer"].value
     for key in ("sensitivity", "tornado_plot", "main_effects_plot"):

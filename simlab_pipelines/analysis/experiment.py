@@ -55,7 +55,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        all_pairs: bool = False, unit: str = "",
                        n0: int | None = None, units: Mapping[str, str] | None = None,
                        cost_metric: str | None = None,
-                       tradeoffs: Sequence[str] = ()) -> ExperimentAnalysis:
+                       tradeoffs: Sequence[str] = (),
+                       compare_pairs: bool = True) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
     ``baseline``: the baseline config_key; without one the comparisons (and the answer) are
@@ -68,6 +69,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     so that the answer can say what each configuration changes. ``n0``: the first stage of the
     two-stage selection (default: the fewest replications any configuration has). A baseline
     without observations yet gives no comparisons and no answer (rather than an error).
+    ``compare_pairs=False``: no comparisons at all when there is neither a baseline nor an
+    objective (a design's points sample the factor space: they are not alternatives).
 
     The answer's first paragraph is the recommendation (``selection.recommend``): among the
     configurations within the indifference zone of the best (without a zone: those subset
@@ -105,7 +108,7 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     reference, against = "the baseline", baseline
     if against is None and subset is not None:
         reference, against = "the best configuration", subset.best
-    if pending:
+    if pending or (against is None and not all_pairs and not compare_pairs):
         comparisons = compare(frame.head(0), None, all_pairs=True)
     elif all_pairs or against is None:
         comparisons = compare(frame, against, all_pairs=True, confidence=confidence)

@@ -8,7 +8,8 @@ By the experiment's design (``experiments/designs.py``):
   ``mu`` (mean effect) and ``sigma`` (their spread: interactions or curvature), in the metric's
   units per move across the factor's whole range;
 - every other design: a metamodel with main effects and two-way interactions on the factors coded
-  to [-1, 1] (interactions aliased in the design are left out and named): its coefficients
+  to [-1, 1] (interactions aliased in the design, or beyond half its points, are left out and
+  named): its coefficients
   (``coefficient``), each term's share of the variance of the mean response (``variance_share``:
   the metamodel's own Sobol' indices for independent factors uniform over their coded ranges,
   times its R²), standardised regression coefficients of a first-order fit (``SRC``), its R², and
@@ -196,12 +197,14 @@ class Terms:
 
     names: list[str]  # "a" for main effects, "a:b" for interactions (no intercept)
     matrix: np.ndarray  # (configurations, 1 + terms), intercept first
-    aliased: list[str]  # interactions left out: aliased with kept terms, or beyond the points
+    aliased: list[str]  # interactions left out: aliased with kept terms, or too few points
 
 
 def metamodel_terms(design: DesignPoints) -> Terms:
-    """Main effects and every two-way interaction the design can estimate (kept in order while
-    they add rank; e.g. a resolution IV fraction keeps one interaction per alias chain)."""
+    """Main effects and the two-way interactions the design can estimate: kept in order while
+    they add rank (a resolution IV fraction keeps one interaction per alias chain) and leave at
+    least two points per parameter, so that the bootstrap over points stays stable (a 17-point
+    NOLH with four factors fits main effects only; 33 points fit every interaction)."""
     coded = design.configuration_matrix(coded=True)
     names = design.names
     columns, kept = [np.ones(len(coded))], []
@@ -213,7 +216,8 @@ def metamodel_terms(design: DesignPoints) -> Terms:
         for m in range(j + 1, len(names)):
             candidate = coded[:, j] * coded[:, m]
             trial = np.column_stack([*columns, candidate])
-            if trial.shape[1] <= len(coded) and np.linalg.matrix_rank(trial) == trial.shape[1]:
+            if 2 * trial.shape[1] <= len(coded) \
+                    and np.linalg.matrix_rank(trial) == trial.shape[1]:
                 columns.append(candidate)
                 kept.append(f"{names[j]}:{names[m]}")
             else:
@@ -285,8 +289,11 @@ def lack_of_fit(y: np.ndarray, terms: Terms) -> dict[str, float]:
     if lof_df <= 0 or pure_df <= 0:
         return {"lack_of_fit_f": math.nan, "lack_of_fit_df": lof_df, "pure_error_df": pure_df,
                 "lack_of_fit_p_value": math.nan}
-    if pure_ss == 0:  # a deterministic response: any misfit is lack of fit
-        f, p = (math.inf, 0.0) if lof_ss > 0 else (math.nan, math.nan)
+    spread = float(np.sum(n * (ybar - np.average(ybar, weights=n)) ** 2))
+    if lof_ss <= 1e-12 * spread:  # an exact fit, up to rounding
+        f, p = 0.0, 1.0
+    elif pure_ss == 0:  # a deterministic response: any misfit is lack of fit
+        f, p = math.inf, 0.0
     else:
         f = (lof_ss / lof_df) / (pure_ss / pure_df)
         p = float(stats.f.sf(f, lof_df, pure_df))
