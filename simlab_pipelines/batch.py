@@ -5,17 +5,25 @@ span (child of the run's batch span, whose W3C traceparent travels with the task
 replication file. ``execute`` drives a whole batch from the run process and yields one
 ``AssetMaterialization`` per successful partition, as results arrive. A simulation that raises fails
 only its own partition.
+
+A pool lives as long as the step that made it: every process it started (workers) is gone when the
+step ends, so a run process (``dagster api execute_run``, a run pod, a run of ``dagster dev``) exits
+with its run. ``simlab sweep`` runs many runs in one process and keeps one pool across them
+(``keep_pools``), shut when the sweep ends. ``cancel`` (a sweep's Ctrl-C or SIGTERM) kills the
+workers: the step in progress fails (not retried) within moments.
 """
 
-import atexit
 import functools
 import hashlib
 import json
 import multiprocessing
+import signal
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,62 +118,141 @@ def data_version(row: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
 
 
-# One pool per process, worker count and OTEL_* settings, reused by consecutive runs in the same
-# process (a sweep runs its runs in-process); forkserver, because forking a process with Dagster's
-# threads is unsafe. The settings are passed to the workers (a fork server keeps the environment
-# it started with) and are part of the key, so new settings get new workers.
+# The pools of this process, by worker count and OTEL_* settings; forkserver, because forking a
+# process with Dagster's threads is unsafe. The settings are passed to the workers (a fork server
+# keeps the environment it started with) and are part of the key, so new settings get new workers.
+# Outside ``keep_pools`` a pool is shut when the batch that made it ends.
 _POOLS: dict[tuple, ProcessPoolExecutor] = {}
+_LOCK = threading.Lock()
+_KEEP = [0]  # depth of keep_pools()
+_CANCELLED = threading.Event()
+
+
+def _worker_initializer(*initargs) -> None:
+    # Ctrl-C reaches the terminal's whole process group; the run process decides what it means
+    # (a sweep cancels, killing the workers). A worker must not die of it on its own, printing a
+    # traceback and breaking the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    telemetry.pool_initializer(*initargs)
 
 
 def _pool(workers: int) -> tuple[tuple, ProcessPoolExecutor]:
     _, service_name, otel = telemetry.worker_initargs()
     key = (workers, tuple(sorted(otel.items())))
-    pool = _POOLS.get(key)
-    if pool is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["simlab_pipelines.batch"])
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                   initializer=telemetry.pool_initializer,
-                                   initargs=(None, service_name, otel))
-        _POOLS[key] = pool
+    with _LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["simlab_pipelines.batch"])
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                       initializer=_worker_initializer,
+                                       initargs=(None, service_name, otel))
+            _POOLS[key] = pool
     return key, pool
+
+
+def _drop(key: tuple, pool: ProcessPoolExecutor, wait: bool) -> None:
+    with _LOCK:
+        if _POOLS.get(key) is pool:
+            del _POOLS[key]
+    pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def shutdown_pools() -> None:
     """Stop the pools; workers flush their spans on the way out."""
-    while _POOLS:
-        _, pool = _POOLS.popitem()
+    while True:
+        with _LOCK:
+            if not _POOLS:
+                return
+            _, pool = _POOLS.popitem()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-atexit.register(shutdown_pools)
+@contextmanager
+def keep_pools() -> Iterator[None]:
+    """Keep pools across the batches run inside this block (a sweep's runs, in one process), and
+    shut them when it ends, however it ends."""
+    _KEEP[0] += 1
+    try:
+        yield
+    finally:
+        _KEEP[0] -= 1
+        if not _KEEP[0]:
+            shutdown_pools()
+
+
+def cancel() -> None:
+    """Stop the batches in progress now (any thread; safe in a signal handler): kill the pool
+    workers, so their batches fail at once; ``reset_cancel`` allows batches again."""
+    _CANCELLED.set()
+    for pool in list(_POOLS.values()):
+        _kill_workers(pool)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with suppress(OSError, ValueError):  # already gone, or already closed
+            process.kill()
+
+
+def reset_cancel() -> None:
+    _CANCELLED.clear()
+
+
+def _interrupted(tasks_done: int, total: int) -> Exception:
+    # A Failure that is not retried: Dagster retries an interrupted step under its retry policy,
+    # and the run, being canceled, ends CANCELED. Imported here: pool workers never load Dagster.
+    import dagster as dg
+
+    return dg.Failure(description=f"batch cancelled after {tasks_done} of {total} simulations; "
+                                  "the pool workers were stopped", allow_retries=False)
 
 
 def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     """Run ``tasks``, yielding outcomes as they complete; in-process when one worker suffices."""
     workers = max(1, min(workers, len(tasks)))
+    done = 0
     if workers == 1:
         telemetry.configure_tracing()
         for task in tasks:
+            if _CANCELLED.is_set():
+                raise _interrupted(done, len(tasks))
             yield run_task(task)
+            done += 1
         return
+    if _CANCELLED.is_set():
+        raise _interrupted(0, len(tasks))
     key, pool = _pool(workers)
     futures: list[Future] = []
+    broken = finished = False
     try:
         futures = [pool.submit(run_task, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
+            done += 1
+        finished = True
     except BrokenProcessPool as exc:
         # A worker died (killed, out of memory): this pool is unusable. Drop it so that the
         # step's retry, and the sweep's next run, start a fresh one.
-        if _POOLS.get(key) is pool:
-            del _POOLS[key]
-        pool.shutdown(wait=False, cancel_futures=True)
+        broken = True
+        _drop(key, pool, wait=False)
+        if _CANCELLED.is_set():
+            raise _interrupted(done, len(tasks)) from None
         raise WorkerDied(f"a pool worker died during the batch ({exc}); the unfinished "
                          "partitions are run again on a new pool when the step is retried") from exc
     finally:
         for future in futures:
             future.cancel()
+        if not finished and not broken and any(f.running() for f in futures):
+            # The step was interrupted (SIGTERM of a run pod, a failure further up): simulations
+            # still running would hold the step, and the pool, until they end.
+            _drop(key, pool, wait=False)
+            _kill_workers(pool)
+            pool.shutdown(wait=True)
+        elif not _KEEP[0] and not broken:
+            # Nobody reuses it: the workers end with the step (waiting for them also flushes
+            # their spans), so nothing outlives the run.
+            _drop(key, pool, wait=True)
 
 
 class WorkerDied(RuntimeError):

@@ -8,6 +8,7 @@
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from simlab_pipelines.experiments import ExperimentError, load_experiment
+    from simlab_pipelines.sweep import SweepInterrupted, request_stop
     from simlab_pipelines.sweep import sweep as run_sweep
 
     try:
@@ -82,32 +84,73 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
             bar.start()
         bar.update(task, completed=done, total=total)
 
+    def announce(line: str) -> None:
+        bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    # Ctrl-C, and SIGTERM (a pod evicted, a service stopped), cancel the run in progress and stop.
+    previous = {signum: signal.signal(signum, lambda signum, _frame: request_stop(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         report = run_sweep(path, instance, workers=workers, batch_size=batch_size,
-                           progress=progress, announce=bar.console.print)
+                           progress=progress, announce=announce)
+    except SweepInterrupted as stop:
+        if bar.live.is_started:
+            bar.stop()
+        _print_interrupted(spec.name, path, stop)
+        if stop.forced:  # the run's thread is stuck in Dagster; nothing else is left to do
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + stop.signum)
+        sys.exit(128 + stop.signum)
     finally:
         if bar.live.is_started:
             bar.stop()
-    if not report.missing and not report.summary_run:
-        click.echo(f"{spec.name}: nothing to do, all {report.total} partitions are materialised "
-                   "and summarised.")
-    elif not report.missing:
-        click.echo(f"{spec.name}: all {report.total} partitions are materialised; summary rebuilt.")
-    else:
-        rounds = (f" over {len(report.rounds)} rounds of the sequential procedure "
-                  f"({' + '.join(map(str, report.rounds))})" if len(report.rounds) > 1 else "")
-        noun = "partition" if report.missing == 1 else "partitions"
-        click.echo(f"{spec.name}: ran {report.missing} {noun} in {len(report.runs)} run(s)"
-                   f"{rounds}; {report.total} wanted in all.")
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    _print_counts(spec.name, report)
     if report.beyond:  # as the summary's notes say: reported, not used
         from simlab_pipelines.assets import beyond_plan_note
 
         click.echo(f"note: {beyond_plan_note(report.beyond)}")
     _print_outcome(spec, report.checks)
     if report.failed_runs:
-        click.echo(f"{len(report.failed_runs)} run(s) failed: {', '.join(report.failed_runs)} "
-                   "(see `dagster dev` for their logs)", err=True)
+        for run_id in report.failed_runs:
+            reason = report.failures.get(run_id, "unknown (see the run's logs)")
+            click.echo(f"run {run_id} failed: {reason}", err=True)
+        click.echo(f"{len(report.failed_runs)} run(s) failed (their logs: `dagster dev`); "
+                   f"`simlab sweep {path}` runs what is missing again.", err=True)
         sys.exit(1)
+
+
+def _print_counts(name: str, report) -> None:
+    """What landed (materialised, with its file), not what was tried."""
+    if report.still_missing and not report.missing:
+        click.echo(f"{name}: {report.still_missing} of {report.total} wanted partitions are "
+                   "missing and none ran.")
+    elif not report.missing and not report.summary_run:
+        click.echo(f"{name}: nothing to do, all {report.total} partitions are materialised "
+                   "and summarised.")
+    elif not report.missing:
+        click.echo(f"{name}: all {report.total} partitions are materialised; summary rebuilt.")
+    else:
+        rounds = (f" over {len(report.rounds)} rounds of the sequential procedure "
+                  f"({' + '.join(map(str, report.rounds))})" if len(report.rounds) > 1 else "")
+        noun = "partition" if report.missing == 1 else "partitions"
+        if report.landed == report.missing:
+            click.echo(f"{name}: ran {report.missing} {noun} in {len(report.runs)} run(s)"
+                       f"{rounds}; {report.total} wanted in all.")
+        else:
+            click.echo(f"{name}: {report.landed} of the {report.missing} {noun} run landed "
+                       f"({len(report.runs)} run(s){rounds}); {report.still_missing} of "
+                       f"{report.total} wanted are still missing.")
+
+
+def _print_interrupted(name: str, path: Path, stop) -> None:
+    report = stop.report
+    canceled = f"run(s) {', '.join(stop.canceled)} canceled; " if stop.canceled else ""
+    click.echo(f"{name}: stopped by {signal.Signals(stop.signum).name}: {canceled}"
+               f"{report.landed} partition(s) landed, {report.still_missing} of {report.total} "
+               f"wanted are missing; `simlab sweep {path}` runs the rest.", err=True)
 
 
 def _rows(sql: str, parameters: list) -> tuple[list[str], list[tuple]]:

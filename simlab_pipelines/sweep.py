@@ -5,9 +5,20 @@ process with ``execute_job`` so it is recorded in the instance and shows in the 
 process pool. With a ``precision`` target, rounds follow until every configuration meets it or
 reaches ``max_replications`` (``plan.py``: the same rounds the Dagster sensor runs). Then the
 summary asset (and its checks) is materialised the same way.
+
+Faults (docs/reliability.md): a sweep first recovers what dead processes left behind
+(``recovery.recover``: runs left STARTED, pool slots they hold), takes the experiment's
+one-sweep-at-a-time lock, and waits, saying for which run, while another run holds the DuckDB
+pool's slot. Each run executes in a worker thread while the main thread watches for a stop request
+(``request_stop``, from the CLI's SIGINT/SIGTERM handler): the run in progress is marked canceling
+and its pool workers killed, so it ends CANCELED within moments and the sweep raises
+``SweepInterrupted``. (Dagster's own interrupt handling, in the main thread, would defer a signal
+to the next user-code boundary and then forget it when the run ends: the sweep went on.)
 """
 
 import functools
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +28,7 @@ import dagster as dg
 import duckdb
 import sqlalchemy as sa
 
-from simlab_pipelines import plan, telemetry
+from simlab_pipelines import batch, plan, recovery, telemetry
 from simlab_pipelines.assets import (
     DUCKDB_POOL,
     TRACEPARENT_TAG,
@@ -28,7 +39,7 @@ from simlab_pipelines.assets import (
 from simlab_pipelines.build import batch_size as default_batch_size
 from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
-from simlab_pipelines.partitions import batches, range_tags
+from simlab_pipelines.partitions import batches, partition_key, range_tags
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.sensors import (
     NO_RETRY_TAGS,
@@ -103,7 +114,45 @@ class SweepReport:
     summary_run: str | None = None
     rounds: list[int] = field(default_factory=list)  # partitions run per round
     checks: dict[str, bool] = field(default_factory=dict)  # the summary's checks: passed?
+    landed: int = 0       # of the partitions run, how many are materialised now (with their file)
+    still_missing: int = 0  # wanted partitions not materialised at the end
+    failures: dict[str, str] = field(default_factory=dict)  # failed run id -> why
+    recovered: list[str] = field(default_factory=list)  # what was cleaned up before starting
     beyond: list[str] = field(default_factory=list)  # results beyond the plan: not used
+
+
+class SweepInterrupted(Exception):
+    """The sweep stopped on a signal; ``report`` counts what landed before it."""
+
+    def __init__(self, signum: int, report: SweepReport, canceled: list[str], forced: bool):
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum, self.report, self.canceled, self.forced = signum, report, canceled, forced
+
+
+# A signal handler's request to stop: set from the main thread, read by the sweep loop.
+_STOP: dict[str, int | bool | None] = {"signum": None, "force": False}
+# After a stop request the run must end within this; then its process gives up on it.
+GRACE_SECONDS = 30.0
+
+
+def request_stop(signum: int) -> None:
+    """Stop the sweep in progress (call from a SIGINT/SIGTERM handler): its current run is
+    canceled and its pool workers killed. A second request stops without waiting for the run."""
+    if _STOP["signum"] is not None:
+        _STOP["force"] = True
+    else:
+        _STOP["signum"] = signum
+
+
+def _stopped() -> bool:
+    return _STOP["signum"] is not None
+
+
+def _unfinished_runs(instance: dg.DagsterInstance, sweep_id: str) -> list[dg.DagsterRun]:
+    return instance.get_runs(filters=dg.RunsFilter(
+        tags={"simlab/sweep": sweep_id},
+        statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                  dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
 
 
 def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
@@ -111,9 +160,59 @@ def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
     recon = dg.build_reconstructable_job("simlab_pipelines.sweep", "experiment_job",
                                          reconstructable_kwargs={"path": str(path),
                                                                  "job_name": job_name})
-    # The run's own events go to the instance (and the UI); the terminal gets warnings only.
-    return dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False,
-                          run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    outcome: dict[str, object] = {}
+
+    def execute() -> None:
+        try:
+            # The run's own events go to the instance (and the UI); the terminal gets warnings.
+            outcome["result"] = dg.execute_job(
+                recon, instance=instance, tags={**tags, **recovery.process_tags()},
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=execute, name=f"simlab-run-{job_name}", daemon=True)
+    thread.start()
+    canceled_at = None
+    while thread.is_alive():
+        thread.join(0.1)
+        if _stopped() and canceled_at is None:
+            canceled_at = time.monotonic()
+            # Canceling first: an interrupted run then ends CANCELED, not failed (and retried).
+            for run in _unfinished_runs(instance, tags["simlab/sweep"]):
+                instance.report_run_canceling(run, "simlab sweep stopped by a signal")
+            batch.cancel()
+        if canceled_at is not None and thread.is_alive() and (
+                _STOP["force"] or time.monotonic() - canceled_at > GRACE_SECONDS):
+            raise _Abandon()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"]
+
+
+class _Abandon(Exception):
+    """The run did not end within the grace period after a stop request."""
+
+
+def _failure_reason(result) -> str:
+    """Why a run failed, in a few lines: its first step failure, else the run failure."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            error = data.error
+            while error is not None and error.cause is not None:  # the user's exception
+                error = error.cause
+            text = (data.user_failure_data.description if data.user_failure_data else None) or (
+                error.message if error else "")
+            lines = [line for line in text.strip().splitlines() if line.strip()]
+            if lines:
+                more = f" (+{len(lines) - 4} more lines)" if len(lines) > 4 else ""
+                return "\n".join(lines[:4]) + more
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE and event.message:
+            return event.message
+    return "unknown (see the run's logs)"
 
 
 def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = None,
@@ -122,18 +221,79 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
           announce: Callable[[str], None] | None = None) -> SweepReport:
     """Run the missing partitions of the experiment in ``path`` (in rounds when it has a
     precision target), then its summary. ``progress(done, total)`` follows the simulations;
-    ``announce`` gets a line when a new round starts."""
+    ``announce`` gets a line when a new round starts, a dead run is cleaned up, or the sweep
+    waits for another. Raises ``SweepInterrupted`` after ``request_stop``."""
     path = Path(path).resolve()
     spec = load_experiment(path)
+    say = announce or (lambda line: None)
+    _STOP.update(signum=None, force=False)
+    batch.reset_cancel()
+    recovered = recovery.recover(instance)
+    for line in recovered:
+        say(line)
+    sweep_id = uuid.uuid4().hex[:12]
+    report = SweepReport(spec.name, 0, 0, recovered=recovered)
+    attempted: set[str] = set()
+    try:
+        with recovery.sweep_lock(instance, spec.name, say, _stopped) as locked:
+            if locked:
+                with batch.keep_pools():
+                    _sweep(path, spec, instance, sweep_id, report, attempted, workers,
+                           batch_size, progress, say)
+    except _Abandon:
+        canceled = _abandon(instance, sweep_id)
+        raise SweepInterrupted(int(_STOP["signum"] or 2), _count(instance, spec, report, attempted),
+                               canceled, forced=True) from None
+    if _stopped():
+        canceled = [run.run_id for run in instance.get_runs(filters=dg.RunsFilter(
+            tags={"simlab/sweep": sweep_id}, statuses=[dg.DagsterRunStatus.CANCELED]))]
+        raise SweepInterrupted(int(_STOP["signum"] or 2), _count(instance, spec, report, attempted),
+                               canceled, forced=False)
+    return report
+
+
+def _abandon(instance: dg.DagsterInstance, sweep_id: str) -> list[str]:
+    """Mark this sweep's unfinished runs canceled and free their slots (their thread is left)."""
+    batch.cancel()
+    canceled = []
+    for run in _unfinished_runs(instance, sweep_id):
+        instance.report_run_canceled(run, "simlab sweep stopped by a signal; the run did not "
+                                          f"end within {GRACE_SECONDS:.0f} s")
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        canceled.append(run.run_id)
+    return canceled
+
+
+def _count(instance: dg.DagsterInstance, spec: ExperimentSpec, report: SweepReport,
+           attempted: set[str]) -> SweepReport:
+    """Fill in what landed: the partitions run that are materialised (with their file) now."""
     targets, missing = missing_partitions(instance, spec)
-    report = SweepReport(spec.name, len(plan.wanted_partitions(spec, targets)), 0)
+    report.total = len(plan.wanted_partitions(spec, targets))
+    report.still_missing = len(missing)
+    report.landed = len(attempted - set(missing))
+    return report
+
+
+def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep_id: str,
+           report: SweepReport, attempted: set[str], workers: int | None,
+           batch_size: int | None, progress: Callable[[int, int], None] | None,
+           say: Callable[[str], None]) -> None:
+    targets, missing = missing_partitions(instance, spec)
+    report.total = len(plan.wanted_partitions(spec, targets))
     report.beyond = beyond_plan(spec, targets)
     if not missing and summary_is_current(instance, spec):
-        return report
+        return
     size = batch_size or default_batch_size(spec)
-    sweep_id = uuid.uuid4().hex[:12]
     ensure_pool(instance, DUCKDB_POOL)
     telemetry.configure_tracing()
+
+    def record(result) -> None:
+        if not result.success:
+            report.failed_runs.append(result.run_id)
+            if not _stopped():
+                report.failures[result.run_id] = _failure_reason(result)
+
     with telemetry.batch_span("simlab.sweep", {"simlab.experiment": spec.name,
                                                "simlab.partitions": len(missing)}):
         base_tags = {TRACEPARENT_TAG: telemetry.current_traceparent() or "",
@@ -141,16 +301,14 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
         if workers:
             base_tags["simlab/workers"] = str(workers)
         if not spec_is_current(instance, spec):  # the lineage root, once per new definition
-            result = _run(path, f"{spec.name}_spec", instance, base_tags)
-            if not result.success:
-                report.failed_runs.append(result.run_id)
+            record(_run(path, f"{spec.name}_spec", instance, base_tags))
         done = 0
-        while missing and not report.failed_runs:
-            if report.rounds and announce:
+        while missing and not report.failed_runs and not _stopped():
+            if report.rounds:
                 configs = len({key.split("|")[0] for key in missing})
-                announce(f"{spec.name}: round {len(report.rounds) + 1} of the sequential "
-                         f"procedure: {len(missing)} more replications for {configs} "
-                         "configuration(s)")
+                say(f"{spec.name}: round {len(report.rounds) + 1} of the sequential "
+                    f"procedure: {len(missing)} more replications for {configs} "
+                    "configuration(s)")
             report.rounds.append(len(missing))
             total = done + len(missing)
             if progress:
@@ -158,27 +316,32 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
             # A sequential experiment's partitions are dynamic: its round's keys first.
             for config_key, first, last in batches(missing, size,
                                                    add_partitions(instance, spec, targets)):
+                if _stopped():
+                    break
                 result = _run(path, replications_job_name(spec.name), instance,
                               {**base_tags, **range_tags(config_key, first, last)})
+                attempted.update(partition_key(config_key, r) for r in range(first, last + 1))
                 report.runs.append(result.run_id)
-                if not result.success:
-                    report.failed_runs.append(result.run_id)
+                record(result)
                 done += last - first + 1
                 if progress:
                     progress(done, total)
-            if not plan.uses_results(spec):
+            if not plan.uses_results(spec) or _stopped():
                 break
             before = missing
             targets, missing = missing_partitions(instance, spec)
             if missing == before:  # nothing landed: stop rather than loop
                 break
         report.missing = done
-        report.total = len(plan.wanted_partitions(spec, targets))
+        _count(instance, spec, report, attempted)
+        if _stopped():
+            return
+        recovery.wait_for_pool(instance, DUCKDB_POOL, say, _stopped)
+        if _stopped():
+            return
         result = _run(path, f"{spec.name}_summary", instance, base_tags)
         report.summary_run = result.run_id
         report.checks = {
             evaluation.check_name: evaluation.passed
             for evaluation in result.get_asset_check_evaluations()}
-        if not result.success:
-            report.failed_runs.append(result.run_id)
-    return report
+        record(result)

@@ -214,12 +214,18 @@ def instance_yaml(values: dict[str, Any]) -> dict[str, Any]:
     }
     monitoring = daemon["runMonitoring"]
     if monitoring.get("enabled"):
+        # configmap-instance.yaml@835892b: cancel timeout and resume attempts when set; free slots
+        # always (unset, it would render null).
         document["run_monitoring"] = {
             "enabled": True,
             "start_timeout_seconds": monitoring["startTimeoutSeconds"],
-            "max_resume_run_attempts": monitoring["maxResumeRunAttempts"],
             "poll_interval_seconds": monitoring["pollIntervalSeconds"],
+            "free_slots_after_run_end_seconds": monitoring.get("freeSlotsAfterRunEndSeconds"),
         }
+        for key, name in [("cancelTimeoutSeconds", "cancel_timeout_seconds"),
+                          ("maxResumeRunAttempts", "max_resume_run_attempts")]:
+            if monitoring.get(key) is not None:
+                document["run_monitoring"][name] = monitoring[key]
     retries = daemon["runRetries"]
     if retries.get("enabled"):
         document["run_retries"] = {"enabled": True, "max_retries": retries["maxRetries"]}
