@@ -393,3 +393,43 @@ def test_run_monitoring_has_the_settings_each_launcher_supports(lab, tmp_path, m
             assert monitoring["cancel_timeout_seconds"] > 0, environment
             assert monitoring["start_timeout_seconds"] >= 120, environment  # image pulls
             assert config["run_retries"]["enabled"] is True, environment
+
+
+def test_a_sweep_names_the_live_run_holding_the_pool_slot_and_frees_a_dead_ones(lab):
+    """In-process, with the instance's own concurrency API: a slot held by a run of a live
+    process is waited for (naming the run); by a run whose process is gone (a reused pid: same
+    pid, another start time), freed."""
+    from simlab_pipelines import recovery
+    from simlab_pipelines.sweep import ensure_pool
+
+    instance = dg.DagsterInstance.get()
+    ensure_pool(instance, DUCKDB_POOL)
+    alive = recovery.process_tags()
+    reused = {**alive, recovery.STARTED_TAG: "1"}  # this pid, but not this process
+    runs = {}
+    for name, tags in [("live", alive), ("reused", reused)]:
+        run = instance.add_run(dg.DagsterRun(job_name=f"{name}_summary", tags=tags,
+                                             status=dg.DagsterRunStatus.STARTED))
+        runs[name] = run.run_id
+    storage = instance.event_log_storage
+    assert storage.claim_concurrency_slot(DUCKDB_POOL, runs["live"], "summary").is_claimed
+
+    lines: list[str] = []
+    recovery.wait_for_pool(instance, DUCKDB_POOL, lines.append,
+                           stopped=lambda: any(line.startswith("waiting") for line in lines),
+                           poll_seconds=0.01)
+    assert lines == [
+        f"run {runs['reused']} (reused_summary, STARTED) marked failed: its process (simlab "
+        f"sweep, pid {os.getpid()}) is gone; its slots are freed",
+        f"waiting for the {DUCKDB_POOL} pool: its slot is held by run {runs['live']} "
+        "(live_summary, STARTED)"]
+    assert instance.get_run_by_id(runs["reused"]).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(runs["live"]).status == dg.DagsterRunStatus.STARTED
+
+    # A slot still held by a run that ended is freed.
+    storage.free_concurrency_slots_for_run(runs["live"])
+    assert storage.claim_concurrency_slot(DUCKDB_POOL, runs["reused"], "summary").is_claimed
+    lines.clear()
+    recovery.wait_for_pool(instance, DUCKDB_POOL, lines.append, stopped=lambda: False)
+    assert lines == [f"freed the pool slots still held by run {runs['reused']} (FAILURE)"]
+    assert storage.get_concurrency_info(DUCKDB_POOL).claimed_slots == []
