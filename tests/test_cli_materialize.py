@@ -50,3 +50,27 @@ def test_an_unknown_partition_is_refused_and_nothing_runs(lab):
     assert "servers-9|0" in done.stdout + done.stderr
     assert not (lab / "data" / "results").exists()
     assert not dg.DagsterInstance.get().get_runs()
+
+
+def test_a_sequential_experiment_partition_after_its_spec(lab):
+    """The README's two steps: a sequential experiment's partitions are dynamic, so on a fresh
+    instance they exist once its spec is materialised (the file's replications, not more)."""
+    import shutil
+    from pathlib import Path
+
+    from simlab_pipelines.partitions import dynamic_name
+
+    shutil.copy(Path(__file__).parent / "fixtures" / "sequential" / "tiny_sequential.yaml",
+                lab / "experiments")
+    args = ["--select", "tiny_sequential/replications", "--partition", "servers-2|4"]
+    refused = _materialize(lab, *args)
+    assert refused.returncode != 0 and "servers-2|4" in refused.stdout + refused.stderr
+    spec = _materialize(lab, "--select", "tiny_sequential/spec")
+    assert spec.returncode == 0, spec.stdout + spec.stderr
+    instance = dg.DagsterInstance.get()
+    assert instance.get_dynamic_partitions(dynamic_name("tiny_sequential")) == [
+        f"servers-{c}|{r}" for c in (1, 2) for r in range(5)]  # replications: 5, max 40
+    done = _materialize(lab, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert instance.get_materialized_partitions(replications_key("tiny_sequential")) == {
+        "servers-2|4"}
