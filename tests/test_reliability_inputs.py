@@ -40,8 +40,9 @@ def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, material
                                                                   monkeypatch):
     import dagster as dg
 
-    from simlab_pipelines.assets import summary_key
+    from simlab_pipelines.assets import build_experiment_summary, replications_key
     from simlab_pipelines.resources import SimlabStorage
+    from simlab_pipelines.summary import observations, read_all_replications
 
     spec, _ = tiny
     path = spec.source
@@ -50,9 +51,15 @@ def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, material
     monkeypatch.setenv("SIMLAB_DATA_DIR", str(data))
     storage = SimlabStorage(results_uri=str(data / "results"),
                             duckdb_path=str(data / "simlab.duckdb"), workers=1)
-    _sweep(path, "--workers", "1")
+    instance = dg.DagsterInstance.get()
+    for key in spec.config_keys():  # every partition, without a summary yet: one run a config
+        assert materialize(spec, storage, instance, [replications_key(spec.name)], tags={
+            "dagster/asset_partition_range_start": f"{key}|0",
+            "dagster/asset_partition_range_end": f"{key}|{spec.replications - 1}"}).success
     db = storage.duckdb_path
-    before = _observations(db)
+    before = sorted(observations(read_all_replications(spec, storage.store())).select(
+        "config_key", "replication", "metric", "value").iter_rows())
+    assert len(before) == 12 * len(engine.get_model("mmck").metrics)
     results = os.path.join(storage.results_uri, spec.name)
     truncated = os.path.join(results, "servers-2", "3.parquet")
     garbage = os.path.join(results, "servers-1", "0.parquet")
@@ -63,18 +70,18 @@ def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, material
     with open(garbage, "wb") as handle:
         handle.write(b"\0" * 4096)
 
-    # The summary step does not crash: it leaves both out and says which files, and why, in
-    # the run's log (the UI) and on stderr.
-    instance = dg.DagsterInstance.get()
-    with caplog.at_level(logging.WARNING, logger="simlab"):
-        summary = materialize(spec, storage, instance, [summary_key(spec.name)])
-    assert summary.success
-    run_log = [e.message for e in instance.all_logs(summary.run_id)
-               if "corrupt result file" in (e.message or "")]
-    assert len(run_log) == 2
-    assert any(truncated in m and "not a readable Parquet file (300 bytes" in m for m in run_log)
-    assert any("corrupt result file" in r.getMessage() and garbage in r.getMessage()
-               for r in caplog.records)
+    # The summary does not crash: it leaves both out and says which files, and why, on stderr
+    # (simlab.summary) and in the step's own log (the UI; a logger stands for context.log here).
+    step_log = logging.getLogger("test.step_log")
+    with caplog.at_level(logging.WARNING):
+        summary = build_experiment_summary(spec, storage, step_log)
+    assert summary.replications.height == 10 and summary.missing == 2
+    for logger in ("simlab.summary", "test.step_log"):
+        lines = [r.getMessage() for r in caplog.records
+                 if r.name == logger and "corrupt result file" in r.getMessage()]
+        assert len(lines) == 2, (logger, lines)
+        assert any(truncated in m and "not a readable Parquet file (300 bytes" in m for m in lines)
+        assert any(garbage in m and "moved aside to" in m for m in lines)
     assert os.path.exists(truncated + ".corrupt") and not os.path.exists(truncated)
     assert os.path.exists(garbage + ".corrupt")
 
