@@ -146,11 +146,16 @@ def _import_reference(reference: str, directory: str | Path | None) -> Any:
         folder = str(Path(directory).resolve())
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    before = set(sys.modules)
     try:
         target: Any = importlib.import_module(match["module"])
         for part in match["attribute"].split("."):
             target = getattr(target, part)
     except Exception as exc:
+        # Forget what the failed import left behind (e.g. a namespace package standing in for
+        # the real one), so that importing again from another directory can succeed.
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
         where = f" (from {directory})" if directory is not None else ""
         raise ModelError(reference, f"model {reference!r} cannot be imported{where}: "
                                     f"{_failure(exc)}") from exc

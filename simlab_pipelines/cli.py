@@ -204,6 +204,7 @@ def _print_outcome(spec, checks: dict[str, bool]) -> None:
               help="Where to write the report [default: NAME.html next to the DuckDB file].")
 def report(name: str, db: Path | None, output: Path | None) -> None:
     """Write a self-contained HTML report (answer, tables, plots) of experiment NAME."""
+    from simlab_pipelines.experiments import ExperimentError
     from simlab_pipelines.report import write_experiment_report
 
     db = db or settings.duckdb_path()
@@ -211,6 +212,9 @@ def report(name: str, db: Path | None, output: Path | None) -> None:
         path = write_experiment_report(name, db, output)
     except (FileNotFoundError, KeyError) as exc:
         raise click.ClickException(exc.args[0] if exc.args else str(exc)) from None
+    except ExperimentError as exc:  # e.g. its model cannot be imported here
+        raise click.ClickException(f"{exc} (run simlab report where the experiment's model "
+                                   "can be imported)") from None
     click.echo(f"{name}: report written to {path}")
 
 

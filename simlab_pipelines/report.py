@@ -14,7 +14,7 @@ from simlab_pipelines.analysis import write_report
 from simlab_pipelines.analysis.report import highlight_roles as report_roles
 from simlab_pipelines.analysis.sensitivity import report_sections
 from simlab_pipelines.assets import headline_metric
-from simlab_pipelines.experiments import parse_experiment
+from simlab_pipelines.experiments import ExperimentError, experiments_dir, parse_experiment
 from simlab_pipelines.experiments.responses import headline_responses
 from simlab_pipelines.summary import analyse
 
@@ -39,7 +39,7 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
         obs = con.sql("SELECT experiment, config_key, replication, metric, value "
                       "FROM observations WHERE experiment = ?", params=[name]).pl()
         series = con.sql("SELECT * FROM series WHERE experiment = ?", params=[name]).pl()
-    spec = parse_experiment(json.loads(row[0]))
+    spec = _recorded_spec(json.loads(row[0]), name)
     result = analyse(spec, obs, series)
     stats = result.statistics
     metric = headline_metric(spec)
@@ -66,3 +66,20 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
                                            stats.subset.best if stats.subset else None),
                         sections_before=factors)
 
+
+def _recorded_spec(data: dict, name: str):
+    """The spec recorded in DuckDB. A model imported from its experiment file's directory
+    ("package.module:ATTRIBUTE") needs that directory, which is not recorded: it is looked for
+    where the file usually is (the experiments directory, here, or one folder down)."""
+    try:
+        return parse_experiment(data)
+    except ExperimentError as first:
+        candidates = [experiments_dir() / f"{name}.yaml", Path.cwd() / f"{name}.yaml",
+                      *sorted(Path.cwd().glob(f"*/{name}.yaml"))]
+        for path in candidates:
+            if path.is_file():
+                try:
+                    return parse_experiment(data, source=path)
+                except ExperimentError:
+                    continue
+        raise first

@@ -12,7 +12,7 @@ from engine import registry
 from simlab_pipelines.cli import main
 
 
-def test_the_generated_package_tests_and_sweeps(lab):
+def test_the_generated_package_tests_and_sweeps(lab, monkeypatch):
     import dagster as dg
 
     from simlab_pipelines.sweep import sweep
@@ -33,10 +33,19 @@ def test_the_generated_package_tests_and_sweeps(lab):
     try:
         with dg.instance_for_test() as instance:
             report = sweep(root / "desk_gen_sweep.yaml", instance, workers=1)
+        # simlab report from the folder holding the package (as the README says): the recorded
+        # spec's import path is found next to its experiment file, one folder down.
+        registry.refresh()
+        for name in ("desk_gen.model", "desk_gen"):
+            sys.modules.pop(name, None)
+        monkeypatch.chdir(where)
+        written = CliRunner().invoke(main, ["report", "desk_gen_sweep"])
+        assert written.exit_code == 0, written.output
+        assert (lab / "data" / "desk_gen_sweep.html").is_file()
     finally:
         registry.refresh()
-        sys.modules.pop("desk_gen.model", None)
-        sys.modules.pop("desk_gen", None)
+        for name in ("desk_gen.model", "desk_gen"):
+            sys.modules.pop(name, None)
     assert report.missing == 15 and report.still_missing == 0
     with duckdb.connect(str(lab / "data" / "simlab.duckdb"), read_only=True) as con:
         [(model, code_version)] = con.execute(
