@@ -35,6 +35,8 @@ demo: install ## a quick engine-only demo (no Dagster)
 	.venv/bin/python -m engine.demo
 
 test: install ## run the whole test suite
+	@# System packages some tests use (podman for the image, chromium for the UI); never fails.
+	scripts/install-test-deps
 	.venv/bin/pytest -n 2
 
 lint: install ## ruff
