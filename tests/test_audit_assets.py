@@ -34,7 +34,8 @@ def test_a_new_engine_version_marks_results_stale(tiny, materialize, monkeypatch
             assert _status(instance, spec, storage, key, partition) == (StaleStatus.FRESH, [])
         assert _status(instance, spec, storage, key, "servers-2|1")[0] == StaleStatus.MISSING
 
-        monkeypatch.setattr(assets, "REPLICATIONS_CODE_VERSION", "engine-99.0.0")  # next release
+        # next release: a built-in's code version is the engine's (spec.code_version)
+        monkeypatch.setattr(engine, "ENGINE_VERSION", "99.0.0")
         for partition in ("servers-1|0", "servers-1|2", "servers-2|0"):
             status, causes = _status(instance, spec, storage, key, partition)
             assert status == StaleStatus.STALE and causes == ["has a new code version"]

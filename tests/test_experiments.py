@@ -42,7 +42,7 @@ BAD_FILES = {
     "invalid_name_Pattern.yaml": ("name", "should match pattern '^[a-z][a-z0-9_]*$'"),
     "name_differs_from_file.yaml": (
         "name", "name 'something_else' must match the file name 'name_differs_from_file'"),
-    "unknown_model.yaml": ("model", "unknown model 'mm1' (known: ishigami, linear, mmck, restaurant)"),
+    "unknown_model.yaml": ("model", "unknown model 'mm1' (known: ishigami, linear, mmck, restaurant"),
     "unknown_parameter_in_parameters.yaml": (
         "parameters.arival_rate", "unknown parameter 'arival_rate' for model 'mmck'"),
     "unknown_parameter_in_factors.yaml": (
