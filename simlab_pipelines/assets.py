@@ -310,6 +310,20 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     return metadata
 
 
+def design_metadata(spec: ExperimentSpec) -> dict[str, Any]:
+    """With a design: its method, sampler rows, generator and version, and a fractional
+    factorial's generators (the aliasing a reader needs)."""
+    design = spec.design_points
+    if design is None:
+        return {}
+    return {"design": dg.MetadataValue.json({
+        "method": design.method, "rows": design.rows,
+        "configurations": len(design.configurations), "generator": design.generator,
+        "factors": {f.name: {"min": f.min, "max": f.max, "type": f.type, "scale": f.scale}
+                    for f in design.factors},
+        **({"generators": list(design.generators)} if design.generators else {})})}
+
+
 def sensitivity_metadata(spec: ExperimentSpec, result: Summary) -> dict[str, Any]:
     """With a design: which factors matter for its headline metric (the sensitivity table and
     tornado plot), its main effects, and the metamodel's fit for regression designs."""
@@ -403,6 +417,7 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
                 "partitions": len(wanted),
                 "configurations": configurations_table(spec),
                 "spec_hash": spec.spec_hash(),
+                **design_metadata(spec),
                 "simulation_hash": spec.simulation_hash(),
                 "definition": dg.MetadataValue.json(json.loads(spec.model_dump_json())),
             },

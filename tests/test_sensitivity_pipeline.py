@@ -7,7 +7,7 @@ import textwrap
 import dagster as dg
 import duckdb
 
-from simlab_pipelines.assets import replications_key, summary_key
+from simlab_pipelines.assets import design_metadata, replications_key, summary_key
 from simlab_pipelines.experiments import load_experiment
 from simlab_pipelines.partitions import range_tags
 from simlab_pipelines.report import write_experiment_report
@@ -74,3 +74,7 @@ def test_a_designed_experiment_sweeps_and_stores_its_sensitivity(lab, materializ
     page = write_experiment_report("designed", lab / "data" / "simlab.duckdb").read_text()
     assert "Which factors matter: y" in page and "x1 explains" in page
     assert page.count("data:image/png;base64,") >= 3 + 1  # tornado, main effects, fit; means
+    # The spec asset shows the design and what generated it.
+    design = design_metadata(spec)["design"].data
+    assert design["method"] == "latin_hypercube" and design["configurations"] == 6
+    assert design["generator"]["name"] == "scipy.stats.qmc"
