@@ -297,7 +297,10 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
     with telemetry.batch_span("simlab.sweep", {"simlab.experiment": spec.name,
                                                "simlab.partitions": len(missing)}):
         base_tags = {TRACEPARENT_TAG: telemetry.current_traceparent() or "",
-                     "simlab/sweep": sweep_id, "simlab/experiment": spec.name, **NO_RETRY_TAGS}
+                     "simlab/sweep": sweep_id, "simlab/experiment": spec.name, **NO_RETRY_TAGS,
+                     # The next sweep runs what a failed run left missing (the daemon retrying
+                     # it too, e.g. after recovery.recover failed it, would do the work twice).
+                     "dagster/max_retries": "0"}
         if workers:
             base_tags["simlab/workers"] = str(workers)
         if not spec_is_current(instance, spec):  # the lineage root, once per new definition

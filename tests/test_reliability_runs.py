@@ -284,6 +284,11 @@ def test_the_last_lines_count_what_landed_and_name_what_failed_and_why(lab, plan
     for config_key in ["servers-1", "servers-2"]:
         assert f"{config_key}|2: RuntimeError: planted failure in replication 2" in result.stderr
     assert "runs what is missing again" in result.stderr
+    # The next sweep runs them again, not also the daemon (twice the work).
+    failed_runs = dg.DagsterInstance.get().get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    assert len(failed_runs) == 2
+    assert all(run.tags["dagster/max_retries"] == "0" for run in failed_runs)
 
 
 def _marked(marker: str) -> list[int]:
