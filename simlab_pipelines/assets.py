@@ -127,16 +127,19 @@ def add_partition_metadata(context: dg.AssetExecutionContext,
 def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: SimlabStorage,
            traceparent: str | None) -> list[batch.Task]:
     configs = {c.key: c for c in spec.configurations_list()}
+    hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
     tasks = []
     for key in context.partition_keys:
         config_key, replication = split_key(key)
+        if config_key not in hashes:
+            hashes[config_key] = spec.inputs_hash(configs[config_key])
         tasks.append(batch.Task(
             experiment=spec.name, config_key=config_key, replication=replication,
             partition_key=str(key), model=spec.model_name, params=configs[config_key].params,
             seed=spec.seed, horizon=spec.resolved_horizon, warmup=spec.resolved_warmup,
             common_random_numbers=spec.common_random_numbers,
             series_interval=spec.series_interval,
-            inputs_hash=spec.inputs_hash(configs[config_key]), code_version=spec.code_version, run_id=context.run_id,
+            inputs_hash=hashes[config_key], code_version=spec.code_version, run_id=context.run_id,
             results_uri=storage.results_uri, traceparent=traceparent, model_ref=spec.model_ref,
             timeout_seconds=spec.timeout_seconds,
         ))
@@ -254,9 +257,11 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     beyond = beyond or []
     metadata: dict[str, Any] = {}  # in the UI's order: the answer first
     if outcome.answer:
-        footnote = (f"\n\n*Not used: {len(beyond)} replication(s) beyond the plan (see notes).*"
+        footnote = (f"\n\n(Not used: {len(beyond)} replication(s) beyond the plan, see notes.)"
                     if beyond else "")
-        metadata["answer"] = dg.MetadataValue.md(outcome.answer + footnote)
+        # Text, not markdown: the UI shows text inline whatever its length, but puts markdown of
+        # 1,000 characters or more (most answers) behind a "[Show Markdown]" link.
+        metadata["answer"] = dg.MetadataValue.text(outcome.answer + footnote)
     stats = outcome.statistics
     roles = highlight_roles(spec.baseline_key, stats.recommendation,
                             stats.subset.best if stats.subset else None)

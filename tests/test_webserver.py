@@ -99,14 +99,14 @@ def test_ui_shows_the_summary_answer_and_plots_and_partition_metadata(webserver,
     data = _graphql(port, """{
       summary: assetNodes(assetKeys: [{path: ["tiny_mmck", "summary"]}]) {
         assetMaterializations(limit: 1) { metadataEntries { label
-          ... on MarkdownMetadataEntry { mdStr } } } }
+          ... on MarkdownMetadataEntry { mdStr } ... on TextMetadataEntry { text } } } }
       partition: assetNodes(assetKeys: [{path: ["tiny_mmck", "replications"]}]) {
         assetMaterializations(partitions: ["servers-2|3"]) { partition metadataEntries { label
           ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text }
           ... on FloatMetadataEntry { floatValue } } } }
     }""")["data"]
     (summary,) = data["summary"][0]["assetMaterializations"]
-    entries = {e["label"]: e.get("mdStr") for e in summary["metadataEntries"]}
+    entries = {e["label"]: e.get("mdStr") or e.get("text") for e in summary["metadataEntries"]}
     assert entries["answer"].startswith("Recommendation: servers 1→2")
     for plot in ("intervals_plot", "differences_plot"):
         assert entries[plot].startswith("![") and "(data:image/png;base64," in entries[plot]
