@@ -14,12 +14,15 @@
   and waits, instead of entering the run, whose executor would poll the pool in a busy loop
   (Dagster 1.13's ``interval_to_next_pending_claim_check`` is never positive) and not see signals.
 - **One sweep at a time per experiment and instance**: ``sweep_lock``, an ``fcntl`` lock on a file
-  in DAGSTER_HOME; the kernel releases it when its process dies, however it dies.
+  in DAGSTER_HOME (in the temporary directory where that is read-only); the kernel releases it
+  when its process dies, however it dies.
 """
 
 import fcntl
+import hashlib
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,15 +219,29 @@ def wait_for_pool(instance: dg.DagsterInstance, pool: str, announce: Callable[[s
         time.sleep(poll_seconds)
 
 
+def _lock_directory(instance: dg.DagsterInstance) -> Path:
+    """DAGSTER_HOME/locks; where DAGSTER_HOME is read-only (a ConfigMap in a pod), a directory
+    of the temporary directory named after it."""
+    root = Path(instance.root_directory)
+    for directory in [root / "locks", Path(tempfile.gettempdir()) /
+                      f"simlab-locks-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]}"]:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(directory, os.W_OK):
+            return directory
+    raise OSError(f"no writable directory for the sweep lock under {root} or the temporary "
+                  "directory")
+
+
 @contextmanager
 def sweep_lock(instance: dg.DagsterInstance, experiment: str,
                announce: Callable[[str], None], stopped: Callable[[], bool]
                ) -> Iterator[bool]:
     """Hold the one-sweep-at-a-time lock of ``experiment`` on this instance; waits (saying so)
     while another process holds it. Yields False when ``stopped()`` while waiting."""
-    directory = Path(instance.root_directory) / "locks"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"sweep-{experiment}.lock"
+    path = _lock_directory(instance) / f"sweep-{experiment}.lock"
     with open(path, "a+") as handle:
         said = False
         while True:

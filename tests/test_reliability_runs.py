@@ -14,6 +14,7 @@ experiment never run a partition twice.
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -438,3 +439,31 @@ def test_a_sweep_names_the_live_run_holding_the_pool_slot_and_frees_a_dead_ones(
     recovery.wait_for_pool(instance, DUCKDB_POOL, lines.append, stopped=lambda: False)
     assert lines == [f"freed the pool slots still held by run {runs['reused']} (FAILURE)"]
     assert storage.get_concurrency_info(DUCKDB_POOL).claimed_slots == []
+
+
+def test_the_sweep_lock_is_exclusive_and_works_with_a_read_only_dagster_home(lab, monkeypatch):
+    from simlab_pipelines import recovery
+
+    instance = dg.DagsterInstance.get()
+    mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):  # DAGSTER_HOME mounted read-only (a ConfigMap)
+        if self == Path(instance.root_directory) / "locks":
+            raise OSError(30, "Read-only file system", str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    lines: list[str] = []
+    with recovery.sweep_lock(instance, "tiny_mmck", lines.append, lambda: False) as first:
+        assert first is True
+        # another open file description of the same lock, as another process would hold
+        with recovery.sweep_lock(instance, "tiny_mmck", lines.append,
+                                 lambda: bool(lines)) as second:
+            assert second is False
+        with recovery.sweep_lock(instance, "other", lines.append, lambda: False) as other:
+            assert other is True  # one lock per experiment
+    assert lines == [f"tiny_mmck: another simlab sweep of it is running (pid {os.getpid()} on "
+                     f"{socket.gethostname()}); waiting for it to finish"]
+    assert not (Path(instance.root_directory) / "locks").exists()
+    with recovery.sweep_lock(instance, "tiny_mmck", lines.append, lambda: True) as again:
+        assert again is True  # released
