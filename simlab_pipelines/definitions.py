@@ -4,7 +4,11 @@ sensor, the nightly validation schedule and the automation that refreshes summar
 
     dagster dev -m simlab_pipelines.definitions
     dagster asset materialize -m simlab_pipelines.definitions \
-        --select restaurant_staffing/replications --partition 'tables-8_waiters-3|0'
+        --select mmck_validation/replications --partition 'arrival_rate-0.5_capacity-10_servers-2|0'
+
+A sequential experiment's partitions are dynamic (``partitions.py``): on a fresh instance they exist
+once its spec is materialised (``--select restaurant_staffing/spec``) or a sensor or sweep saw it.
+Loading this module writes nothing to the instance: every process that runs a run imports it.
 """
 
 from pathlib import Path
