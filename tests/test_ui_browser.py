@@ -29,10 +29,15 @@ from click.testing import CliRunner
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="Chromium or its driver is not installed (scripts/install-test-deps installs Debian's "
-           "chromium and chromium-driver when run as root)")
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason="Chromium or its driver is not installed (scripts/install-test-deps installs "
+               "Debian's chromium and chromium-driver when run as root)"),
+    pytest.mark.slow,
+    # a sweep, `dagster dev`, a daemon run and eight pages: ~2 min alone, 7 on a crowded machine
+    pytest.mark.timeout(900),
+]
 
 BIN = Path(sys.executable).parent
 ACTIVE = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
@@ -142,6 +147,7 @@ def browser():
     for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                      "--no-first-run", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                     "--disable-dev-shm-usage",  # containers often have a 64 MB /dev/shm
                      "--window-size=1400,1100"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
