@@ -564,6 +564,25 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _columns(con: duckdb.DuckDBPyConnection, database: str, table: str) -> dict[str, str]:
+    return dict(con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? "
+        "AND table_name = ? ORDER BY column_index", [database, table]).fetchall())
+
+
+def _align_columns(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Make the new ``table`` able to hold the old file's rows of other experiments: a column
+    that is all null in this experiment (typed NULL) takes the old type, and a column only other
+    experiments have (another model's, an older version's) is added, so no row loses a value."""
+    new = _columns(con, con.execute("SELECT current_database()").fetchone()[0], table)
+    for column, kind in _columns(con, "old", table).items():
+        quoted = _identifier(column)
+        if column not in new:
+            con.execute(f"ALTER TABLE {_identifier(table)} ADD COLUMN {quoted} {kind}")
+        elif new[column] == '"NULL"' and kind != '"NULL"':
+            con.execute(f"ALTER TABLE {_identifier(table)} ALTER {quoted} SET DATA TYPE {kind}")
+
+
 def _carry_over(con: duckdb.DuckDBPyConnection, old: Path, experiment: str,
                 built: set[str]) -> None:
     """Copy every other experiment's rows from the previous file into the new one."""
@@ -579,6 +598,7 @@ def _carry_over(con: duckdb.DuckDBPyConnection, old: Path, experiment: str,
                 continue
             table = _identifier(name)
             if name in built:
+                _align_columns(con, name)
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM old.{table} "
                             "WHERE experiment <> ?", [experiment])
             else:
