@@ -257,9 +257,11 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     beyond = beyond or []
     metadata: dict[str, Any] = {}  # in the UI's order: the answer first
     if outcome.answer:
-        footnote = (f"\n\n*Not used: {len(beyond)} replication(s) beyond the plan (see notes).*"
+        footnote = (f"\n\n(Not used: {len(beyond)} replication(s) beyond the plan, see notes.)"
                     if beyond else "")
-        metadata["answer"] = dg.MetadataValue.md(outcome.answer + footnote)
+        # Text, not markdown: the UI shows text inline whatever its length, but puts markdown of
+        # 1,000 characters or more (most answers) behind a "[Show Markdown]" link.
+        metadata["answer"] = dg.MetadataValue.text(outcome.answer + footnote)
     stats = outcome.statistics
     roles = highlight_roles(spec.baseline_key, stats.recommendation,
                             stats.subset.best if stats.subset else None)
