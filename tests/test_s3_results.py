@@ -162,7 +162,8 @@ def test_a_corrupt_object_is_moved_aside_and_counts_as_missing(lab, s3):
     from simlab_pipelines.summary import read_all_replications
 
     spec = load_experiment(lab / "experiments" / "tiny_mmck.yaml")
-    store = ResultStore(os.environ["SIMLAB_RESULTS_URI"])
+    prefix = f"{PREFIX}-corrupt"  # moto's objects outlive a server: not the other test's results
+    store = ResultStore(f"s3://{BUCKET}/{prefix}")
     for replication in (0, 1):
         result = engine.simulate("mmck", {"servers": 1}, replication=replication, seed=1,
                                  horizon=20, warmup=2)
@@ -170,7 +171,7 @@ def test_a_corrupt_object_is_moved_aside_and_counts_as_missing(lab, s3):
             experiment=spec.name, config_key="servers-1", partition_key=f"servers-1|{replication}",
             result=result.to_dict(), code_version="c", run_id="r", trace_id="0" * 32,
             span_id="0" * 16, started_at=datetime.now(UTC), inputs_hash="h"))
-    key = f"{PREFIX}/{spec.name}/servers-1/1.parquet"
+    key = f"{prefix}/{spec.name}/servers-1/1.parquet"
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"PAR1 cut short")
     assert read_all_replications(spec, store)["replication"].to_list() == [0]
     names = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
