@@ -84,6 +84,7 @@ def test_a_file_that_went_bad_is_missing_not_served_from_the_manifest(counted):
         handle.write(b"not parquet at all")
     os.replace(path + ".tmp", path)
     frame = summary.read_all_replications(spec, store)
+    assert reads[-1] == [(configs[0].key, 2)]  # its new identity made it be read again
     assert (configs[0].key, 2) not in _values(frame)
     assert len(_values(frame)) == 5
 
