@@ -17,15 +17,15 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import polars as pl
 import pytest
 import yaml
+from lab import result_rows as _rows
+from lab import storage as _storage
 from test_telemetry import fresh_tracing, spans  # noqa: F401  (fixtures)
 
 import engine
 from engine import command
 from simlab_pipelines.experiments import ExperimentError, load_experiment, parse_experiment
-from simlab_pipelines.resources import SimlabStorage
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE_C = PROJECT / "examples" / "c_simulator"
@@ -38,14 +38,6 @@ def _write(directory: Path, name: str, data: dict) -> Path:
     return path
 
 
-def _storage(lab: Path, workers: int = 1) -> SimlabStorage:
-    return SimlabStorage(results_uri=str(lab / "data" / "results"),
-                         duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=workers)
-
-
-def _rows(lab: Path, experiment: str) -> pl.DataFrame:
-    files = sorted((lab / "data" / "results" / experiment).glob("*/*.parquet"))
-    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
 
 
 def _materialize_all(materialize, spec, storage, instance):

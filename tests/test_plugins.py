@@ -18,12 +18,13 @@ import polars as pl
 import pytest
 import yaml
 from click.testing import CliRunner
+from lab import result_rows as _rows
+from lab import storage as _storage
 
 import engine
 from engine import registry
 from engine.cli import main as engine_cli
 from simlab_pipelines.experiments import load_experiment, load_experiments
-from simlab_pipelines.resources import SimlabStorage
 
 BIN = Path(sys.executable).parent
 CLINIC = textwrap.dedent('''
@@ -85,14 +86,6 @@ def _experiment(directory: Path, name: str, model: str, **extra) -> Path:
     return path
 
 
-def _storage(lab: Path, workers: int = 1) -> SimlabStorage:
-    return SimlabStorage(results_uri=str(lab / "data" / "results"),
-                         duckdb_path=str(lab / "data" / "simlab.duckdb"), workers=workers)
-
-
-def _rows(lab: Path, experiment: str) -> pl.DataFrame:
-    files = sorted((lab / "data" / "results" / experiment).glob("*/*.parquet"))
-    return pl.concat([pl.read_parquet(f) for f in files])
 
 
 def _assert_bit_identical(rows: pl.DataFrame, model: engine.Model, seed: int, horizon: float,

@@ -16,24 +16,14 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
+from lab import observations as _observations
+from lab import sweep as _sweep
 
 import engine
 from simlab_pipelines.cli import main
 from simlab_pipelines.storage import ResultStore, replication_row
 
 SIMLAB = str(Path(sys.executable).with_name("simlab"))
-
-
-def _sweep(path, *args):
-    result = CliRunner().invoke(main, ["sweep", str(path), *args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def _observations(db):
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute("SELECT config_key, replication, metric, value FROM observations "
-                           "ORDER BY ALL").fetchall()
 
 
 def test_corrupt_result_files_are_named_moved_aside_and_run_again(tiny, materialize, caplog,

@@ -6,22 +6,12 @@ import shutil
 import dagster as dg
 import duckdb
 from click.testing import CliRunner
+from lab import observations as _observations
+from lab import sweep as _sweep
 
 import engine
 from simlab_pipelines.cli import main
 from simlab_pipelines.experiments import load_experiment
-
-
-def _sweep(path, *args):
-    result = CliRunner().invoke(main, ["sweep", str(path), *args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def _observations(db):
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute("SELECT config_key, replication, metric, value FROM observations "
-                           "ORDER BY ALL").fetchall()
 
 
 def test_sweep_runs_everything_once_and_a_rerun_does_nothing(lab):
