@@ -87,35 +87,24 @@ def tradeoff_table(summary: pl.DataFrame, metrics: Sequence[str], *,
                    configurations: Mapping[str, Mapping[str, Any]] | None = None,
                    units: Mapping[str, str] | None = None,
                    roles: Mapping[str, str] | None = None) -> str:
-    """Configurations x ``metrics``: each cell ``mean ± half-width``; the parameters that vary
-    between configurations first; rows of ``roles`` (config_key -> "recommended", "current",
+    """``tradeoff_records`` as HTML: rows of ``roles`` (config_key -> "recommended", "current",
     "best sample mean") first and highlighted, with a legend."""
     esc = html.escape
-    units, roles, configurations = units or {}, roles or {}, configurations or {}
-    rows = summary.filter(pl.col("metric").is_in(list(metrics)))
-    order = {"recommended": 0, "current": 1, "best sample mean": 2}
-    keys = sorted(set(rows["config_key"].to_list()), key=lambda k: (order.get(roles.get(k), 3), k))
-    params = [p for p in dict.fromkeys(p for k in keys for p in configurations.get(k, {}))
-              if len({repr(configurations.get(k, {}).get(p)) for k in keys}) > 1]
-    present = [m for m in metrics if rows.filter(pl.col("metric") == m).height]
-    cells = {(k, m): (mean, half) for k, m, mean, half in
-             rows.select("config_key", "metric", "mean", "half_width").iter_rows()}
-    head = "".join(f"<th>{esc(p)}</th>" for p in params) + "".join(
-        f"<th>{esc(humanise(m) + _header_unit(units.get(m)))}</th>" for m in present)
+    roles = roles or {}
+    records = tradeoff_records(summary, metrics, configurations=configurations, units=units,
+                               roles=roles)
+    columns = [c for c in (records[0] if records else {}) if c not in ("configuration", "role")]
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = []
-    for key in keys:
-        role = roles.get(key)
-        attr = f' class="{_slug(role)}"' if role else ""
-        values = "".join(f"<td>{esc(str(configurations.get(key, {}).get(p, '')))}</td>"
-                         for p in params)
-        for m in present:
-            mean, half = cells.get((key, m), (None, None))
-            values += f"<td>{esc(_cell(mean, half, units.get(m)))}</td>"
-        body.append(f"<tr{attr}><td class=text>{esc(key)}</td>{values}</tr>")
+    for record in records:
+        attr = f' class="{_slug(record["role"])}"' if record["role"] else ""
+        values = "".join(f"<td>{esc(record[c])}</td>" for c in columns)
+        body.append(f"<tr{attr}><td class=text>{esc(record['configuration'])}</td>{values}</tr>")
     legend = "".join(f'<span class="swatch" style="background:{_ROLE_BACKGROUND[r]}"></span>'
                      f"{esc(r)}" for r in dict.fromkeys(roles.values()) if r in _ROLE_BACKGROUND)
     table = (f"<table><thead><tr><th>configuration</th>{head}</tr></thead>"
              f"<tbody>{''.join(body)}</tbody></table>")
+    rows = summary.filter(pl.col("metric").is_in(list(metrics)))
     confidence = rows["confidence"][0] * 100 if rows.height else 95.0
     note = (f'<p class="constant">Each cell: mean ± half-width of the {confidence:g}% '
             "confidence interval over the replications.</p>")
