@@ -5,7 +5,6 @@
 - ``<name>/summary``: the DuckDB tables, rebuilt when replications land.
 """
 
-import base64
 import json
 import os
 import warnings
@@ -215,11 +214,11 @@ def headline_metric(spec: ExperimentSpec) -> str:
     return next(iter(spec.resolved_model.metrics))
 
 
-def _image(png: bytes, alt: str) -> dg.MetadataValue:
-    # The UI renders markdown images, data URIs included, in a dialog ("[Show Markdown]"): it
-    # inlines markdown under 1,000 characters only, and 1.13 has no image metadata type. The plot
-    # travels with the event; the HTML report (the "report" entry) shows them all on one page.
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+def _image(image: bytes, alt: str) -> dg.MetadataValue:
+    # The UI renders markdown images, data URIs included (SVG and PNG), in a dialog ("[Show
+    # Markdown]"): it inlines markdown under 1,000 characters only, and 1.13 has no image metadata
+    # type. The plot travels with the event; the HTML report (the "report" entry) shows them all.
+    return dg.MetadataValue.md(f"![{alt}]({analysis.plots.data_uri(image)})")
 
 
 def configurations_table(spec: ExperimentSpec) -> dg.TableMetadataValue:

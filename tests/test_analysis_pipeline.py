@@ -191,9 +191,9 @@ def test_summary_tables_answer_plots_and_report(lab):
     assert metadata["unit"].value == "time units"
     for name in ("intervals_plot", "differences_plot"):
         text = metadata[name].value
-        assert text.startswith("![") and "data:image/png;base64," in text
-        png = base64.b64decode(text.split("base64,", 1)[1].rstrip(")"))
-        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert text.startswith("![") and "data:image/svg+xml;base64," in text
+        image = base64.b64decode(text.split("base64,", 1)[1].rstrip(")"))
+        assert image.startswith(b"<svg")
     summary = metadata["summary"]
     assert isinstance(summary, dg.TableMetadataValue)
     assert [r.data["config_key"] for r in summary.records] == ["servers-1", "servers-2"]
@@ -215,7 +215,7 @@ def test_summary_tables_answer_plots_and_report(lab):
     first, statistics = answer.split("\n\n")
     assert first in parser.text and statistics in parser.text
     assert parser.text.index(first) < parser.text.index(statistics)
-    assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert parser.images and all(src.startswith("data:image/svg+xml;base64,") for src in parser.images)
     assert not parser.external
     missing = CliRunner().invoke(main, ["report", "nope"])
     assert missing.exit_code == 1 and "no experiment 'nope'" in missing.output

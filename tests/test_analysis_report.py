@@ -1,4 +1,4 @@
-"""The answer sentence carries the comparison's numbers; plots are PNG; the HTML report is valid,
+"""The answer sentence carries the comparison's numbers; plots are SVG; the HTML report is valid,
 self-contained and written atomically."""
 
 import base64
@@ -25,7 +25,6 @@ from simlab_pipelines.analysis import (
     write_report,
 )
 
-PNG = b"\x89PNG\r\n\x1a\n"
 CONFIGS = {"a-8_b-3": {"a": 8, "b": 3}, "a-8_b-4": {"a": 8, "b": 4},
            "a-10_b-3": {"a": 10, "b": 3}, "a-10_b-4": {"a": 10, "b": 4}}
 # True mean of the metric per configuration (lower is better); a-10_b-3 equals the baseline.
@@ -94,10 +93,10 @@ def test_format_estimate(value, half, want):
     assert format_estimate(value, half) == want
 
 
-def test_plots_are_png_and_markdown_table(observations):
+def test_plots_are_svg_and_markdown_table(observations):
     summary = summarise(observations)
-    assert ci_plot(summary, "wait", highlight="a-10_b-4").startswith(PNG)
-    assert differences_plot(compare(observations, "a-8_b-3"), "wait").startswith(PNG)
+    assert ci_plot(summary, "wait", highlight="a-10_b-4").startswith(b"<svg")
+    assert differences_plot(compare(observations, "a-8_b-3"), "wait").startswith(b"<svg")
     table = markdown_table(summary.filter(pl.col("metric") == "wait"),
                            ["config_key", "n", "mean"], digits=3)
     lines = table.splitlines()
@@ -146,9 +145,9 @@ def test_report_is_valid_self_contained_html(observations, tmp_path):
     # the only links are the table of contents' links inside the page
     assert len(checker.images) == 2 and all(link.startswith("#") for link in checker.links)
     for src in checker.images:
-        prefix = "data:image/png;base64,"
+        prefix = "data:image/svg+xml;base64,"
         assert src.startswith(prefix)
-        assert base64.b64decode(src[len(prefix):], validate=True).startswith(PNG)
+        assert base64.b64decode(src[len(prefix):], validate=True).startswith(b"<svg")
     assert "http://" not in text and "https://" not in text
     assert oct(os.stat(target).st_mode & 0o777) == "0o644"
 

@@ -73,7 +73,8 @@ def test_a_designed_experiment_sweeps_and_stores_its_sensitivity(lab, materializ
     # The HTML report, rebuilt from the DuckDB file, says it too, with the plots.
     page = write_experiment_report("designed", lab / "data" / "simlab.duckdb").read_text()
     assert "Which factors matter: y" in page and "x1 explains" in page
-    assert page.count("data:image/png;base64,") >= 3 + 1  # tornado, main effects, fit; means
+    assert page.count("data:image/png;base64,") >= 3  # tornado, main effects, fit
+    assert page.count("data:image/svg+xml;base64,") >= 1  # the means
     # The spec asset shows the design and what generated it.
     design = design_metadata(spec)["design"].data
     assert design["method"] == "latin_hypercube" and design["configurations"] == 6

@@ -109,7 +109,7 @@ def test_ui_shows_the_summary_answer_and_plots_and_partition_metadata(webserver,
     entries = {e["label"]: e.get("mdStr") or e.get("text") for e in summary["metadataEntries"]}
     assert entries["answer"].startswith("Recommendation: servers 1→2")
     for plot in ("intervals_plot", "differences_plot"):
-        assert entries[plot].startswith("![") and "(data:image/png;base64," in entries[plot]
+        assert entries[plot].startswith("![") and "(data:image/svg+xml;base64," in entries[plot]
     (partition,) = data["partition"][0]["assetMaterializations"]
     assert partition["partition"] == "servers-2|3"
     labels = {e["label"]: e for e in partition["metadataEntries"]}

@@ -1,15 +1,21 @@
-"""Pictures of an experiment: confidence intervals per configuration, differences to the baseline.
+"""Pictures of an experiment: confidence intervals per configuration, differences to the baseline
+(SVG, ``svg.py``), and for designed experiments which factors matter (matplotlib).
 
-Figures are drawn with matplotlib's object-oriented API on the Agg canvas (no pyplot, no global
-backend switch, safe in worker processes and threads) and returned as PNG bytes, so that callers
-can inline them in HTML, store them, or attach them to Dagster metadata.
+Every plot is returned as bytes (SVG text or PNG), so that callers can inline them in HTML
+(``img_tag``), store them, or attach them to Dagster metadata (``data_uri``). matplotlib figures
+use its object-oriented API on the Agg canvas (no pyplot, no global backend switch, safe in worker
+processes and threads).
 """
 
+import base64
+import html
 import io
 import math
 from collections.abc import Mapping, Sequence
 
 import polars as pl
+
+from simlab_pipelines.analysis import svg
 
 _PAIRED, _UNPAIRED, _POINT = "#1f6fb4", "#b0b0b0", "#222222"
 # Colours of highlighted configurations, by role (the report's legend uses the same ones).
@@ -56,7 +62,7 @@ def _select(frame: pl.DataFrame, metric: str, experiment: str | None, argument: 
 def ci_plot(summary: pl.DataFrame, metric: str, *, experiment: str | None = None,
             highlight: str | None = None, title: str | None = None, unit: str | None = None,
             highlights: Mapping[str, str] | None = None) -> bytes:
-    """Each configuration's mean of ``metric`` with its confidence interval (PNG bytes).
+    """Each configuration's mean of ``metric`` with its confidence interval (SVG bytes).
 
     ``summary``: the frame of ``intervals.summarise``. ``highlight``: a config_key drawn in colour
     (e.g. the selected best or the baseline); ``highlights``: config_key -> role (a key of
@@ -66,67 +72,63 @@ def ci_plot(summary: pl.DataFrame, metric: str, *, experiment: str | None = None
     roles = dict(highlights or {})
     if highlight is not None and highlight not in roles:
         roles[highlight] = "highlighted"
-    rows = _select(summary, metric, experiment, "summary").sort("config_key", descending=True)
-    keys = rows["config_key"].to_list()
-    means = rows["mean"].to_list()
-    halves = [0.0 if h is None or math.isnan(h) else h for h in rows["half_width"].to_list()]
-    figure = Figure(figsize=(7.0, _height(len(keys))))
-    axes = figure.add_subplot()
-    labelled = set()
-    for y, (key, mean, half) in enumerate(zip(keys, means, halves, strict=True)):
+    rows = _select(summary, metric, experiment, "summary").sort("config_key")
+    chart_rows = []
+    for key, mean, half in rows.select("config_key", "mean", "half_width").iter_rows():
         role = roles.get(key)
         colour = ROLE_COLOURS.get(role, _PAIRED) if role else _POINT
-        label = role if role and role not in labelled and role != "highlighted" else None
-        labelled.add(role)
-        axes.errorbar(mean, y, xerr=half, fmt="o", color=colour, capsize=4, label=label)
-    axes.set_yticks(range(len(keys)), keys)
+        chart_rows.append(svg.Row(key, [svg.Mark(_number(mean), _number(half), colour)]))
+    shown = dict.fromkeys(roles[k] for k in rows["config_key"].to_list()
+                          if roles.get(k) not in (None, "highlighted"))
     confidence = rows["confidence"][0] * 100
-    axes.set_xlabel(f"{axis_label(metric, unit)}: mean, {confidence:g}% confidence interval")
-    if labelled - {None, "highlighted"}:
-        axes.legend(loc="best", fontsize="small")
-    axes.set_title(title or metric)
-    axes.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    return svg.interval_chart(
+        chart_rows, title=title or metric,
+        x_label=f"{axis_label(metric, unit)}: mean, {confidence:g}% confidence interval",
+        legend=[(role, ROLE_COLOURS[role]) for role in shown])
 
 
 def differences_plot(comparisons: pl.DataFrame, metric: str, *, experiment: str | None = None,
                      title: str | None = None, unit: str | None = None) -> bytes:
-    """Differences to the baseline with paired (CRN) and unpaired intervals side by side (PNG).
+    """Differences to the baseline with paired (CRN) and unpaired intervals side by side (SVG).
 
     ``comparisons``: the frame of ``comparisons.compare``. Each configuration gets a paired
     interval (blue) and, just below it, the unpaired Welch interval (grey): the gap between the
     two is the variance reduction bought by common random numbers.
     """
     rows = _select(comparisons, metric, experiment, "comparisons")
-    pairs = rows.select("config_key", "baseline_key").unique().sort(
-        "baseline_key", "config_key", descending=True)
-    labels = [f"{c} − {b}" for c, b in pairs.iter_rows()]
-    figure = Figure(figsize=(7.5, _height(len(labels))))
-    axes = figure.add_subplot()
+    marks: dict[tuple[str, str], list[svg.Mark]] = {}
     drawn = set()
-    for y, (config, base) in enumerate(pairs.iter_rows()):
-        for paired, offset, colour in ((True, 0.15, _PAIRED), (False, -0.15, _UNPAIRED)):
-            match = rows.filter((pl.col("config_key") == config) & (pl.col("baseline_key") == base)
-                                & (pl.col("paired") == paired))
-            if match.height == 0:
-                continue
-            row = match.row(0, named=True)
-            half = row["ci_high"] - row["mean_difference"]
-            label = ("paired (CRN)" if paired else "unpaired (Welch)") if paired not in drawn else None
-            drawn.add(paired)
-            axes.errorbar(row["mean_difference"], y + offset,
-                          xerr=0.0 if math.isnan(half) else half, fmt="o", color=colour,
-                          capsize=4, label=label)
-    axes.axvline(0.0, color="#aa3333", linewidth=1)
-    axes.set_yticks(range(len(labels)), labels)
+    for config, base, paired, mean, high in rows.select(
+            "config_key", "baseline_key", "paired", "mean_difference", "ci_high").iter_rows():
+        mean = _number(mean)
+        marks.setdefault((config, base), []).append(svg.Mark(
+            mean, _number(high) - mean, _PAIRED if paired else _UNPAIRED,
+            offset=-0.18 if paired else 0.18))
+        drawn.add(bool(paired))
+    chart_rows = [svg.Row(f"{config} − {base}", marks[config, base])
+                  for config, base in sorted(marks, key=lambda pair: (pair[1], pair[0]))]
+    legend = [(label, colour) for paired, label, colour in (
+        (True, "paired (CRN)", _PAIRED), (False, "unpaired (Welch)", _UNPAIRED)) if paired in drawn]
     confidence = rows["confidence"][0] * 100
-    axes.set_xlabel(f"difference in {axis_label(metric, unit)} ({confidence:g}% confidence "
-                    "interval)")
-    axes.set_title(title or f"{metric}: difference to the baseline")
-    axes.grid(axis="x", alpha=0.3)
-    if drawn:
-        axes.legend(loc="best", fontsize="small")
-    return _png(figure)
+    return svg.interval_chart(
+        chart_rows, title=title or f"{metric}: difference to the baseline",
+        x_label=f"difference in {axis_label(metric, unit)} ({confidence:g}% confidence interval)",
+        legend=legend, reference=0.0)
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def data_uri(image: bytes) -> str:
+    """A ``data:`` URI of a plot: SVG (the interval charts) or PNG (matplotlib's)."""
+    mime = "image/svg+xml" if image.lstrip().startswith(b"<svg") else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
+
+
+def img_tag(image: bytes, alt: str) -> str:
+    """An HTML ``<img>`` showing ``image`` inline (the report has no external references)."""
+    return f'<img alt="{html.escape(alt)}" src="{data_uri(image)}">'
 
 
 def markdown_table(frame: pl.DataFrame, columns: Sequence[str] | None = None,

@@ -7,13 +7,12 @@ second paragraph, a section per metric with its plots and tables, the selection,
 replications). A column that would repeat one value on every row is left out of a table and
 said once above it.
 
-The file has no external references (images are ``data:image/png;base64`` URIs, the style is
-inline), so it can be mailed, archived or served as is. It is written atomically: to a temporary
-file in the same directory, flushed to disk, then renamed over the target, so a reader never sees
-a half-written report and a failure leaves the previous one in place.
+The file has no external references (images are ``data:`` URIs, SVG charts and a designed
+experiment's PNG plots; the style is inline), so it can be mailed, archived or served as is. It is
+written atomically: to a temporary file in the same directory, flushed to disk, then renamed over
+the target, so a reader never sees a half-written report and a failure leaves the previous one in place.
 """
 
-import base64
 import html
 import os
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from simlab_pipelines.analysis.answer import CURRENCIES, format_quantity, humanise
-from simlab_pipelines.analysis.plots import ci_plot, differences_plot, format_cell
+from simlab_pipelines.analysis.plots import ci_plot, differences_plot, format_cell, img_tag
 from simlab_pipelines.analysis.selection import Recommendation, Subset, TwoStageSelection
 from simlab_pipelines.analysis.sequential import ReplicationPlan
 from simlab_pipelines.analysis.warmup import WarmupSuggestion
@@ -47,11 +46,6 @@ vertical-align:middle;border:1px solid #999}
 """
 # Row colours of highlighted configurations (the plots use plots.ROLE_COLOURS for the same roles).
 _ROLE_BACKGROUND = {"recommended": "#e6f4ea", "current": "#e8f0fa", "best sample mean": "#fdf0e0"}
-
-
-def _image(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None, digits: int = 4,
@@ -222,7 +216,7 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
         section(metric + (f" ({unit})" if unit else ""))
         if summary is not None and summary.filter(pl.col("metric") == metric).height:
             rows = summary.filter(pl.col("metric") == metric)
-            body.append(_image(ci_plot(summary, metric, highlights=plot_roles, unit=unit),
+            body.append(img_tag(ci_plot(summary, metric, highlights=plot_roles, unit=unit),
                                f"{metric}: confidence interval per configuration"))
             body.append(html_table(rows, [c for c in ("experiment", "config_key", "n", "mean",
                                                        "stddev", "ci_low", "ci_high", "half_width",
@@ -230,7 +224,7 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
                                           if c in rows.columns]))
         if comparisons is not None and comparisons.filter(pl.col("metric") == metric).height:
             rows = comparisons.filter(pl.col("metric") == metric)
-            body.append(_image(differences_plot(comparisons, metric, unit=unit),
+            body.append(img_tag(differences_plot(comparisons, metric, unit=unit),
                                f"{metric}: differences to the baseline"))
             body.append(html_table(rows, [c for c in ("config_key", "baseline_key", "n",
                                                        "mean_difference", "ci_low", "ci_high",

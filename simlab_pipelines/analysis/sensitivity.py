@@ -503,15 +503,11 @@ def report_sections(result: Sensitivity, design: DesignPoints, summary: pl.DataF
                     ) -> list[tuple[str, str]]:
     """(heading, HTML) sections of the HTML report for each of ``metrics`` analysed: the
     sentence, the tornado plot, the main effects, the metamodel's fit and the table."""
-    import base64
     import html
 
     from simlab_pipelines.analysis import plots
+    from simlab_pipelines.analysis.plots import img_tag as image
     from simlab_pipelines.analysis.report import html_table
-
-    def image(png: bytes, alt: str) -> str:
-        data = base64.b64encode(png).decode("ascii")
-        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
     out = []
     analysed = set(result.table["metric"].to_list())
