@@ -72,6 +72,9 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     trace_id: str | None = None
+    # The written file's (size, mtime_ns, inode) on a local disk (None in an object store): lets
+    # the summary's manifest trust ``row`` without reading the file back (manifest.record_run).
+    identity: tuple[int, int, int] | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -107,8 +110,8 @@ def run_task(task: Task) -> Outcome:
         inputs_hash=task.inputs_hash,
     )
     # A storage error is not the simulation's fault: it propagates, and the step is retried.
-    path = _store(task.results_uri).write(row)
-    return Outcome(task, row, path)
+    path, identity = _store(task.results_uri).write_identified(row)
+    return Outcome(task, row, path, identity=identity)
 
 
 def data_version(row: dict[str, Any]) -> str:

@@ -65,6 +65,15 @@ def replication_row(*, experiment: str, config_key: str, partition_key: str, res
     }
 
 
+# What tells one local file from another at the same path: (size, mtime in ns, inode). Every write
+# is a new file renamed into place, so a re-written result always has a new identity.
+FileIdentity = tuple[int, int, int]
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def storage_options() -> dict[str, Any]:
     """Object-store options from the standard AWS_* variables (S3-compatible servers included)."""
     options: dict[str, Any] = {}
@@ -149,6 +158,13 @@ class ResultStore:
 
     def write(self, row: Mapping[str, Any]) -> str:
         """Write one replication's row atomically; return its path."""
+        return self.write_identified(row)[0]
+
+    def write_identified(self, row: Mapping[str, Any]) -> tuple[str, FileIdentity | None]:
+        """Write one replication's row atomically; return its path and, on a local disk, the
+        identity of the file written (None in an object store), as ``file_identity`` reads it:
+        taken from the open file before the rename, so it is this file's even if another
+        writer replaces it a moment later (a rename keeps size, mtime and inode)."""
         buffer = io.BytesIO()
         pl.DataFrame([dict(row)], schema_overrides={"series": pl.String}).write_parquet(buffer)
         data = buffer.getvalue()
@@ -162,14 +178,16 @@ class ResultStore:
                 os.fchmod(fd, 0o666 & ~process_umask())
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
+                    handle.flush()
+                    identity = file_identity(os.fstat(handle.fileno()))
                 os.replace(tmp, path)
             except BaseException:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
                 raise
-        else:
-            self.fs.pipe_file(path, data)
-        return path
+            return path, identity
+        self.fs.pipe_file(path, data)
+        return path, None
 
     def existing(self, experiment: str) -> set[tuple[str, int]]:
         """(config_key, replication) of every replication file of ``experiment``."""
