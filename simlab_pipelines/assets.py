@@ -27,7 +27,6 @@ except ImportError:  # moved in a later Dagster: the public call is used
 import engine
 from simlab_pipelines import analysis, batch, partitions, plan, settings, telemetry
 from simlab_pipelines import metadata as ui
-from simlab_pipelines.analysis.report import highlight_roles, tradeoff_records
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.experiments.responses import headline_responses
 from simlab_pipelines.partitions import split_key
@@ -250,6 +249,9 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     """The summary's metadata in the UI: the answer, tables and plots of the headline metric;
     ``beyond``: keys of results outside the plan (reported, not used); ``report``: the HTML
     report's path."""
+    # Here, not at the top: the analysis loads scipy, which a run of simulations never needs.
+    from simlab_pipelines.analysis.report import highlight_roles, tradeoff_records
+
     metric = headline_metric(spec)
     outcome = result.analysis
     summary, comparisons = result.summary, result.comparisons
