@@ -25,7 +25,7 @@ except ImportError:  # moved in a later Dagster: the public call is used
     AssetMetadataHandle = OutputMetadataAccumulator = None
 
 import engine
-from simlab_pipelines import analysis, batch, partitions, plan, settings, telemetry
+from simlab_pipelines import analysis, batch, manifest, partitions, plan, settings, telemetry
 from simlab_pipelines import metadata as ui
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.experiments.responses import headline_responses
@@ -175,6 +175,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                 context.log.error(f"{outcome.task.partition_key} failed: {outcome.error}")
             if done % step == 0 or done == len(tasks):
                 context.log.info(f"{spec.name}: {done}/{len(tasks)} simulations done")
+    manifest.record_run(store, spec.name, context.run_id, succeeded)  # summary need not re-read
     if not failures:
         add_partition_metadata(context, {o.task.partition_key: _partition_metadata(o, store)
                                          for o in succeeded})

@@ -10,44 +10,134 @@ gets a new inode: a row is reused only while its file is the very file it was re
 files that are gone are dropped; files that fail to read are left to ``read`` (the summary moves
 corrupt ones aside and counts them missing) and are not remembered.
 
+The runs feed it too, so that the first summary of a sweep does not read back every file the runs
+have just written: a run's step already holds the rows its workers wrote, with each file's identity
+(``batch.Outcome``), and ``record_run`` leaves them as a fragment,
+``<results>/<experiment>/.simlab-runs/<run_id>-<unique>.parquet`` (same columns as the manifest,
+written to a temporary name and renamed, so a reader never sees half of one). A reader trusts a
+fragment's row exactly as a manifest row: only while the file is the one it describes. One reader
+at a time folds the fragments into the manifest (an exclusive ``flock`` on
+``.simlab-manifest.lock``, never waited for: a reader that does not get it uses the manifest and
+fragments as they are and writes nothing) and deletes exactly the fragments it read, after the new
+manifest is in place; fragments written meanwhile stay for the next reader. Fragments are listed
+before the result files, so every file a listed fragment describes is in that listing.
+
 Only for results on a local disk: an object store's listing does not give a cheap identity of this
-kind, so there every build reads every file, as before. A manifest that cannot be read (written by
-another version, damaged) is ignored and rebuilt; one that cannot be written (read-only results)
-costs only the speed.
+kind, so there every build reads every file, as before, and runs leave no fragments. A manifest or
+fragment that cannot be read (written by another version, damaged) is ignored (the files are read
+instead); one that cannot be written (read-only results) costs only the speed.
 """
 
+import contextlib
+import fcntl
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 import polars as pl
+
+from simlab_pipelines.storage import ResultStore, file_identity, rows_frame
 
 log = logging.getLogger("simlab.manifest")
 
 MANIFEST_NAME = ".simlab-manifest.parquet"
+LOCK_NAME = ".simlab-manifest.lock"
+RUNS_DIR = ".simlab-runs"  # hidden: the listing of result files skips it
 # Bump when the rows' meaning changes (columns of the replication files): old manifests are ignored.
 MANIFEST_VERSION = 1
+# A temporary file this old was left by a killed writer (a live one renames it within moments).
+STALE_TEMPORARY_SECONDS = 3600
 _IDENTITY = ["_file_size", "_file_mtime_ns", "_file_inode"]
 _KEYS = ["config_key", "replication"]
 
 Key = tuple[str, int]
 
 
+class Recorded(Protocol):
+    """What ``record_run`` needs of a run's outcome (``batch.Outcome``)."""
+
+    row: dict[str, Any] | None
+    identity: tuple[int, int, int] | None
+
+
 def manifest_path(root: str, experiment: str) -> str:
     return os.path.join(root, experiment, MANIFEST_NAME)
+
+
+def runs_directory(root: str, experiment: str) -> str:
+    """Where runs leave their fragments."""
+    return os.path.join(root, experiment, RUNS_DIR)
+
+
+def record_run(store: ResultStore | str, experiment: str, run_id: str,
+               outcomes: Iterable[Recorded]) -> str | None:
+    """Leave the rows a run wrote, with their files' identities, for the next summary to use
+    instead of reading those files back; returns the fragment's path (None: nothing to record,
+    results in an object store, or the fragment could not be written, which only costs speed)."""
+    if isinstance(store, ResultStore):
+        if not store.is_local:
+            return None
+        store = store.root
+    recorded = [(o.row, o.identity) for o in outcomes
+                if o.row is not None and o.identity is not None]
+    if not recorded:
+        return None
+    directory = runs_directory(store, experiment)
+    # Unique even when a step is retried within the same run: no fragment replaces another.
+    name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', run_id)}-{uuid.uuid4().hex[:12]}.parquet"
+    try:
+        identities = [identity for _, identity in recorded]
+        frame = rows_frame([row for row, _ in recorded]).with_columns(
+            pl.Series(column, [i[n] for i in identities], dtype=pl.Int64)
+            for n, column in enumerate(_IDENTITY))
+        os.makedirs(directory, exist_ok=True)
+        return _write(frame, directory, name, ".tmp-run-")
+    except Exception as exc:  # a cache: never the run's failure
+        log.warning(f"run fragment {os.path.join(directory, name)} not written ({exc}); the next "
+                    "summary reads those result files instead")
+        return None
+
+
+def _write(frame: pl.DataFrame, directory: str, name: str, prefix: str) -> str:
+    """``frame`` (with the manifest version) to ``directory/name``, atomically; raises OSError."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".parquet")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            frame.with_columns(pl.lit(MANIFEST_VERSION).alias("_manifest_version")
+                               ).write_parquet(handle)
+        target = os.path.join(directory, name)
+        os.replace(tmp, target)
+        return target
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _identities(paths: Sequence[str]) -> list[tuple[int, int, int] | None]:
     out: list[tuple[int, int, int] | None] = []
     for path in paths:
         try:
-            st = os.stat(path)
+            out.append(file_identity(os.stat(path)))
         except FileNotFoundError:  # removed since it was listed
             out.append(None)
-            continue
-        out.append((st.st_size, st.st_mtime_ns, st.st_ino))
     return out
+
+
+def _valid(frame: pl.DataFrame) -> pl.DataFrame | None:
+    """A manifest or fragment's rows without the version column; None if of another version."""
+    if "_manifest_version" not in frame.columns or frame.is_empty() or \
+            frame["_manifest_version"].n_unique() != 1 or \
+            frame["_manifest_version"][0] != MANIFEST_VERSION or \
+            not set(_IDENTITY + _KEYS) <= set(frame.columns):
+        return None
+    return frame.drop("_manifest_version").with_columns(
+        pl.col("replication").cast(pl.Int64), *(pl.col(c).cast(pl.Int64) for c in _IDENTITY))
 
 
 def _load(path: str) -> pl.DataFrame | None:
@@ -58,71 +148,149 @@ def _load(path: str) -> pl.DataFrame | None:
     except Exception as exc:  # damaged or foreign: rebuilt from the files
         log.warning(f"summary manifest {path} unreadable ({exc}); reading every result file")
         return None
-    if "_manifest_version" not in frame.columns or frame.is_empty() or \
-            frame["_manifest_version"][0] != MANIFEST_VERSION or \
-            not set(_IDENTITY + _KEYS) <= set(frame.columns):
-        return None
-    return frame.drop("_manifest_version")
+    return _valid(frame)
 
 
-def _save(path: str, frame: pl.DataFrame) -> None:
-    directory = os.path.dirname(path)
+def _fragment_paths(directory: str) -> list[str]:
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-manifest-", suffix=".parquet")
-    except OSError as exc:
-        log.debug(f"summary manifest not written in {directory}: {exc}")
+        with os.scandir(directory) as entries:
+            return sorted(e.path for e in entries
+                          if e.name.endswith(".parquet") and not e.name.startswith("."))
+    except FileNotFoundError:  # no run has left one
+        return []
+
+
+def _load_fragments(paths: list[str]) -> list[pl.DataFrame]:
+    """The usable fragments among ``paths`` (oldest name first is not implied: any order)."""
+    if not paths:
+        return []
+    try:  # one call for all: they are written by the same code
+        frames = [pl.read_parquet(paths, parallel="none")]
+    except (Exception, pl.exceptions.PanicException):  # vanished, damaged or of another shape
+        frames = []
+        for path in paths:
+            try:
+                frames.append(pl.read_parquet(path))
+            except FileNotFoundError:
+                continue
+            except (Exception, pl.exceptions.PanicException) as exc:
+                log.warning(f"run fragment {path} unreadable ({exc}); its result files are read "
+                            "instead")
+    valid = [_valid(frame) for frame in frames]
+    return [frame for frame in valid if frame is not None]
+
+
+@contextlib.contextmanager
+def _merge_lock(directory: str) -> Iterator[bool]:
+    """Whether this reader may write the manifest and remove fragments: it holds the lock. Never
+    waits: a reader that does not get it (another is merging; read-only results) writes nothing."""
+    try:
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield False
         return
     try:
-        with os.fdopen(fd, "wb") as handle:
-            frame.with_columns(pl.lit(MANIFEST_VERSION).alias("_manifest_version")
-                               ).write_parquet(handle)
-        os.replace(tmp, path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True  # closing the descriptor releases the lock
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(directories: Iterable[str]) -> None:
+    """Temporary files of writers that were killed before their rename (called by the merger)."""
+    limit = time.time() - STALE_TEMPORARY_SECONDS
+    for directory in directories:
+        with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith((".tmp-manifest-", ".tmp-run-")) and entry.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < limit:
+                            os.unlink(entry.path)
+
+
+def _save(path: str, frame: pl.DataFrame) -> bool:
+    directory = os.path.dirname(path)
+    try:
+        _write(frame, directory, os.path.basename(path), ".tmp-manifest-")
     except OSError as exc:
         log.debug(f"summary manifest {path} not written: {exc}")
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return False
+    return True
 
 
-def read_with_manifest(root: str, experiment: str, present: Sequence[Key],
+def _remembered(cached: pl.DataFrame | None, fragments: list[pl.DataFrame]) -> pl.DataFrame | None:
+    """The manifest's rows, then the fragments' (later ones win for the same file)."""
+    own = [cached] if cached is not None else []
+    # Rows of another shape (a manifest of older files) do not go together: the newest that do.
+    for parts in (own + fragments, fragments, own):
+        if parts:
+            with contextlib.suppress(pl.exceptions.PolarsError):
+                return pl.concat(parts, how="diagonal_relaxed")
+    return None
+
+
+def read_with_manifest(root: str, experiment: str, list_present: Callable[[], Sequence[Key]],
                        path_of: Callable[[Key], str],
                        read: Callable[[list[Key]], pl.DataFrame]) -> pl.DataFrame:
-    """The rows of the files ``present`` (sorted keys): from the manifest where a file is the one
-    it was read from, else through ``read(keys)`` (the files' rows; fewer if some are corrupt or
-    gone); the manifest is then brought up to date. Row order: as ``read`` and the manifest give."""
-    identities = _identities([path_of(key) for key in present])
-    current = pl.DataFrame(
-        {"config_key": [k[0] for k in present], "replication": [k[1] for k in present],
-         "_file_size": [i[0] if i else None for i in identities],
-         "_file_mtime_ns": [i[1] if i else None for i in identities],
-         "_file_inode": [i[2] if i else None for i in identities]},
-        schema={"config_key": pl.String, "replication": pl.Int64, "_file_size": pl.Int64,
-                "_file_mtime_ns": pl.Int64, "_file_inode": pl.Int64},
-    ).drop_nulls("_file_size")
-    path = manifest_path(root, experiment)
-    cached = _load(path)
-    if cached is not None:
-        cached = cached.with_columns(pl.col("replication").cast(pl.Int64),
-                                     *(pl.col(c).cast(pl.Int64) for c in _IDENTITY))
-        hits = cached.join(current, on=_KEYS + _IDENTITY, how="semi")
-    else:
-        hits = pl.DataFrame()
-    wanted = current.join(hits.select(_KEYS), on=_KEYS, how="anti") if hits.height else current
-    fresh_keys = list(zip(wanted["config_key"], wanted["replication"], strict=True))
-    fresh = read(fresh_keys) if fresh_keys else pl.DataFrame()
-    if fresh.height:
-        # The identity taken before reading: if the file changed meanwhile, the next read sees
-        # another identity and reads it again (never the other way round).
-        fresh = fresh.join(wanted, on=_KEYS, how="inner")
-    parts = [f for f in (hits, fresh) if f.height]
-    if not parts:
-        return pl.DataFrame()
-    try:
-        rows = pl.concat(parts, how="diagonal_relaxed")
-    except pl.exceptions.PolarsError:  # remembered rows of another shape (older files): re-read
-        rows = read(list(present))
-        rows = rows.join(current, on=_KEYS, how="inner") if rows.height else rows
-        if not rows.height:
-            return rows
-    if fresh.height or cached is None or cached.height != hits.height:
-        _save(path, rows)
-    return rows.drop(_IDENTITY)
+    """The rows of the files ``list_present()`` lists (sorted keys): from the manifest or a run's
+    fragment where a file is the one they describe, else through ``read(keys)`` (the files' rows;
+    fewer if some are corrupt or gone); the manifest is then brought up to date and the fragments
+    folded in are removed. Row order: as ``read``, the manifest and the fragments give."""
+    directory = os.path.join(root, experiment)
+    with _merge_lock(directory) as merger:
+        # Before the files: a fragment is renamed in after its files, so they are listed below.
+        fragment_paths = _fragment_paths(os.path.join(directory, RUNS_DIR))
+        present = list_present()
+        if not present:
+            return pl.DataFrame()
+        identities = _identities([path_of(key) for key in present])
+        current = pl.DataFrame(
+            {"config_key": [k[0] for k in present], "replication": [k[1] for k in present],
+             "_file_size": [i[0] if i else None for i in identities],
+             "_file_mtime_ns": [i[1] if i else None for i in identities],
+             "_file_inode": [i[2] if i else None for i in identities]},
+            schema={"config_key": pl.String, "replication": pl.Int64, "_file_size": pl.Int64,
+                    "_file_mtime_ns": pl.Int64, "_file_inode": pl.Int64},
+        ).drop_nulls("_file_size")
+        path = manifest_path(root, experiment)
+        cached = _load(path)
+        fragments = _load_fragments(fragment_paths)
+        remembered = _remembered(cached, fragments)
+        if remembered is not None:
+            hits = remembered.join(current, on=_KEYS + _IDENTITY, how="semi")
+            if fragments:  # a file both in the manifest and a fragment (or two): once
+                hits = hits.unique(subset=_KEYS, keep="last", maintain_order=True)
+        else:
+            hits = pl.DataFrame()
+        wanted = current.join(hits.select(_KEYS), on=_KEYS, how="anti") if hits.height \
+            else current
+        fresh_keys = list(zip(wanted["config_key"], wanted["replication"], strict=True))
+        fresh = read(fresh_keys) if fresh_keys else pl.DataFrame()
+        if fresh.height:
+            # The identity taken before reading: if the file changed meanwhile, the next read
+            # sees another identity and reads it again (never the other way round).
+            fresh = fresh.join(wanted, on=_KEYS, how="inner")
+        parts = [f for f in (hits, fresh) if f.height]
+        if not parts:
+            return pl.DataFrame()
+        try:
+            rows = pl.concat(parts, how="diagonal_relaxed")
+        except pl.exceptions.PolarsError:  # remembered rows of another shape (older files): re-read
+            rows = read(list(present))
+            rows = rows.join(current, on=_KEYS, how="inner") if rows.height else rows
+            if not rows.height:
+                return rows
+        if merger and (fresh.height or cached is None or cached.height != hits.height
+                       or fragment_paths):
+            # Fragments go only once the manifest holds what they held; those written since
+            # they were listed are not among them.
+            if _save(path, rows):
+                for fragment in fragment_paths:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(fragment)
+            _remove_stale_temporaries([directory, os.path.join(directory, RUNS_DIR)])
+        return rows.drop(_IDENTITY)

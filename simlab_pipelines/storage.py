@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +74,12 @@ def file_identity(st: os.stat_result) -> FileIdentity:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+def rows_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """Replication rows as the frame their files hold (and read back as, column types included)."""
+    return pl.DataFrame([dict(row) for row in rows], schema_overrides={"series": pl.String},
+                        infer_schema_length=None)
+
+
 def storage_options() -> dict[str, Any]:
     """Object-store options from the standard AWS_* variables (S3-compatible servers included)."""
     options: dict[str, Any] = {}
@@ -100,9 +106,10 @@ def process_umask() -> int:
 
 def _local_listing(root: str) -> Iterator[tuple[str, str]]:
     """(directory, file name) below ``root``, one level deep: os.scandir, without the stat per
-    file that fsspec's glob makes (a third of a 5,000-partition summary's time)."""
+    file that fsspec's glob makes (a third of a 5,000-partition summary's time). Hidden
+    directories (the summary's ``.simlab-runs``) are not configurations: skipped."""
     try:
-        directories = [e for e in os.scandir(root) if e.is_dir()]
+        directories = [e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
     except FileNotFoundError:
         return
     for directory in directories:
@@ -166,7 +173,7 @@ class ResultStore:
         taken from the open file before the rename, so it is this file's even if another
         writer replaces it a moment later (a rename keeps size, mtime and inode)."""
         buffer = io.BytesIO()
-        pl.DataFrame([dict(row)], schema_overrides={"series": pl.String}).write_parquet(buffer)
+        rows_frame([row]).write_parquet(buffer)
         data = buffer.getvalue()
         path = self.path(row["experiment"], row["config_key"], row["replication"])
         if self.is_local:

@@ -38,14 +38,12 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
 
 from simlab_pipelines import plan
-from simlab_pipelines.analysis import ExperimentAnalysis, analyse_experiment
-from simlab_pipelines.analysis.sensitivity import Sensitivity, analyse_design
-from simlab_pipelines.analysis.warmup import WarmupSuggestion, suggest_warmup
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.experiments.responses import (
     COST_RESPONSE,
@@ -55,6 +53,13 @@ from simlab_pipelines.experiments.responses import (
 from simlab_pipelines.manifest import read_with_manifest
 from simlab_pipelines.query import query  # noqa: F401  (summary.query: callers import it here)
 from simlab_pipelines.storage import CorruptResultFile, ResultStore
+
+# The analysis is imported where it runs (analyse): it loads scipy (~0.3 s), and this module is
+# loaded by every process that builds the definitions, most of which never analyse.
+if TYPE_CHECKING:
+    from simlab_pipelines.analysis import ExperimentAnalysis
+    from simlab_pipelines.analysis.sensitivity import Sensitivity
+    from simlab_pipelines.analysis.warmup import WarmupSuggestion
 
 log = logging.getLogger("simlab.summary")
 
@@ -74,7 +79,7 @@ class Warmup:
 
     config_key: str
     series: str
-    suggestion: WarmupSuggestion
+    suggestion: "WarmupSuggestion"
 
 
 @dataclass(frozen=True)
@@ -84,10 +89,10 @@ class Analysis:
     targets: dict[str, plan.Target]
     observations: pl.DataFrame       # the ones analysed: replications the targets want
     series: pl.DataFrame             # likewise
-    statistics: ExperimentAnalysis   # intervals, comparisons, selection, answer
+    statistics: "ExperimentAnalysis"  # intervals, comparisons, selection, answer
     warmup: list[Warmup]
     notes: list[str]                 # what a user should know (short warm-up, precision)
-    sensitivity: Sensitivity | None = None  # with a design: which factors matter
+    sensitivity: "Sensitivity | None" = None  # with a design: which factors matter
 
     @property
     def answer(self) -> str | None:
@@ -139,16 +144,18 @@ def _expected_hashes(spec: ExperimentSpec) -> pl.DataFrame:
 def read_all_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
     """Every replication file of ``spec``'s partitions, stale or not."""
     defined = {(c.key, r) for c in spec.configurations_list() for r in range(spec.max_replications)}
-    present = sorted(store.existing(spec.name) & defined)
-    if not present:
-        return pl.DataFrame()
+
+    def present() -> list[tuple[str, int]]:
+        return sorted(store.existing(spec.name) & defined)
+
     if store.is_local:  # only the files that are new or changed since the last read
         frame = read_with_manifest(
             store.root, spec.name, present,
             lambda key: store.path(spec.name, *key),
             lambda keys: _read_files(spec.name, keys, store))
     else:
-        frame = _read_files(spec.name, present, store)
+        keys = present()
+        frame = _read_files(spec.name, keys, store) if keys else pl.DataFrame()
     return frame.sort(["config_key", "replication"]) if frame.height else frame
 
 
@@ -285,6 +292,8 @@ def _replication_limit(frame: pl.DataFrame, targets: Mapping[str, plan.Target]) 
 
 def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> Analysis:
     """Targets, intervals, comparisons, selection, answer and warm-up of one experiment."""
+    from simlab_pipelines.analysis import analyse_experiment
+
     targets = plan.replication_targets(spec, obs)
     obs = _replication_limit(obs, targets)
     series = _replication_limit(series, targets)
@@ -310,12 +319,14 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
     return Analysis(targets, obs, series, result, warmups, notes, sensitivity)
 
 
-def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> Sensitivity | None:
+def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> "Sensitivity | None":
     """With a design: the sensitivity of its metrics (all, unless ``design.metrics`` names
     some); the answer is about those named, else the objective's or precision's metric."""
     design = spec.design_points
     if design is None:
         return None
+    from simlab_pipelines.analysis.sensitivity import analyse_design
+
     named = spec.design.metrics
     headline = named or [target.metric for target in (spec.objective, spec.precision)
                          if target is not None][:1]
@@ -330,6 +341,8 @@ def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> Sensitivity | None:
 def _warmups(spec: ExperimentSpec, series: pl.DataFrame) -> list[Warmup]:
     if spec.series_interval is None or series.is_empty():
         return []
+    from simlab_pipelines.analysis.warmup import suggest_warmup
+
     out = []
     for (key, name), group in sorted(series.group_by("config_key", "series"),
                                      key=lambda g: g[0]):
@@ -408,7 +421,7 @@ _ANSWERS_SCHEMA = {"experiment": pl.String, "metric": pl.String, "direction": pl
                    "confidence": pl.Float64, "recommended": pl.String}
 
 
-def _answers_table(spec: ExperimentSpec, result: ExperimentAnalysis) -> pl.DataFrame:
+def _answers_table(spec: ExperimentSpec, result: "ExperimentAnalysis") -> pl.DataFrame:
     if spec.objective is None:  # no question of "best": the table exists, without a row
         return pl.DataFrame(schema=_ANSWERS_SCHEMA)
     subset, selection = result.subset, result.selection
