@@ -5,9 +5,7 @@ import math
 
 import dagster as dg
 import duckdb
-from scipy import stats
 
-from engine import theory
 from simlab_pipelines import analysis, plan
 from simlab_pipelines.assets import replications_key, summary_key
 from simlab_pipelines.experiments import ExperimentSpec
@@ -26,6 +24,8 @@ def expected_values(params: dict) -> tuple[dict[str, float], list[str]]:
     """The closed-form value of every mmck metric that has one (means, percentiles of the wait
     and the time in system, fraction_wait_over), and the wait percentiles left out because they
     sit on the atom at 0. Raises ValueError without a steady state."""
+    from engine import theory  # here: it loads scipy, which only the theory check needs
+
     expected = theory.expected_metrics(params) | theory.expected_quantiles(params)
     no_wait = theory.wait_distribution(params["servers"], params.get("capacity"),
                                        params["arrival_rate"], params["service_rate"]).no_wait
@@ -154,6 +154,8 @@ def theory_check(spec: ExperimentSpec, duckdb_path: str) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=False, metadata={
             "reason": "no summary rows to test", "no_steady_state": dg.MetadataValue.json(unstable)})
     level = 1 - THEORY_FAMILY_ALPHA / len(tested)
+    from scipy import stats  # here: scipy.stats takes ~0.3 s to load, and only this check uses it
+
     failures, table = [], ["| configuration | metric | simulated | theory | half-width |",
                            "|---|---|---|---|---|"]
     for key, metric, n, mean, sd in tested:

@@ -20,15 +20,18 @@ configuration's target are never run.
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from simlab_pipelines.analysis.frames import aligned_samples, samples
-from simlab_pipelines.analysis.selection import two_stage_selection
-from simlab_pipelines.analysis.sequential import ReplicationPlan, next_round
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.partitions import partition_key
+
+# The procedures are imported where they run: they load scipy (~0.3 s), which the processes that
+# only read targets of fixed-size experiments (a sweep's start, a run, a sensor) never need.
+if TYPE_CHECKING:
+    from simlab_pipelines.analysis.sequential import ReplicationPlan
 
 # The sequential procedure's pilot: Law's minimum of 10 replications, or all of a smaller round.
 PILOT = 10
@@ -45,7 +48,7 @@ class Target:
     replications: int                  # replications 0 .. replications-1 are wanted
     status: str                        # fixed | running | met | more | max_reached | undefined
     rounds: int                        # rounds of the sequential procedure completed
-    plan: ReplicationPlan | None       # the last completed round's plan (precision metric)
+    plan: "ReplicationPlan | None"     # the last completed round's plan (precision metric)
     selection_required: int | None     # the two-stage selection's total, when there is one
 
 
@@ -85,6 +88,8 @@ def _selection_required(spec: ExperimentSpec, observations: pl.DataFrame,
     stage = observations.filter((pl.col("metric") == objective.metric)
                                 & (pl.col("replication") < first)
                                 & pl.col("config_key").is_in(keys))
+    from simlab_pipelines.analysis.frames import aligned_samples, samples
+    from simlab_pipelines.analysis.selection import two_stage_selection
     try:
         if spec.common_random_numbers:
             _, data = aligned_samples(stage, objective.metric)
@@ -117,6 +122,7 @@ def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dic
         values = present.get(key, {})
         total, status, rounds, plan = spec.replications, FIXED, 0, None
         if precision is not None:
+            from simlab_pipelines.analysis.sequential import next_round
             status = RUNNING
             while _complete(values, total):
                 plan = next_round(

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import scipy
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.parameters import Parameter, ParameterError
@@ -288,7 +287,8 @@ def _check_fractional(design: Design, k: int, loc: Loc) -> list[tuple[Loc, str]]
 def generator_version(method: str) -> dict[str, str]:
     """What generates ``method``'s points, with its version (part of the spec hash)."""
     if method in ("latin_hypercube", "sobol", "halton"):
-        return {"name": "scipy.stats.qmc", "version": scipy.__version__,
+        # The installed distribution's version (scipy.__version__), without importing scipy.
+        return {"name": "scipy.stats.qmc", "version": importlib.metadata.version("scipy"),
                 "designs": DESIGNS_VERSION}
     if method in ("saltelli", "morris"):
         return {"name": "SALib", "version": importlib.metadata.version("SALib"),
@@ -298,10 +298,12 @@ def generator_version(method: str) -> dict[str, str]:
 
 def generate(design: Design, factors: list[FactorRange]) -> DesignPoints:
     """The design's points for ``factors`` (as ``check_design`` resolved them)."""
-    from scipy.stats import qmc  # on use: scipy.stats takes seconds to import, designs are rare
-
     k = len(factors)
     method, generators = design.method, ()
+    if method in ("latin_hypercube", "sobol", "halton"):
+        # Only for these: scipy.stats takes ~0.4 s to import, and every process that loads the
+        # definitions generates every design (nolh and fractional factorials are numpy only).
+        from scipy.stats import qmc
     if method == "latin_hypercube":
         unit = qmc.LatinHypercube(k, rng=np.random.default_rng(design.seed)).random(design.points)
     elif method == "sobol":
