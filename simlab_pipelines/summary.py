@@ -602,15 +602,22 @@ def _carry_over(con: duckdb.DuckDBPyConnection, old: Path, experiment: str,
     con.execute("ATTACH ? AS old (READ_ONLY)", [str(old)])  # a parameter: paths may hold quotes
     try:
         old_tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'old'").fetchall()]
+            "SELECT table_name FROM duckdb_tables() t WHERE database_name = 'old' AND EXISTS ("
+            "SELECT 1 FROM duckdb_columns() c WHERE c.database_name = 'old' AND c.table_name = "
+            "t.table_name AND c.column_name = 'experiment') ORDER BY table_name").fetchall()]
+        if not old_tables:
+            return
+        # Which tables hold other experiments' rows, in one query: most builds have none to
+        # carry into the tables just built (one experiment), and aligning costs ~3 ms a table.
+        others = dict(con.execute(" UNION ALL ".join(
+            f"SELECT ? AS name, count(*) FROM old.{_identifier(name)} WHERE experiment <> ?"
+            for name in old_tables), [v for name in old_tables for v in (name, experiment)]
+        ).fetchall())
         for name in old_tables:
-            has_experiment = con.execute(
-                "SELECT count(*) FROM duckdb_columns() WHERE database_name = 'old' "
-                "AND table_name = ? AND column_name = 'experiment'", [name]).fetchone()[0]
-            if not has_experiment:
-                continue
             table = _identifier(name)
             if name in built:
+                if not others[name]:
+                    continue  # nothing to carry: the new table stands as built
                 _align_columns(con, name)
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM old.{table} "
                             "WHERE experiment <> ?", [experiment])
