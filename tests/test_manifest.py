@@ -136,6 +136,7 @@ def test_a_damaged_manifest_is_rebuilt_from_the_files(counted):
 
 def test_a_runs_rows_serve_the_next_read_without_reading_its_files(tiny, materialize, reads):
     spec, storage = tiny
+    storage = storage.model_copy(update={"workers": 2})  # the pool: identities cross processes
     store = storage.store()
     with dg.instance_for_test() as instance:
         for config in spec.configurations_list():
