@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
-from test_s3_results import BUCKET, PREFIX, s3  # noqa: F401  (the moto S3 fixture)
+from test_s3_results import PREFIX, s3  # noqa: F401  (the moto S3 fixture)
 
 from simlab_pipelines import manifest, summary
 from simlab_pipelines.assets import replications_key
@@ -17,6 +17,8 @@ from simlab_pipelines.batch import Outcome
 from simlab_pipelines.manifest import MANIFEST_NAME, record_run, runs_directory
 from simlab_pipelines.partitions import range_tags
 from simlab_pipelines.storage import ResultStore, replication_row
+
+BUCKET = "simlab-test-manifest"
 
 
 def _write(spec, store, config, replication: int, value: float) -> Outcome:
@@ -232,7 +234,10 @@ def test_a_damaged_fragment_is_skipped_and_a_half_written_one_never_read(counted
 
 def test_results_in_s3_leave_no_fragment_and_are_read_every_time(tiny, s3, reads):  # noqa: F811
     spec, _ = tiny
-    store = ResultStore(f"s3://{BUCKET}/{PREFIX}-manifest")
+    # A bucket of its own: moto keeps objects for the whole process, and test_s3_results lists
+    # every object of its bucket.
+    s3.create_bucket(Bucket=BUCKET)
+    store = ResultStore(f"s3://{BUCKET}/{PREFIX}")
     config = spec.configurations_list()[0]
     outcomes = [_write(spec, store, config, r, float(r)) for r in range(2)]
     assert [o.identity for o in outcomes] == [None, None]
@@ -241,4 +246,4 @@ def test_results_in_s3_leave_no_fragment_and_are_read_every_time(tiny, s3, reads
         assert summary.read_all_replications(spec, store).height == 2
     assert [len(keys) for keys in reads] == [2, 2]
     names = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert names == {f"{PREFIX}-manifest/{spec.name}/{config.key}/{r}.parquet" for r in range(2)}
+    assert names == {f"{PREFIX}/{spec.name}/{config.key}/{r}.parquet" for r in range(2)}
