@@ -184,8 +184,8 @@ def _load_fragments(paths: list[str]) -> list[pl.DataFrame]:
 def _merge_lock(directory: str) -> Iterator[bool]:
     """Whether this reader may write the manifest and remove fragments: it holds the lock. Never
     waits: a reader that does not get it (another is merging; read-only results) writes nothing."""
-    try:
-        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    try:  # read-only is enough for flock: another user's lock file serves as well
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError:
         yield False
         return
