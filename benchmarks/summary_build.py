@@ -17,7 +17,8 @@ runs, four ways:
   target, after 1% new files; and the same with manifest and fragments removed ("cold round").
 
 The cost should grow linearly: the ratio of the per-partition times is reported. The run-process
-time of writing the fragments is reported per partition too.
+time of writing the fragments is reported per partition too. The analysis (scipy) is imported
+before timing: the summary loads it on first use, a cost of the process, not of a build.
 
     .venv/bin/python benchmarks/summary_build.py --sizes 5000 20000 50000 --repeats 2
 """
@@ -36,6 +37,7 @@ import numpy as np
 import yaml
 
 import engine
+from simlab_pipelines.analysis import analyse_experiment  # noqa: F401  (see below)
 from simlab_pipelines.batch import Outcome
 from simlab_pipelines.experiments import load_experiment
 from simlab_pipelines.manifest import manifest_path, record_run, runs_directory
