@@ -199,11 +199,20 @@ class _Mirror:
     """
 
     def __init__(self, pairs: Sequence[tuple[str, int]]):
-        self._pairs = [(os.open(path, os.O_RDONLY), target) for path, target in pairs]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="simlab-compute-log-mirror",
-                                        daemon=True)
-        self._thread.start()
+        self._pairs: list[tuple[int, int]] = []
+        try:
+            for path, target in pairs:
+                self._pairs.append((os.open(path, os.O_RDONLY), target))
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="simlab-compute-log-mirror",
+                                            daemon=True)
+            self._thread.start()
+        except BaseException:  # no thread to own the descriptors: close them here
+            for source, _ in self._pairs:
+                os.close(source)
+            for _, target in pairs:
+                os.close(target)
+            raise
 
     def _copy(self) -> None:
         for i, (source, target) in enumerate(self._pairs):
@@ -234,6 +243,81 @@ class _Mirror:
         self._thread.join(_MIRROR_JOIN)
 
 
+class _Capture:
+    """One capture's redirection: its streams, their log files' descriptors, the mirror's
+    targets (copies of the descriptors as they were before any capture)."""
+
+    def __init__(self, streams: Sequence[tuple[TextIO, int, str]]):
+        self.streams = list(streams)
+        self.logs: dict[int, int] = {}
+        self.targets: list[tuple[str, int]] = []
+
+
+class _Redirects:
+    """The process's file descriptors 1 and 2 while captures overlap (runs in threads of one
+    process, as ``simlab sweep`` executes them): each points at the newest open capture's file,
+    and at what it was before the first capture once none is open, whatever the order in which
+    captures end. (Restoring each capture's own saved descriptor, as Dagster does, leaves the
+    process writing into a finished run's file when an older capture ends first.)"""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: list[_Capture] = []
+        self._original: dict[int, int] = {}  # fd -> a copy of it before the first capture
+        self._pid = os.getpid()
+
+    def start(self, streams: Sequence[tuple[TextIO, int, str]]) -> _Capture:
+        capture = _Capture(streams)
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's captures are not ours
+                self._open, self._original, self._pid = [], {}, os.getpid()
+            try:
+                for stream, fd, path in capture.streams:
+                    stream.flush()
+                    if fd not in self._original:
+                        self._original[fd] = os.dup(fd)  # not inheritable: children see the file
+                    capture.logs[fd] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                               0o666)
+                    capture.targets.append((path, os.dup(self._original[fd])))
+                for fd, log in capture.logs.items():
+                    os.dup2(log, fd)
+                self._open.append(capture)
+            except BaseException:
+                self._release(capture)
+                for _, target in capture.targets:
+                    os.close(target)
+                raise
+        return capture
+
+    def end(self, capture: _Capture) -> None:
+        with self._lock:
+            for stream, _, _ in capture.streams:
+                with contextlib.suppress(ValueError, OSError):  # a closed stream: nothing to flush
+                    stream.flush()
+            if capture in self._open:
+                self._open.remove(capture)
+            self._release(capture)
+
+    def _release(self, capture: _Capture) -> None:
+        """Point each of the capture's descriptors at the newest open capture's file, else at
+        the original; close the capture's log files (its targets belong to its mirror)."""
+        for fd in capture.logs:
+            newer = [c.logs[fd] for c in self._open if fd in c.logs]
+            if newer:
+                os.dup2(newer[-1], fd)
+            elif fd in self._original:
+                os.dup2(self._original[fd], fd)
+        for log in capture.logs.values():
+            os.close(log)
+        capture.logs.clear()
+        for fd in [fd for fd in self._original
+                   if not any(fd in c.logs for c in self._open)]:
+            os.close(self._original.pop(fd))
+
+
+_REDIRECTS = _Redirects()
+
+
 class ThreadedComputeLogManager(LocalComputeLogManager):
     """LocalComputeLogManager whose capture mirrors to the terminal with a thread, not processes.
 
@@ -241,7 +325,9 @@ class ThreadedComputeLogManager(LocalComputeLogManager):
     stdout and stderr (four processes a run, two of them Python start-ups) and stops them with
     SIGTERM and waits: ~20-40 ms of wall time and more of CPU per run. Here the process's file
     descriptors 1 and 2 are pointed at the same files in append mode, and a thread copies what
-    they receive to the original descriptors. A child started meanwhile (a subprocess, a
+    they receive to the original descriptors. Captures that overlap in one process (runs in
+    threads) share the descriptors: the newest open capture's files receive the output
+    (``_Redirects``), and the original descriptors are back once all have ended. A child started meanwhile (a subprocess, a
     forkserver pool's server) inherits the file, never a pipe: it can never block on it, and
     whatever it writes after the capture stays in the file. ``base_dir`` may be relative to
     DAGSTER_HOME; reading, subscriptions and the UI are LocalComputeLogManager's.
@@ -263,40 +349,23 @@ class ThreadedComputeLogManager(LocalComputeLogManager):
             with super().capture_logs(log_key) as context:
                 yield context
             return
-        streams = [(sys.stdout, self.get_captured_local_path(
-                        log_key, IO_TYPE_EXTENSION[ComputeIOType.STDOUT])),
-                   (sys.stderr, self.get_captured_local_path(
-                        log_key, IO_TYPE_EXTENSION[ComputeIOType.STDERR]))]
-        redirected: list[tuple[TextIO, int, int]] = []  # stream, its fd, a copy of the original
-        targets: list[tuple[str, int]] = []  # file, a copy of the original fd (the mirror's)
-        mirror = None
+        paths = [self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[io_type])
+                 for io_type in (ComputeIOType.STDOUT, ComputeIOType.STDERR)]
+        for path in paths:
+            ensure_file(path)
+        streams = [(stream, fd, path) for stream, path in zip((sys.stdout, sys.stderr), paths,
+                                                              strict=True)
+                   if (fd := _fileno(stream)) is not None]  # none: nothing to redirect (Dagster)
+        capture = _REDIRECTS.start(streams)
         try:
-            for stream, path in streams:
-                ensure_file(path)
-                fd = _fileno(stream)
-                if fd is None:
-                    continue  # as Dagster: nothing to redirect, the file stays empty
-                stream.flush()
-                saved = os.dup(fd)  # not inheritable: children see only the file
-                redirected.append((stream, fd, saved))
-                log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-                try:
-                    os.dup2(log, fd)
-                finally:
-                    os.close(log)
-                targets.append((path, os.dup(saved)))
-            mirror = _Mirror(targets)
+            mirror = _Mirror(capture.targets)
+        except BaseException:
+            _REDIRECTS.end(capture)
+            raise
+        try:
             yield CapturedLogContext(log_key)
         finally:
-            for stream, fd, saved in reversed(redirected):
-                with contextlib.suppress(ValueError, OSError):  # a closed stream: nothing to flush
-                    stream.flush()
-                os.dup2(saved, fd)
-                os.close(saved)
-            if mirror is not None:
-                mirror.close()
-            else:  # failed before the mirror started: it owns no descriptor yet
-                for _, target in targets:
-                    os.close(target)
+            _REDIRECTS.end(capture)
+            mirror.close()
         # Left on the file system so that readers know the capture is complete (as Dagster).
         touch_file(self.complete_artifact_path(log_key))

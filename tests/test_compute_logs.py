@@ -146,3 +146,38 @@ def test_relative_base_dir_is_under_dagster_home(lab):
     manager = ThreadedComputeLogManager("storage")
     path = manager.get_captured_local_path(["r", "compute_logs", "k"], "out")
     assert path == str((lab / "dagster_home" / "storage" / "r" / "compute_logs" / "k.out").resolve())
+
+
+def test_overlapping_captures_end_in_any_order(tmp_path, monkeypatch):
+    # Runs in threads of one process (simlab sweep) overlap: the older capture ends first. The
+    # output goes to the newest open capture's file, then back to the original descriptor
+    # (Dagster's redirect would leave it pointing at the first run's file).
+    manager = ThreadedComputeLogManager(str(tmp_path / "logs"))
+    original = {name: open(tmp_path / name, "w", buffering=1)  # noqa: SIM115
+                for name in ("stdout", "stderr")}
+    monkeypatch.setattr(sys, "stdout", original["stdout"])
+    monkeypatch.setattr(sys, "stderr", original["stderr"])
+    first, second = ["r1", "compute_logs", "aaaaaaaa"], ["r2", "compute_logs", "bbbbbbbb"]
+    a, b = manager.capture_logs(first), manager.capture_logs(second)
+    a.__enter__()
+    print("during first")
+    b.__enter__()
+    print("during both")
+    a.__exit__(None, None, None)
+    print("during second")
+    sys.stderr.write("error during second\n")
+    b.__exit__(None, None, None)
+    print("after both")
+    for stream in original.values():
+        stream.close()
+    assert manager.get_log_data(first).stdout == b"during first\n"
+    assert manager.get_log_data(second).stdout == b"during both\nduring second\n"
+    assert manager.get_log_data(second).stderr == b"error during second\n"
+    # Everything reached the original descriptors once (two mirrors: in either order), and
+    # they are the originals again.
+    mirrored = (tmp_path / "stdout").read_text().splitlines()
+    assert sorted(mirrored) == sorted(["during first", "during both", "during second",
+                                       "after both"])
+    assert mirrored[-1] == "after both"
+    assert (tmp_path / "stderr").read_text() == "error during second\n"
+    assert manager.is_capture_complete(first) and manager.is_capture_complete(second)
