@@ -709,6 +709,8 @@ UPSTREAM_KEYS = {
         "dagsterDaemon.runMonitoring.maxResumeRunAttempts",
         "dagsterDaemon.runMonitoring.pollIntervalSeconds",
         "dagsterDaemon.runMonitoring.freeSlotsAfterRunEndSeconds",
+        # subschema/compute_log_manager.py (ComputeLogManagerType)
+        "computeLogManager.type",
         # subschema/concurrency.py, templates/helpers/instance/_concurrency.tpl
         "concurrency.enabled",
         "concurrency.pools.defaultLimit",
