@@ -184,6 +184,30 @@ def keep_pools() -> Iterator[None]:
             shutdown_pools()
 
 
+def prestart(workers: int) -> None:
+    """Start the pool a sweep's runs will use (``workers`` > 1) without waiting for it, so its
+    workers import the engine while the first run is being set up."""
+    if workers > 1 and not _CANCELLED.is_set():
+        _, pool = _pool(workers)
+        for _ in range(workers):  # a worker is spawned per task queued while none is idle
+            pool.submit(int)
+
+
+_QUEUED = threading.local()
+
+
+def on_queued(event: threading.Event) -> None:
+    """Set ``event`` once a batch run later in this thread has queued all its simulations on a
+    pool (a sweep then starts its next run: the pool never waits between runs)."""
+    _QUEUED.event = event
+
+
+def _queued() -> None:
+    event = getattr(_QUEUED, "event", None)
+    if event is not None:
+        event.set()
+
+
 def cancel() -> None:
     """Stop the batches in progress now (any thread; safe in a signal handler): kill the pool
     workers, so their batches fail at once; ``reset_cancel`` allows batches again."""
@@ -230,6 +254,7 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     broken = finished = False
     try:
         futures = [pool.submit(run_task, task) for task in tasks]
+        _queued()
         for future in as_completed(futures):
             yield future.result()
             done += 1

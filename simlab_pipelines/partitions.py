@@ -20,6 +20,7 @@ or replications to a file adds keys and changes none.
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -88,50 +89,109 @@ def add_request(instance: dg.DagsterInstance, experiment: str, wanted: Sequence[
     return requests, order
 
 
-def batches(keys: Iterable[str], size: int,
-            order: Sequence[str] | None = None) -> list[tuple[str, int, int]]:
-    """Group partition keys into runs: (config_key, first, last) ranges of at most ``size``.
+@dataclass(frozen=True)
+class Batch:
+    """The partitions of one run: a range of partition keys, ``keys`` in the range's order."""
 
-    A run covers a partition range: of one configuration on the grid, so a batch holds consecutive
-    replications of one configuration. With ``order`` (a dynamic set's keys, in the set's order), a
-    batch is also contiguous in that order, so its range holds exactly its keys.
+    keys: tuple[str, ...]
+
+    @property
+    def start(self) -> str:
+        return self.keys[0]
+
+    @property
+    def end(self) -> str:
+        return self.keys[-1]
+
+    def tags(self) -> dict[str, str]:
+        """Run tags that make a run cover exactly these partitions, and show them in the UI."""
+        first, last = split_key(self.start), split_key(self.end)
+        label = (f"{first[0]}|{first[1]}..{last[1]}" if first[0] == last[0]
+                 else f"{self.start}..{self.end}")
+        return {"dagster/asset_partition_range_start": self.start,
+                "dagster/asset_partition_range_end": self.end, "simlab/partitions": label}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def batches(keys: Iterable[str], size: int, order: Sequence[str] | None = None,
+            configurations: Sequence[str] | None = None) -> list[Batch]:
+    """Group partition keys into runs of at most ``size`` partitions, each one partition range.
+
+    On the grid (``order`` None) a range is a rectangle, the product of a range of configurations
+    (``configurations``: the grid's order; without it each configuration gets its own runs) and
+    a range of replications: adjacent configurations missing the same replications share a run (50 x 100
+    in runs of 500 is 10 runs, not 50), and a configuration missing more than ``size`` is split
+    by replications. With ``order`` (a sequential experiment's dynamic set, in the set's order) a
+    batch is a contiguous stretch of the set, across configurations, holding exactly its keys.
     """
-    position = {key: i for i, key in enumerate(order)} if order is not None else None
+    size = max(1, size)
+    if order is not None:
+        return _dynamic_batches(set(keys), size, order)
     by_config: dict[str, list[int]] = defaultdict(list)
     for key in keys:
         config_key, replication = split_key(key)
         by_config[config_key].append(replication)
-    ranges = []
-    for config_key, reps in by_config.items():
-        reps.sort()
-        start = prev = reps[0]
-        for r in [*reps[1:], None]:
-            if (r is not None and r == prev + 1 and r - start < size
-                    and _adjacent(position, config_key, prev, r)):
-                prev = r
-                continue
-            ranges.append((config_key, start, prev))
-            if r is not None:
-                start = prev = r
-    return ranges
+    # Without the grid's order no two configurations are known to be adjacent: one run each.
+    grid = list(configurations) if configurations is not None else list(by_config)
+    unknown = [c for c in by_config if c not in set(grid)]
+    if unknown:
+        raise ValueError(f"partition keys of configuration(s) {unknown[:3]} not in the grid")
+    out: list[Batch] = []
+    group: list[str] = []  # adjacent configurations missing exactly the replications `span`
+    span: tuple[int, int] | None = None
+    for position, config_key in enumerate(grid):
+        chunks = _chunks(sorted(by_config.get(config_key, ())), size)
+        single = chunks[0] if len(chunks) == 1 else None
+        if (configurations is not None and single is not None and single == span and group
+                and grid[position - 1] == group[-1]
+                and (len(group) + 1) * (single[1] - single[0] + 1) <= size):
+            group.append(config_key)
+            continue
+        if group and span is not None:
+            out.append(_rectangle(group, span))
+        group, span = ([config_key], single) if single is not None else ([], None)
+        if single is None:
+            out += [_rectangle([config_key], chunk) for chunk in chunks]
+    if group and span is not None:
+        out.append(_rectangle(group, span))
+    return out
 
 
-def _adjacent(position: Mapping[str, int] | None, config_key: str, a: int, b: int) -> bool:
-    if position is None:
-        return True
-    pa = position.get(partition_key(config_key, a))
-    pb = position.get(partition_key(config_key, b))
-    return pa is not None and pb == pa + 1
+def _chunks(replications: list[int], size: int) -> list[tuple[int, int]]:
+    """Contiguous stretches of ``replications`` (sorted), each at most ``size`` long."""
+    out: list[tuple[int, int]] = []
+    for r in replications:
+        if out and r == out[-1][1] + 1 and r - out[-1][0] < size:
+            out[-1] = (out[-1][0], r)
+        else:
+            out.append((r, r))
+    return out
+
+
+def _rectangle(configs: list[str], span: tuple[int, int]) -> Batch:
+    # Dagster orders a multi-partition range's keys by dimension name: config, then replication.
+    return Batch(tuple(partition_key(c, r) for c in configs for r in range(span[0], span[1] + 1)))
+
+
+def _dynamic_batches(missing: set[str], size: int, order: Sequence[str]) -> list[Batch]:
+    out: list[Batch] = []
+    current: list[str] = []
+    for key in [*order, None]:
+        if key is not None and key in missing and len(current) < size:
+            current.append(key)
+            continue
+        if current:
+            out.append(Batch(tuple(current)))
+        current = [key] if key is not None and key in missing else []
+    return out
 
 
 def range_tags(config_key: str, first: int, last: int) -> dict[str, str]:
     """Run tags that make a run cover the partitions ``config_key|first`` .. ``config_key|last``,
     and show the range in the UI's runs list (which folds Dagster's own tags away)."""
-    return {
-        "dagster/asset_partition_range_start": partition_key(config_key, first),
-        "dagster/asset_partition_range_end": partition_key(config_key, last),
-        "simlab/partitions": f"{config_key}|{first}..{last}",
-    }
+    return Batch((partition_key(config_key, first), partition_key(config_key, last))).tags()
 
 
 def beyond_plan(targets: Mapping[str, int], present: Iterable[tuple[str, int]]) -> list[str]:

@@ -13,7 +13,7 @@ from simlab_pipelines import metadata as ui
 from simlab_pipelines import partitions, plan
 from simlab_pipelines.assets import replications_key, spec_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiments
-from simlab_pipelines.partitions import batches, range_tags
+from simlab_pipelines.partitions import batches
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.summary import current_results
 
@@ -46,16 +46,17 @@ def missing_partitions(instance: dg.DagsterInstance, spec: ExperimentSpec
 
 def run_requests(spec: ExperimentSpec, keys: list[str], batch_size: int,
                  key_prefix: str, order: list[str] | None = None) -> list[dg.RunRequest]:
-    """One run request per batch of consecutive replications of one configuration (contiguous
-    in ``order``, a sequential experiment's dynamic partition set)."""
+    """One run request per batch: a range of the grid (adjacent configurations, consecutive
+    replications) or a contiguous stretch of ``order``, a sequential experiment's dynamic
+    partition set."""
+    configurations = [c.key for c in spec.configurations_list()]
     return [
         dg.RunRequest(
-            run_key=f"{key_prefix}:{config_key}:{first}-{last}",
+            run_key=f"{key_prefix}:{part.start}-{part.end}",
             job_name=replications_job_name(spec.name),
-            tags={**range_tags(config_key, first, last), "simlab/experiment": spec.name,
-                  **NO_RETRY_TAGS},
+            tags={**part.tags(), "simlab/experiment": spec.name, **NO_RETRY_TAGS},
         )
-        for config_key, first, last in batches(keys, batch_size, order)
+        for part in batches(keys, batch_size, order, configurations)
     ]
 
 

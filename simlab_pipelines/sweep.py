@@ -20,7 +20,8 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from simlab_pipelines.assets import (
 from simlab_pipelines.build import batch_size as default_batch_size
 from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
-from simlab_pipelines.partitions import batches, partition_key, range_tags
+from simlab_pipelines.partitions import Batch, batches
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.sensors import (
     NO_RETRY_TAGS,
@@ -155,40 +156,102 @@ def _unfinished_runs(instance: dg.DagsterInstance, sweep_id: str) -> list[dg.Dag
                   dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
 
 
-def _run(path: Path, job_name: str, instance: dg.DagsterInstance,
-         tags: dict[str, str]):
-    recon = dg.build_reconstructable_job("simlab_pipelines.sweep", "experiment_job",
-                                         reconstructable_kwargs={"path": str(path),
-                                                                 "job_name": job_name})
-    outcome: dict[str, object] = {}
+class _Run:
+    """One Dagster run executing in a thread of this process (see the module's docstring)."""
 
-    def execute() -> None:
+    def __init__(self, path: Path, job_name: str, instance: dg.DagsterInstance,
+                 tags: dict[str, str]):
+        self.recon = dg.build_reconstructable_job(
+            "simlab_pipelines.sweep", "experiment_job",
+            reconstructable_kwargs={"path": str(path), "job_name": job_name})
+        self.instance, self.tags = instance, tags
+        self.outcome: dict[str, object] = {}
+        # Set when the run's step has queued all its simulations on the pool (or the run ended):
+        # from then on the next run may start, its set-up overlapping these simulations.
+        self.queued = threading.Event()
+        self.thread = threading.Thread(target=self._execute, name=f"simlab-run-{job_name}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _execute(self) -> None:
+        batch.on_queued(self.queued)
         try:
             # The run's own events go to the instance (and the UI); the terminal gets warnings.
-            outcome["result"] = dg.execute_job(
-                recon, instance=instance, tags={**tags, **recovery.process_tags()},
-                raise_on_error=False,
+            self.outcome["result"] = dg.execute_job(
+                self.recon, instance=self.instance,
+                tags={**self.tags, **recovery.process_tags()}, raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
+            self.outcome["error"] = exc
+        finally:
+            self.queued.set()
 
-    thread = threading.Thread(target=execute, name=f"simlab-run-{job_name}", daemon=True)
-    thread.start()
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def result(self):
+        if "error" in self.outcome:
+            raise self.outcome["error"]  # type: ignore[misc]
+        return self.outcome["result"]
+
+
+def _watch(instance: dg.DagsterInstance, sweep_id: str, until: Callable[[], bool]) -> None:
+    """Wait until ``until()``, acting on a stop request meanwhile: the sweep's unfinished runs
+    are marked canceling and the pool workers killed, so they end CANCELED within moments;
+    ``_Abandon`` if they don't within GRACE_SECONDS (at once on a second request)."""
     canceled_at = None
-    while thread.is_alive():
-        thread.join(0.1)
+    while not until():
+        time.sleep(0.02)
         if _stopped() and canceled_at is None:
             canceled_at = time.monotonic()
             # Canceling first: an interrupted run then ends CANCELED, not failed (and retried).
-            for run in _unfinished_runs(instance, tags["simlab/sweep"]):
+            for run in _unfinished_runs(instance, sweep_id):
                 instance.report_run_canceling(run, "simlab sweep stopped by a signal")
             batch.cancel()
-        if canceled_at is not None and thread.is_alive() and (
+        if canceled_at is not None and not until() and (
                 _STOP["force"] or time.monotonic() - canceled_at > GRACE_SECONDS):
             raise _Abandon()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["result"]
+
+
+def _run(path: Path, job_name: str, instance: dg.DagsterInstance, tags: dict[str, str]):
+    """Execute one run to its end (the spec and summary runs)."""
+    run = _Run(path, job_name, instance, tags)
+    _watch(instance, tags["simlab/sweep"], run.done)
+    return run.result()
+
+
+@contextmanager
+def _overlapping(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance | None]:
+    """The instance a sweep's replication runs use so that two of them can overlap in this
+    process, or None when they cannot. The same storage as ``instance``, but:
+
+    - no compute-log capture: Dagster redirects the process's stdout and stderr around a run,
+      which two runs in one process would undo for each other (their output goes to the sweep's
+      terminal instead, where its warnings already go);
+    - no Python logging handlers from the instance file: Dagster installs them with
+      ``logging.config.dictConfig`` at every run's start, which flushes every handler under
+      logging's module lock; a run logging at that moment holds its handler's lock and waits
+      for the module lock: a deadlock. Without ``python_logs`` handlers there is nothing to
+      install; with them, runs do not overlap.
+
+    Only a persistent instance (with a ref) can be opened twice."""
+    try:
+        ref = instance.get_ref()
+    except Exception:  # an ephemeral instance
+        yield None
+        return
+    if instance.get_python_log_dagster_handler_config():
+        yield None
+        return
+    from dagster._serdes import ConfigurableClassData
+
+    twin = dg.DagsterInstance.from_ref(ref._replace(compute_logs_data=ConfigurableClassData(
+        "dagster._core.storage.noop_compute_log_manager", "NoOpComputeLogManager", "{}\n")))
+    twin.get_yaml_python_handlers = lambda: []  # type: ignore[method-assign]
+    try:
+        yield twin
+    finally:
+        twin.dispose()
 
 
 class _Abandon(Exception):
@@ -305,46 +368,94 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
             base_tags["simlab/workers"] = str(workers)
         if not spec_is_current(instance, spec):  # the lineage root, once per new definition
             record(_run(path, f"{spec.name}_spec", instance, base_tags))
+        configurations = [c.key for c in spec.configurations_list()]
         done = 0
-        while missing and not report.failed_runs and not _stopped():
-            if report.rounds:
-                configs = len({key.split("|")[0] for key in missing})
-                say(f"{spec.name}: round {len(report.rounds) + 1} of the sequential "
-                    f"procedure: {len(missing)} more replications for {configs} "
-                    "configuration(s)")
-            report.rounds.append(len(missing))
-            total = done + len(missing)
-            if progress:
-                progress(done, total)
-            # A sequential experiment's partitions are dynamic: its round's keys first.
-            for config_key, first, last in batches(missing, size,
-                                                   add_partitions(instance, spec, targets)):
-                if _stopped():
-                    break
-                result = _run(path, replications_job_name(spec.name), instance,
-                              {**base_tags, **range_tags(config_key, first, last)})
-                attempted.update(partition_key(config_key, r) for r in range(first, last + 1))
-                report.runs.append(result.run_id)
-                record(result)
-                done += last - first + 1
+        with _overlapping(instance) as twin:
+            while missing and not report.failed_runs and not _stopped():
+                if report.rounds:
+                    configs = len({key.split("|")[0] for key in missing})
+                    say(f"{spec.name}: round {len(report.rounds) + 1} of the sequential "
+                        f"procedure: {len(missing)} more replications for {configs} "
+                        "configuration(s)")
+                report.rounds.append(len(missing))
+                total = done + len(missing)
                 if progress:
                     progress(done, total)
-            if not plan.uses_results(spec) or _stopped():
-                break
-            before = missing
-            targets, missing = missing_partitions(instance, spec)
-            if missing == before:  # nothing landed: stop rather than loop
-                break
-        report.missing = done
-        _count(instance, spec, report, attempted)
+                if not report.runs:  # the first round: workers start while its first run sets up
+                    batch.prestart(workers or default_storage().pool_size())
+                # A sequential experiment's partitions are dynamic: its round's keys first.
+                order = add_partitions(instance, spec, targets)
+                for run, part in _round(path, spec, twin or instance, base_tags,
+                                        batches(missing, size, order, configurations),
+                                        attempted, overlap=twin is not None):
+                    result = run.result()
+                    report.runs.append(result.run_id)
+                    record(result)
+                    done += len(part)
+                    if progress:
+                        progress(done, total)
+                if not plan.uses_results(spec) or _stopped():
+                    break
+                before = missing
+                targets, missing = missing_partitions(instance, spec)
+                if missing == before:  # nothing landed: stop rather than loop
+                    break
+        # The workers are not needed by the summary: they shut (flushing their spans) meanwhile.
+        closing = threading.Thread(target=batch.shutdown_pools, name="simlab-pool-shutdown")
+        closing.start()
+        try:
+            _summarise(path, spec, instance, report, attempted, done, base_tags, record, say)
+        finally:
+            closing.join()
+
+
+def _summarise(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,
+               report: SweepReport, attempted: set[str], done: int, base_tags: dict[str, str],
+               record: Callable, say: Callable[[str], None]) -> None:
+    report.missing = done
+    _count(instance, spec, report, attempted)
+    if _stopped():
+        return
+    recovery.wait_for_pool(instance, DUCKDB_POOL, say, _stopped)
+    if _stopped():
+        return
+    result = _run(path, f"{spec.name}_summary", instance, base_tags)
+    report.summary_run = result.run_id
+    report.checks = {
+        evaluation.check_name: evaluation.passed
+        for evaluation in result.get_asset_check_evaluations()}
+    record(result)
+
+
+def _round(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,
+           base_tags: dict[str, str], parts: list[Batch], attempted: set[str], overlap: bool
+           ) -> Iterator[tuple[_Run, Batch]]:
+    """Execute a round's runs, yielding each (run, its partitions) when it has ended, in order;
+    ``attempted`` gets the partitions of every run started.
+
+    With ``overlap`` the next run starts as soon as the previous one has queued all its
+    simulations on the shared pool, so the pool never waits while a run writes its events or
+    the next one is created; at most two runs are in flight."""
+    pending: list[tuple[_Run, Batch]] = []
+    sweep_id = base_tags["simlab/sweep"]
+    for part in parts:
         if _stopped():
-            return
-        recovery.wait_for_pool(instance, DUCKDB_POOL, say, _stopped)
+            break
+        _watch(instance, sweep_id, lambda: _room(pending, overlap))
+        while pending and pending[0][0].done():
+            yield pending.pop(0)
         if _stopped():
-            return
-        result = _run(path, f"{spec.name}_summary", instance, base_tags)
-        report.summary_run = result.run_id
-        report.checks = {
-            evaluation.check_name: evaluation.passed
-            for evaluation in result.get_asset_check_evaluations()}
-        record(result)
+            break
+        pending.append((_Run(path, replications_job_name(spec.name), instance,
+                             {**base_tags, **part.tags()}), part))
+        attempted.update(part.keys)
+    while pending:
+        _watch(instance, sweep_id, pending[0][0].done)
+        yield pending.pop(0)
+
+
+def _room(pending: list[tuple["_Run", Batch]], overlap: bool) -> bool:
+    alive = [run for run, _ in pending if not run.done()]
+    if not overlap:
+        return not alive
+    return len(alive) < 2 and all(run.queued.is_set() for run in alive)

@@ -92,10 +92,10 @@ def test_changed_inputs_rerun_and_added_replications_do_not(lab):
         "dagster/data_version"]
     db = lab / "data" / "simlab.duckdb"
 
-    # two more replications: only they run, and the definition's data version stays (existing
-    # partitions are not stale)
+    # two more replications: only they run (one run: servers-1|6 .. servers-2|7 is the grid's
+    # 2 x 2 rectangle), and the definition's data version stays (existing partitions not stale)
     path.write_text(path.read_text().replace("replications: 6", "replications: 8"))
-    assert "ran 4 partitions in 2 run(s); 16 wanted in all" in _sweep(path, "--workers", "1")
+    assert "ran 4 partitions in 1 run(s); 16 wanted in all" in _sweep(path, "--workers", "1")
     event = instance.get_latest_materialization_event(spec_key).asset_materialization
     assert event.tags["dagster/data_version"] == version
     assert event.metadata["spec_hash"].value == load_experiment(path).spec_hash()
