@@ -17,6 +17,7 @@ to the next user-code boundary and then forget it when the run ends: the sweep w
 """
 
 import functools
+import importlib
 import threading
 import time
 import uuid
@@ -366,6 +367,12 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
                      "dagster/max_retries": "0"}
         if workers:
             base_tags["simlab/workers"] = str(workers)
+        if missing:  # the workers start while the spec and the first run are set up
+            batch.prestart(workers or default_storage().pool_size())
+        # The rounds' plan and the summary analyse (scipy, ~0.3 s to import): imported while
+        # the first simulations run rather than between rounds.
+        threading.Thread(target=importlib.import_module, name="simlab-preload", daemon=True,
+                         args=("simlab_pipelines.analysis.experiment",)).start()
         if not spec_is_current(instance, spec):  # the lineage root, once per new definition
             record(_run(path, f"{spec.name}_spec", instance, base_tags))
         configurations = [c.key for c in spec.configurations_list()]
@@ -381,8 +388,6 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
                 total = done + len(missing)
                 if progress:
                     progress(done, total)
-                if not report.runs:  # the first round: workers start while its first run sets up
-                    batch.prestart(workers or default_storage().pool_size())
                 # A sequential experiment's partitions are dynamic: its round's keys first.
                 order = add_partitions(instance, spec, targets)
                 for run, part in _round(path, spec, twin or instance, base_tags,
