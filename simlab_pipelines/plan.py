@@ -122,9 +122,11 @@ def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dic
         values = present.get(key, {})
         total, status, rounds, plan = spec.replications, FIXED, 0, None
         if precision is not None:
-            from simlab_pipelines.analysis.sequential import next_round
             status = RUNNING
             while _complete(values, total):
+                # Imported with the first results: a sweep's start plans without scipy.
+                from simlab_pipelines.analysis.sequential import next_round
+
                 plan = next_round(
                     {key: np.array([values[r] for r in range(total)])},
                     target=precision.relative_half_width,

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MAX_PARTITIONS_PER_RUN = 100
+DEFAULT_MAX_PARTITIONS_PER_RUN = 500
 
 
 def data_dir() -> Path:
