@@ -217,25 +217,40 @@ def run_floor(work: list[Job], workers: int, write: bool = False) -> FloorRun:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _simulation_windows(db: Path) -> dict[str, tuple[float, float]]:
-    """Per Dagster run: when its first simulation started and its last one ended (epoch s)."""
+def _simulations(db: Path) -> list[tuple[float, float]]:
+    """Every simulation's (start, end), epoch seconds, from the DuckDB file (any experiment)."""
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        rows = con.execute(
-            "SELECT dagster_run_id, min(epoch(started_at)), max(epoch(started_at) + wall_seconds) "
-            "FROM replications WHERE experiment = ? GROUP BY dagster_run_id",
-            [EXPERIMENT]).fetchall()
+        return [(a, b) for a, b in con.execute(
+            "SELECT epoch(started_at), epoch(started_at) + wall_seconds FROM replications "
+            "ORDER BY 1").fetchall()]
     finally:
         con.close()
-    return {run_id: (first, last) for run_id, first, last in rows}
 
 
-def _breakdown(home: Path, started: float, ended: float, db: Path | None = None
-               ) -> dict[str, Any]:
-    """Where the command's wall time went, from the Dagster run records of the instance (and,
-    given the DuckDB file, when each run's simulations ran: the rest of a run is bookkeeping)."""
+def pool_occupancy(intervals: list[tuple[float, float]], workers: int) -> dict[str, float]:
+    """Over the simulating span (first start to last end): seconds with no simulation running,
+    and with fewer than ``workers`` running (a worker idle), from the simulations' intervals."""
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    idle = underused = 0.0
+    running, previous = 0, events[0][0] if events else 0.0
+    for time_, step in events:
+        if running == 0:
+            idle += time_ - previous
+        if running < workers:
+            underused += time_ - previous
+        running, previous = running + step, time_
+    return {"pool_idle": idle, "pool_not_full": underused}
+
+
+def _breakdown(home: Path, started: float, ended: float, db: Path | None = None,
+               workers: int = 2) -> dict[str, Any]:
+    """Where the command's wall time went, from the Dagster run records of the instance and,
+    given the DuckDB file, from when the simulations ran (replication runs overlap in a sweep:
+    the next starts once the previous one has queued its simulations, so the pool's own
+    timeline says more than the runs' durations)."""
     import dagster as dg
 
     # simlab's event log resolves its relative base_dir against DAGSTER_HOME, so set it meanwhile.
@@ -246,7 +261,6 @@ def _breakdown(home: Path, started: float, ended: float, db: Path | None = None
         try:
             records = sorted(instance.get_run_records(), key=lambda r: r.start_time or 0)
             runs = [(r.dagster_run.job_name, r.start_time, r.end_time) for r in records]
-            run_ids = [r.dagster_run.run_id for r in records]
         finally:
             instance.dispose()
     finally:
@@ -260,27 +274,26 @@ def _breakdown(home: Path, started: float, ended: float, db: Path | None = None
         kind = job.rsplit("_", 1)[-1]
         spans[kind] = spans.get(kind, 0.0) + (end - start)
         count += kind == "replications"
-    inside = sum(end - start for _, start, end in runs)
+    replication = [(s, e) for job, s, e in runs if job.endswith("_replications")]
     detail: dict[str, Any] = {
         "command_seconds": ended - started,
         "before_first_run": runs[0][1] - started,
         "spec_run": spans["spec"],
-        "replication_runs": spans["replications"],
         "replication_run_count": count,
-        "between_runs": (runs[-1][2] - runs[0][1]) - inside,
+        # first replication run's start to the last one's end (runs overlap inside it)
+        "replication_phase": (max(e for _, e in replication) - min(s for s, _ in replication)
+                              if replication else 0.0),
         "summary_run": spans["summary"],
         "after_last_run": ended - runs[-1][2],
     }
     if db is not None and db.exists():
-        windows = _simulation_windows(db)
-        busy = [(windows[rid], (start, end)) for rid, (_, start, end) in zip(run_ids, runs,
-                                                                           strict=True)
-                if rid in windows]
-        # A replication run = set-up (run start to first simulation) + simulating + bookkeeping
-        # after the last simulation (metadata, event-log writes, run end).
-        detail["in_runs_before_first_simulation"] = sum(w[0] - r[0] for w, r in busy)
-        detail["in_runs_simulating"] = sum(w[1] - w[0] for w, _ in busy)
-        detail["in_runs_after_last_simulation"] = sum(r[1] - w[1] for w, r in busy)
+        intervals = _simulations(db)
+        if intervals:
+            first, last = intervals[0][0], max(b for _, b in intervals)
+            detail["before_first_simulation"] = first - started
+            detail["simulating_span"] = last - first
+            detail["after_last_simulation"] = ended - last
+            detail.update(pool_occupancy(intervals, workers))
     return detail
 
 
@@ -348,7 +361,7 @@ def run_simlab(path: Path, workers: int, extra_env: dict[str, str] | None = None
         cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu_before
         if code != 0:
             raise RuntimeError(f"simlab sweep exited {code}:\n{log.read_text()[-3000:]}")
-        detail = _breakdown(home, started, ended, scratch / "data" / "simlab.duckdb")
+        detail = _breakdown(home, started, ended, scratch / "data" / "simlab.duckdb", workers)
         detail["cpu_seconds"] = cpu
         if unreaped:
             detail["descendants_not_reaped"] = unreaped

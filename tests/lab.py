@@ -32,5 +32,8 @@ def storage(lab: Path, workers: int = 1) -> SimlabStorage:
 
 def result_rows(lab: Path, experiment: str) -> pl.DataFrame:
     """Every replication file of ``experiment`` in the lab, as one frame (empty without any)."""
-    files = sorted((lab / "data" / "results" / experiment).glob("*/*.parquet"))
+    # Not the runs' rows for the summary's manifest (.simlab-runs/): pathlib's glob matches
+    # hidden directories.
+    files = sorted(f for f in (lab / "data" / "results" / experiment).glob("*/*.parquet")
+                   if not f.parent.name.startswith("."))
     return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()

@@ -47,7 +47,7 @@ def test_retry_policy_reruns_a_step_after_a_transient_storage_error(tiny, materi
     [definition] = [a for a in assets.experiment_assets(spec) if key in a.keys]
     policy = definition.op.retry_policy
     assert policy is not None and policy.max_retries >= 1
-    real_write, calls = ResultStore.write, []
+    real_write, calls = ResultStore.write_identified, []
 
     def flaky_write(self, row):
         calls.append(row["partition_key"])
@@ -55,7 +55,8 @@ def test_retry_policy_reruns_a_step_after_a_transient_storage_error(tiny, materi
             raise OSError("transient: disk briefly unavailable")
         return real_write(self, row)
 
-    monkeypatch.setattr(ResultStore, "write", flaky_write)
+    # What a worker calls (write is its wrapper without the file's identity).
+    monkeypatch.setattr(ResultStore, "write_identified", flaky_write)
     with dg.instance_for_test() as instance:
         result = materialize(spec, storage, instance, [key], tags=range_tags("servers-2", 0, 3))
         assert result.success

@@ -126,13 +126,13 @@ def _up(port: int) -> bool:
         return False
 
 
-def _wait(predicate: Callable[[], object], seconds: float, what: str):
+def _wait(predicate: Callable[[], object], seconds: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(interval)
     pytest.fail(f"waited {seconds:.0f} s for {what}")
 
 
@@ -181,8 +181,11 @@ class Page:
         return text
 
 
-def _run_processes(run_id: str) -> dict[int, str]:
-    """The processes of a run: the one whose command line names it, and its descendants."""
+def _run_processes(instance, run_id: str) -> dict[int, str]:
+    """The processes of a run: the ones that wrote its events (each event records its pid) or
+    whose command line names it, and their descendants."""
+    writers = {record.dagster_event.pid for record in instance.all_logs(run_id)
+               if record.dagster_event is not None and record.dagster_event.pid}
     parents, commands = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -193,7 +196,7 @@ def _run_processes(run_id: str) -> dict[int, str]:
         except OSError:
             continue
         parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found = {pid for pid, cmd in commands.items() if run_id.encode() in cmd}
+    found = {pid for pid, cmd in commands.items() if run_id.encode() in cmd or pid in writers}
     while True:
         more = {pid for pid, parent in parents.items() if parent in found} - found
         if not more:
@@ -234,7 +237,7 @@ def test_the_ui_as_a_user_meets_it(dagster_dev, browser, lab):
         active = instance.get_runs(dg.RunsFilter(
             statuses=[dg.DagsterRunStatus[status] for status in ACTIVE]))
         for run in active:
-            processes.update(_run_processes(run.run_id))
+            processes.update(_run_processes(instance, run.run_id))
         return active
 
     def sensor_run():
@@ -243,9 +246,10 @@ def test_the_ui_as_a_user_meets_it(dagster_dev, browser, lab):
             job_name="ui_sequential_replications",
             tags={"simlab/partitions": "servers-2|0..1"}))), None)
 
-    run = _wait(sensor_run, 150, "the sensor's run of the lost partitions")
+    # Polled often: a run of two partitions lives about a second.
+    run = _wait(sensor_run, 150, "the sensor's run of the lost partitions", interval=0.02)
     _wait(lambda: not follow() and instance.get_run_by_id(run.run_id).is_finished, 180,
-          f"run {run.run_id} to end")
+          f"run {run.run_id} to end", interval=0.02)
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
     ended = instance.get_run_record_by_id(run.run_id).end_time
     _wait(lambda: not follow() and instance.get_latest_materialization_event(
