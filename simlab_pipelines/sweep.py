@@ -206,8 +206,11 @@ def _watch(instance: dg.DagsterInstance, sweep_id: str, until: Callable[[], bool
         if _stopped() and canceled_at is None:
             canceled_at = time.monotonic()
             # Canceling first: an interrupted run then ends CANCELED, not failed (and retried).
+            # Not again for a run already canceling: it may have ended CANCELED meanwhile, and
+            # marking it again would leave it CANCELING for good.
             for run in _unfinished_runs(instance, sweep_id):
-                instance.report_run_canceling(run, "simlab sweep stopped by a signal")
+                if run.status != dg.DagsterRunStatus.CANCELING:
+                    instance.report_run_canceling(run, "simlab sweep stopped by a signal")
             batch.cancel()
         if canceled_at is not None and not until() and (
                 _STOP["force"] or time.monotonic() - canceled_at > GRACE_SECONDS):
