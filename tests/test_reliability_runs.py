@@ -57,11 +57,13 @@ TIMEOUT = 240  # a hang fails the test; a loaded 2-CPU machine is slow, never th
 
 @pytest.fixture
 def slow(lab) -> Path:
-    """The tiny experiment with simulations long enough (~0.3 s of CPU) to be caught mid-batch:
-    4 configurations x 3 replications, one configuration a run (4 runs)."""
+    """The tiny experiment with simulations long enough (~1 s of CPU) to be caught mid-batch:
+    4 configurations x 3 replications, one configuration a run (4 runs). A sweep starts a run
+    while the previous one writes its events, so a run counted as succeeded may already have
+    simulations of the next one done: they must outlast that bookkeeping by far."""
     spec = yaml.safe_load((lab / "experiments" / "tiny_mmck.yaml").read_text())
     del spec["parameters"]["arrival_rate"]
-    spec.update(name="slow_mmck", horizon=12000, replications=3)
+    spec.update(name="slow_mmck", horizon=40000, replications=3)
     spec["factors"]["arrival_rate"] = [0.7, 0.8]
     spec["baseline"]["arrival_rate"] = 0.7
     path = lab / "experiments" / "slow_mmck.yaml"
