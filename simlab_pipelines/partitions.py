@@ -134,27 +134,31 @@ def batches(keys: Iterable[str], size: int, order: Sequence[str] | None = None,
         config_key, replication = split_key(key)
         by_config[config_key].append(replication)
     # Without the grid's order no two configurations are known to be adjacent: one run each.
-    grid = list(configurations) if configurations is not None else list(by_config)
-    unknown = [c for c in by_config if c not in set(grid)]
+    merge = configurations is not None
+    grid = list(configurations) if merge else list(by_config)
+    unknown = set(by_config) - set(grid)
     if unknown:
-        raise ValueError(f"partition keys of configuration(s) {unknown[:3]} not in the grid")
+        raise ValueError(f"partition keys of configuration(s) {sorted(unknown)[:3]} not in the "
+                         "grid")
     out: list[Batch] = []
-    group: list[str] = []  # adjacent configurations missing exactly the replications `span`
-    span: tuple[int, int] | None = None
-    for position, config_key in enumerate(grid):
+    # Consecutive configurations of the grid, each missing exactly the replications `span` (a
+    # configuration missing nothing, or several stretches, ends the group: adjacency holds).
+    group: list[str] = []
+    span: tuple[int, int] = (0, -1)
+    for config_key in grid:
         chunks = _chunks(sorted(by_config.get(config_key, ())), size)
-        single = chunks[0] if len(chunks) == 1 else None
-        if (configurations is not None and single is not None and single == span and group
-                and grid[position - 1] == group[-1]
-                and (len(group) + 1) * (single[1] - single[0] + 1) <= size):
+        if (merge and group and chunks == [span]
+                and (len(group) + 1) * (span[1] - span[0] + 1) <= size):
             group.append(config_key)
             continue
-        if group and span is not None:
+        if group:
             out.append(_rectangle(group, span))
-        group, span = ([config_key], single) if single is not None else ([], None)
-        if single is None:
+            group = []
+        if len(chunks) == 1:
+            group, span = [config_key], chunks[0]
+        else:
             out += [_rectangle([config_key], chunk) for chunk in chunks]
-    if group and span is not None:
+    if group:
         out.append(_rectangle(group, span))
     return out
 
