@@ -132,7 +132,7 @@ class SweepInterrupted(Exception):
 
 
 # A signal handler's request to stop: set from the main thread, read by the sweep loop.
-_STOP: dict[str, int | bool | None] = {"signum": None, "force": False}
+_STOP: dict[str, int | bool | float | None] = {"signum": None, "force": False, "at": None}
 # After a stop request the run must end within this; then its process gives up on it.
 GRACE_SECONDS = 30.0
 
@@ -143,7 +143,7 @@ def request_stop(signum: int) -> None:
     if _STOP["signum"] is not None:
         _STOP["force"] = True
     else:
-        _STOP["signum"] = signum
+        _STOP.update(signum=signum, at=time.monotonic())
 
 
 def _stopped() -> bool:
@@ -199,12 +199,12 @@ class _Run:
 def _watch(instance: dg.DagsterInstance, sweep_id: str, until: Callable[[], bool]) -> None:
     """Wait until ``until()``, acting on a stop request meanwhile: the sweep's unfinished runs
     are marked canceling and the pool workers killed, so they end CANCELED within moments;
-    ``_Abandon`` if they don't within GRACE_SECONDS (at once on a second request)."""
-    canceled_at = None
+    ``_Abandon`` if they don't within GRACE_SECONDS of the request (at once on a second one)."""
+    canceled = False
     while not until():
         time.sleep(0.02)
-        if _stopped() and canceled_at is None:
-            canceled_at = time.monotonic()
+        if _stopped() and not canceled:
+            canceled = True
             # Canceling first: an interrupted run then ends CANCELED, not failed (and retried).
             # Not again for a run already canceling: it may have ended CANCELED meanwhile, and
             # marking it again would leave it CANCELING for good.
@@ -212,8 +212,8 @@ def _watch(instance: dg.DagsterInstance, sweep_id: str, until: Callable[[], bool
                 if run.status != dg.DagsterRunStatus.CANCELING:
                     instance.report_run_canceling(run, "simlab sweep stopped by a signal")
             batch.cancel()
-        if canceled_at is not None and not until() and (
-                _STOP["force"] or time.monotonic() - canceled_at > GRACE_SECONDS):
+        if canceled and not until() and (
+                _STOP["force"] or time.monotonic() - _STOP["at"] > GRACE_SECONDS):
             raise _Abandon()
 
 
@@ -293,7 +293,7 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
     path = Path(path).resolve()
     spec = load_experiment(path)
     say = announce or (lambda line: None)
-    _STOP.update(signum=None, force=False)
+    _STOP.update(signum=None, force=False, at=None)
     batch.reset_cancel()
     recovered = recovery.recover(instance)
     for line in recovered:
@@ -411,16 +411,16 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
         # The workers are not needed by the summary: they shut (flushing their spans) meanwhile.
         closing = threading.Thread(target=batch.shutdown_pools, name="simlab-pool-shutdown")
         closing.start()
+        report.missing = done
         try:
-            _summarise(path, spec, instance, report, attempted, done, base_tags, record, say)
+            _summarise(path, spec, instance, report, attempted, base_tags, record, say)
         finally:
             closing.join()
 
 
 def _summarise(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,
-               report: SweepReport, attempted: set[str], done: int, base_tags: dict[str, str],
+               report: SweepReport, attempted: set[str], base_tags: dict[str, str],
                record: Callable, say: Callable[[str], None]) -> None:
-    report.missing = done
     _count(instance, spec, report, attempted)
     if _stopped():
         return
