@@ -33,9 +33,11 @@ def test_nightly_validation_requests_every_partition_once_per_night(monkeypatch)
     with dg.instance_for_test() as instance:
         nights = {}
         for day in (1, 2):
-            context = dg.build_schedule_context(
-                instance=instance, scheduled_execution_time=datetime(2026, 3, day, 3, tzinfo=UTC))
-            requests = list(schedule.evaluate_tick(context).run_requests)
+            # As a context manager: the context sets the instance's state storage for the
+            # process, and left open it outlives the instance (later definition loads fail).
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(
+                    2026, 3, day, 3, tzinfo=UTC)) as context:
+                requests = list(schedule.evaluate_tick(context).run_requests)
             nights[day] = requests
             covered = [key for r in requests for key in _covered(r)]
             expected = [f"{c.key}|{r}" for c in spec.configurations_list()
