@@ -1,9 +1,18 @@
 """Helpers shared by tests that sweep a lab (a temporary project with experiments and data)."""
 
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from simlab_pipelines.cli import main
@@ -37,3 +46,46 @@ def result_rows(lab: Path, experiment: str) -> pl.DataFrame:
     files = sorted(f for f in (lab / "data" / "results" / experiment).glob("*/*.parquet")
                    if not f.parent.name.startswith("."))
     return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(port: int) -> bool:
+    """Whether a Dagster webserver answers on ``port``."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def dagster_server(command: list[str], port: int, log: Path, timeout: float
+                   ) -> Iterator[subprocess.Popen]:
+    """A Dagster server (``dagster dev``, ``dagster-webserver``) serving ``port``, yielded once it
+    answers. Its output goes to ``log`` (a file, not a pipe: a full pipe would stall it); it runs
+    in its own session, so that its whole process group is ended after (it may ignore SIGTERM
+    otherwise)."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=os.environ.copy(), stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not answers(port):
+            if process.poll() is not None:
+                pytest.fail(f"{Path(command[0]).name} exited: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{Path(command[0]).name} did not answer within {timeout:.0f} s")
+            time.sleep(0.5)
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)

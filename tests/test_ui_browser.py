@@ -12,10 +12,7 @@ Skipped only where Chromium and its driver are not installed (scripts/install-te
 Debian's `chromium` and `chromium-driver`, as root, on the Makefile's test path).
 """
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
+from lab import dagster_server, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -59,14 +57,6 @@ precision: {metric: mean_number_in_system, relative_half_width: 0.01, max_replic
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def swept(lab, monkeypatch):
     """A sequential experiment swept to the end (two rounds), a rejected file beside it, and two
@@ -92,16 +82,10 @@ def swept(lab, monkeypatch):
 @pytest.fixture
 def dagster_dev(swept):
     """`dagster dev` (webserver, daemon, code server) on the lab's instance: its port."""
-    port, started = _free_port(), time.monotonic()
-    log = swept / "dagster_dev.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-m", "simlab_pipelines.definitions", "-h", "127.0.0.1",
-             "-p", str(port)], env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    try:
-        _wait(lambda: _up(port) or (process.poll() is not None and pytest.fail(
-            f"dagster dev exited: {log.read_text()[-2000:]}")), 180, "dagster dev to answer")
+    port, started = free_port(), time.monotonic()
+    with dagster_server([str(BIN / "dagster"), "dev", "-m", "simlab_pipelines.definitions",
+                         "-h", "127.0.0.1", "-p", str(port)], port,
+                        swept / "dagster_dev.log", timeout=180) as process:
         # Dagster's newsletter dialog on a new instance: seen, as a user's first "Skip" records
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/graphql", data=b'{"query": "mutation { setNuxSeen }"}',
@@ -109,21 +93,6 @@ def dagster_dev(swept):
         urllib.request.urlopen(request, timeout=30).read()
         print(f"dagster dev up: {time.monotonic() - started:.0f} s")
         yield port, process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
-def _up(port: int) -> bool:
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-        return True
-    except OSError:
-        return False
 
 
 def _wait(predicate: Callable[[], object], seconds: float, what: str, interval: float = 0.5):

@@ -2,24 +2,14 @@
 and a bad file's error: queried through the webserver's own GraphQL API."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from lab import dagster_server, free_port
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str) -> dict:
@@ -33,34 +23,10 @@ def _graphql(port: int, query: str) -> dict:
 @pytest.fixture
 def webserver(lab):
     (lab / "experiments" / "broken.yaml").write_text("name: broken\nmodel: mmck\nbogus: 1\n")
-    port = _free_port()
-    log = lab / "webserver.log"  # a file, not a pipe: a full pipe would stall the server
-    # its own session, so the whole process group can be ended (it may ignore SIGTERM otherwise)
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-m", "simlab_pipelines.definitions", "-h",
-             "127.0.0.1", "-p", str(port)], env=os.environ.copy(), stdout=subprocess.DEVNULL,
-            stderr=stderr, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None:
-                    pytest.fail(f"webserver exited: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
-        else:
-            pytest.fail("webserver did not start within 90 s")
+    port, log = free_port(), lab / "webserver.log"
+    with dagster_server([str(BIN / "dagster-webserver"), "-m", "simlab_pipelines.definitions",
+                         "-h", "127.0.0.1", "-p", str(port)], port, log, timeout=90):
         yield port, log
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
 
 
 def test_ui_shows_experiments_partitions_and_rejected_files(webserver):
