@@ -4,6 +4,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -89,3 +90,25 @@ def dagster_server(command: list[str], port: int, log: Path, timeout: float
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+def run_pod_run(lab: Path, **tags: str):
+    """A replications run of the lab's tiny experiment (servers-2|0..5 on 2 workers, and
+    ``tags``) created as a launcher creates one for a run pod: (instance, code origin, run); a
+    run pod executes it with ``dagster api execute_run``."""
+    import dagster as dg
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+
+    from simlab_pipelines.partitions import range_tags
+    from simlab_pipelines.sweep import experiment_job
+
+    job = experiment_job(str(lab / "experiments" / "tiny_mmck.yaml"), "tiny_mmck_replications")
+    instance = dg.DagsterInstance.get()
+    origin = JobPythonOrigin(job.name, RepositoryPythonOrigin(
+        sys.executable, ModuleCodePointer("simlab_pipelines.definitions", "defs",
+                                          working_directory=str(lab))))
+    run = instance.create_run_for_job(
+        job_def=job, run_config={}, job_code_origin=origin,
+        tags={**range_tags("servers-2", 0, 5), "simlab/workers": "2", **tags})
+    return instance, origin, run

@@ -27,8 +27,7 @@ import duckdb
 import polars as pl
 import pytest
 from dagster._cli.api import ExecuteRunArgs
-from dagster._core.code_pointer import ModuleCodePointer
-from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+from lab import run_pod_run
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -39,7 +38,6 @@ from simlab_pipelines import telemetry
 from simlab_pipelines.assets import TRACEPARENT_TAG, experiment_assets, replications_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
 from simlab_pipelines.partitions import range_tags
-from simlab_pipelines.sweep import experiment_job
 
 PROJECT = Path(__file__).resolve().parent.parent
 SIMLAB = Path(sys.executable).parent / "simlab"
@@ -226,17 +224,9 @@ def test_resource_and_headers_come_from_otel_variables_and_nothing_leaks(sweep):
 
 def test_a_run_process_joins_the_trace_of_its_tag_and_flushes_before_exit(lab):
     """What a run pod does: ``dagster api execute_run`` of a run created with the parent's tag."""
-    path = lab / "experiments" / "tiny_mmck.yaml"
-    job = experiment_job(str(path), "tiny_mmck_replications")
-    instance = dg.DagsterInstance.get()
-    origin = JobPythonOrigin(job.name, RepositoryPythonOrigin(
-        sys.executable, ModuleCodePointer("simlab_pipelines.definitions", "defs",
-                                          working_directory=str(lab))))
     parent_trace, parent_span = "ab" * 16, "cd" * 8  # the sweep (or sensor) that launched it
-    run = instance.create_run_for_job(
-        job_def=job, run_config={}, job_code_origin=origin,
-        tags={**range_tags("servers-2", 0, 5), "simlab/workers": "2",
-              TRACEPARENT_TAG: f"00-{parent_trace}-{parent_span}-01"})
+    instance, origin, run = run_pod_run(
+        lab, **{TRACEPARENT_TAG: f"00-{parent_trace}-{parent_span}-01"})
     command = ExecuteRunArgs(job_origin=origin, run_id=run.run_id,
                              instance_ref=instance.get_ref()).get_command_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

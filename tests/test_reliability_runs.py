@@ -28,10 +28,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from dagster._cli.api import ExecuteRunArgs
-from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher import DefaultRunLauncher
-from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
     RemoteJobOrigin,
@@ -41,13 +39,12 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._grpc.impl import start_run_in_subprocess
 from dagster._grpc.types import ExecuteExternalJobArgs
 from dagster._serdes import serialize_value
+from lab import run_pod_run
 
 import engine
 from simlab_pipelines.assets import DUCKDB_POOL, replications_key
 from simlab_pipelines.cli import main
 from simlab_pipelines.experiments import load_experiment
-from simlab_pipelines.partitions import range_tags
-from simlab_pipelines.sweep import experiment_job
 
 SIMLAB = str(Path(sys.executable).with_name("simlab"))
 UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -322,15 +319,7 @@ def test_a_multi_worker_run_process_exits_with_its_run_and_leaves_no_process(
     for a run (a spawned multiprocessing child, which at exit waits for its child processes: it
     waited forever for a pool nobody shut down) both exit when the run ends, and with them every
     pool worker and the fork server."""
-    path = lab / "experiments" / "tiny_mmck.yaml"
-    job = experiment_job(str(path), "tiny_mmck_replications")
-    instance = dg.DagsterInstance.get()
-    origin = JobPythonOrigin(job.name, RepositoryPythonOrigin(
-        sys.executable, ModuleCodePointer("simlab_pipelines.definitions", "defs",
-                                          working_directory=str(lab))))
-    run = instance.create_run_for_job(job_def=job, run_config={}, job_code_origin=origin,
-                                      tags={**range_tags("servers-2", 0, 5),
-                                            "simlab/workers": "2"})
+    instance, origin, run = run_pod_run(lab)
     context = multiprocessing.get_context("spawn")
     # Made before the marker is set: their resource tracker is this process's, not the run's.
     queue, termination = context.Queue(), context.Event()  # alive until the child has them
@@ -345,13 +334,13 @@ def test_a_multi_worker_run_process_exits_with_its_run_and_leaves_no_process(
     else:  # as dagster._grpc.server starts a run
         recon = ReconstructableRepository.for_module(
             "simlab_pipelines.definitions", "defs", working_directory=str(lab)
-        ).get_reconstructable_job(job.name)
+        ).get_reconstructable_job(run.job_name)
         location = InProcessCodeLocationOrigin(LoadableTargetOrigin(
             python_file=None, module_name="simlab_pipelines.definitions", attribute="defs",
             working_directory=str(lab)), location_name="simlab")
         args = ExecuteExternalJobArgs(
             job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"),
-                                       job.name),
+                                       run.job_name),
             run_id=run.run_id, instance_ref=instance.get_ref())
         process = context.Process(target=start_run_in_subprocess,
                                   args=[serialize_value(args), recon, queue, termination])
