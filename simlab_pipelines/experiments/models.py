@@ -30,6 +30,11 @@ from simlab_pipelines.experiments.errors import Loc, SpecErrors
 
 # What a command declaration may change without making its results stale.
 _NOT_INPUTS = ("timeout", "description")
+# The columns of the long-format tables beside a metric's name (observations: experiment,
+# config_key, replication, metric, value; summary.KEYS and summary.OBSERVATION_SCHEMA): a metric
+# or response so named collides with them when the replications are unpivoted (a polars
+# DuplicateError in every summary), so it is refused at load.
+RESERVED_NAMES = ("experiment", "config_key", "replication", "metric", "value")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ def resolve_model(value: Any, directory: Path | None) -> ExperimentModel:
         except command.DeclarationError as exc:
             raise SpecErrors([(("model", *loc), reason) for loc, reason in exc.errors]) from None
         ref = registry.ModelRef.for_command(value, folder)
+        _check_metric_names(declaration.metrics, ("model", "metrics"))
         return ExperimentModel(command.command_model(declaration, folder), ref, "command")
     if not isinstance(value, str):
         raise SpecErrors([(("model",), _WHAT)])
@@ -95,9 +101,25 @@ def resolve_model(value: Any, directory: Path | None) -> ExperimentModel:
         model = registry.get_model(value, folder if reference else None)
     except registry.ModelError as exc:
         raise SpecErrors([(("model",), exc.reason)]) from None
+    _check_metric_names(tuple(model.metrics), ("model",), f"model {value!r}")
     if reference:
         return ExperimentModel(model, registry.ModelRef(value, str(folder)), "path")
     return ExperimentModel(model, registry.ModelRef(value), "package")
+
+
+def _check_metric_names(metrics: tuple[str, ...], loc: Loc, declared_by: str | None = None
+                        ) -> None:
+    """SpecErrors for metrics named like a column of the long-format tables: at
+    ``model.metrics[i]`` for a command's list, at ``model`` for a plug-in (``declared_by``)."""
+    errors: list[tuple[Loc, str]] = []
+    for i, metric in enumerate(metrics):
+        if metric in RESERVED_NAMES:
+            where = (*loc, i) if declared_by is None else loc
+            by = f"{declared_by} declares a metric" if declared_by else "metric"
+            errors.append((where, f"{by} named {metric!r}, a column of the results' tables "
+                                  f"({', '.join(RESERVED_NAMES)}); rename the metric"))
+    if errors:
+        raise SpecErrors(errors)
 
 
 _WHAT = ("model must be a model's name, 'package.module:ATTRIBUTE', or a mapping declaring a "
@@ -119,5 +141,5 @@ def check_run_length(horizon: float | None, model: Model) -> list[tuple[Loc, str
     return []
 
 
-__all__ = ["ExperimentModel", "check_model_field", "check_run_length", "identity",
+__all__ = ["RESERVED_NAMES", "ExperimentModel", "check_model_field", "check_run_length", "identity",
            "resolve_model"]

@@ -33,6 +33,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from simlab_pipelines.experiments.errors import SpecErrors
+from simlab_pipelines.experiments.models import RESERVED_NAMES
 
 RESPONSE_NAME = r"^[a-z][a-z0-9_]*$"
 MAX_EXPRESSION = 2_000  # characters: a formula, not a program
@@ -265,6 +266,10 @@ def check_responses(given: Mapping[str, str | ResponseSpec], metrics: Iterable[s
         if not re.match(RESPONSE_NAME, name):
             errors.append((loc, f"response name {name!r} must match {RESPONSE_NAME}"))
             continue
+        if name in RESERVED_NAMES:
+            errors.append((loc, f"response name {name!r} is a column of the results' tables "
+                                f"({', '.join(RESERVED_NAMES)}); choose another"))
+            continue
         if name in metrics or name in parameters:
             kind = "metric" if name in metrics else "parameter"
             errors.append((loc, f"response name {name!r} is already a {kind} of the model; "
@@ -280,6 +285,12 @@ def check_responses(given: Mapping[str, str | ResponseSpec], metrics: Iterable[s
             errors.append((loc, f"{spec.expression!r}: unknown name(s) {', '.join(unknown)} "
                            f"(metrics: {', '.join(metrics)}; parameters: "
                            f"{', '.join(parameters)})"))
+            continue
+        reserved = [n for n in response.names if n in RESERVED_NAMES]
+        if reserved:
+            # evaluated beside those columns, it would read them, not the parameter
+            errors.append((loc, f"{spec.expression!r}: reads {', '.join(reserved)}, a column of "
+                                "the results' tables; a response cannot use a parameter so named"))
             continue
         problem = _probe(response, metrics, configurations)
         if problem:
