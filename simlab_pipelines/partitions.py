@@ -19,13 +19,17 @@ or replications to a file adds keys and changes none.
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
 CONFIG = "config"
 REPLICATION = "replication"
+# Dynamic keys added per call: Dagster's add_dynamic_partitions checks all the keys of one call in a
+# single ``IN (...)`` query, one SQL variable a key (a SQLite built with the upstream default of
+# 32,766 variables fails at ~33,000), and its docs recommend at most 25,000 a sensor request.
+ADD_CHUNK = 25_000
 
 
 def dynamic_name(experiment: str) -> str:
@@ -73,19 +77,27 @@ def new_keys(instance: dg.DagsterInstance, experiment: str, wanted: Sequence[str
     return new, existing + new
 
 
+def _chunks_of(keys: Sequence[str]) -> Iterator[list[str]]:
+    for start in range(0, len(keys), ADD_CHUNK):
+        yield list(keys[start:start + ADD_CHUNK])
+
+
 def add_keys(instance: dg.DagsterInstance, experiment: str, wanted: Sequence[str]) -> list[str]:
-    """Add the ``wanted`` keys missing from the experiment's dynamic set; returns the set's order."""
+    """Add the ``wanted`` keys missing from the experiment's dynamic set, at most ADD_CHUNK a
+    call, in order; returns the set's order."""
     new, order = new_keys(instance, experiment, wanted)
-    if new:
-        instance.add_dynamic_partitions(dynamic_name(experiment), new)
+    for chunk in _chunks_of(new):
+        instance.add_dynamic_partitions(dynamic_name(experiment), chunk)
     return order
 
 
 def add_request(instance: dg.DagsterInstance, experiment: str, wanted: Sequence[str]
                 ) -> tuple[list[dg.AddDynamicPartitionsRequest], list[str]]:
-    """What a sensor returns to add the missing ``wanted`` keys, and the set's order after it."""
+    """What a sensor returns to add the missing ``wanted`` keys (one request per ADD_CHUNK keys:
+    the daemon adds each request's keys in one call), and the set's order after it."""
     new, order = new_keys(instance, experiment, wanted)
-    requests = [dg.AddDynamicPartitionsRequest(dynamic_name(experiment), new)] if new else []
+    requests = [dg.AddDynamicPartitionsRequest(dynamic_name(experiment), chunk)
+                for chunk in _chunks_of(new)]
     return requests, order
 
 
