@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from simlab_pipelines.experiments.constraints import Constraint
 from simlab_pipelines.experiments.designs import Design, DesignFactor
 from simlab_pipelines.experiments.errors import ExperimentError, Loc, SpecErrors, format_path
+from simlab_pipelines.experiments.search import Budget, Search, SearchFactor
 from simlab_pipelines.experiments.spec import ExperimentSpec, Objective, Precision
 
 EXPERIMENTS_DIR_ENV = "SIMLAB_EXPERIMENTS_DIR"
@@ -140,6 +142,14 @@ def _allowed_keys(parent: Loc) -> list[str] | None:
         return list(Design.model_fields)
     if len(parent) == 3 and parent[:2] == ("design", "factors"):
         return list(DesignFactor.model_fields)
+    if parent == ("search",):
+        return list(Search.model_fields)
+    if parent == ("search", "budget"):
+        return list(Budget.model_fields)
+    if len(parent) == 3 and parent[:2] == ("search", "factors"):
+        return list(SearchFactor.model_fields)
+    if len(parent) == 2 and parent[0] == "constraints":
+        return list(Constraint.model_fields)
     return None
 
 

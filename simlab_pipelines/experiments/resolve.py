@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from engine.models.base import Model
 from engine.parameters import Parameter, ParameterError
 from simlab_pipelines.experiments import designs
+from simlab_pipelines.experiments import search as searches
+from simlab_pipelines.experiments.constraints import check_constraints
 from simlab_pipelines.experiments.errors import Loc, SpecErrors, format_path
 from simlab_pipelines.experiments.keys import Configuration, canonical_json, config_key
 from simlab_pipelines.experiments.models import ExperimentModel, check_run_length, resolve_model
@@ -81,6 +83,7 @@ class Resolved:
     canonical: dict[str, Any]  # the normalised file: what spec_hash hashes
     model: ExperimentModel
     design: designs.DesignPoints | None = None  # with ``design``: the generated points
+    search: searches.SearchSpace | None = None  # with ``search``: the resolved space
 
 
 def resolve_spec(spec: "ExperimentSpec", directory: Path | None = None) -> Resolved:
@@ -94,10 +97,12 @@ def resolve_spec(spec: "ExperimentSpec", directory: Path | None = None) -> Resol
     checker = Checker(model, check_run_length(spec.horizon, model))
     fixed = checker.values("parameters", spec.parameters)
     entries, canonical_varying, design = _entries(spec, checker)
+    space = _searched(spec, checker)
     checker.raise_if_any()
     generated = spec.factors is not None or spec.design is not None  # not the file's entries
     configurations = _configurations(model, fixed, entries, generated, checker)
-    baseline_key, canonical_baseline = _baseline(spec, configurations, checker)
+    baseline_key, canonical_baseline = (_baseline(spec, configurations, checker)
+                                        if spec.search is None else (None, None))
     _check_analysis(spec, model, checker)
     _check_length(spec, model, checker)
     checker.raise_if_any()
@@ -106,18 +111,59 @@ def resolve_spec(spec: "ExperimentSpec", directory: Path | None = None) -> Resol
         canonical.pop("timeout_seconds")
     canonical.update({"parameters": fixed, "baseline": canonical_baseline, "factors": None,
                       "configurations": None, **canonical_varying})
-    return Resolved(tuple(configurations), baseline_key, canonical, resolved_model, design)
+    if space is None:  # files without a search keep the spec hash they had
+        canonical.pop("search", None)
+    else:
+        canonical["search"] = searches.canonical(spec.search, space)
+    return Resolved(tuple(configurations), baseline_key, canonical, resolved_model, design,
+                    space)
+
+
+def _searched(spec: "ExperimentSpec", checker: Checker) -> searches.SearchSpace | None:
+    """With ``search``: the resolved space, and what a search rules out elsewhere in the file
+    (its configurations are proposed from the results: nothing can name one at load)."""
+    if spec.search is None:
+        return None
+    from simlab_pipelines.experiments.spec import MAX_REPLICATIONS  # spec.py imports this module
+
+    search = spec.search
+    if spec.replications != search.replications:
+        checker.errors.append((("replications",), f"{spec.replications} differs from "
+                               f"search.replications ({search.replications}): give it once, "
+                               "under search"))
+    for name, why in (("baseline", "a search's configurations are proposed as it runs: none "
+                       "can be named as the baseline"),
+                      ("precision", "a search sets its replications itself (search.replications, "
+                       "then the clean-up's second stage up to search.max_replications)")):
+        if getattr(spec, name) is not None:
+            checker.errors.append(((name,), f"not allowed with search: {why}"))
+    metrics = [*checker.model.metrics, *spec.responses]
+    if search.method != "threshold":
+        if spec.objective is None:
+            checker.errors.append((("objective",), f"required with search method "
+                                   f"{search.method!r}: {{metric, direction, indifference_zone}} "
+                                   "(what the search minimises or maximises)"))
+        elif spec.objective.indifference_zone is None:
+            checker.errors.append((("objective", "indifference_zone"), "required with search: "
+                                   "the clean-up selects the best within it, with its guarantee"))
+    space, errors = searches.check_search(search, checker.known, spec.parameters, metrics,
+                                          MAX_REPLICATIONS)
+    checker.errors += errors
+    return space
 
 
 def _entries(spec: "ExperimentSpec", checker: Checker
              ) -> tuple[list[Entry], dict[str, Any], designs.DesignPoints | None]:
     """The varying values of each configuration to be, their canonical form in the file, and the
     generated design (with ``design``)."""
-    given = [f for f in ("factors", "configurations", "design") if getattr(spec, f) is not None]
+    given = [f for f in ("factors", "configurations", "design", "search")
+             if getattr(spec, f) is not None]
     if len(given) > 1:
         checker.errors.append(((given[-1],), "give either factors (a full factorial) or "
-                               "configurations (an explicit list) or a design, only one of them "
-                               f"(got {' and '.join(given)})"))
+                               "configurations (an explicit list) or a design or a search, only "
+                               f"one of them (got {' and '.join(given)})"))
+        return [], {}, None
+    if spec.search is not None:  # proposed from the results as the search runs (plan.py)
         return [], {}, None
     if spec.factors is not None:
         return (*_factorial(spec, checker), None)
@@ -306,6 +352,8 @@ def _check_analysis(spec: "ExperimentSpec", model: Model, checker: Checker) -> N
             checker.errors.append(((section, "metric"), f"unknown metric {target.metric!r} for "
                                    f"model {model.name!r} (known: "
                                    f"{', '.join([*sorted(model.metrics), *spec.responses])})"))
+    checker.errors += check_constraints(spec.constraints, [*model.metrics, *spec.responses],
+                                        model.name)
     if spec.check_theory and spec.model != "mmck":
         checker.errors.append((("check_theory",), f"closed forms exist for model 'mmck' only, "
                                f"not {spec.model!r}"))

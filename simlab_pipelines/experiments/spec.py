@@ -16,11 +16,13 @@ from pydantic import (
 
 from engine.models.base import Model
 from engine.registry import ModelRef
+from simlab_pipelines.experiments.constraints import Constraint, canonical_constraints
 from simlab_pipelines.experiments.designs import Design, DesignPoints
 from simlab_pipelines.experiments.keys import Configuration, canonical_json
 from simlab_pipelines.experiments.models import ExperimentModel, check_model_field, identity
 from simlab_pipelines.experiments.resolve import DEFAULT_TIMEOUT_SECONDS, resolve_spec
 from simlab_pipelines.experiments.responses import Response, ResponseSpec, resolve_responses
+from simlab_pipelines.experiments.search import Search, SearchSpace
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Asset groups of our own: an experiment by that name would collide with them in the UI.
@@ -70,6 +72,7 @@ class ExperimentSpec(BaseModel):
     factors: dict[str, list[Any]] | None = None
     configurations: list[dict[str, Any]] | None = Field(default=None, min_length=1)
     design: Design | None = None  # a sampling plan instead of factors/configurations
+    search: Search | None = None  # an optimiser's proposals instead (experiments/search.py)
     baseline: dict[str, Any] | None = None
     precision: Precision | None = None
     objective: Objective | None = None
@@ -83,6 +86,8 @@ class ExperimentSpec(BaseModel):
                                    allow_inf_nan=False)
     # name -> expression over a replication's metrics and parameters (responses.py)
     responses: dict[str, str | ResponseSpec] = Field(default_factory=dict)
+    # service levels that filter the recommendation (constraints.py, analysis/constraints.py)
+    constraints: list[Constraint] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
     _configurations: tuple[Configuration, ...] = PrivateAttr(default=())
@@ -91,6 +96,19 @@ class ExperimentSpec(BaseModel):
     _responses: dict[str, Response] = PrivateAttr(default_factory=dict)
     _design: DesignPoints | None = PrivateAttr(default=None)
     _model: ExperimentModel | None = PrivateAttr(default=None)
+    _search: SearchSpace | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _search_replications(cls, data: Any) -> Any:
+        # With a search, ``replications`` may be left out: it is the search's first stage
+        # (resolve.py checks that both agree when both are given).
+        if isinstance(data, dict) and "replications" not in data \
+                and isinstance(data.get("search"), dict):
+            first = data["search"].get("replications")
+            if isinstance(first, int) and not isinstance(first, bool):
+                data = {**data, "replications": first}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -114,9 +132,14 @@ class ExperimentSpec(BaseModel):
         self._canonical = resolved.canonical
         if not self.responses:  # files without responses keep the spec hash they had
             self._canonical.pop("responses", None)
+        if self.constraints:  # likewise files without constraints
+            self._canonical["constraints"] = canonical_constraints(self.constraints)
+        else:
+            self._canonical.pop("constraints", None)
         self._responses = resolve_responses(self.responses, self.resolved_model,
                                             resolved.configurations)
         self._design = resolved.design
+        self._search = resolved.search
         return self
 
     def __hash__(self) -> int:
@@ -128,7 +151,10 @@ class ExperimentSpec(BaseModel):
         return self._source
 
     def configurations_list(self) -> list[Configuration]:
-        """The configurations: factorial order (first factor slowest) or the file's order."""
+        """The configurations: factorial order (first factor slowest) or the file's order.
+
+        Empty for a search, whose configurations are proposed from the results:
+        ``plan.configurations(spec, observations)``."""
         return [Configuration(c.key, dict(c.params), dict(c.varying)) for c in self._configurations]
 
     def config_keys(self) -> list[str]:
@@ -140,6 +166,11 @@ class ExperimentSpec(BaseModel):
         """The generated design (rows in the sampler's order, each with its configuration), or
         None without ``design``."""
         return self._design
+
+    @property
+    def search_space(self) -> SearchSpace | None:
+        """The resolved ``search`` (factors, budget, optimiser), or None without one."""
+        return self._search
 
     @property
     def parsed_responses(self) -> dict[str, Response]:
@@ -222,7 +253,9 @@ class ExperimentSpec(BaseModel):
     @property
     def max_replications(self) -> int:
         """The most replications any configuration may get (``precision.max_replications`` or
-        ``replications``)."""
+        ``replications``; with a search, ``search.max_replications``)."""
+        if self._search is not None:
+            return self._search.max_replications
         return self.precision.max_replications if self.precision is not None else self.replications
 
     def replication_keys(self) -> list[str]:
