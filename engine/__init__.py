@@ -6,11 +6,11 @@ The model API is public: ``Model``, ``ModelRun``, ``Parameter`` and ``Streams`` 
 own model (a plug-in, see ``engine.registry``) is written with.
 """
 
-from engine.models import MODELS, get_model
+from engine.models import MODELS
 from engine.models.base import Model, ModelRun
 from engine.parameters import Parameter, ParameterError
 from engine.randomness import Stream, Streams
-from engine.registry import ModelError, list_models
+from engine.registry import ModelError, get_model, list_models
 from engine.simulate import Seed, SimulationResult, simulate, spawn_key
 from engine.version import ENGINE_VERSION
 

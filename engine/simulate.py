@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.limits import SimulationTimeout, run_with_time_limit
-from engine.models import get_model
 from engine.models.base import Model
 from engine.parameters import Parameter, ParameterError
 from engine.randomness import Streams, config_hash
+from engine.registry import get_model
 from engine.version import ENGINE_VERSION
 
 _SEED = Parameter("seed", int, "root entropy of the random streams", minimum=0, maximum=2**128 - 1)

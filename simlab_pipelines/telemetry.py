@@ -412,7 +412,7 @@ def _spawn_key_text(spawn_key: Sequence[int] | str) -> str:
 @functools.lru_cache(maxsize=64)  # models are fixed for the life of the process
 def _declared_params(model: str) -> frozenset[str] | None:
     """The parameter names ``model`` declares, or None if the engine does not know it."""
-    from engine.models import get_model
+    from engine.registry import get_model
 
     try:
         return frozenset(p.name for p in get_model(model).parameters)
