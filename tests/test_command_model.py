@@ -110,7 +110,7 @@ PROBE = textwrap.dedent('''
     with open(f"calls/{os.environ['SIMLAB_REPLICATION']}.json", "w") as f:
         json.dump({"argv": sys.argv[1:], "env": env, "cwd": os.getcwd()}, f)
     print("starting")
-    print(json.dumps({"value": float(sys.argv[1]) * 2, "ignored": "extra"}))
+    print(json.dumps({"result": float(sys.argv[1]) * 2, "ignored": "extra"}))
 ''')
 
 
@@ -123,7 +123,7 @@ def test_placeholders_environment_traceparent_and_working_directory(lab, materia
         "model": {"name": "probe", "command": [sys.executable, "probe.py", "{rate}", "{seed}",
                                                "{seed_entropy}", "{replication}", "{horizon}",
                                                "{warmup}", "{{literal}}"],
-                  "version": "1", "metrics": ["value"],
+                  "version": "1", "metrics": ["result"],
                   "parameters": {"rate": {"type": "float", "minimum": 0}}},
         "seed": 2**62 + 5, "replications": 2, "horizon": 2.5, "warmup": 0.5,
         "parameters": {"rate": 0.25}})
@@ -148,7 +148,7 @@ def test_placeholders_environment_traceparent_and_working_directory(lab, materia
         # TRACEPARENT is the simulation span's own context: the simulator joins its trace.
         assert call["env"]["TRACEPARENT"].split("-")[:3] == ["00", row["trace_id"], row["span_id"]]
         assert int(row["span_id"], 16) in simulation_spans
-        assert row["metrics"]["value"] == 0.5 and row["code_version"] == "model-probe-1"
+        assert row["metrics"]["result"] == 0.5 and row["code_version"] == "model-probe-1"
 
 
 def test_driving_simlab_engine_run_gives_the_in_process_results(lab, materialize):
@@ -226,8 +226,8 @@ FLAKY = textwrap.dedent('''
         with open(f"child-{os.environ['SIMLAB_REPLICATION']}.pid", "w") as f:
             f.write(str(child.pid))
         time.sleep(60)
-    print({0: '{"value": 1.5}', 3: "done, no JSON", 4: '{"other": 1}',
-           5: '{"value": "fast"}'}[mode])
+    print({0: '{"result": 1.5}', 3: "done, no JSON", 4: '{"other": 1}',
+           5: '{"result": "fast"}'}[mode])
 ''')
 
 
@@ -250,7 +250,7 @@ def test_every_failure_mode_fails_only_its_partitions(lab, materialize, spans): 
     (experiments / "flaky.py").write_text(FLAKY)
     path = _write(experiments, "flaky_cmd", {
         "model": {"name": "flaky", "command": [sys.executable, "flaky.py", "{mode}"],
-                  "version": "1", "metrics": ["value"], "timeout": 1.5,
+                  "version": "1", "metrics": ["result"], "timeout": 1.5,
                   "parameters": {"mode": {"type": "int", "minimum": 0, "maximum": 5}}},
         "seed": 3, "replications": 2, "horizon": 1.0, "factors": {"mode": [0, 1, 2, 3, 4, 5]}})
     spec = load_experiment(path)
@@ -276,8 +276,8 @@ def test_every_failure_mode_fails_only_its_partitions(lab, materialize, spans): 
     assert "exit code 3" in reasons["mode-1"] and "exited with status 3" in reasons["mode-1"]
     assert "timed out after 1.5 s" in reasons["mode-2"]
     assert "not JSON" in reasons["mode-3"] and "exit code 0" in reasons["mode-3"]
-    assert "missing from the output: value" in reasons["mode-4"]
-    assert "non-numeric metric(s): value='fast'" in reasons["mode-5"]
+    assert "missing from the output: result" in reasons["mode-4"]
+    assert "non-numeric metric(s): result='fast'" in reasons["mode-5"]
     for key, reason in reasons.items():
         # The stderr tail: its last 2 KB (the end kept, the beginning cut).
         tail = reason.split("stderr (last 2048 bytes):\n", 1)[1]
