@@ -27,6 +27,7 @@ except ImportError:  # moved in a later Dagster: the public call is used
 import engine
 from simlab_pipelines import analysis, batch, manifest, partitions, plan, settings, telemetry
 from simlab_pipelines import metadata as ui
+from simlab_pipelines.analysis.headline import headline_metric
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.experiments.responses import headline_responses
 from simlab_pipelines.partitions import split_key
@@ -34,6 +35,7 @@ from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.summary import (
     Summary,
     corrupt_files,
+    current_configurations,
     read_replications,
     summarise,
     write_database,
@@ -125,10 +127,18 @@ def add_partition_metadata(context: dg.AssetExecutionContext,
 def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: SimlabStorage,
            traceparent: str | None) -> list[batch.Task]:
     configs = {c.key: c for c in spec.configurations_list()}
+    if plan.is_search(spec):  # a search's proposals, replayed from the results
+        configs = {c.key: c for c in current_configurations(spec, storage.store())}
     hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
     tasks = []
     for key in context.partition_keys:
         config_key, replication = split_key(key)
+        if config_key not in configs:
+            raise dg.Failure(
+                description=f"{spec.name}: partition {key} names configuration {config_key!r}, "
+                            "which is not among the search's proposals replayed from the "
+                            "current results (were result files removed, or the file changed?)",
+                allow_retries=False)
         if config_key not in hashes:
             hashes[config_key] = spec.inputs_hash(configs[config_key])
         tasks.append(batch.Task(
@@ -204,16 +214,6 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
     )
 
 
-def headline_metric(spec: ExperimentSpec) -> str:
-    """The metric the experiment is about: its objective, else its precision metric, else the
-    model's first metric."""
-    if spec.objective is not None:
-        return spec.objective.metric
-    if spec.precision is not None:
-        return spec.precision.metric
-    return next(iter(spec.resolved_model.metrics))
-
-
 def _image(image: bytes, alt: str) -> dg.MetadataValue:
     # The UI renders markdown images, data URIs included (SVG and PNG), in a dialog ("[Show
     # Markdown]"): it inlines markdown under 1,000 characters only, and 1.13 has no image metadata
@@ -222,7 +222,15 @@ def _image(image: bytes, alt: str) -> dg.MetadataValue:
 
 
 def configurations_table(spec: ExperimentSpec) -> dg.TableMetadataValue:
-    """The spec's configurations: key, whether it is the baseline, the varying parameters."""
+    """The spec's configurations: key, whether it is the baseline, the varying parameters (a
+    search's factors instead: its configurations are proposed as it runs)."""
+    space = spec.search_space
+    if space is not None:
+        return ui.records_table([{
+            "factor": f.name, "kind": f.kind,
+            "range": (", ".join(str(v) for v in f.values) if f.kind == "values"
+                      else f"{f.min} .. {f.max}" + (" (log)" if f.log else ""))}
+            for f in space.factors], {"factor": f"searched by {space.method}"})
     rows = [{"config_key": c.key, "baseline": c.key == spec.baseline_key, **c.varying}
             for c in spec.configurations_list()]
     return ui.records_table(rows, {"config_key": "partition keys read <config_key>|<replication>"})
@@ -272,7 +280,7 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     if headline and summary.height:  # the decision's trade-offs, one row per configuration
         metadata["tradeoffs"] = ui.records_table(tradeoff_records(
             summary, headline, configurations={c.key: c.varying
-                                               for c in spec.configurations_list()},
+                                               for c in outcome.configurations},
             units=units, roles=roles))
     if report:
         metadata["report"] = dg.MetadataValue.path(report)
@@ -343,7 +351,7 @@ def sensitivity_metadata(spec: ExperimentSpec, result: Summary) -> dict[str, Any
                    if m in analysed), sorted(analysed)[0])
     rows = table.filter(pl.col("metric") == metric)
     design = spec.design_points
-    configurations = {c.key: c.varying for c in spec.configurations_list()}
+    configurations = {c.key: c.varying for c in result.analysis.configurations}
     metadata: dict[str, Any] = {
         "sensitivity": dg.MetadataValue.md(
             f"Which factors matter for **{metric}** ({rows['method'][0]}, "
@@ -391,7 +399,7 @@ def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=N
 def html_report(spec: ExperimentSpec, duckdb_path: str, log=None) -> str | None:
     """Write the experiment's HTML report (``simlab report``) next to the DuckDB file; its path,
     or None when it could not be written (the summary stands without it)."""
-    from simlab_pipelines.report import write_experiment_report  # report imports this module
+    from simlab_pipelines.report import write_experiment_report  # loads scipy: only to report
 
     try:
         return str(write_experiment_report(spec.name, Path(duckdb_path)))

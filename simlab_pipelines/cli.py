@@ -168,7 +168,7 @@ def _rows(sql: str, parameters: list) -> tuple[list[str], list[tuple]]:
 
 def _print_outcome(spec, checks: dict[str, bool]) -> None:
     """The summary of the headline metric, precision, warnings, checks, and last the answer."""
-    from simlab_pipelines.assets import headline_metric
+    from simlab_pipelines.analysis.headline import headline_metric
 
     metric = headline_metric(spec)
     columns, rows = _rows(
