@@ -11,6 +11,8 @@ Tables (each has an ``experiment`` column; DESIGN.md "Storage" and the analysis 
 - ``precision``: the sequential procedure's state per configuration (with ``precision``);
 - ``warmup``: MSER-5 warm-up suggestions (with ``series_interval``);
 - ``answers``: the plain answer, the best configuration and what cannot be ruled out;
+- ``constraints`` (with ``constraints``): each configuration's status on each constraint
+  (feasible / infeasible / undecided, one-sided bounds, ``analysis.constraints``);
 - ``sensitivity``, ``metamodel`` (with a ``design``): which factors matter, with intervals
   (``analysis.sensitivity``).
 
@@ -310,7 +312,7 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         configurations=configs, n0=spec.replications, all_pairs=spec.compare_all_pairs,
         units=spec.units(), tradeoffs=headline_responses(spec),
         cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
-        compare_pairs=spec.design is None)
+        compare_pairs=spec.design is None, constraints=_limits(spec))
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += _precision_notes(spec, targets)
@@ -356,6 +358,15 @@ def _warmups(spec: ExperimentSpec, series: pl.DataFrame) -> list[Warmup]:
             continue
         out.append(Warmup(key, name, suggestion))
     return out
+
+
+def _limits(spec: ExperimentSpec) -> list:
+    """The file's constraints for the analysis (each at its confidence, or the file's)."""
+    if not spec.constraints:
+        return []
+    from simlab_pipelines.analysis.constraints import limits
+
+    return limits(spec.constraints, spec.confidence)
 
 
 def _precision_notes(spec: ExperimentSpec, targets: Mapping[str, plan.Target]) -> list[str]:
@@ -465,6 +476,8 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
     tables["precision"] = _precision_table(spec, result.targets)
     tables["warmup"] = _warmup_table(spec, result.warmup)
     tables["answers"] = _answers_table(spec, result.statistics)
+    if result.statistics.feasibility is not None:
+        tables["constraints"] = result.statistics.feasibility.table(spec.name)
     if result.sensitivity is not None:
         tables["sensitivity"] = result.sensitivity.table
         tables["metamodel"] = result.sensitivity.metamodel

@@ -13,6 +13,7 @@ import polars as pl
 from simlab_pipelines.analysis.answer import answer as answer_sentence
 from simlab_pipelines.analysis.answer import best_sentence, recommendation_text, unit_suffix
 from simlab_pipelines.analysis.comparisons import COMPARISON_COLUMNS, compare
+from simlab_pipelines.analysis.constraints import Feasibility, Limit, frame_feasibility
 from simlab_pipelines.analysis.frames import aligned_samples, check_observations, samples
 from simlab_pipelines.analysis.intervals import summarise
 from simlab_pipelines.analysis.selection import (
@@ -40,6 +41,7 @@ class ExperimentAnalysis:
     selection: TwoStageSelection | None  # indifference-zone selection, when a zone is given
     answer: str | None               # the plain sentences (None without an objective metric)
     recommendation: Recommendation | None = None  # what to act on (with an objective)
+    feasibility: Feasibility | None = None  # with constraints: each configuration's status
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The DuckDB tables with exactly their contract columns: ``summary`` and ``comparisons``."""
@@ -56,7 +58,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        n0: int | None = None, units: Mapping[str, str] | None = None,
                        cost_metric: str | None = None,
                        tradeoffs: Sequence[str] = (),
-                       compare_pairs: bool = True) -> ExperimentAnalysis:
+                       compare_pairs: bool = True,
+                       constraints: Sequence[Limit] = ()) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
     ``baseline``: the baseline config_key; without one the comparisons (and the answer) are
@@ -79,6 +82,10 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     parameters from the baseline; with its evidence and its ``tradeoffs`` (other metrics or
     responses, against the baseline). ``units``: metric -> unit, shown with the numbers
     (``unit`` is the objective's, for callers that give only that one).
+
+    ``constraints``: each configuration's status on each (``analysis.constraints``, Bonferroni
+    over the configurations observed), and the recommendation is chosen among the feasible ones
+    only (none when no configuration is shown feasible: the answer says which comes closest).
     """
     units = dict(units or {})
     if objective_metric is not None and unit and objective_metric not in units:
@@ -88,6 +95,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
         raise ValueError(f"experiment {experiment!r}: no observations")
     summary = summarise(frame, confidence)
     observed = set(frame["config_key"].unique().to_list())
+    feasibility = (frame_feasibility(frame, constraints, keys=sorted(observed))
+                   if constraints else None)
     pending = baseline is not None and baseline not in observed
     subset = selection = text = None
     if objective_metric is not None:
@@ -131,7 +140,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
             recommendation, nothing = _recommend(
                 summary, rows, objective_metric, minimize=minimize,
                 indifference_zone=indifference_zone, subset=subset, baseline=baseline,
-                configurations=configurations, cost_metric=cost_metric)
+                configurations=configurations, cost_metric=cost_metric,
+                feasible=feasibility.feasible if feasibility is not None else None)
             if recommendation is not None:
                 first = recommendation_text(
                     recommendation, metric=objective_metric, summary=summary,
@@ -139,19 +149,44 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                     units=units, tradeoffs=tradeoffs, nothing_significant=nothing,
                     cost_metric=cost_metric)
                 text = first + "\n\n" + text
+            if feasibility is not None:
+                text = _with_constraints(text, feasibility, recommendation, summary, units,
+                                         configurations, objective_metric, minimize)
     return ExperimentAnalysis(experiment, summary, comparisons, subset, selection, text,
-                              recommendation)
+                              recommendation, feasibility)
+
+
+def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recommendation | None,
+                      summary: pl.DataFrame, units: Mapping[str, str],
+                      configurations: Mapping[str, Mapping[str, Any]] | None,
+                      metric: str, minimize: bool) -> str:
+    """The answer with what the constraints say: after the recommendation's paragraph, or first
+    when nothing is feasible (so nothing is recommended)."""
+    from simlab_pipelines.analysis.search_answer import constraints_text
+
+    means = {k: m for k, m in summary.filter(pl.col("metric") == metric)
+             .select("config_key", "mean").iter_rows() if m is not None}
+    said = constraints_text(feasibility, recommended=recommendation.choice if recommendation
+                            else None, summary=summary, units=units,
+                            configurations=configurations, objective=means, minimize=minimize,
+                            objective_metric=metric)
+    if recommendation is None:
+        return said + "\n\n" + text
+    first, _, rest = text.partition("\n\n")
+    return first + " " + said + ("\n\n" + rest if rest else "")
 
 
 def _recommend(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minimize: bool,
                indifference_zone: float | None, subset: Subset | None, baseline: str | None,
                configurations: Mapping[str, Mapping[str, Any]] | None,
-               cost_metric: str | None) -> tuple[Recommendation | None, bool]:
+               cost_metric: str | None,
+               feasible: Sequence[str] | None = None) -> tuple[Recommendation | None, bool]:
     """The recommendation on ``metric`` and whether nothing differs significantly from the
-    baseline (``rows``: the comparisons on ``metric`` against the baseline or the best)."""
+    baseline (``rows``: the comparisons on ``metric`` against the baseline or the best); with
+    ``feasible`` (constraints) only those can be recommended, and none when it is empty."""
     means = {k: m for k, m in summary.filter(pl.col("metric") == metric)
              .select("config_key", "mean").iter_rows() if m is not None}
-    if len(means) < 2:
+    if len(means) < 2 or (feasible is not None and not set(feasible) & set(means)):
         return None, False
     cost = None
     if cost_metric is not None:
@@ -170,5 +205,5 @@ def _recommend(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minimi
             ((against["ci_low"] <= 0) & (against["ci_high"] >= 0)).all())
     rec = recommend(means, minimize=minimize, indifference_zone=indifference_zone,
                     keep=subset.keep if subset else None, cost=cost, changes=changes,
-                    all_equivalent=nothing)
+                    all_equivalent=nothing, feasible=feasible)
     return rec, nothing

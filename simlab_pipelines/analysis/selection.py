@@ -40,7 +40,7 @@ Minimising is handled by negating the outputs.
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
@@ -250,19 +250,34 @@ class Recommendation:
     indifference_zone: float | None = None
     cost: dict[str, float] | None = None
     changes: dict[str, int] | None = None
+    # With constraints: the configurations shown to meet them (the only ones recommended);
+    # None without constraints. ``best`` is then the best of these.
+    feasible: tuple[str, ...] | None = None
 
 
 def recommend(means: Mapping[str, float], *, minimize: bool,
               indifference_zone: float | None = None, keep: Sequence[str] | None = None,
               cost: Mapping[str, float] | None = None, changes: Mapping[str, int] | None = None,
-              all_equivalent: bool = False) -> Recommendation:
+              all_equivalent: bool = False,
+              feasible: Collection[str] | None = None) -> Recommendation:
     """Which configuration to recommend, respecting the indifference zone (see Recommendation).
 
     ``means``: config_key -> objective mean. ``keep``: subset selection's survivors (used without
     a zone). ``cost``: config_key -> mean cost (lower is cheaper). ``changes``: config_key ->
     number of parameters changed from the baseline. ``all_equivalent``: no configuration differs
-    significantly from the baseline, so all are treated as equally good.
+    significantly from the baseline, so all are treated as equally good. ``feasible``: with
+    constraints, the configurations declared feasible (``analysis.constraints``): the
+    recommendation is the best among them, and the others are not considered at all (ValueError
+    when none is feasible: the caller says so instead).
     """
+    constrained = None
+    if feasible is not None:
+        constrained = tuple(sorted(k for k in feasible if k in means))
+        if not constrained:
+            raise ValueError("recommend: no configuration is feasible (meets every constraint)")
+        means = {k: means[k] for k in constrained}
+        if keep:
+            keep = [k for k in keep if k in means]
     best = select_best(means, minimize)
     sign = 1.0 if minimize else -1.0
     defined = [k for k in means if not math.isnan(means[k])]
@@ -289,4 +304,4 @@ def recommend(means: Mapping[str, float], *, minimize: bool,
         reason = "best"
     return Recommendation(choice, best, tuple(order), reason, minimize, dict(means),
                           indifference_zone, dict(cost) if cost is not None else None,
-                          dict(changes) if changes is not None else None)
+                          dict(changes) if changes is not None else None, constrained)
