@@ -21,9 +21,11 @@ from simlab_pipelines.experiments.spec import ExperimentSpec, Objective, Precisi
 
 EXPERIMENTS_DIR_ENV = "SIMLAB_EXPERIMENTS_DIR"
 # Hostile or mistaken input (docs/reliability.md): an experiment file is a page of settings, so a
-# file above MAX_FILE_BYTES is refused before parsing, and a document whose aliases expand to more
-# than MAX_EXPANDED_NODES values (a "billion laughs" bomb: 422 bytes, 10^9 values) is refused
-# before anything walks or validates the expansion.
+# file above MAX_FILE_BYTES is refused before parsing, and a document whose aliases add more than
+# MAX_EXPANDED_NODES values to what is written out (a "billion laughs" bomb: 422 bytes, 10^9
+# values) is refused before anything walks or validates the expansion. Values written out are
+# bounded by the file's size; how many configurations and simulations they make is checked by
+# name when the file is resolved (resolve.py, experiments/scale.py).
 MAX_FILE_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 100_000
 
@@ -65,26 +67,45 @@ def _read_yaml(text: str) -> tuple[Any, dict[str, int], list[tuple[str, str]]]:
             return None, {}, []
         lines: dict[str, int] = {}
         duplicates: list[tuple[str, str]] = []
-        _walk(node, (), lines, duplicates, {}, set())
+        _walk(node, (), lines, duplicates, {}, set(), _Tally())
         return loader.construct_document(node), lines, duplicates
     finally:
         loader.dispose()
 
 
+class _Tally:
+    """Values of the whole document: as written (each node once) and as expanded (aliases
+    counted as often as they are used)."""
+
+    def __init__(self) -> None:
+        self.written = self.expanded = 0
+
+    def alias(self, size: int, node: yaml.Node) -> None:
+        self.expanded += size
+        if self.expanded - self.written > MAX_EXPANDED_NODES:
+            raise _Rejected(f"the aliases (*name) from line {node.start_mark.line + 1} on expand "
+                            f"to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?); write "
+                            "the values out, or alias less")
+
+
 def _walk(node: yaml.Node, loc: Loc, lines: dict[str, int], duplicates: list[tuple[str, str]],
-          sizes: dict[int, int], active: set[int]) -> int:
+          sizes: dict[int, int], active: set[int], tally: _Tally) -> int:
     """Record the line of each field path and duplicate keys; return how many values ``node``
     expands to (aliases counted as often as they are used).
 
     Each node is walked once (an alias of a walked node adds its known size: linear in the
-    document's nodes, whatever the aliases); its fields' lines are those of its first use.
+    document's nodes, whatever the aliases); its fields' lines are those of its first use. Only
+    what aliases add is limited (``tally``): a long list written out is no bomb.
     """
     if id(node) in sizes:
+        tally.alias(sizes[id(node)], node)
         return sizes[id(node)]
     if id(node) in active:
         raise _Rejected(f"recursive alias at line {node.start_mark.line + 1} (a value that "
                         "contains itself)")
     active.add(id(node))
+    tally.written += 1
+    tally.expanded += 1
     size = 1
     if isinstance(node, yaml.MappingNode):
         first: dict[str, int] = {}
@@ -101,24 +122,15 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[str, int], duplicates: list[tup
                 child = (*loc, key)
             else:  # a merge (<<) or a complex key: counted, no field path
                 child = loc
-            size += _walk(key_node, child, lines, duplicates, sizes, active)
-            size += _walk(value_node, child, lines, duplicates, sizes, active)
-            _check_size(size, node)
+            size += _walk(key_node, child, lines, duplicates, sizes, active, tally)
+            size += _walk(value_node, child, lines, duplicates, sizes, active, tally)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines.setdefault(format_path((*loc, i)), item.start_mark.line + 1)
-            size += _walk(item, (*loc, i), lines, duplicates, sizes, active)
-            _check_size(size, node)
+            size += _walk(item, (*loc, i), lines, duplicates, sizes, active, tally)
     active.discard(id(node))
     sizes[id(node)] = size
     return size
-
-
-def _check_size(size: int, node: yaml.Node) -> None:
-    if size > MAX_EXPANDED_NODES:
-        raise _Rejected(f"the aliases (*name) from line {node.start_mark.line + 1} on expand to "
-                        f"more than {MAX_EXPANDED_NODES:,} values (an alias bomb?); write the "
-                        "values out, or alias less")
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.models.base import Model
 from engine.parameters import Parameter, ParameterError
-from simlab_pipelines.experiments import designs
+from simlab_pipelines.experiments import designs, scale
 from simlab_pipelines.experiments import search as searches
 from simlab_pipelines.experiments.constraints import check_constraints
 from simlab_pipelines.experiments.errors import Loc, SpecErrors, format_path
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # spec.py imports this module
 MAX_CONFIGURATIONS = 10_000  # a factorial larger than this is almost surely a typo
 # warm-up + horizon may be at most this many times the model's default run length (_check_length)
 MAX_RUN_LENGTH_FACTOR = 10_000
+MAX_REPLICATIONS = 100_000  # per configuration (spec.py bounds the fields with it)
 DEFAULT_TIMEOUT_SECONDS = 3600.0  # one simulation's wall-time limit unless the file says otherwise
 
 
@@ -101,6 +102,7 @@ def resolve_spec(spec: "ExperimentSpec", directory: Path | None = None) -> Resol
     checker.raise_if_any()
     generated = spec.factors is not None or spec.design is not None  # not the file's entries
     configurations = _configurations(model, fixed, entries, generated, checker)
+    _check_scale(spec, len(configurations), checker)
     baseline_key, canonical_baseline = (_baseline(spec, configurations, checker)
                                         if spec.search is None else (None, None))
     _check_analysis(spec, model, checker)
@@ -119,13 +121,23 @@ def resolve_spec(spec: "ExperimentSpec", directory: Path | None = None) -> Resol
                     space)
 
 
+def _check_scale(spec: "ExperimentSpec", configurations: int, checker: Checker) -> None:
+    """No more simulations than this machine can plan (experiments/scale.py), named before
+    anything runs; a search's are bounded by its budget."""
+    if spec.search is not None or not configurations:
+        return
+    loc: Loc = ("precision", "max_replications") if spec.precision else ("replications",)
+    replications = spec.precision.max_replications if spec.precision else spec.replications
+    reason = scale.simulations_error(configurations, replications)
+    if reason:
+        checker.errors.append((loc, reason))
+
+
 def _searched(spec: "ExperimentSpec", checker: Checker) -> searches.SearchSpace | None:
     """With ``search``: the resolved space, and what a search rules out elsewhere in the file
     (its configurations are proposed from the results: nothing can name one at load)."""
     if spec.search is None:
         return None
-    from simlab_pipelines.experiments.spec import MAX_REPLICATIONS  # spec.py imports this module
-
     search = spec.search
     if spec.replications != search.replications:
         checker.errors.append((("replications",), f"{spec.replications} differs from "

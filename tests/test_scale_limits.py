@@ -1,0 +1,60 @@
+"""Limits that say what they mean (issues 21.4 and 23.5): more simulations than the machine can
+plan are refused at load with the numbers; a long list written out is not called an alias bomb;
+the auto block rule at Dagster's recommended 100,000 partitions per asset."""
+
+import pytest
+
+from simlab_pipelines.experiments import ExperimentError, load_experiment, parse_experiment, scale
+
+HUGE = {"name": "huge", "model": "linear", "seed": 1, "replications": 100_000,
+        "factors": {"x1": [float(i) for i in range(100)], "x2": [float(i) for i in range(100)]}}
+
+
+def test_more_simulations_than_the_machine_plans_are_refused_with_the_numbers(monkeypatch):
+    monkeypatch.setenv(scale.MAX_SIMULATIONS_ENV, "50_000_000")
+    with pytest.raises(ExperimentError) as refused:
+        parse_experiment(HUGE)
+    assert ("replications: 10,000 configurations x 100,000 replications = 1,000,000,000 "
+            "simulations, more than the 50,000,000 this machine can plan "
+            "(SIMLAB_MAX_SIMULATIONS=50,000,000)") in str(refused.value)
+    # within the limit it loads; a precision target is judged by its maximum
+    assert parse_experiment({**HUGE, "replications": 5_000}).replications == 5_000
+    with pytest.raises(ExperimentError, match=r"precision.max_replications: 10,000 configurations "
+                                              r"x 100,000 replications"):
+        parse_experiment({**HUGE, "replications": 10, "precision": {
+            "metric": "y", "relative_half_width": 0.1, "max_replications": 100_000}})
+
+
+def test_without_the_variable_the_limit_is_the_machines_memory(monkeypatch):
+    monkeypatch.delenv(scale.MAX_SIMULATIONS_ENV, raising=False)
+    monkeypatch.setattr(scale, "usable_memory", lambda: 4 * 2**30)
+    limit, why = scale.max_simulations()
+    assert limit == 4 * 2**30 * scale.MEMORY_SHARE // scale.SUMMARY_BYTES_PER_SIMULATION
+    assert "4.0 GiB" in why and scale.MAX_SIMULATIONS_ENV in why
+    monkeypatch.setenv(scale.MAX_SIMULATIONS_ENV, "many")
+    with pytest.raises(ValueError, match="SIMLAB_MAX_SIMULATIONS='many' must be a positive"):
+        scale.max_simulations()
+
+
+def test_a_long_list_written_out_is_no_alias_bomb(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text("name: long\nmodel: linear\nseed: 1\nreplications: 2\nfactors:\n  x1: ["
+                    + ", ".join(str(i) for i in range(100_000)) + "]\n")
+    with pytest.raises(ExperimentError) as refused:
+        load_experiment(path)
+    message = str(refused.value)
+    assert "alias" not in message
+    assert "factors: the factorial has 100000 configurations, more than 10000" in message
+
+
+def test_auto_blocks_keep_the_partitions_within_dagsters_recommendation():
+    assert scale.auto_block(100, 1_000) == 1            # 100,000 partitions: the boundary
+    assert scale.auto_block(100, 1_001) == 2            # one more replication: blocks of 2
+    assert scale.partitions(100, 1_001, 2) == 50_100
+    assert scale.auto_block(100, 10_000) == 10          # 1M simulations: 100,000 partitions
+    assert scale.auto_block(7, 100_000) == 8            # 7 x 12,500 = 87,500 partitions
+    assert scale.partitions(7, 100_000, 7) > 100_000    # one less is over the recommendation
+    assert scale.partitions_warning(100, 10_000, 1).startswith(
+        "1,000,000 partitions (100 configurations x 10,000 replications in blocks of 1): "
+        "Dagster recommends at most 100,000")
+    assert scale.partitions_warning(100, 10_000, 10) is None
