@@ -20,14 +20,17 @@ from simlab_pipelines.experiments.constraints import Constraint, canonical_const
 from simlab_pipelines.experiments.designs import Design, DesignPoints
 from simlab_pipelines.experiments.keys import Configuration, canonical_json
 from simlab_pipelines.experiments.models import ExperimentModel, check_model_field, identity
-from simlab_pipelines.experiments.resolve import DEFAULT_TIMEOUT_SECONDS, resolve_spec
+from simlab_pipelines.experiments.resolve import (
+    DEFAULT_TIMEOUT_SECONDS,
+    MAX_REPLICATIONS,
+    resolve_spec,
+)
 from simlab_pipelines.experiments.responses import Response, ResponseSpec, resolve_responses
 from simlab_pipelines.experiments.search import Search, SearchSpace
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Asset groups of our own: an experiment by that name would collide with them in the UI.
 RESERVED_NAMES = frozenset({"rejected_experiments"})
-MAX_REPLICATIONS = 100_000
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0  # a week: beyond it a simulation is not a replication
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
