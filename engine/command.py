@@ -16,8 +16,11 @@ An experiment declares one as its ``model`` (see ``parse_declaration``)::
 [0, 2^63) derived from the simulation's seed sequence, for simulators that take a single seed) are
 replaced in every argument (``{{`` and ``}}`` are literal braces); the same values are in the
 environment as ``SIMLAB_<NAME>``, with ``TRACEPARENT`` when there is a trace to join. The working
-directory is the experiment file's directory; the process gets its own process group (session), and
-on timeout the whole group is killed.
+directory is the experiment file's directory; the process gets its own process group (session). A
+simulator is judged by its own exit: when it exits, or at its timeout, its whole group is killed
+(a child still holding stdout neither delays its result nor outlives it). Its output is read as it
+comes, keeping only what the contract needs: the last non-empty line of stdout and the last 2 KB of
+stderr.
 
 Success is exit status 0 with, as the last non-empty line of stdout, one JSON object: flat
 ``{"metric": number, ...}`` or the engine's record (``{"metrics": {...}, "events": n, ...}``) with
@@ -31,8 +34,10 @@ import json
 import math
 import os
 import re
+import selectors
 import signal
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -53,6 +58,14 @@ KEYS = ("name", "command", "version", "parameters", "metrics", "timeout", "descr
         "default_horizon", "default_warmup")
 PARAMETER_KEYS = ("type", "default", "minimum", "maximum", "exclusive_minimum", "help")
 STDERR_TAIL_BYTES = 2048
+# A simulator's output is read as it comes and only what the contract needs is kept: the last
+# non-empty line of stdout (at most RESULT_LINE_LIMIT bytes) and the last 2 KB of stderr.
+RESULT_LINE_LIMIT = 1 << 20
+READ_CHUNK = 1 << 16
+# After the simulator exits (its group killed), output still in the pipes is read this long at
+# most: a descendant that left the group could hold them open for good.
+EXIT_DRAIN_SECONDS = 1.0
+EXIT_POLL_SECONDS = 0.05  # where no pidfd tells of the exit
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 Loc = tuple[str | int, ...]
@@ -340,22 +353,96 @@ def _substitute(argument: str, values: Mapping[str, str]) -> str:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    # The simulator leads its own session: its process group id is its pid.
+    # The simulator leads its own session: its process group id is its pid (kept by the kernel
+    # while the leader is unreaped or any member lives, so this never reaches another group).
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
 
 
+class LastLine:
+    """The last non-empty line of a stream fed in chunks, in memory bounded by ``limit`` bytes:
+    a simulator's result line, however much it printed before (lines end with ``\\n``)."""
+
+    def __init__(self, limit: int = RESULT_LINE_LIMIT) -> None:
+        self.limit = limit
+        self.line: bytes | None = None  # the last complete non-empty line so far
+        self.too_long = False  # ... unless that line was longer than ``limit``
+        self._current = bytearray()
+        self._current_too_long = False
+
+    def feed(self, chunk: bytes) -> None:
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._add(chunk)
+            return
+        self._add(chunk[:first])
+        self._end()
+        last = chunk.rfind(b"\n")
+        # Whole lines between the first and the last newline: only the last non-empty one counts
+        # (rstrip drops trailing blank lines, so what follows the last newline left is not blank).
+        middle = chunk[first + 1:last].rstrip()
+        if middle:
+            self._keep(middle[middle.rfind(b"\n") + 1:])
+        self._add(chunk[last + 1:])
+
+    def finish(self) -> None:
+        """The stream ended: its unterminated last line counts too."""
+        if self._current or self._current_too_long:
+            self._end()
+
+    def _add(self, piece: bytes) -> None:
+        if self._current_too_long or not piece:
+            return
+        if len(self._current) + len(piece) > self.limit:
+            self._current_too_long = True
+            self._current = bytearray()
+        else:
+            self._current += piece
+
+    def _end(self) -> None:
+        if self._current_too_long:
+            self.line, self.too_long = None, True
+        elif self._current.strip():
+            self._keep(bytes(self._current))
+        self._current = bytearray()
+        self._current_too_long = False
+
+    def _keep(self, line: bytes) -> None:
+        if len(line) > self.limit:
+            self.line, self.too_long = None, True
+        else:
+            self.line, self.too_long = bytes(line), False
+
+
+class Tail:
+    """The last ``size`` bytes of a stream fed in chunks."""
+
+    def __init__(self, size: int = STDERR_TAIL_BYTES) -> None:
+        self.size = size
+        self.data = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self.data += chunk[-self.size:]
+        if len(self.data) > self.size:
+            del self.data[:-self.size]
+
+    def text(self) -> str:
+        return bytes(self.data).decode("utf-8", errors="replace")
+
+
 def _tail(data: bytes) -> str:
-    return data[-STDERR_TAIL_BYTES:].decode("utf-8", errors="replace")
+    tail = Tail()
+    tail.feed(data)
+    return tail.text()
 
 
-def parse_output(stdout: bytes, metrics: tuple[str, ...]) -> tuple[dict[str, float], int]:
-    """The declared metrics (and events) from the last non-empty line of ``stdout``; ValueError
-    saying what is wrong otherwise."""
-    lines = [line for line in stdout.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    if not lines:
+def _parse_line(line: LastLine, metrics: tuple[str, ...]) -> tuple[dict[str, float], int]:
+    if line.too_long:
+        raise ValueError(f"the last line of stdout is longer than {line.limit:,} bytes: expected "
+                         "a JSON object of metrics")
+    if line.line is None:
         raise ValueError("no output on stdout: expected a JSON object of metrics as the last line")
-    last = lines[-1].strip()
+    last = line.line.decode("utf-8", errors="replace").strip()
     try:
         record = json.loads(last)
     except json.JSONDecodeError as exc:
@@ -376,6 +463,87 @@ def parse_output(stdout: bytes, metrics: tuple[str, ...]) -> tuple[dict[str, flo
     events = int(events) if isinstance(events, int | float) and not isinstance(events, bool) \
         and math.isfinite(events) else 0
     return {m: float(values[m]) for m in metrics}, events
+
+
+def parse_output(stdout: bytes, metrics: tuple[str, ...]) -> tuple[dict[str, float], int]:
+    """The declared metrics (and events) from the last non-empty line of ``stdout``; ValueError
+    saying what is wrong otherwise."""
+    line = LastLine()
+    line.feed(stdout)
+    line.finish()
+    return _parse_line(line, metrics)
+
+
+def _exited(process: subprocess.Popen) -> bool:
+    """Whether the simulator has exited, without reaping it (its pid, hence its process group's
+    id, stays taken until ``wait``)."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped elsewhere
+        return True
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor readable once ``pid`` exits (Linux 5.3+); None elsewhere (then polled)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _collect(process: subprocess.Popen, timeout: float | None) -> tuple[LastLine, Tail, bool]:
+    """Read the simulator's stdout (its last non-empty line) and stderr (its last 2 KB) until it
+    exits or its timeout passes (then its group is killed: True). A simulator is judged by its
+    own exit: its process group is killed then, so a child still holding stdout neither delays
+    the result nor outlives it; output in flight is read for at most EXIT_DRAIN_SECONDS more."""
+    out, err = LastLine(), Tail()
+    sinks: dict[int, LastLine | Tail] = {process.stdout.fileno(): out,  # type: ignore[union-attr]
+                                         process.stderr.fileno(): err}  # type: ignore[union-attr]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ended_at: float | None = None
+    timed_out = False
+    pidfd = _pidfd(process.pid)
+    with selectors.DefaultSelector() as selector:
+        for fd in sinks:
+            selector.register(fd, selectors.EVENT_READ)
+        if pidfd is not None:
+            selector.register(pidfd, selectors.EVENT_READ)
+        try:
+            while sinks or ended_at is None:
+                now = time.monotonic()
+                if ended_at is None and _exited(process):
+                    _kill_group(process)
+                    process.wait()
+                    ended_at = now
+                elif ended_at is None and deadline is not None and now >= deadline:
+                    _kill_group(process)
+                    process.wait()
+                    ended_at, timed_out = now, True
+                if ended_at is not None:
+                    wait: float | None = ended_at + EXIT_DRAIN_SECONDS - now
+                    if wait <= 0:  # type: ignore[operator]
+                        break  # a descendant outside its group still holds a pipe
+                else:
+                    wait = None if deadline is None else deadline - now
+                    if pidfd is None:
+                        wait = EXIT_POLL_SECONDS if wait is None else min(wait, EXIT_POLL_SECONDS)
+                for key, _ in selector.select(wait):
+                    if key.fd == pidfd:
+                        selector.unregister(pidfd)  # exited: noticed at the top of the loop
+                        continue
+                    chunk = os.read(key.fd, READ_CHUNK)
+                    if chunk:
+                        sinks[key.fd].feed(chunk)
+                    else:
+                        selector.unregister(key.fd)
+                        del sinks[key.fd]
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+    out.finish()
+    return out, err, timed_out
 
 
 def run_command(declaration: Declaration, cwd: str | None, params: Mapping[str, Any],
@@ -399,27 +567,24 @@ def run_command(declaration: Declaration, cwd: str | None, params: Mapping[str, 
         raise CommandFailed(f"command {shown!r} cannot be started in {cwd or os.getcwd()}: "
                             f"{exc.strerror or exc}") from None
     try:
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            stdout, stderr = process.communicate()
-            raise CommandFailed(f"command {shown!r} timed out after {timeout:g} s; its process "
-                                "group was killed", None, _tail(stderr)) from None
+        with process.stdout, process.stderr:  # type: ignore[union-attr]
+            out, err, timed_out = _collect(process, timeout)
     finally:
-        # Whatever happens (success included), nothing the simulator started outlives it.
-        _kill_group(process)
-        if process.poll() is None:
+        if process.returncode is None:  # interrupted here: nothing it started may outlive it
+            _kill_group(process)
             process.kill()
             process.wait()
+    if timed_out:
+        raise CommandFailed(f"command {shown!r} timed out after {timeout:g} s; its process "
+                            "group was killed", None, err.text())
     if process.returncode != 0:
         how = (f"killed by signal {-process.returncode}" if process.returncode < 0
                else f"exited with status {process.returncode}")
-        raise CommandFailed(f"command {shown!r} {how}", process.returncode, _tail(stderr))
+        raise CommandFailed(f"command {shown!r} {how}", process.returncode, err.text())
     try:
-        metrics, events = parse_output(stdout, declaration.metrics)
+        metrics, events = _parse_line(out, declaration.metrics)
     except ValueError as exc:
-        raise CommandFailed(f"command {shown!r}: {exc}", 0, _tail(stderr)) from None
+        raise CommandFailed(f"command {shown!r}: {exc}", 0, err.text()) from None
     return ModelRun(metrics, events)
 
 
@@ -427,6 +592,8 @@ __all__ = [
     "CommandFailed",
     "Declaration",
     "DeclarationError",
+    "LastLine",
+    "Tail",
     "command_model",
     "derived_seed",
     "execution",
