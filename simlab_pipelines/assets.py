@@ -35,6 +35,7 @@ from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.summary import (
     Summary,
     corrupt_files,
+    current_configurations,
     read_replications,
     summarise,
     write_database,
@@ -126,10 +127,18 @@ def add_partition_metadata(context: dg.AssetExecutionContext,
 def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: SimlabStorage,
            traceparent: str | None) -> list[batch.Task]:
     configs = {c.key: c for c in spec.configurations_list()}
+    if plan.is_search(spec):  # a search's proposals, replayed from the results
+        configs = {c.key: c for c in current_configurations(spec, storage.store())}
     hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
     tasks = []
     for key in context.partition_keys:
         config_key, replication = split_key(key)
+        if config_key not in configs:
+            raise dg.Failure(
+                description=f"{spec.name}: partition {key} names configuration {config_key!r}, "
+                            "which is not among the search's proposals replayed from the "
+                            "current results (were result files removed, or the file changed?)",
+                allow_retries=False)
         if config_key not in hashes:
             hashes[config_key] = spec.inputs_hash(configs[config_key])
         tasks.append(batch.Task(
@@ -213,7 +222,15 @@ def _image(image: bytes, alt: str) -> dg.MetadataValue:
 
 
 def configurations_table(spec: ExperimentSpec) -> dg.TableMetadataValue:
-    """The spec's configurations: key, whether it is the baseline, the varying parameters."""
+    """The spec's configurations: key, whether it is the baseline, the varying parameters (a
+    search's factors instead: its configurations are proposed as it runs)."""
+    space = spec.search_space
+    if space is not None:
+        return ui.records_table([{
+            "factor": f.name, "kind": f.kind,
+            "range": (", ".join(str(v) for v in f.values) if f.kind == "values"
+                      else f"{f.min} .. {f.max}" + (" (log)" if f.log else ""))}
+            for f in space.factors], {"factor": f"searched by {space.method}"})
     rows = [{"config_key": c.key, "baseline": c.key == spec.baseline_key, **c.varying}
             for c in spec.configurations_list()]
     return ui.records_table(rows, {"config_key": "partition keys read <config_key>|<replication>"})
@@ -263,7 +280,7 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     if headline and summary.height:  # the decision's trade-offs, one row per configuration
         metadata["tradeoffs"] = ui.records_table(tradeoff_records(
             summary, headline, configurations={c.key: c.varying
-                                               for c in spec.configurations_list()},
+                                               for c in outcome.configurations},
             units=units, roles=roles))
     if report:
         metadata["report"] = dg.MetadataValue.path(report)
@@ -334,7 +351,7 @@ def sensitivity_metadata(spec: ExperimentSpec, result: Summary) -> dict[str, Any
                    if m in analysed), sorted(analysed)[0])
     rows = table.filter(pl.col("metric") == metric)
     design = spec.design_points
-    configurations = {c.key: c.varying for c in spec.configurations_list()}
+    configurations = {c.key: c.varying for c in result.analysis.configurations}
     metadata: dict[str, Any] = {
         "sensitivity": dg.MetadataValue.md(
             f"Which factors matter for **{metric}** ({rows['method'][0]}, "

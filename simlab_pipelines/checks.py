@@ -1,6 +1,7 @@
 """Asset checks on an experiment's summary: nothing missing, precision reached, warm-up long
 enough, and (with ``check_theory``, mmck only) agreement with queueing theory."""
 
+import json
 import math
 
 import dagster as dg
@@ -8,7 +9,7 @@ import duckdb
 
 from simlab_pipelines import analysis, plan
 from simlab_pipelines.assets import replications_key, summary_key
-from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.experiments import Configuration, ExperimentSpec
 from simlab_pipelines.resources import SimlabStorage
 
 # The theory check tests every (configuration, metric) at once; Bonferroni keeps the chance of a
@@ -141,6 +142,11 @@ def theory_check(spec: ExperimentSpec, duckdb_path: str) -> dg.AssetCheckResult:
     with duckdb.connect(duckdb_path, read_only=True) as con:
         rows = con.execute("SELECT config_key, metric, n, mean, stddev FROM summary "
                            "WHERE experiment = ?", [spec.name]).fetchall()
+        if spec.search_space is not None:  # a search's proposals, as the summary recorded them
+            configs = {key: Configuration(key, json.loads(params), json.loads(varying))
+                       for key, params, varying in con.execute(
+                           "SELECT config_key, params, varying FROM configurations "
+                           "WHERE experiment = ?", [spec.name]).fetchall()}
     expected, unstable, on_atom = {}, [], []
     for key, config in configs.items():
         try:

@@ -15,6 +15,11 @@ result does not depend on who ran what when, nor on the order in which runs fini
 
 The partition space is ``configurations x 0 .. max_replications - 1``; partitions beyond a
 configuration's target are never run.
+
+A search (``search:`` in the file) has no configurations at load: they are the optimiser's
+proposals, replayed from the results round by round in the same way (``simlab_pipelines/search.py``).
+:func:`configurations` is the one place that maps an experiment to its configurations now, for
+every caller that needs a key's parameters.
 """
 
 import math
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.experiments import Configuration, ExperimentSpec
 from simlab_pipelines.partitions import partition_key
 
 # The procedures are imported where they run: they load scipy (~0.3 s), which the processes that
@@ -52,9 +57,27 @@ class Target:
     selection_required: int | None     # the two-stage selection's total, when there is one
 
 
+def is_search(spec: ExperimentSpec) -> bool:
+    """Whether the experiment's configurations are a search's proposals."""
+    return spec.search_space is not None
+
+
 def is_sequential(spec: ExperimentSpec) -> bool:
-    """Whether the experiment may add replications beyond its file's ``replications``."""
-    return spec.max_replications > spec.replications
+    """Whether the experiment's partitions grow with its results (dynamic partitions): it may add
+    replications beyond its file's ``replications``, or configurations (a search)."""
+    return is_search(spec) or spec.max_replications > spec.replications
+
+
+def configurations(spec: ExperimentSpec, observations: pl.DataFrame | None = None
+                   ) -> list[Configuration]:
+    """The experiment's configurations now: the file's, or a search's proposals replayed from
+    ``observations`` (the long format of ``analysis.frames``, current results only, any
+    experiments; None: none yet, so a search's first round)."""
+    if not is_search(spec):
+        return spec.configurations_list()
+    from simlab_pipelines import search  # Optuna is imported by a replay, not by this module
+
+    return search.configurations(spec, observations)
 
 
 def uses_results(spec: ExperimentSpec) -> bool:
@@ -112,6 +135,8 @@ def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dic
     every metric the procedures use (``precision.metric``, ``objective.metric``).
     """
     observations = observations.filter(pl.col("experiment") == spec.name)
+    if is_search(spec):
+        return _search_targets(spec, observations)
     precision = spec.precision
     metric = precision.metric if precision is not None else (
         spec.objective.metric if spec.objective is not None else None)
@@ -145,9 +170,18 @@ def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dic
     return targets
 
 
+def _search_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dict[str, Target]:
+    """A search's configurations so far, each with its first stage."""
+    return {c.key: Target(c.key, spec.replications, FIXED, 0, None, None)
+            for c in configurations(spec, observations)}
+
+
 def wanted_partitions(spec: ExperimentSpec, targets: Mapping[str, Target]) -> list[str]:
-    """Partition keys wanted now, in configuration then replication order."""
-    return [partition_key(key, r) for key in spec.config_keys()
+    """Partition keys wanted now, in configuration then replication order (a search's: in
+    order of proposal; without targets, its first round's)."""
+    keys = spec.config_keys() if not is_search(spec) else (
+        list(targets) or [c.key for c in configurations(spec)])
+    return [partition_key(key, r) for key in keys
             for r in range(targets[key].replications if key in targets else spec.replications)]
 
 

@@ -52,7 +52,7 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
     target = Path(output) if output else db_path.parent / f"{name}.html"
     headline = ([spec.objective.metric] if spec.objective else []) + headline_responses(spec)
     factors = (report_sections(result.sensitivity, spec.design_points, stats.summary,
-                               {c.key: c.varying for c in spec.configurations_list()},
+                               {c.key: c.varying for c in result.configurations},
                                spec.design.metrics or [metric])
                if result.sensitivity is not None else [])
     return write_report(target, title=title, answer=answer, summary=stats.summary,
@@ -61,7 +61,7 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
                         metrics=metrics, notes=[n for n in result.notes if not any(
                             n == w.suggestion.warning for w in result.warmup)],
                         headline=headline, units=spec.units(),
-                        configurations={c.key: c.varying for c in spec.configurations_list()},
+                        configurations={c.key: c.varying for c in result.configurations},
                         roles=report_roles(spec.baseline_key, stats.recommendation,
                                            stats.subset.best if stats.subset else None),
                         sections_before=factors)

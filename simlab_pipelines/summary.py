@@ -46,10 +46,12 @@ import duckdb
 import polars as pl
 
 from simlab_pipelines import plan
-from simlab_pipelines.experiments import ExperimentSpec
+from simlab_pipelines.experiments import Configuration, ExperimentSpec
+from simlab_pipelines.experiments.keys import config_key as key_of
 from simlab_pipelines.experiments.responses import (
     COST_RESPONSE,
     add_responses,
+    descriptions,
     headline_responses,
 )
 from simlab_pipelines.manifest import read_with_manifest
@@ -95,6 +97,7 @@ class Analysis:
     warmup: list[Warmup]
     notes: list[str]                 # what a user should know (short warm-up, precision)
     sensitivity: "Sensitivity | None" = None  # with a design: which factors matter
+    configurations: tuple[Configuration, ...] = ()  # the file's, or a search's proposals
 
     @property
     def answer(self) -> str | None:
@@ -134,7 +137,30 @@ def read_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
     frame = read_all_replications(spec, store)
     if frame.is_empty():
         return frame
+    if plan.is_search(spec):
+        return frame.join(_search_hashes(spec, frame), on=["config_key", "inputs_hash"],
+                          how="semi")
     return frame.join(_expected_hashes(spec), on=["config_key", "inputs_hash"], how="semi")
+
+
+def _search_hashes(spec: ExperimentSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """The current (config_key, inputs_hash) of a search's files: a search's configurations
+    are its proposals, which the replay derives from these very rows, so each row is judged by
+    its own parameters: current when its key is the key of its factors' values and its hash is
+    the one the spec gives those parameters now (a file made with another seed, horizon, fixed
+    parameter, engine or set of factors is stale)."""
+    names = spec.search_space.names
+    keys, hashes = [], []
+    for key, params, found in frame.select("config_key", "params", "inputs_hash").unique(
+            ).iter_rows():
+        values = json.loads(params)
+        varying = {name: values.get(name) for name in names}
+        if key == key_of(varying) and found == spec.inputs_hash(
+                Configuration(key, values, varying)):
+            keys.append(key)
+            hashes.append(found)
+    return pl.DataFrame({"config_key": keys, "inputs_hash": hashes},
+                        schema={"config_key": pl.String, "inputs_hash": pl.String})
 
 
 def _expected_hashes(spec: ExperimentSpec) -> pl.DataFrame:
@@ -144,10 +170,14 @@ def _expected_hashes(spec: ExperimentSpec) -> pl.DataFrame:
 
 
 def read_all_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
-    """Every replication file of ``spec``'s partitions, stale or not."""
+    """Every replication file of ``spec``'s partitions, stale or not (a search's: every
+    configuration's, its proposals being derived from them)."""
     defined = {(c.key, r) for c in spec.configurations_list() for r in range(spec.max_replications)}
+    search, limit = plan.is_search(spec), spec.max_replications
 
     def present() -> list[tuple[str, int]]:
+        if search:
+            return sorted(k for k in store.existing(spec.name) if k[1] < limit)
         return sorted(store.existing(spec.name) & defined)
 
     if store.is_local:  # only the files that are new or changed since the last read
@@ -248,7 +278,11 @@ def observations(replications: pl.DataFrame, spec: ExperimentSpec | None = None)
         return pl.DataFrame(schema=OBSERVATION_SCHEMA)
     wide = replications.select(*KEYS, pl.col("metrics").struct.unnest())
     if spec is not None and spec.parsed_responses:
-        params = {c.key: c.params for c in spec.configurations_list()}
+        if plan.is_search(spec):  # a search's proposals: their parameters are in their rows
+            params = {key: json.loads(text) for key, text in replications.select(
+                "config_key", "params").unique("config_key").iter_rows()}
+        else:
+            params = {c.key: c.params for c in spec.configurations_list()}
         wide = add_responses(wide, spec.parsed_responses, params)
     return wide.unpivot(index=KEYS, variable_name="metric", value_name="value").sort(
         ["config_key", "metric", "replication"])
@@ -270,6 +304,14 @@ def series_frame(replications: pl.DataFrame) -> pl.DataFrame:
                 rows["index"] += range(count)
                 rows["value"] += values
     return pl.DataFrame(rows, schema=SERIES_SCHEMA)
+
+
+def current_configurations(spec: ExperimentSpec, store: ResultStore) -> list[Configuration]:
+    """The experiment's configurations now: the file's, or a search's proposals replayed from
+    its current results (what a run needs to find its keys' parameters)."""
+    if not plan.is_search(spec):
+        return spec.configurations_list()
+    return plan.configurations(spec, observations(read_replications(spec, store), spec))
 
 
 def current_results(spec: ExperimentSpec, store: ResultStore
@@ -300,7 +342,8 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
     obs = _replication_limit(obs, targets)
     series = _replication_limit(series, targets)
     objective = spec.objective
-    configs = {c.key: c.varying for c in spec.configurations_list()}
+    configurations = tuple(plan.configurations(spec, obs))
+    configs = {c.key: c.varying for c in configurations}
     if obs.is_empty():
         raise ValueError(f"experiment {spec.name!r}: no replication results yet")
     result = analyse_experiment(
@@ -312,13 +355,14 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         configurations=configs, n0=spec.replications, all_pairs=spec.compare_all_pairs,
         units=spec.units(), tradeoffs=headline_responses(spec),
         cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
-        compare_pairs=spec.design is None, constraints=_limits(spec))
+        compare_pairs=spec.design is None, constraints=_limits(spec),
+        descriptions=descriptions(spec))
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += _precision_notes(spec, targets)
     sensitivity = _sensitivity(spec, obs)
     notes += sensitivity.notes if sensitivity is not None else []
-    return Analysis(targets, obs, series, result, warmups, notes, sensitivity)
+    return Analysis(targets, obs, series, result, warmups, notes, sensitivity, configurations)
 
 
 def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> "Sensitivity | None":
@@ -467,7 +511,7 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
     reps = read_replications(spec, store) if replications is None else replications
     result = analyse(spec, observations(reps, spec), series_frame(reps))
     reps, obs, series = _replication_limit(reps, result.targets), result.observations, result.series
-    tables = _spec_tables(spec)
+    tables = _spec_tables(spec, result.configurations)
     tables["replications"] = reps.drop("metrics", "series", strict=False)
     tables["observations"] = obs
     tables["series"] = series
@@ -486,8 +530,8 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
     return Summary(spec.name, expected, reps, obs, series, result, tables)
 
 
-def _spec_tables(spec: ExperimentSpec) -> dict[str, pl.DataFrame]:
-    configs = spec.configurations_list()
+def _spec_tables(spec: ExperimentSpec, configs: tuple[Configuration, ...]
+                 ) -> dict[str, pl.DataFrame]:
     experiments = pl.DataFrame([{
         "experiment": spec.name, "model": spec.model_name, "description": spec.description,
         "question": spec.question, "spec_hash": spec.spec_hash(),

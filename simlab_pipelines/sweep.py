@@ -384,9 +384,9 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
             while missing and not report.failed_runs and not _stopped():
                 if report.rounds:
                     configs = len({key.split("|")[0] for key in missing})
-                    say(f"{spec.name}: round {len(report.rounds) + 1} of the sequential "
-                        f"procedure: {len(missing)} more replications for {configs} "
-                        "configuration(s)")
+                    what = "search" if plan.is_search(spec) else "sequential procedure"
+                    say(f"{spec.name}: round {len(report.rounds) + 1} of the {what}: "
+                        f"{len(missing)} more replications for {configs} configuration(s)")
                 report.rounds.append(len(missing))
                 total = done + len(missing)
                 if progress:

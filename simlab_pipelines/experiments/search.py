@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.parameters import Parameter, ParameterError
+from simlab_pipelines.experiments.keys import Configuration, config_key
 
 Loc = tuple[str | int, ...]
 
@@ -420,6 +421,26 @@ def _check_threshold(search: Search, parameters: Mapping[str, Parameter],
         return None
     return Threshold(name, search.min, search.max, search.metric, float(search.limit),
                      float(search.tolerance), integer)
+
+
+def probes(space: SearchSpace, model: Any, fixed: Mapping[str, Any]) -> list[Configuration]:
+    """Configurations that show every value a factor can take at least once (a range: its
+    ends), the others at their first: what responses are checked against at load (a search's
+    configurations are not known then). Combinations the model rejects are left out."""
+    names = [space.threshold.factor] if space.threshold is not None else space.names
+    choices = ([[space.threshold.min, space.threshold.max]] if space.threshold is not None else
+               [list(f.values) if f.kind == "values" else [f.min, f.max] for f in space.factors])
+    out: dict[str, Configuration] = {}
+    for i in range(len(names)):
+        for value in choices[i]:
+            varying = {n: (value if j == i else choices[j][0]) for j, n in enumerate(names)}
+            try:
+                params = model.validate({**fixed, **varying})
+            except ParameterError:
+                continue
+            key = config_key(varying)
+            out.setdefault(key, Configuration(key, params, varying))
+    return list(out.values())
 
 
 def canonical(search: Search, space: SearchSpace) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from simlab_pipelines.experiments.resolve import (
     resolve_spec,
 )
 from simlab_pipelines.experiments.responses import Response, ResponseSpec, resolve_responses
-from simlab_pipelines.experiments.search import Search, SearchSpace
+from simlab_pipelines.experiments.search import Search, SearchSpace, probes
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Asset groups of our own: an experiment by that name would collide with them in the UI.
@@ -139,8 +139,10 @@ class ExperimentSpec(BaseModel):
             self._canonical["constraints"] = canonical_constraints(self.constraints)
         else:
             self._canonical.pop("constraints", None)
-        self._responses = resolve_responses(self.responses, self.resolved_model,
-                                            resolved.configurations)
+        # A search's configurations are proposed later: responses are checked on probes.
+        checked = resolved.configurations if resolved.search is None else probes(
+            resolved.search, self.resolved_model, self.parameters)
+        self._responses = resolve_responses(self.responses, self.resolved_model, checked)
         self._design = resolved.design
         self._search = resolved.search
         return self

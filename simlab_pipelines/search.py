@@ -1,0 +1,392 @@
+"""A search's rounds, replayed from the results: which configurations the optimiser has proposed.
+
+A search experiment has no configuration list at load. Its configurations are what the search
+proposed so far, and the proposals are *replayed* from the results every time they are needed
+(as ``plan.py`` replays sequential rounds):
+
+    round 0: ask the seeded optimiser for ``batch`` proposals -> configurations C0
+    round k: once every configuration of rounds < k has its R first-stage results, tell the
+             optimiser each one's first-stage means (objective; constraints for the samplers
+             that take them) and ask the next batch -> Ck
+    ...      until budget.configurations or budget.simulations is spent, the space is
+             exhausted, or the optimiser only proposes configurations already evaluated
+
+The optimiser is rebuilt from its seed on every replay (Optuna's ask-and-tell with in-memory
+storage), and it is told exactly the values of the result files, in round order, so the same file
+and the same results give the same proposals, whoever replays them: ``simlab sweep``, the
+sensors, a run process that needs a key's parameters, the summary. A sweep killed mid-search
+resumes where it stopped and re-simulates nothing. The result files of a round carry no record
+of the round: their values are all the replay needs.
+
+- A proposal equal to a configuration already proposed (same key) is not run again: its trial is
+  told that configuration's values.
+- A proposal the model rejects (a cross-parameter rule, e.g. M/M/c/K's capacity >= servers) is
+  told as a failed trial and not run; as is a configuration whose objective is undefined (NaN).
+- Floats are rounded to 6 significant digits before they become parameters, so keys stay short.
+- Samplers that take constraints (tpe, gp) get each constraint's first-stage mean as a
+  normalised violation (``<= 0``: met); cmaes is told a penalised objective for a configuration
+  that misses a constraint (the worst objective told so far plus the violation), so it does not
+  converge on an infeasible optimum; random ignores the values. Feasibility with confidence is
+  the clean-up's (``analysis/constraints.py``), not the optimiser's.
+
+Replication r of every configuration has the same random streams (common random numbers), so the
+comparisons between proposals are paired. The replay is cached in the process by the spec's hash
+and the first-stage values it used.
+"""
+
+import itertools
+import math
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.parameters import ParameterError
+from simlab_pipelines.experiments import Configuration, ExperimentSpec, config_key
+from simlab_pipelines.experiments.search import SearchSpace, SpaceFactor
+
+# Why a search stopped proposing (Replay.stopped).
+BUDGET_CONFIGURATIONS = "budget.configurations"
+BUDGET_SIMULATIONS = "budget.simulations"
+SPACE_EXHAUSTED = "space exhausted"
+NOTHING_NEW = "no new proposals"
+# Asks without a new configuration before the search gives up (the optimiser has converged, or
+# keeps proposing configurations the model rejects).
+MAX_FRUITLESS_ROUNDS = 10
+# A constraint whose first-stage mean is undefined is told as violated by this much.
+UNDEFINED_VIOLATION = 1.0
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One trial of the optimiser: what it proposed and what became of it."""
+
+    round: int
+    trial: int
+    config_key: str | None      # None when the model rejected the values
+    varying: dict[str, Any]
+    status: str                 # new | duplicate | invalid
+    reason: str | None = None   # why the model rejected it
+
+
+@dataclass(frozen=True)
+class FirstStage:
+    """A configuration's first-stage means (replications 0 .. R-1)."""
+
+    objective: float
+    constraints: tuple[float, ...]  # each constraint metric's mean, in the file's order
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The search as the results stand."""
+
+    configurations: tuple[Configuration, ...]  # in order of first proposal
+    round_of: dict[str, int]                   # config_key -> the round that proposed it
+    proposals: tuple[Proposal, ...]
+    rounds: int                                # rounds asked so far
+    pending: int | None                        # the round waiting for first-stage results
+    stopped: str | None                        # why the search stopped (None: still going)
+    first_stage: dict[str, FirstStage] = field(default_factory=dict)  # complete configurations
+    method: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """The search has stopped and every proposal has its first stage: the clean-up's turn."""
+        return self.stopped is not None and self.pending is None
+
+
+def _constraints(spec: ExperimentSpec) -> list[Any]:
+    """The file's constraints (``{metric, min?, max?}``), if the spec has any."""
+    return list(getattr(spec, "constraints", None) or [])
+
+
+def first_stage(spec: ExperimentSpec, observations: pl.DataFrame | None
+                ) -> dict[str, FirstStage]:
+    """Each configuration's first-stage means, for the configurations whose objective has all
+    of replications 0 .. R-1 (NaN kept: an undefined value was run)."""
+    space = spec.search_space
+    if observations is None or observations.is_empty() or space is None:
+        return {}
+    objective = spec.objective.metric if spec.objective is not None else space.threshold.metric
+    metrics = [objective, *(c.metric for c in _constraints(spec))]
+    rows = observations
+    if "experiment" in rows.columns:
+        rows = rows.filter(pl.col("experiment") == spec.name)
+    rows = rows.filter(pl.col("metric").is_in(metrics)
+                       & (pl.col("replication") < space.replications))
+    values: dict[str, dict[str, dict[int, float]]] = {}
+    for key, replication, metric, value in rows.select(
+            "config_key", "replication", "metric", "value").iter_rows():
+        values.setdefault(key, {}).setdefault(metric, {})[int(replication)] = (
+            math.nan if value is None else float(value))
+    out = {}
+    wanted = range(space.replications)
+    for key, by_metric in values.items():
+        got = by_metric.get(objective, {})
+        if not all(r in got for r in wanted):
+            continue
+        means = []
+        for metric in metrics:
+            series = by_metric.get(metric, {})
+            means.append(float(np.mean([series.get(r, math.nan) for r in wanted])))
+        out[key] = FirstStage(means[0], tuple(means[1:]))
+    return out
+
+
+def configuration(spec: ExperimentSpec, varying: Mapping[str, Any]) -> Configuration:
+    """The configuration of proposed values (ParameterError when the model rejects them)."""
+    params = spec.resolved_model.validate({**spec.parameters, **varying})
+    return Configuration(config_key(varying), params, dict(varying))
+
+
+# ---------------------------------------------------------------------------------------------
+# Proposers: the optimiser behind one method, asked and told in rounds
+
+
+class _Grid:
+    """Every combination of the finite factors, first factor slowest (a factorial's order)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self._combos = itertools.product(*(f.grid() for f in space.factors))
+        self._names = space.names
+        self._count = 0
+
+    def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
+        out = []
+        for combo in itertools.islice(self._combos, n):
+            out.append((self._count, dict(zip(self._names, combo, strict=True))))
+            self._count += 1
+        return out
+
+    def tell(self, trial: int, stage: FirstStage | None) -> None:
+        """The grid needs no values."""
+
+
+class _Optuna:
+    """An Optuna study in memory, asked for ``n`` trials at a time (ask-and-tell)."""
+
+    def __init__(self, spec: ExperimentSpec, space: SearchSpace) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._optuna = optuna
+        self.space = space
+        self.minimize = spec.objective.direction == "minimize"
+        self.limits = [_limit(c) for c in _constraints(spec)]
+        self._trials: dict[int, Any] = {}
+        self._told: list[float] = []  # objectives told so far (cmaes' penalty)
+        constrained = bool(self.limits) and space.method in ("tpe", "gp")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constraints_func, GPSampler: "experimental"
+            self.study = optuna.create_study(
+                sampler=_sampler(optuna, space, constrained),
+                direction="minimize" if self.minimize else "maximize")
+        self.penalise = bool(self.limits) and space.method == "cmaes"
+        self.distributions = {f.name: _distribution(optuna, f) for f in space.factors}
+
+    def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
+        out = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(n):
+                trial = self.study.ask(self.distributions)
+                self._trials[trial.number] = trial
+                out.append((trial.number, {f.name: _value(self.space, f, trial.params[f.name])
+                                           for f in self.space.factors}))
+        return out
+
+    def tell(self, number: int, stage: FirstStage | None) -> None:
+        trial = self._trials.pop(number)
+        failed = self._optuna.trial.TrialState.FAIL
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if stage is None or not math.isfinite(stage.objective):
+                self.study.tell(trial, state=failed)
+                return
+            violations = [_violation(limit, mean)
+                          for limit, mean in zip(self.limits, stage.constraints, strict=True)]
+            value = stage.objective
+            self._told.append(value)
+            if self.penalise and any(v > 0 for v in violations):
+                value = self._penalised(violations)
+            trial.set_user_attr("constraints", violations)
+            self.study.tell(trial, value)
+
+    def _penalised(self, violations: Sequence[float]) -> float:
+        """Worse than every objective told so far, by the total normalised violation."""
+        worst = max(self._told) if self.minimize else min(self._told)
+        excess = sum(v for v in violations if v > 0) * (abs(worst) + 1.0)
+        return worst + excess if self.minimize else worst - excess
+
+
+def _sampler(optuna: Any, space: SearchSpace, constrained: bool) -> Any:
+    samplers = optuna.samplers
+    constraints = _constraints_func if constrained else None
+    if space.method == "tpe":
+        return samplers.TPESampler(seed=space.seed, constant_liar=True,
+                                   constraints_func=constraints)
+    if space.method == "gp":
+        return samplers.GPSampler(seed=space.seed, constraints_func=constraints)
+    if space.method == "cmaes":
+        # One generation per round; CMA-ES with margin keeps integer factors from collapsing.
+        discrete = any(f.kind != "float" for f in space.factors)
+        return samplers.CmaEsSampler(seed=space.seed, popsize=space.batch if space.batch > 1
+                                     else None, with_margin=discrete,
+                                     independent_sampler=samplers.RandomSampler(seed=space.seed))
+    return samplers.RandomSampler(seed=space.seed)
+
+
+def _constraints_func(trial: Any) -> list[float]:
+    return list(trial.user_attrs.get("constraints", ()))
+
+
+def _distribution(optuna: Any, factor: SpaceFactor) -> Any:
+    d = optuna.distributions
+    if factor.kind == "int":
+        return d.IntDistribution(int(factor.min), int(factor.max), log=factor.log)
+    if factor.kind == "float":
+        return d.FloatDistribution(float(factor.min), float(factor.max), log=factor.log)
+    if factor.ordered:  # numbers: an index, so that the optimiser sees their order
+        return d.IntDistribution(0, len(factor.values) - 1)
+    return d.CategoricalDistribution(list(factor.values))
+
+
+def _value(space: SearchSpace, factor: SpaceFactor, raw: Any) -> Any:
+    if factor.kind == "values":
+        return factor.values[int(raw)] if factor.ordered else raw
+    value = space.round_value(factor, raw)
+    return min(max(value, factor.min), factor.max)
+
+
+def _limit(constraint: Any) -> tuple[float | None, float | None]:
+    return (getattr(constraint, "min", None), getattr(constraint, "max", None))
+
+
+def _violation(limit: tuple[float | None, float | None], mean: float) -> float:
+    """How far ``mean`` is beyond its bound(s), relative to the bound (``<= 0``: within)."""
+    if not math.isfinite(mean):
+        return UNDEFINED_VIOLATION
+    low, high = limit
+    out = -math.inf
+    if high is not None:
+        out = max(out, (mean - high) / (abs(high) or 1.0))
+    if low is not None:
+        out = max(out, (low - mean) / (abs(low) or 1.0))
+    return out if math.isfinite(out) else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The replay
+
+
+_CACHE: "OrderedDict[tuple, Replay]" = OrderedDict()
+_CACHE_SIZE = 16
+_LOCK = threading.Lock()
+
+
+def replay(spec: ExperimentSpec, observations: pl.DataFrame | None = None) -> Replay:
+    """The search's configurations and rounds as ``observations`` (the long format of
+    ``analysis.frames``: experiment, config_key, replication, metric, value; any experiments;
+    current results only) stand."""
+    space = spec.search_space
+    if space is None:
+        raise ValueError(f"experiment {spec.name!r} has no search")
+    stages = first_stage(spec, observations)
+    key = (spec.spec_hash(), tuple(sorted((k, s.objective, s.constraints)
+                                          for k, s in stages.items())))
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    found = _replay(spec, space, stages)
+    with _LOCK:
+        _CACHE[key] = found
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return found
+
+
+def _replay(spec: ExperimentSpec, space: SearchSpace, stages: Mapping[str, FirstStage]
+            ) -> Replay:
+    proposer = _Grid(space) if space.method == "grid" else _Optuna(spec, space)
+    evaluated: dict[str, Configuration] = {}
+    round_of: dict[str, int] = {}
+    proposals: list[Proposal] = []
+    pending, stopped, fruitless = None, None, 0
+    size = space.size
+    for number in itertools.count():
+        asks, why = _round_size(space, len(evaluated))
+        if size is not None and len(evaluated) >= size:
+            asks, why = 0, SPACE_EXHAUSTED
+        if asks <= 0:
+            stopped = why
+            break
+        asked = proposer.ask(asks)
+        if not asked:
+            stopped = SPACE_EXHAUSTED
+            break
+        this_round: list[tuple[int, str | None]] = []
+        for trial, varying in asked:
+            proposal = _propose(spec, number, trial, varying, evaluated)
+            proposals.append(proposal)
+            if proposal.status == "new":
+                evaluated[proposal.config_key] = configuration(spec, varying)
+                round_of[proposal.config_key] = number
+            this_round.append((trial, proposal.config_key))
+        new = [p.config_key for p in proposals if p.round == number and p.status == "new"]
+        if any(k not in stages for k in new):
+            pending = number
+            break
+        for trial, key in this_round:
+            proposer.tell(trial, stages.get(key) if key is not None else None)
+        fruitless = 0 if new else fruitless + 1
+        if fruitless >= MAX_FRUITLESS_ROUNDS:
+            stopped = NOTHING_NEW
+            break
+    rounds = (pending + 1) if pending is not None else number
+    return Replay(tuple(evaluated.values()), round_of, tuple(proposals), rounds, pending, stopped,
+                  {k: stages[k] for k in evaluated if k in stages}, space.method)
+
+
+def _round_size(space: SearchSpace, evaluated: int) -> tuple[int, str | None]:
+    """How many proposals the next round asks for, and which budget limits it."""
+    asks, why = space.batch, None
+    if space.budget_configurations is not None:
+        left = space.budget_configurations - evaluated
+        if left < asks:
+            asks, why = left, BUDGET_CONFIGURATIONS
+    if space.budget_simulations is not None:
+        left = (space.budget_simulations - evaluated * space.replications) // space.replications
+        if left < asks:
+            asks, why = left, BUDGET_SIMULATIONS
+    return asks, why
+
+
+def _propose(spec: ExperimentSpec, number: int, trial: int, varying: dict[str, Any],
+             evaluated: Mapping[str, Configuration]) -> Proposal:
+    try:
+        found = configuration(spec, varying)
+    except ParameterError as exc:
+        return Proposal(number, trial, None, varying, "invalid", str(exc))
+    status = "duplicate" if found.key in evaluated else "new"
+    return Proposal(number, trial, found.key, varying, status)
+
+
+def configurations(spec: ExperimentSpec, observations: pl.DataFrame | None = None
+                   ) -> list[Configuration]:
+    """The configurations the search has proposed so far (first proposal first)."""
+    return [Configuration(c.key, dict(c.params), dict(c.varying))
+            for c in replay(spec, observations).configurations]
+
+
+def iter_rounds(found: Replay) -> Iterator[tuple[int, list[Proposal]]]:
+    """The proposals of each round, in order."""
+    for number in range(found.rounds):
+        yield number, [p for p in found.proposals if p.round == number]
+
