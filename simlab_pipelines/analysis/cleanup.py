@@ -1,0 +1,274 @@
+"""The clean-up after a search: which evaluated configurations to look at again, how many more
+replications each needs, and the recommendation with its guarantee.
+
+An optimiser's search leaves many configurations with a few replications each (the first stage,
+R replications). The configuration with the best sample mean among them is biased towards good
+luck, and a configuration that looks feasible may be feasible only by chance. Boesel, Nelson &
+Kim (2003), "Using ranking and selection to 'clean up' after simulation optimization",
+Operations Research 51(5):814–825, turn the search's best into a decision with a guarantee:
+screen the evaluated configurations to a few candidates, then run an indifference-zone
+selection among them. This module does that, with stochastic constraints:
+
+1. **Candidates** (from the first stage only, replications 0..R-1): the configurations not shown
+   infeasible (``analysis.constraints``: feasible or undecided, each bound at its constraint's
+   confidence), whose objective mean is within ``zones`` indifference zones of the best
+   feasible mean (the best undecided one when none is feasible yet), and the three best
+   feasible ones wherever they are (the best may be feasible only by chance), at most
+   ``max_candidates`` (best mean first).
+2. **Fresh first stage**: each candidate gets replications R..2R-1. The clean-up restarts on new
+   replications because the search's own values chose the candidates (a candidate is one whose
+   first replications happened to look good); every statistic below uses replications R and
+   later only, which the choice never saw, so its guarantee holds whatever the search did.
+3. **Second stage**: ``selection.two_stage_selection`` on the fresh first stage gives each
+   candidate's total N_i (Clark & Yang's Bonferroni procedure with common random numbers,
+   Rinott's without), capped at ``max_replications`` (then ``capped`` is set: the guarantee
+   needs the full N_i).
+4. **Decision**: on replications R .. R + N_i - 1 of each candidate, the feasibility of every
+   candidate on every constraint (one-sided bounds, Bonferroni over the k candidates: each bound
+   at level ``1 - (1 - c_j)/k``), and the recommendation: the best mean among the candidates
+   declared feasible.
+
+The guarantee (normal outputs; Andradóttir & Kim 2010, "Fully sequential procedures for comparing
+constrained systems via simulation", Naval Research Logistics 57(5):403–421, combine the two
+statements the same way):
+
+- *Feasibility*: the recommendation violates constraint j with probability at most
+  ``1 - c_j``: a violating candidate is declared feasible with probability at most
+  ``(1 - c_j)/k``, and there are at most k of them.
+- *Selection*: when the best feasible candidate's mean is at least the indifference zone better
+  than every other candidate's, it has the best of the k final means with probability at least
+  the file's confidence P* (Rinott: the best beats all k - 1 others at once with probability
+  >= P*; Clark & Yang: each of its k - 1 pairwise comparisons fails with probability at most
+  (1 - P*)/(k - 1)). Both events concern the best against *each* other candidate, so they still
+  hold when the comparison is restricted to the candidates declared feasible: if the best
+  feasible candidate is declared feasible, it is recommended with probability >= P*.
+  Otherwise the recommendation's mean is within the indifference zone of the best feasible one.
+- Together (Bonferroni): both hold with probability at least ``P* - sum_j (1 - c_j)``. A
+  candidate whose constraint mean is within noise of its limit may stay *undecided*; it is
+  then not recommended, and the answer says so.
+
+The guarantee is about the candidates: a configuration the search never proposed, or one it
+screened out on its first stage, is not covered.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from simlab_pipelines.analysis.constraints import (
+    FEASIBLE,
+    UNDECIDED,
+    Feasibility,
+    Limit,
+    closest_to_feasible,
+    feasibility,
+)
+from simlab_pipelines.analysis.frames import check_observations
+from simlab_pipelines.analysis.intervals import check_confidence
+from simlab_pipelines.analysis.selection import (
+    TwoStageSelection,
+    select_best,
+    two_stage_selection,
+)
+
+FRESH, SECOND, DONE, NONE = "fresh", "second", "done", "none"
+MAX_CANDIDATES = 10
+ZONES = 3.0  # "within a few indifference zones of the best"
+FEASIBLE_RESERVE = 3  # the best screened-feasible configurations are always candidates
+
+
+@dataclass(frozen=True)
+class CleanUp:
+    """Where the clean-up stands, what it wants next, and (once done) its recommendation."""
+
+    stage: str                         # fresh | second | done | none (no candidate at all)
+    candidates: tuple[str, ...]        # best first-stage mean first
+    targets: dict[str, int]            # candidate -> total replications wanted now
+    screening: Feasibility             # every configuration on replications 0..R-1 (m = 1)
+    first_means: dict[str, float]      # every configuration's first-stage objective mean
+    first_stage: int                   # R
+    n0: int                            # the fresh first stage (replications R .. R+n0-1)
+    minimize: bool
+    indifference_zone: float | None
+    confidence: float
+    selection: TwoStageSelection | None = None  # on the fresh data (None for one candidate)
+    final: Feasibility | None = None   # candidates on the fresh data (m = k), once done
+    means: dict[str, float] = field(default_factory=dict)  # candidates' fresh means, once done
+    recommended: str | None = None     # the best candidate declared feasible (None: none is)
+    closest: str | None = None         # nothing feasible: the closest to meeting the limits
+    capped: bool = False               # some N_i was cut to max_replications: no guarantee
+
+    @property
+    def done(self) -> bool:
+        return self.stage in (DONE, NONE)
+
+    @property
+    def best_first_stage(self) -> str | None:
+        """The search's own best: the best first-stage mean among those not shown infeasible."""
+        return self.candidates[0] if self.candidates else None
+
+    def simulations(self, current: Mapping[str, int]) -> int:
+        """Replications the clean-up adds beyond the first stage, given ``current`` counts."""
+        return sum(max(0, int(current.get(k, 0)) - self.first_stage) for k in self.candidates)
+
+
+def replication_arrays(observations: pl.DataFrame, metrics: Sequence[str],
+                       experiment: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """config_key -> metric -> values indexed by replication (0 .. the largest present; NaN where
+    a replication has no value), from the long observations frame: ``clean_up``'s input."""
+    frame = check_observations(observations)
+    if experiment is not None:
+        frame = frame.filter(pl.col("experiment") == experiment)
+    frame = frame.filter(pl.col("metric").is_in(list(metrics)))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for (key, metric), group in frame.group_by("config_key", "metric"):
+        reps = group["replication"].to_numpy()
+        values = np.full(int(reps.max()) + 1, np.nan)
+        values[reps] = group["value"].to_numpy()
+        out.setdefault(key, {})[metric] = values
+    return out
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def candidates(screening: Feasibility, first_means: Mapping[str, float], *, minimize: bool,
+               indifference_zone: float | None, max_candidates: int = MAX_CANDIDATES,
+               zones: float = ZONES) -> list[str]:
+    """The configurations to clean up (step 1 of the module docstring), best mean first."""
+    sign = 1.0 if minimize else -1.0
+    overall = screening.overall
+    open_ = [k for k, s in overall.items() if s in (FEASIBLE, UNDECIDED)
+             and math.isfinite(first_means.get(k, math.nan))]
+    if not open_:
+        return []
+    order = sorted(open_, key=lambda k: (sign * first_means[k], k))
+    feasible = [k for k in order if overall[k] == FEASIBLE]
+    reference = feasible[0] if feasible else order[0]
+    window = math.inf if indifference_zone is None else zones * indifference_zone
+    chosen = [k for k in order
+              if sign * (first_means[k] - first_means[reference]) <= window * (1 + 1e-12)]
+    # The best few feasible always get their second look: the best one may be feasible only by
+    # chance (a limit missed by a hair passes the screen at rate 1 - c), and then the window
+    # around its mean could leave out every configuration that is feasible in truth.
+    reserved = feasible[:min(FEASIBLE_RESERVE, max_candidates)]
+    room = max(max_candidates - sum(1 for k in reserved if k not in chosen[:max_candidates]), 0)
+    chosen = list(dict.fromkeys([*[k for k in chosen if k not in reserved][:room], *reserved]))
+    chosen = chosen[:max(1, max_candidates)]
+    return sorted(chosen, key=lambda k: (sign * first_means[k], k))
+
+
+def _block(values: Mapping[str, Mapping[str, np.ndarray]], keys: Sequence[str], metric: str,
+           start: int, stop: Mapping[str, int], aligned: bool) -> dict[str, np.ndarray]:
+    """Each key's ``metric`` over replications start .. stop[key]-1 (with ``aligned``, only the
+    replications where every key has a value, so row i is one replication for all)."""
+    blocks = {k: np.asarray(values[k].get(metric, np.empty(0)), dtype=float)[start:stop[k]]
+              for k in keys}
+    if not aligned:
+        return {k: b[np.isfinite(b)] for k, b in blocks.items()}
+    length = min(b.size for b in blocks.values())
+    ok = np.ones(length, dtype=bool)
+    for b in blocks.values():
+        ok &= np.isfinite(b[:length])
+    return {k: b[:length][ok] for k, b in blocks.items()}
+
+
+def clean_up(values: Mapping[str, Mapping[str, np.ndarray]], *, objective: str, minimize: bool,
+             indifference_zone: float | None, limits: Sequence[Limit], confidence: float,
+             first_stage: int, max_replications: int, common_random_numbers: bool = True,
+             max_candidates: int = MAX_CANDIDATES, zones: float = ZONES,
+             n0: int | None = None) -> CleanUp:
+    """The clean-up's state from every evaluated configuration's values (module docstring).
+
+    ``values``: config_key -> metric -> values over replications 0..n-1 in replication order,
+    none skipped (NaN only where a value is undefined): the objective's metric and every
+    constraint's. ``first_stage``: R, the search's replications per configuration (all have at
+    least R). ``n0``: the fresh first stage (default R, at most ``max_replications - R``).
+    A pure function: the same values give the same state, whoever replays it.
+    """
+    confidence = check_confidence(confidence)
+    if first_stage < 2:
+        raise ValueError(f"first_stage = {first_stage}: the search needs >= 2 replications")
+    n0 = min(first_stage if n0 is None else int(n0), max_replications - first_stage)
+    if n0 < 2:
+        raise ValueError(f"max_replications = {max_replications}: leaves {n0} fresh "
+                         f"replications after the first stage of {first_stage}; needs >= 2")
+    for key, metrics in values.items():
+        have = np.asarray(metrics.get(objective, np.empty(0))).size
+        if have < first_stage:
+            raise ValueError(f"configuration {key!r}: {have} replications of {objective!r}, "
+                             f"fewer than the first stage ({first_stage})")
+    first = {k: {m: np.asarray(v, dtype=float)[:first_stage] for m, v in metrics.items()}
+             for k, metrics in values.items()}
+    screening = feasibility(first, limits, simultaneous=1)
+    first_means = {k: _mean(first[k][objective]) for k in first}
+    chosen = candidates(screening, first_means, minimize=minimize,
+                        indifference_zone=indifference_zone, max_candidates=max_candidates,
+                        zones=zones)
+    state = {"screening": screening, "first_means": first_means, "first_stage": first_stage,
+             "n0": n0, "minimize": minimize, "indifference_zone": indifference_zone,
+             "confidence": confidence}
+    if not chosen:
+        return CleanUp(NONE, (), {}, closest=closest_to_feasible(screening, first_means,
+                                                                 minimize), **state)
+    have = {k: int(np.asarray(values[k][objective]).size) for k in chosen}
+    fresh_end = first_stage + n0
+    if any(have[k] < fresh_end for k in chosen):
+        return CleanUp(FRESH, tuple(chosen), dict.fromkeys(chosen, fresh_end), **state)
+    selection, totals, capped = _second_stage(values, chosen, objective, first_stage, fresh_end,
+                                              indifference_zone, confidence, minimize,
+                                              common_random_numbers, max_replications)
+    if any(have[k] < totals[k] for k in chosen):
+        return CleanUp(SECOND, tuple(chosen), totals, selection=selection, capped=capped,
+                       **state)
+    return _decide(values, chosen, objective, limits, totals, selection, capped,
+                   common_random_numbers, state)
+
+
+def _second_stage(values: Mapping[str, Mapping[str, np.ndarray]], chosen: list[str],
+                  objective: str, first_stage: int, fresh_end: int,
+                  indifference_zone: float | None, confidence: float, minimize: bool,
+                  crn: bool, max_replications: int
+                  ) -> tuple[TwoStageSelection | None, dict[str, int], bool]:
+    """The two-stage selection on the fresh first stage, and each candidate's total."""
+    if len(chosen) == 1 or indifference_zone is None:
+        return None, dict.fromkeys(chosen, fresh_end), False
+    block = _block(values, chosen, objective, first_stage, dict.fromkeys(chosen, fresh_end), crn)
+    shortest = min(b.size for b in block.values())
+    if shortest < 2:  # undefined objective values in the fresh stage: nothing to select on
+        return None, dict.fromkeys(chosen, fresh_end), False
+    selection = two_stage_selection(block, indifference_zone=indifference_zone, pstar=confidence,
+                                    minimize=minimize, common_random_numbers=crn, n0=shortest)
+    totals, capped = {}, False
+    for key in chosen:
+        wanted = first_stage + selection.required[key] + (fresh_end - first_stage - shortest)
+        totals[key] = max(fresh_end, min(wanted, max_replications))
+        capped = capped or wanted > max_replications
+    return selection, totals, capped
+
+
+def _decide(values: Mapping[str, Mapping[str, np.ndarray]], chosen: list[str], objective: str,
+            limits: Sequence[Limit], totals: Mapping[str, int],
+            selection: TwoStageSelection | None, capped: bool, crn: bool,
+            state: dict) -> CleanUp:
+    """Final feasibility (Bonferroni over the candidates) and the best feasible candidate."""
+    start = state["first_stage"]
+    fresh = {k: {m: np.asarray(v, dtype=float)[start:totals[k]] for m, v in values[k].items()}
+             for k in chosen}
+    final = feasibility(fresh, limits, simultaneous=len(chosen))
+    block = _block(values, chosen, objective, start, totals, crn and selection is not None)
+    means = {k: (float(b.mean()) if b.size else math.nan) for k, b in block.items()}
+    feasible = {k: means[k] for k in final.feasible if math.isfinite(means[k])}
+    recommended = select_best(feasible, state["minimize"]) if feasible else None
+    closest = None if recommended else closest_to_feasible(final, means, state["minimize"])
+    return CleanUp(DONE, tuple(chosen), dict(totals), selection=selection, final=final,
+                   means=means, recommended=recommended, closest=closest, capped=capped, **state)
+
+
+__all__ = ["DONE", "FRESH", "MAX_CANDIDATES", "NONE", "SECOND", "ZONES", "CleanUp", "candidates",
+           "clean_up", "replication_arrays"]

@@ -1,0 +1,151 @@
+"""The clean-up after a search: candidates, the fresh first stage, the second stage, and a
+recommendation that is right with its stated probability.
+
+A known configuration set (normal outputs, a shared per-replication term as common random numbers
+give): the cheapest feasible configuration "best" is exactly one indifference zone cheaper than
+its feasible rivals (the slippage configuration, the hardest for the selection), a cheaper
+"trap" violates the latency limit by a third of a replication's standard deviation (it passes the
+first-stage screen often), and a cheaper one violates it clearly. Over 300 seeded clean-ups:
+
+- P(correct selection) >= the file's confidence 0.95: the count of correct selections must not
+  fall below the 0.1 % quantile of Binomial(300, 0.95) (a true rate of 0.95 fails this 1 run in
+  1,000; a procedure at 0.90 fails it almost surely);
+- a configuration infeasible in truth is recommended no more often than the constraint's error
+  rate 1 - 0.95 allows (the same 99.9 % binomial bound, from above).
+"""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from simlab_pipelines.analysis.cleanup import (
+    DONE,
+    FRESH,
+    NONE,
+    SECOND,
+    candidates,
+    clean_up,
+    replication_arrays,
+)
+from simlab_pipelines.analysis.constraints import Limit, feasibility
+
+DELTA = 2.0
+LIMITS = [Limit("latency", None, 0.2, 0.95)]
+COST = {"best": 80.0, "rival1": 82.0, "rival2": 82.0, "rival3": 82.0, "tight": 82.0,
+        "trap": 70.0, "slow": 75.0, "dear": 95.0}
+LATENCY = {"best": 0.15, "rival1": 0.15, "rival2": 0.12, "rival3": 0.16, "tight": 0.19,
+           "trap": 0.21, "slow": 0.26, "dear": 0.10}
+INFEASIBLE_IN_TRUTH = {"trap", "slow"}
+
+
+def _generator(seed: int, crn: bool, size: int = 400) -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    common = rng.normal(0.0, 3.0, size) if crn else np.zeros(size)
+    own = 2.0 if crn else math.hypot(2.0, 3.0)  # the same variance either way
+    return {k: {"cost": COST[k] + common + rng.normal(0.0, own, size),
+                "latency": LATENCY[k] + rng.normal(0.0, 0.03, size)} for k in COST}
+
+
+def _run(seed: int, crn: bool = True, first_stage: int = 10, limits=LIMITS):
+    """Replay the clean-up round by round, adding the replications it asks for."""
+    full = _generator(seed, crn)
+    have = dict.fromkeys(full, first_stage)
+    for _ in range(5):
+        values = {k: {m: v[:have[k]] for m, v in full[k].items()} for k in full}
+        state = clean_up(values, objective="cost", minimize=True, indifference_zone=DELTA,
+                         limits=limits, confidence=0.95, first_stage=first_stage,
+                         max_replications=400, common_random_numbers=crn)
+        if state.done:
+            return state, have
+        for key, total in state.targets.items():
+            have[key] = max(have[key], total)
+    raise AssertionError("the clean-up did not finish in 5 rounds")
+
+
+@pytest.mark.parametrize("crn", [True, False], ids=["clark-yang-crn", "rinott"])
+def test_the_recommendation_is_right_at_the_stated_probability(crn):
+    trials = 300 if crn else 150
+    runs = [_run(seed, crn)[0] for seed in range(trials)]
+    correct = sum(r.recommended == "best" for r in runs)
+    infeasible = sum(r.recommended in INFEASIBLE_IN_TRUTH for r in runs)
+    assert correct >= stats.binom.ppf(0.001, trials, 0.95), correct / trials
+    assert infeasible <= stats.binom.ppf(0.999, trials, 0.05), infeasible / trials
+    assert not any(r.capped for r in runs)
+    assert {r.selection.procedure for r in runs if r.selection} == (
+        {"bonferroni-crn"} if crn else {"rinott"})
+    # the trap passes the first-stage screen now and then, and is then a candidate
+    assert any("trap" in r.candidates for r in runs)
+
+
+def test_the_rounds_ask_for_fresh_replications_then_the_second_stage():
+    full = _generator(11, True)
+    first = {k: {m: v[:10] for m, v in full[k].items()} for k in full}
+    state = clean_up(first, objective="cost", minimize=True, indifference_zone=DELTA,
+                     limits=LIMITS, confidence=0.95, first_stage=10, max_replications=400)
+    assert state.stage == FRESH
+    assert set(state.targets) == set(state.candidates) and set(state.targets.values()) == {20}
+    assert "slow" not in state.candidates and "dear" not in state.candidates  # infeasible, far
+    assert state.candidates[0] == min(state.candidates, key=state.first_means.get)
+    fresh = {k: {m: v[:20] for m, v in full[k].items()} for k in full}
+    second = clean_up(fresh, objective="cost", minimize=True, indifference_zone=DELTA,
+                      limits=LIMITS, confidence=0.95, first_stage=10, max_replications=400)
+    assert second.stage == SECOND and second.candidates == state.candidates
+    totals = set(second.targets.values())
+    assert len(totals) == 1 and totals.pop() >= 20  # Clark & Yang: one common total
+    required = next(iter(second.selection.required.values()))
+    assert second.targets[second.candidates[0]] == 10 + required
+
+
+def test_the_decision_uses_only_the_replications_the_candidates_were_not_chosen_on():
+    """Changing the first stage's values of the candidates (not enough to change who they are)
+    leaves the final means and the recommendation exactly as they were."""
+    state, have = _run(5)
+    assert state.stage == DONE
+    full = _generator(5, True)
+    values = {k: {m: v[:have[k]].copy() for m, v in full[k].items()} for k in full}
+    again = clean_up(values, objective="cost", minimize=True, indifference_zone=DELTA,
+                     limits=LIMITS, confidence=0.95, first_stage=10, max_replications=400)
+    for key in state.candidates:
+        values[key]["cost"][:10] -= 0.01  # everyone a little cheaper: the same order
+    shifted = clean_up(values, objective="cost", minimize=True, indifference_zone=DELTA,
+                       limits=LIMITS, confidence=0.95, first_stage=10, max_replications=400)
+    assert shifted.candidates == again.candidates == state.candidates
+    assert shifted.means == again.means and shifted.recommended == again.recommended
+    assert shifted.first_means != again.first_means
+    assert again.final.simultaneous == len(state.candidates)  # Bonferroni over the candidates
+
+
+def test_nothing_feasible_names_the_closest_and_by_how_much():
+    state, _ = _run(3, limits=[Limit("latency", None, 0.05, 0.95)])
+    assert state.stage == NONE and state.recommended is None and not state.candidates
+    assert state.closest == "dear"  # latency 0.10 misses 0.05 by the least
+    missed = state.screening.missed("dear")[0]
+    assert missed.miss == pytest.approx(state.screening.statuses["dear"][0].mean - 0.05)
+
+
+def test_the_best_few_feasible_are_candidates_even_far_from_a_lucky_one():
+    """A configuration feasible by chance far ahead of the others must not shut out every
+    configuration that is feasible in truth."""
+    values = {"lucky": {"cost": np.array([50.0, 51.0, 49.0]), "latency": np.array([.1, .1, .1])},
+              "a": {"cost": np.array([80.0, 81.0, 79.0]), "latency": np.array([.1, .1, .1])},
+              "b": {"cost": np.array([82.0, 83.0, 81.0]), "latency": np.array([.1, .1, .1])},
+              "c": {"cost": np.array([90.0, 91.0, 89.0]), "latency": np.array([.1, .1, .1])},
+              "d": {"cost": np.array([99.0, 98.0, 97.0]), "latency": np.array([.1, .1, .1])}}
+    screening = feasibility(values, LIMITS, simultaneous=1)
+    means = {k: float(v["cost"].mean()) for k, v in values.items()}
+    assert candidates(screening, means, minimize=True, indifference_zone=DELTA) == [
+        "lucky", "a", "b"]
+    assert candidates(screening, means, minimize=True, indifference_zone=DELTA,
+                      max_candidates=2) == ["lucky", "a"]
+
+
+def test_replication_arrays_index_values_by_replication():
+    frame = pl.DataFrame({"experiment": ["e"] * 4, "config_key": ["a", "a", "a", "b"],
+                          "replication": [0, 2, 1, 0], "metric": ["cost"] * 4,
+                          "value": [1.0, 3.0, None, 4.0]})
+    arrays = replication_arrays(frame, ["cost"])
+    assert arrays["a"]["cost"][[0, 2]].tolist() == [1.0, 3.0]
+    assert math.isnan(arrays["a"]["cost"][1]) and arrays["b"]["cost"].tolist() == [4.0]
