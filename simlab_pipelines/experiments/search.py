@@ -93,6 +93,9 @@ class Search(BaseModel):
     metric: str | None = None
     limit: int | float | None = Field(default=None, allow_inf_nan=False)
     tolerance: int | float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # how the metric moves as the factor grows (default increasing): decreasing makes the
+    # breaking point the smallest value within the limit (analysis/threshold.py)
+    direction: Literal["increasing", "decreasing"] | None = None
 
 
 _THRESHOLD_FIELDS = ("factor", "min", "max", "metric", "limit", "tolerance")
@@ -101,7 +104,8 @@ _THRESHOLD_FIELDS = ("factor", "min", "max", "metric", "limit", "tolerance")
 @dataclass(frozen=True)
 class Threshold:
     """A threshold search, resolved: the largest ``factor`` in [min, max] whose ``metric`` stays
-    within ``limit``, to ``tolerance``."""
+    within ``limit``, to ``tolerance`` (the smallest, when the metric falls as the factor grows:
+    ``increasing`` False)."""
 
     factor: str
     min: float
@@ -110,6 +114,7 @@ class Threshold:
     limit: float
     tolerance: float
     integer: bool  # the factor is an integer parameter
+    increasing: bool = True  # the metric grows with the factor (search.direction)
 
 
 @dataclass(frozen=True)
@@ -271,7 +276,7 @@ def _check_budget(search: Search, space_size: int | None, loc: Loc,
 
 def _check_factors(search: Search, parameters: Mapping[str, Parameter], fixed: Collection[str],
                    loc: Loc, errors: list[tuple[Loc, str]]) -> list[SpaceFactor]:
-    for name in _THRESHOLD_FIELDS:
+    for name in (*_THRESHOLD_FIELDS, "direction"):
         if getattr(search, name) is not None:
             errors.append(((*loc, name), f"only for method threshold (method is "
                            f"{search.method!r}: give the factors under search.factors)"))
@@ -420,7 +425,7 @@ def _check_threshold(search: Search, parameters: Mapping[str, Parameter],
                        f"range [{search.min!r}, {search.max!r}]"))
         return None
     return Threshold(name, search.min, search.max, search.metric, float(search.limit),
-                     float(search.tolerance), integer)
+                     float(search.tolerance), integer, search.direction != "decreasing")
 
 
 def probes(space: SearchSpace, model: Any, fixed: Mapping[str, Any]) -> list[Configuration]:
