@@ -29,6 +29,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import sqlalchemy as sa
+from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 
 from simlab_pipelines import batch, plan, recovery, telemetry
 from simlab_pipelines.assets import (
@@ -157,6 +158,54 @@ def _unfinished_runs(instance: dg.DagsterInstance, sweep_id: str) -> list[dg.Dag
                   dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
 
 
+# A sweep's runs change status in this process only: their threads end them, the main thread
+# marks them canceling (or canceled) on a stop. Both happen under this lock, so a run listed as
+# unfinished is still unfinished when it is marked: a run that ended keeps its status (without
+# it, a run that succeeded between the listing and the marking was left CANCELING, then
+# CANCELED).
+_STATUS = threading.RLock()
+_STATUS_EVENTS = frozenset(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+
+
+@contextmanager
+def _status_guard(instance: dg.DagsterInstance) -> Iterator[None]:
+    """While inside, ``instance`` writes run status changes under ``_STATUS``."""
+    handle = instance.handle_new_event
+
+    def guarded(event, *args, **kwargs):
+        if event.is_dagster_event and event.dagster_event_type in _STATUS_EVENTS:
+            with _STATUS:
+                return handle(event, *args, **kwargs)
+        return handle(event, *args, **kwargs)
+
+    instance.handle_new_event = guarded  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del instance.handle_new_event  # the class's method again
+
+
+def _mark_unfinished(instance: dg.DagsterInstance, sweep_id: str, canceled: bool) -> list[str]:
+    """Mark the sweep's unfinished runs canceling (``canceled``: canceled, their slots freed),
+    reading their status under ``_STATUS`` (see there); the run ids marked."""
+    marked = []
+    with _STATUS:
+        for run in _unfinished_runs(instance, sweep_id):
+            if canceled:
+                instance.report_run_canceled(run, "simlab sweep stopped by a signal; the run "
+                                                  f"did not end within {GRACE_SECONDS:.0f} s")
+                if instance.event_log_storage.supports_global_concurrency_limits:
+                    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            # Not again for a run already canceling: it may have ended CANCELED meanwhile,
+            # and marking it again would leave it CANCELING for good.
+            elif run.status != dg.DagsterRunStatus.CANCELING:
+                instance.report_run_canceling(run, "simlab sweep stopped by a signal")
+            else:
+                continue
+            marked.append(run.run_id)
+    return marked
+
+
 class _Run:
     """One Dagster run executing in a thread of this process (see the module's docstring)."""
 
@@ -206,11 +255,7 @@ def _watch(instance: dg.DagsterInstance, sweep_id: str, until: Callable[[], bool
         if _stopped() and not canceled:
             canceled = True
             # Canceling first: an interrupted run then ends CANCELED, not failed (and retried).
-            # Not again for a run already canceling: it may have ended CANCELED meanwhile, and
-            # marking it again would leave it CANCELING for good.
-            for run in _unfinished_runs(instance, sweep_id):
-                if run.status != dg.DagsterRunStatus.CANCELING:
-                    instance.report_run_canceling(run, "simlab sweep stopped by a signal")
+            _mark_unfinished(instance, sweep_id, canceled=False)
             batch.cancel()
         if canceled and not until() and (
                 _STOP["force"] or time.monotonic() - _STOP["at"] > GRACE_SECONDS):
@@ -253,7 +298,8 @@ def _overlapping(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance | 
         "dagster._core.storage.noop_compute_log_manager", "NoOpComputeLogManager", "{}\n")))
     twin.get_yaml_python_handlers = lambda: []  # type: ignore[method-assign]
     try:
-        yield twin
+        with _status_guard(twin):
+            yield twin
     finally:
         twin.dispose()
 
@@ -302,7 +348,8 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
     report = SweepReport(spec.name, 0, 0, recovered=recovered)
     attempted: set[str] = set()
     try:
-        with recovery.sweep_lock(instance, spec.name, say, _stopped) as locked:
+        with _status_guard(instance), \
+                recovery.sweep_lock(instance, spec.name, say, _stopped) as locked:
             if locked:
                 with batch.keep_pools():
                     _sweep(path, spec, instance, sweep_id, report, attempted, workers,
@@ -322,14 +369,7 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
 def _abandon(instance: dg.DagsterInstance, sweep_id: str) -> list[str]:
     """Mark this sweep's unfinished runs canceled and free their slots (their thread is left)."""
     batch.cancel()
-    canceled = []
-    for run in _unfinished_runs(instance, sweep_id):
-        instance.report_run_canceled(run, "simlab sweep stopped by a signal; the run did not "
-                                          f"end within {GRACE_SECONDS:.0f} s")
-        if instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        canceled.append(run.run_id)
-    return canceled
+    return _mark_unfinished(instance, sweep_id, canceled=True)
 
 
 def _count(instance: dg.DagsterInstance, spec: ExperimentSpec, report: SweepReport,
