@@ -83,22 +83,29 @@ class DeclarationError(ValueError):
 
 class CommandFailed(RuntimeError):
     """A simulator run that did not produce its metrics: why, its exit code (None when it was
-    killed on timeout or never started) and the last 2 KB of its stderr."""
+    killed on timeout or never started), the command line and the last 2 KB of its stderr.
 
-    def __init__(self, message: str, exit_code: int | None = None, stderr_tail: str = "") -> None:
+    Its text reads what went wrong on the first line (the same for every partition failing for
+    that reason, so failures group by it), then the command line, then the stderr tail."""
+
+    def __init__(self, message: str, exit_code: int | None = None, stderr_tail: str = "",
+                 command: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+        self.command = command
 
     def __str__(self) -> str:
-        text = f"{self.message} (exit code {self.exit_code})"
+        text = self.message
+        if self.command:
+            text += f"\ncommand: {self.command}"
         if self.stderr_tail:
-            text += f"; stderr (last {STDERR_TAIL_BYTES} bytes):\n{self.stderr_tail}"
+            text += f"\nstderr (last {STDERR_TAIL_BYTES} bytes):\n{self.stderr_tail}"
         return text
 
     def __reduce__(self):  # picklable across processes despite the custom __init__
-        return (type(self), (self.message, self.exit_code, self.stderr_tail))
+        return (type(self), (self.message, self.exit_code, self.stderr_tail, self.command))
 
 
 @dataclass(frozen=True)
@@ -564,8 +571,8 @@ def run_command(declaration: Declaration, cwd: str | None, params: Mapping[str, 
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    start_new_session=True)
     except OSError as exc:
-        raise CommandFailed(f"command {shown!r} cannot be started in {cwd or os.getcwd()}: "
-                            f"{exc.strerror or exc}") from None
+        raise CommandFailed(f"cannot be started in {cwd or os.getcwd()}: "
+                            f"{exc.strerror or exc}", command=shown) from None
     try:
         with process.stdout, process.stderr:  # type: ignore[union-attr]
             out, err, timed_out = _collect(process, timeout)
@@ -575,16 +582,16 @@ def run_command(declaration: Declaration, cwd: str | None, params: Mapping[str, 
             process.kill()
             process.wait()
     if timed_out:
-        raise CommandFailed(f"command {shown!r} timed out after {timeout:g} s; its process "
-                            "group was killed", None, err.text())
+        raise CommandFailed(f"timed out after {timeout:g} s; its process group was killed", None,
+                            err.text(), command=shown)
     if process.returncode != 0:
         how = (f"killed by signal {-process.returncode}" if process.returncode < 0
                else f"exited with status {process.returncode}")
-        raise CommandFailed(f"command {shown!r} {how}", process.returncode, err.text())
+        raise CommandFailed(how, process.returncode, err.text(), command=shown)
     try:
         metrics, events = _parse_line(out, declaration.metrics)
     except ValueError as exc:
-        raise CommandFailed(f"command {shown!r}: {exc}", 0, err.text()) from None
+        raise CommandFailed(f"{exc} (exit code 0)", 0, err.text(), command=shown) from None
     return ModelRun(metrics, events)
 
 

@@ -273,8 +273,12 @@ def test_every_failure_mode_fails_only_its_partitions(lab, materialize, spans): 
         materialized = instance.get_materialized_partitions(replications_key("flaky_cmd"))
     assert time.monotonic() - started < 60  # the hanging ones were killed at their timeout
     assert materialized == {"mode-0|0", "mode-0|1"}
-    assert "exit code 3" in reasons["mode-1"] and "exited with status 3" in reasons["mode-1"]
+    assert "exited with status 3" in reasons["mode-1"]
     assert "timed out after 1.5 s" in reasons["mode-2"]
+    # What went wrong first (one line for every partition failing so), then the command line.
+    first, command_line = reasons["mode-2"].splitlines()[:2]
+    assert first == "CommandFailed: timed out after 1.5 s; its process group was killed"
+    assert command_line.startswith("command: ") and "exit code" not in reasons["mode-2"]
     assert "not JSON" in reasons["mode-3"] and "exit code 0" in reasons["mode-3"]
     assert "missing from the output: result" in reasons["mode-4"]
     assert "non-numeric metric(s): result='fast'" in reasons["mode-5"]
