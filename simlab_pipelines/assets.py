@@ -30,6 +30,7 @@ from simlab_pipelines import metadata as ui
 from simlab_pipelines.analysis.headline import headline_metric
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.experiments.responses import headline_responses
+from simlab_pipelines.failures import group_failures
 from simlab_pipelines.partitions import split_key
 from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.summary import (
@@ -201,6 +202,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                   "dagster/partition/replication": str(task.replication)},
         )
     lines = [f"{o.task.partition_key}: {o.error}" for o in failures]
+    groups = group_failures((o.task.partition_key, o.error or "") for o in failures)
     raise dg.Failure(
         description=f"{len(failures)} of {len(tasks)} simulations failed "
                     f"(the other partitions are kept):\n" + "\n".join(lines[:20]),
@@ -209,7 +211,9 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                   # Each failed partition's reason (a command's exit code and stderr tail).
                   "errors": dg.MetadataValue.json({o.task.partition_key: o.error
                                                    for o in failures[:20]}),
-                  "first_traceback": dg.MetadataValue.md(f"```\n{failures[0].traceback}\n```")},
+                  "first_traceback": dg.MetadataValue.md(f"```\n{failures[0].traceback}\n```"),
+                  # Every failed partition, by the first line of its reason (simlab sweep's table).
+                  "failure_reasons": dg.MetadataValue.json([g.to_dict() for g in groups])},
         allow_retries=False,  # a simulation that raised will raise again
     )
 
