@@ -114,11 +114,14 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
         from simlab_pipelines.assets import beyond_plan_note
 
         click.echo(f"note: {beyond_plan_note(report.beyond)}")
-    _print_outcome(spec, report.checks)
+    if report.summary_run not in report.failed_runs:  # else the file holds an older summary
+        _print_outcome(spec, report.checks)
     if report.failed_runs:
+        from simlab_pipelines.query import lock_conflict
+
         for run_id in report.failed_runs:
             reason = report.failures.get(run_id, "unknown (see the run's logs)")
-            click.echo(f"run {run_id} failed: {reason}", err=True)
+            click.echo(f"run {run_id} failed: {lock_conflict(reason) or reason}", err=True)
         click.echo(f"{len(report.failed_runs)} run(s) failed (their logs: `dagster dev`); "
                    f"`simlab sweep {path}` runs what is missing again.", err=True)
         sys.exit(1)
@@ -133,7 +136,9 @@ def _print_counts(name: str, report) -> None:
         click.echo(f"{name}: nothing to do, all {report.total} partitions are materialised "
                    "and summarised.")
     elif not report.missing:
-        click.echo(f"{name}: all {report.total} partitions are materialised; summary rebuilt.")
+        rebuilt = ("summary rebuilt" if report.summary_run not in report.failed_runs
+                   else "the summary could not be rebuilt (below)")
+        click.echo(f"{name}: all {report.total} partitions are materialised; {rebuilt}.")
     else:
         rounds = (f" over {len(report.rounds)} rounds of the sequential procedure "
                   f"({' + '.join(map(str, report.rounds))})" if len(report.rounds) > 1 else "")
@@ -169,11 +174,16 @@ def _rows(sql: str, parameters: list) -> tuple[list[str], list[tuple]]:
 def _print_outcome(spec, checks: dict[str, bool]) -> None:
     """The summary of the headline metric, precision, warnings, checks, and last the answer."""
     from simlab_pipelines.analysis.headline import headline_metric
+    from simlab_pipelines.query import DatabaseLocked
 
     metric = headline_metric(spec)
-    columns, rows = _rows(
-        "SELECT config_key, n, mean, ci_low, ci_high, relative_half_width FROM summary "
-        "WHERE experiment = ? AND metric = ? ORDER BY config_key", [spec.name, metric])
+    try:
+        columns, rows = _rows(
+            "SELECT config_key, n, mean, ci_low, ci_high, relative_half_width FROM summary "
+            "WHERE experiment = ? AND metric = ? ORDER BY config_key", [spec.name, metric])
+    except DatabaseLocked as exc:  # opened by another process since the summary wrote it
+        click.echo(f"the summary is written but cannot be shown: {exc}", err=True)
+        return
     if not rows:
         click.echo(f"no summary for {spec.name} in {settings.duckdb_path()}", err=True)
         return

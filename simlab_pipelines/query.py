@@ -4,8 +4,13 @@ Imports DuckDB only, so that ``simlab query`` starts fast. The connection is rea
 external access off: a query can neither change the database nor write or attach other files.
 Statements are run one by one (each result is returned), in a helper thread so that Ctrl-C stops
 DuckDB at once.
+
+A file another process holds open for writing (a DuckDB shell, a notebook) cannot be opened at all
+meanwhile: ``DatabaseLocked`` says so in one line naming that process (DuckDB's lock error names
+its PID).
 """
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +22,55 @@ import duckdb
 T = TypeVar("T")
 
 
+class QueryFailed(Exception):
+    """A statement of a query failed; the message says which one and DuckDB's reason."""
+
+
+class DatabaseLocked(QueryFailed, duckdb.IOException):
+    """The DuckDB file is held open for writing by another process (named in the message).
+
+    Also a ``duckdb.IOException``, what DuckDB raised before, so its callers' handling holds."""
+
+
+# DuckDB 1.x/2.x: 'Could not set lock on file "<path>": Conflicting lock is held in <program>
+# (PID <pid>) [by user <user>]. See also ...'
+_LOCK_CONFLICT = re.compile(r'Could not set lock on file "(?P<path>[^"]*)": Conflicting lock is '
+                            r"held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def lock_conflict(message: str) -> str | None:
+    """One line naming the process that holds a DuckDB file, from DuckDB's lock error in
+    ``message``; None when ``message`` is not such an error."""
+    match = _LOCK_CONFLICT.search(message)
+    if match is None:
+        return None
+    pid, holder = match["pid"], match["program"]
+    try:  # its command line says more than the interpreter's path ("python3.11")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        command = " ".join(" ".join(part.decode(errors="replace").split()) for part in argv)
+        if command:
+            holder = command if len(command) <= 120 else command[:117] + "..."
+    except OSError:
+        pass
+    return (f"{match['path']} is open for writing in another process (PID {pid}: {holder}); "
+            "DuckDB lets no other process open the file meanwhile: close that connection (a "
+            "DuckDB shell, a notebook, a script), then run the command again")
+
+
 def _read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
     if not Path(db_path).exists():
         raise FileNotFoundError(f"no DuckDB file at {db_path}: run a sweep first "
                                 "(or set SIMLAB_DUCKDB_PATH)")
     # read_only stops writes to the file; no external access stops COPY ... TO and ATTACH from
     # writing other files (a query is a reader's tool, not a way to write to disk).
-    return duckdb.connect(str(db_path), read_only=True, config={"enable_external_access": False})
+    try:
+        return duckdb.connect(str(db_path), read_only=True,
+                              config={"enable_external_access": False})
+    except duckdb.IOException as exc:
+        held = lock_conflict(str(exc))
+        if held is None:
+            raise
+        raise DatabaseLocked(held) from None
 
 
 def query(sql: str, db_path: Path, parameters: list | None = None) -> tuple[list[str], list[tuple]]:
@@ -45,10 +92,6 @@ class StatementResult:
     statement: str
     columns: list[str]
     rows: list[tuple]
-
-
-class QueryFailed(Exception):
-    """A statement of a query failed; the message says which one and DuckDB's reason."""
 
 
 def query_statements(sql: str, db_path: Path) -> list[StatementResult]:

@@ -14,12 +14,19 @@ matters) on a real SQLite instance and DuckDB file, with real signals.
 import os
 import re
 import signal
+import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
+from click.testing import CliRunner
 from dagster._core.events import DagsterEventType
+from lab import sweep
 from test_reliability_runs import (
+    SIMLAB,
     UNFINISHED,
     _assert_exact,
     _finish,
@@ -27,6 +34,8 @@ from test_reliability_runs import (
     _sweep,
     _wait_for,
 )
+
+from simlab_pipelines.cli import main
 
 # Loaded by the sweep's interpreter at start-up (sitecustomize on PYTHONPATH): it widens the two
 # windows of the race without changing what happens in them. The first run's step pauses 1.5 s
@@ -70,7 +79,7 @@ def test_a_run_that_succeeds_as_the_sweep_stops_keeps_its_status(lab, tmp_path):
     (inject / "sitecustomize.py").write_text(_WIDEN_RACE)
     env = {**os.environ, "SIMLAB_TEST_WIDEN_RACE": "1",
            "PYTHONPATH": os.pathsep.join([str(inject), *sys.path])}
-    sweep = _start(path, env=env, name="stopped")
+    running = _start(path, env=env, name="stopped")
     results = lab / "data" / "results" / "tiny_mmck"
 
     def first_run_simulated():
@@ -84,9 +93,9 @@ def test_a_run_that_succeeds_as_the_sweep_stops_keeps_its_status(lab, tmp_path):
                  for r in range(int(first_replication), int(end.split("|")[1]) + 1)]
         return runs[0] if all(f.exists() for f in files) else None
 
-    first = _wait_for(first_run_simulated, "the first run to write its files", process=sweep)
-    os.killpg(sweep.pid, signal.SIGINT)
-    code, out, err = _finish(sweep)
+    first = _wait_for(first_run_simulated, "the first run to write its files", process=running)
+    os.killpg(running.pid, signal.SIGINT)
+    code, out, err = _finish(running)
     assert code == 130, out + err
     assert "Traceback" not in err
     # The fault: the first run succeeded, and was re-marked CANCELING (then CANCELED).
@@ -105,3 +114,52 @@ def test_a_run_that_succeeds_as_the_sweep_stops_keeps_its_status(lab, tmp_path):
     assert code == 0, out + err
     assert instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)) == []
     _assert_exact(lab, path)
+
+
+@contextmanager
+def _writer(db: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding the DuckDB file open for writing (a DuckDB shell, a notebook)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+         "print('open', flush=True); time.sleep(600)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _query(db: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SIMLAB, "query", "--db", str(db), *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_a_duckdb_file_held_by_another_writer_is_named_in_one_line(lab):
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    db = lab / "data" / "simlab.duckdb"
+    sweep(path, "--workers", "1")
+    # The question changes: the spec and the summary must be rebuilt, nothing is missing.
+    path.write_text(path.read_text().replace("Does a second server", "Does one more server"))
+    with _writer(db) as holder:
+        held = f"{db} is open for writing in another process (PID {holder.pid}: "
+        done = _query(db, "SELECT count(*) FROM summary")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and held in done.stderr and "import duckdb" \
+            in done.stderr, done.stderr  # its command line
+        result = CliRunner().invoke(main, ["sweep", str(path), "--workers", "1"],
+                                    catch_exceptions=False)
+        assert result.exit_code == 1, result.output
+        assert "summary rebuilt" not in result.output
+        assert "all 12 partitions are materialised; the summary could not be rebuilt (below)" \
+            in result.stdout
+        failed = [line for line in result.stderr.splitlines() if line.startswith("run ")]
+        assert len(failed) == 1 and held in failed[0], result.stderr
+        assert "confidence interval" not in result.stdout  # no stale summary shown
+    # Once it is closed, the ordinary commands work.
+    assert "summary rebuilt" in sweep(path, "--workers", "1")
+    done = _query(db, "--json", "SELECT question FROM experiments")
+    assert done.returncode == 0, done.stderr
+    assert "Does one more server" in done.stdout
