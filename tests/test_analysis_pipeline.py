@@ -161,8 +161,9 @@ def test_summary_tables_answer_plots_and_report(lab):
     # the answer ends the sweep's output, and is the one stored in DuckDB
     ((answer, best, kept),) = _query(db, "SELECT answer, best, not_ruled_out FROM answers")
     assert output.rstrip().endswith(answer)
-    assert answer.startswith("Recommendation: servers 1→2 (servers-2), by mean wait")
-    assert "paired over 6 replications" in answer and "servers-2 (servers 1→2)" in answer
+    assert answer.startswith("Recommendation: servers 1 → 2 (2 servers). Against today's setting "
+                             "(1 server) it lowers mean wait before service")
+    assert "paired over 6 replications" in answer and "servers-2 (servers 1 → 2)" in answer
     assert best in json.loads(kept)
 
     # comparisons: a paired and an unpaired row per metric; the paired one is the paired-t

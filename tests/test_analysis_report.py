@@ -51,8 +51,8 @@ def test_answer_carries_the_numbers_of_the_comparison(observations):
     subset = subset_selection(aligned, minimize=True, common_random_numbers=True)
     text = answer(comparisons, "wait", question="Add a or b?", selection=subset,
                   configurations=CONFIGS, unit=" min")
-    assert text.startswith("Add a or b? Against the baseline a-8_b-3 (95% CI, paired over 40 "
-                           "replications), a-10_b-4 ")
+    assert text.startswith("Add a or b? Against today's setting a-8_b-3 (95 % CI, paired over "
+                           "40 replications), a-10_b-4 ")
     paired = comparisons.filter(pl.col("paired") & (pl.col("metric") == "wait"))
     for row in paired.iter_rows(named=True):
         half = row["ci_high"] - row["mean_difference"]
@@ -65,13 +65,13 @@ def test_answer_carries_the_numbers_of_the_comparison(observations):
                 value.partition(".")[2]) + 1e-12
         else:
             signed, hw = format_estimate(row["mean_difference"], half)
-            assert "a-10_b-3 (a 8→10) does not change it significantly" in text
+            assert "a-10_b-3 (a 8 → 10) does not change it significantly" in text
             assert re.search(rf"significantly \([+-]?{re.escape(signed.lstrip('-'))} ± {hw} min\)",
                              text)
     # Most improvement first, what changed is said, and the best is named with the subset.
-    assert text.index("a-10_b-4 (a 8→10, b 3→4)") < text.index("a-8_b-4 (b 3→4)")
-    assert text.endswith("Best on wait (lower is better): a-10_b-4 (every other configuration "
-                         "is ruled out at 95%).")
+    assert text.index("a-10_b-4 (a 8 → 10, b 3 → 4)") < text.index("a-8_b-4 (b 3 → 4)")
+    assert text.endswith("Subset selection (paired screening at 95 %, lower wait is better) "
+                         "keeps a-10_b-4 as possibly the best.")
     assert len([s for s in re.split(r"(?<=[.?])\s", text) if s]) <= 3
 
 
@@ -186,8 +186,10 @@ def test_analyse_experiment_ties_the_pieces_together(observations):
     # The recommendation first, the statistics in the second paragraph.
     first, statistics = result.answer.split("\n\n")
     assert first.startswith(("Recommendation: ", "Keep ")) and result.recommendation is not None
-    assert result.recommendation.choice in first
-    assert statistics.startswith("Against the baseline a-8_b-3 ")
+    # in the reader's words: the setting, not the key
+    assert "a 10, b 4" in first and result.recommendation.choice not in first
+    assert statistics.startswith("Statistics: 95 % t intervals over 40 replications")
+    assert "Against today's setting a-8_b-3 " in statistics
     # Without a baseline: the comparisons and the answer are against the best configuration;
     # every pair on request, and when there is no objective to say which is best.
     free = analyse_experiment(observations, experiment="exp", baseline=None,
@@ -198,7 +200,7 @@ def test_analyse_experiment_ties_the_pieces_together(observations):
         arguments = {"objective_metric": "wait", **request}
         every = analyse_experiment(observations, experiment="exp", baseline=None, **arguments)
         assert every.comparisons.select("config_key", "baseline_key").unique().height == 6
-    assert "Against the best configuration a-10_b-4 (95% CI, paired" in free.answer
+    assert "Against the best configuration a-10_b-4 (95 % CI, paired" in free.answer
     assert free.subset.paired is False and free.selection is None
 
 
@@ -211,7 +213,8 @@ def test_report_puts_the_recommendation_and_trade_offs_first(observations, tmp_p
                                 configurations=CONFIGS, units={"wait": "min", "served": "$"},
                                 tradeoffs=["served"])
     roles = report_roles("a-8_b-3", result.recommendation, result.subset.best)
-    assert roles["a-8_b-3"] == "current" and roles[result.recommendation.choice] == "recommended"
+    assert roles["a-8_b-3"] == "today's setting"
+    assert roles[result.recommendation.choice] == "recommended"
     text = write_report(tmp_path / "r.html", title="exp", answer=result.answer,
                         summary=result.summary, comparisons=result.comparisons,
                         selection=result.selection, headline=["wait", "served"],
@@ -219,14 +222,17 @@ def test_report_puts_the_recommendation_and_trade_offs_first(observations, tmp_p
                         roles=roles).read_text(encoding="utf-8")
     first, statistics = result.answer.split("\n\n")
     # recommendation, then the trade-off table with a legend, then the contents, then statistics
-    order = [text.index(html.escape(first)), text.index('id="trade-offs"'),
+    sentences = html.escape(first.split("\n")[0])  # the alternatives' lines are a list below
+    order = [text.index(sentences), text.index('id="trade-offs"'),
              text.index("Legend:"), text.index("<nav>"), text.index('id="statistics"'),
              text.index(html.escape(statistics))]
     assert order == sorted(order)
     table = text[text.index('id="trade-offs"'):text.index("Legend:")]
     assert "<th>wait (min)</th>" in table and "<th>served</th>" in table and "$" in table
     assert f'<tr class="recommended"><td class=text>{result.recommendation.choice}<' in table
-    assert '<tr class="current"><td class=text>a-8_b-3<' in table
+    assert '<tr class="today-s-setting"><td class=text>a-8_b-3<' in table
+    # the ± of the cells is explained: unpaired intervals of means, not the paired differences
+    assert "(unpaired)" in text[text.index("Each cell"):text.index("<nav>")]
     # every section in the contents is a heading of the page
     for anchor in re.findall(r'<a href="#([^"]+)">', text):
         assert f'id="{anchor}"' in text

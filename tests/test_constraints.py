@@ -167,7 +167,7 @@ def test_the_recommendation_is_the_best_among_the_feasible():
     assert result.feasibility.overall == {"pool-4": INFEASIBLE, "pool-8": FEASIBLE,
                                           "pool-12": FEASIBLE}
     first = result.answer.split("\n\n")[0]
-    assert first.startswith("Recommendation: pool 8 (pool-8)")
+    assert first.startswith("Recommendation: pool 8.")
     assert "It meets every constraint: latency p99 0.17" in first
     assert "(limit: at most 0.2 s, met)" in first
     assert "Only the 2 of 3 configurations shown to meet every constraint were considered" in first

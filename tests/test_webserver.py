@@ -73,7 +73,7 @@ def test_ui_shows_the_summary_answer_and_plots_and_partition_metadata(webserver,
     }""")["data"]
     (summary,) = data["summary"][0]["assetMaterializations"]
     entries = {e["label"]: e.get("mdStr") or e.get("text") for e in summary["metadataEntries"]}
-    assert entries["answer"].startswith("Recommendation: servers 1→2")
+    assert entries["answer"].startswith("Recommendation: servers 1 → 2")
     for plot in ("intervals_plot", "differences_plot"):
         assert entries[plot].startswith("![") and "(data:image/svg+xml;base64," in entries[plot]
     (partition,) = data["partition"][0]["assetMaterializations"]

@@ -1,62 +1,446 @@
-"""The answer in plain sentences: first the recommendation (what to change, by the objective, with
-its evidence and trade-offs, in the file's units), then the statistics (the differences to the
-baseline with their intervals, the procedure that picked the best).
+"""The answer in the reader's words: a first paragraph a manager can act on, a second for analysts.
 
-Everything in the sentences comes from the data (configuration keys, metric names, parameter
-values when given); nothing is specific to a model. Numbers are rounded to the precision their
-half-width supports: the half-width to one significant digit (two when it starts with 1 or 2), the
-estimate to the same decimal place, e.g. ``6.1 ± 0.8`` or ``1.24 ± 0.15``.
+The first paragraph (``recommendation_text``) says what to do and what it changes, against the
+configuration the user runs today, which is always called "today's setting (8 tables, 2 waiters)"
+(the file's ``baseline``): the decision; its effect on the objective, in units; why, when it is not
+the best sample mean ("pool 4 has the highest sample mean, but pool 8 is as good within 1 point and
+changes one setting less"); its other effects; then one line per alternative with what it costs or
+gains against the recommendation. Metrics and responses are named by their description (the
+file's ``responses.<name>.description``, the model's metric help), every number carries its unit
+(``units.py``: ``$56 ± 6 a day``, ``81 points``, ``56.9 min``).
+
+The second paragraph (``answer``, ``best_sentence``, ``statistics_lead``) holds the statistics:
+intervals, pairing, replications, the selection procedures and their constants.
+
+``comparison_text`` answers without an objective (what differs significantly from today's
+setting); ``missing_text`` and ``unstable_text`` say which configurations the answer cannot
+speak for. Everything comes from the data and the file; nothing is specific to a model.
 """
 
-import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from simlab_pipelines.analysis.selection import Recommendation, Subset, TwoStageSelection
+from simlab_pipelines.analysis.units import (
+    CURRENCIES,
+    change_words,
+    format_difference,
+    format_estimate,
+    format_quantity,
+    format_value,
+    parse_unit,
+    unit_suffix,
+)
+
+__all__ = ["CURRENCIES", "TODAY", "Words", "answer", "best_sentence", "comparison_text",
+           "describe_change", "describe_configuration", "format_difference", "format_estimate",
+           "format_quantity", "format_value", "humanise", "missing_text", "parse_unit",
+           "recommendation_text", "setting_words", "statistics_lead", "unit_suffix", "unstable_text"]
+
+TODAY = "today's setting"  # the one name of the baseline in every sentence
 
 
-def format_estimate(value: float, half_width: float) -> tuple[str, str]:
-    """``(value, half_width)`` as strings rounded to the precision the half-width supports."""
-    if math.isnan(value):
-        return "n/a", "n/a"
-    if not (half_width > 0 and math.isfinite(half_width)):
-        return f"{value:.4g}", ("0" if half_width == 0 else "n/a")
-    exponent = math.floor(math.log10(half_width))
-    leading = half_width / 10**exponent
-    digits = 2 if leading < 3 else 1
-    decimals = max(0, digits - 1 - exponent)
-    if round(half_width, decimals) >= 10 ** (exponent + 1):
-        # Rounding went up a decade (0.96 -> 1): the new leading digit is 1, so keep two digits.
-        decimals = max(0, 1 - (exponent + 1))
-    return f"{round(value, decimals):.{decimals}f}", f"{round(half_width, decimals):.{decimals}f}"
+def humanise(name: str) -> str:
+    """A metric's name as words: ``mean_time_in_restaurant`` -> ``mean time in restaurant``."""
+    return name.replace("_", " ")
+
+
+def describe_configuration(config: Mapping[str, Any]) -> str:
+    """``tables 8, waiters 2``: a configuration by its varying values."""
+    return ", ".join(f"{name} {value}" for name, value in config.items())
+
+
+def _count_word(name: str, value: Any) -> str:
+    """``8 tables``, ``1 doctor`` for a whole number of a plural one-word parameter; else
+    ``pool size 8``."""
+    if (isinstance(value, int) and not isinstance(value, bool)
+            and re.fullmatch(r"[a-z]+[^s]s", name)):
+        return f"{value} {name[:-1] if value == 1 else name}"
+    return f"{humanise(name)} {value}"
+
+
+def setting_words(config: Mapping[str, Any]) -> str:
+    """``8 tables, 2 waiters``, ``pool size 8, max retries 3``: a configuration in words."""
+    return ", ".join(_count_word(name, value) for name, value in config.items())
 
 
 def describe_change(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
-    """The parameters that differ from the baseline, e.g. ``waiters 3→4``."""
-    changed = [f"{name} {baseline.get(name)}→{value}" for name, value in config.items()
+    """The parameters that differ from the baseline, e.g. ``waiters 2 → 3``."""
+    changed = [f"{humanise(name)} {baseline.get(name)} → {value}" for name, value in config.items()
                if baseline.get(name) != value]
-    changed += [f"without {name}" for name in baseline if name not in config]
+    changed += [f"without {humanise(name)}" for name in baseline if name not in config]
     return ", ".join(changed)
+
+
+@dataclass(frozen=True)
+class Words:
+    """How an experiment's configurations, metrics and units are said."""
+
+    configurations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    baseline: str | None = None
+    units: Mapping[str, str] = field(default_factory=dict)
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+
+    def name(self, metric: str) -> str:
+        """The metric's description, else its name in words."""
+        return self.descriptions.get(metric) or humanise(metric)
+
+    def unit(self, metric: str) -> str | None:
+        return self.units.get(metric)
+
+    def setting(self, key: str) -> str:
+        """``8 tables, 3 waiters`` (the key itself when its parameters are unknown)."""
+        config = self.configurations.get(key)
+        return setting_words(config) if config else key
+
+    def today(self) -> str:
+        """``today's setting (8 tables, 2 waiters)``."""
+        if self.baseline is None:
+            return TODAY
+        return f"{TODAY} ({self.setting(self.baseline)})"
+
+    def label(self, key: str) -> str:
+        """``waiters 2 → 3 (8 tables, 3 waiters)`` against today's setting; ``today's setting
+        (...)`` for the baseline; the setting alone without a baseline."""
+        if key == self.baseline:
+            return self.today()
+        base = self.configurations.get(self.baseline) if self.baseline else None
+        config = self.configurations.get(key)
+        if base and config:
+            change = describe_change(config, base)
+            if change:
+                return f"{change} ({self.setting(key)})"
+        return self.setting(key)
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+def _estimate(summary: pl.DataFrame, key: str, metric: str) -> tuple[float, float] | None:
+    rows = summary.filter((pl.col("config_key") == key) & (pl.col("metric") == metric))
+    if rows.height == 0 or rows["mean"][0] is None:
+        return None
+    half = rows["half_width"][0]
+    return rows["mean"][0], (float("nan") if half is None else half)
+
+
+def _difference(comparisons: pl.DataFrame | None, key: str, reference: str,
+                metric: str) -> dict[str, Any] | None:
+    """``key - reference`` on ``metric`` (paired when there is a paired row), whichever way the
+    frame holds the pair; keys mean_difference, ci_low, ci_high, n, paired, confidence."""
+    if comparisons is None or comparisons.height == 0:
+        return None
+    for config, base, sign in ((key, reference, 1.0), (reference, key, -1.0)):
+        rows = comparisons.filter((pl.col("config_key") == config)
+                                  & (pl.col("baseline_key") == base)
+                                  & (pl.col("metric") == metric)).sort("paired", descending=True)
+        if rows.height and rows["mean_difference"][0] is not None:
+            row = rows.row(0, named=True)
+            low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+            return row | {"mean_difference": sign * row["mean_difference"], "ci_low": low,
+                          "ci_high": high}
+    return None
+
+
+def _instead(mine: tuple[float, float], theirs: tuple[float, float], unit: str | None) -> str:
+    """``$1,075 instead of $1,020 a day``: both rounded alike (to the wider half-width), the
+    unit once (a percentage's twice)."""
+    half = max((h for _, h in (mine, theirs) if h == h), default=float("nan"))
+    first = format_value(mine[0], half, unit, with_unit=parse_unit(unit).percent)
+    return f"{first} instead of {format_value(theirs[0], half, unit)}"
+
+
+def _significant(row: Mapping[str, Any]) -> bool:
+    return row["ci_low"] > 0 or row["ci_high"] < 0
+
+
+def _half(row: Mapping[str, Any]) -> float:
+    return (row["ci_high"] - row["ci_low"]) / 2
+
+
+# ---------------------------------------------------------------------------- paragraph 1
+
+
+def _effect(words: Words, metric: str, row: Mapping[str, Any] | None,
+            mine: tuple[float, float] | None, theirs: tuple[float, float] | None) -> str | None:
+    """``parties lost: 4.3 ± 1.1 points lower (16.5 % instead of 20.8 %)``."""
+    unit = words.unit(metric)
+    means = f" ({_instead(mine, theirs, unit)})" if mine and theirs else ""
+    if row is None:
+        return f"{words.name(metric)}:{means}" if means else None
+    if not _significant(row):
+        return f"{words.name(metric)}: no significant change{means}"
+    diff = row["mean_difference"]
+    return (f"{words.name(metric)}: {format_difference(diff, _half(row), unit)} "
+            f"{change_words(unit, diff > 0)}{means}")
+
+
+def _why_not_best(rec: Recommendation, words: Words, metric: str, zone: str | None,
+                  nothing_significant: bool, cost_unit: str | None) -> str | None:
+    """One sentence: why the recommendation is not the configuration with the best mean."""
+    if rec.choice == rec.best:
+        return None
+    extreme = "lowest" if rec.minimize else "highest"
+    if zone:
+        equal = f"is as good within {zone}"
+    elif nothing_significant:
+        equal = f"is as good (no configuration differs significantly from {TODAY})"
+    else:
+        equal = "is as good on the evidence (the screening cannot tell them apart)"
+    if rec.reason == "cost" and rec.cost is not None:
+        saving = rec.cost[rec.best] - rec.cost[rec.choice]
+        why = f"costs {format_difference(saving, 0.0, cost_unit)} less"
+    elif rec.reason == "fewest changes" and rec.changes is not None:
+        fewer = rec.changes[rec.best] - rec.changes[rec.choice]
+        why = ("changes nothing" if rec.changes[rec.choice] == 0 else
+               "changes one setting less" if fewer == 1 else f"changes {fewer} settings less")
+    else:
+        why = "comes first among the equally good"
+    return (f"{words.setting(rec.best)} has the {extreme} sample mean of {words.name(metric)}, "
+            f"but {words.setting(rec.choice)} {equal} and {why}.")
+
+
+def _alternative_line(words: Words, key: str, choice: str, metric: str,
+                      others: Sequence[str], summary: pl.DataFrame,
+                      versus: pl.DataFrame | None) -> str:
+    """``- waiters 2 → 3 (8 tables, 3 waiters): profit per day $112 ± 9 a day lower; time ...``"""
+    parts = []
+    for name in [metric, *others]:
+        unit = words.unit(name)
+        row = _difference(versus, key, choice, name)
+        if row is None:
+            if name == metric:  # no paired row: the means, without a claim
+                mine, theirs = _estimate(summary, key, name), _estimate(summary, choice, name)
+                if mine and theirs:
+                    parts.append(f"{words.name(name)} {_instead(mine, theirs, unit)}")
+            continue
+        diff = row["mean_difference"]
+        if _significant(row):
+            parts.append(f"{words.name(name)} {format_difference(diff, _half(row), unit)} "
+                         f"{change_words(unit, diff > 0)}")
+        elif name == metric:
+            parts.append(f"{words.name(name)} about the same "
+                         f"({format_difference(diff, _half(row), unit, signed=True)})")
+    if len(parts) == 1 and others:
+        parts.append("no other significant difference")
+    return f"- {words.setting(key)}: " + "; ".join(parts) + "."
+
+
+def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFrame,
+                        comparisons: pl.DataFrame, baseline: str | None,
+                        configurations: Mapping[str, Mapping[str, Any]] | None = None,
+                        units: Mapping[str, str] | None = None,
+                        tradeoffs: Sequence[str] = (), nothing_significant: bool = False,
+                        max_items: int = 4, cost_metric: str | None = None,
+                        descriptions: Mapping[str, str] | None = None,
+                        versus_choice: pl.DataFrame | None = None,
+                        caveats: Sequence[str] = ()) -> str:
+    """The first paragraph of the answer (see the module docstring).
+
+    ``rec``: ``selection.recommend`` on ``metric``; ``summary``/``comparisons``: the experiment's
+    frames (comparisons against ``baseline``, or against the best without one);
+    ``configurations``: config_key -> varying parameters; ``tradeoffs``: the other responses
+    reported; ``nothing_significant``: no configuration differs significantly from the baseline
+    on ``metric``; ``descriptions``: metric -> words; ``versus_choice``: comparisons of every
+    configuration against the recommendation (``comparisons.compare(frame, rec.choice)``), for
+    the alternatives' lines; ``caveats``: sentences placed before those lines (unstable or
+    missing configurations). At most ``max_items`` alternatives get a line.
+    """
+    words = Words(configurations or {}, baseline, units or {}, descriptions or {})
+    unit, name, choice = words.unit(metric), words.name(metric), rec.choice
+    zone = (format_difference(rec.indifference_zone, 0.0, unit)
+            if rec.indifference_zone is not None else None)
+    others = [m for m in dict.fromkeys(tradeoffs) if m != metric]
+    sentences = []
+    if baseline and choice == baseline:
+        why = ("no configuration tested changes it significantly" if nothing_significant else
+               f"no change improves {name} by more than {zone}" if zone else
+               f"no change is significantly better on {name}")
+        sentences.append(f"Recommendation: keep {words.today()}: {why}.")
+    elif baseline:
+        change = words.label(choice)
+        sentences.append(f"Recommendation: {change}.")
+    else:
+        sentences.append(f"Recommendation: {words.setting(choice)}.")
+    sentences.append(_evidence(rec, words, metric, summary, comparisons))
+    sentences.append(_why_not_best(rec, words, metric, zone, nothing_significant,
+                                   units.get(cost_metric) if (units and cost_metric) else None))
+    if baseline and choice != baseline:
+        effects = [_effect(words, m, _difference(comparisons, choice, baseline, m),
+                           _estimate(summary, choice, m), _estimate(summary, baseline, m))
+                   for m in others]
+        effects = [e for e in effects if e]
+        if effects:
+            sentences.append(f"Its other effects against {TODAY}: " + "; ".join(effects) + ".")
+    sentences += list(caveats)
+    text = " ".join(s for s in sentences if s)
+    alternatives = [k for k in _by_objective(summary, metric, rec.minimize)
+                    if k not in (choice, baseline)]
+    if alternatives:
+        shown = alternatives[:max_items]
+        lines = [_alternative_line(words, k, choice, metric, others, summary, versus_choice)
+                 for k in shown]
+        rest = len(alternatives) - len(shown)
+        if rest:
+            lines.append(f"- {rest} more in the trade-off table.")
+        text += "\nThe other options, against the recommendation:\n" + "\n".join(lines)
+    return text
+
+
+def _by_objective(summary: pl.DataFrame, metric: str, minimize: bool) -> list[str]:
+    rows = summary.filter((pl.col("metric") == metric) & pl.col("mean").is_not_null()
+                          & pl.col("mean").is_not_nan())
+    return rows.sort(["mean", "config_key"], descending=[not minimize, False])[
+        "config_key"].to_list()
+
+
+def _evidence(rec: Recommendation, words: Words, metric: str, summary: pl.DataFrame,
+              comparisons: pl.DataFrame) -> str | None:
+    """The recommendation's effect on the objective, against today's setting (without a
+    baseline: its mean, and its difference to the best sample mean)."""
+    choice, name, unit, baseline = rec.choice, words.name(metric), words.unit(metric), \
+        words.baseline
+    mine = _estimate(summary, choice, metric)
+    if baseline is None or baseline == choice:
+        if mine is None:
+            return None
+        text = f"Its mean {name} is {format_quantity(*mine, unit)}"
+        row = _difference(comparisons, choice, rec.best, metric) if rec.best != choice else None
+        if row is not None:
+            text += (f", {format_difference(row['mean_difference'], _half(row), unit)} "
+                     f"{change_words(unit, row['mean_difference'] > 0)} than that of "
+                     f"{words.setting(rec.best)}")
+        return text + "."
+    row = _difference(comparisons, choice, baseline, metric)
+    theirs = _estimate(summary, baseline, metric)
+    means = _instead(mine, theirs, unit) if mine and theirs else ""
+    if row is None:
+        return f"Against {words.today()}: {name} {means}." if means else None
+    diff = row["mean_difference"]
+    if not _significant(row):
+        signed = format_difference(diff, _half(row), unit, signed=True)
+        return (f"Against {words.today()} it does not change {name} significantly "
+                f"({signed}{'; ' + means if means else ''}).")
+    verb = "raises" if diff > 0 else "lowers"
+    return (f"Against {words.today()} it {verb} {name} by "
+            f"{format_difference(diff, _half(row), unit)}{': ' + means if means else ''}.")
+
+
+def comparison_text(comparisons: pl.DataFrame, metrics: Sequence[str], *, baseline: str,
+                    configurations: Mapping[str, Mapping[str, Any]] | None = None,
+                    units: Mapping[str, str] | None = None,
+                    descriptions: Mapping[str, str] | None = None, max_items: int = 6,
+                    caveats: Sequence[str] = ()) -> str | None:
+    """Without an objective: what differs significantly from today's setting, by how much, in
+    units, one line per configuration (paired rows when present). None without comparisons."""
+    words = Words(configurations or {}, baseline, units or {}, descriptions or {})
+    rows = comparisons.filter((pl.col("baseline_key") == baseline)
+                              & pl.col("metric").is_in(list(metrics)))
+    if rows.height == 0:
+        return None
+    keys = sorted(set(rows["config_key"].to_list()),
+                  key=lambda k: list(configurations or {}).index(k)
+                  if k in (configurations or {}) else len(configurations or {}))
+    lines, same = [], []
+    for key in keys:
+        parts = []
+        for metric in metrics:
+            row = _difference(rows, key, baseline, metric)
+            if row is not None and _significant(row):
+                unit = words.unit(metric)
+                parts.append(f"{words.name(metric)} "
+                             f"{format_difference(row['mean_difference'], _half(row), unit)} "
+                             f"{change_words(unit, row['mean_difference'] > 0)}")
+        if parts:
+            lines.append(f"- {words.label(key)}: " + "; ".join(parts) + ".")
+        else:
+            same.append(words.label(key))
+    shown = lines[:max_items]
+    if len(lines) > max_items:
+        shown.append(f"- {len(lines) - max_items} more in the comparisons table.")
+    named = ", ".join(words.name(m) for m in metrics)
+    head = (f"Against {words.today()}, on {named}:" if shown else
+            f"No configuration differs significantly from {words.today()} on {named}.")
+    text = " ".join([head, *caveats]) if not shown else head
+    if shown:
+        text += "\n" + "\n".join(shown)
+        if same:
+            text += (f"\nNo significant difference: {', '.join(same[:max_items])}"
+                     + (f" and {len(same) - max_items} more" if len(same) > max_items else "")
+                     + ".")
+        if caveats:
+            text += "\n" + " ".join(caveats)
+    return text
+
+
+def missing_text(missing: Mapping[str, tuple[int, int]], words: Words) -> str | None:
+    """Which configurations lack results: ``{config_key: (missing, wanted)}``; a configuration
+    with none at all is left out of the answer, one with some is answered from those."""
+    gone = {k: v for k, v in missing.items() if v[0] > 0 and v[0] >= v[1]}
+    partial = {k: v for k, v in missing.items() if 0 < v[0] < v[1]}
+    if not gone and not partial:
+        return None
+    sentences = []
+    if gone:
+        names = "; ".join(f"{words.label(k)}, all {w} replications" for k, (_, w) in gone.items())
+        sentences.append(f"No results for {names} (failed or not run): this answer is about the "
+                         "other configurations.")
+    if partial:
+        names = "; ".join(f"{words.label(k)}, {m} of {w}" for k, (m, w) in partial.items())
+        sentences.append(f"Replications missing (failed or not run) for {names}: their numbers "
+                         "are from the others.")
+    return " ".join(sentences)
+
+
+def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None) -> str | None:
+    """``doctors 1: the number in system grows without bound ...`` for configurations whose
+    state keeps growing over the run (``unstable``: config_key -> what grows, in words)."""
+    if not unstable:
+        return None
+    what = f"its {words.name(metric)}" if metric else "its results"
+    parts = [f"{words.setting(k)}: the {grows} keeps growing over the run, so demand exceeds "
+             f"capacity and the queue grows without bound; {what} depends only on how long "
+             "you simulate" for k, grows in unstable.items()]
+    return "Not in a steady state: " + "; ".join(parts) + "."
+
+
+# ---------------------------------------------------------------------------- paragraph 2
+
+
+def statistics_lead(*, confidence: float, paired: bool, counts: Sequence[int],
+                    precision: str | None = None) -> str:
+    """``Statistics: 95 % t intervals over 142–176 replications a configuration; differences
+    paired over common random numbers (...)``."""
+    low, high = (min(counts), max(counts)) if counts else (0, 0)
+    n = f"{low}" if low == high else f"{low}–{high}"
+    how = ("differences paired over common random numbers (replication r of every "
+           "configuration draws the same random streams)" if paired else
+           "differences by Welch's unpaired interval")
+    text = f"Statistics: {confidence * 100:g} % t intervals over {n} replications a configuration"
+    if precision:
+        text += f" ({precision})"
+    return f"{text}; {how}."
 
 
 def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
            question: str | None = None, experiment: str | None = None,
            baseline: str | None = None, selection: Subset | TwoStageSelection | None = None,
            configurations: Mapping[str, Mapping[str, Any]] | None = None, unit: str = "",
-           max_items: int = 3, reference: str = "the baseline") -> str:
-    """One or two plain sentences answering the experiment's question on ``metric``.
+           max_items: int = 3, reference: str = TODAY) -> str:
+    """The differences on ``metric`` against ``reference``, for analysts (config keys, the
+    metric's name, intervals with units).
 
     ``comparisons``: the frame of ``comparisons.compare`` (paired rows are used when present,
-    else the unpaired ones). ``minimize``: whether lower is better (sets the order and the word
-    for the best). ``question``: the experiment's description, put first. ``baseline``: which
-    baseline's rows to use when the frame holds several (default: the most frequent).
-    ``selection``: a subset or two-stage selection on the same metric, for the "best" sentence.
-    ``configurations``: config_key -> parameters, to say what each configuration changes.
-    ``unit``: appended to the numbers (e.g. " min"). At most ``max_items`` configurations are
-    named; the rest are counted. ``reference`` names what the differences are taken against
-    (e.g. "the best configuration" when the experiment has no baseline).
+    else the unpaired ones). ``minimize``: whether lower is better (sets the order).
+    ``question``: put first. ``baseline``: which baseline's rows to use when the frame holds
+    several (default: the most frequent). ``selection``: a subset or two-stage selection on the
+    same metric, for the "best" sentence. ``configurations``: config_key -> parameters, to say
+    what each configuration changes. ``unit``: the metric's unit (" min" and "min" alike; see
+    ``units.py``). At most ``max_items`` configurations are named; the rest are counted.
     """
     rows = comparisons.filter(pl.col("metric") == metric)
     if experiment is not None:
@@ -73,14 +457,13 @@ def answer(comparisons: pl.DataFrame, metric: str, *, minimize: bool = True,
     rows = rows.filter(pl.col("paired") == paired)
     # Most improvement first: the most negative difference when lower is better.
     rows = rows.sort("mean_difference", descending=not minimize)
-
     parts = []
     for i, row in enumerate(rows.iter_rows(named=True)):
         if i == max_items:
             break
-        parts.append(_clause(row, metric, unit, configurations, baseline, first=(i == 0)))
+        parts.append(_clause(row, metric, unit.strip(), configurations, baseline, first=(i == 0)))
     rest = rows.height - len(parts)
-    confidence = f"{rows['confidence'][0] * 100:g}%"
+    confidence = f"{rows['confidence'][0] * 100:g} %"
     low, high = rows["n"].min(), rows["n"].max()
     count = f"{low}" if low == high else f"{low}–{high}"
     noun = "replication" if high == 1 else "replications"
@@ -104,240 +487,44 @@ def _clause(row: Mapping[str, Any], metric: str, unit: str,
         if change:
             label = f"{key} ({change})"
     diff, half = row["mean_difference"], row["ci_high"] - row["mean_difference"]
-    value, hw = format_estimate(abs(diff), half)
     target = metric if first else "it"
-    currency = unit.strip() if unit.strip() in CURRENCIES else ""
-    if currency:  # $56 ± 6, not 56 ± 6 $
-        unit = ""
-    if row["ci_low"] > 0:
-        verb = "raises"
-    elif row["ci_high"] < 0:
-        verb = "lowers"
-    else:
-        signed, hw = format_estimate(diff, half)
-        if signed != "n/a" and float(signed) == 0.0:
-            signed = signed.lstrip("-")  # no "-0.0"
-        elif diff > 0:
-            signed = "+" + signed
-        if currency:
-            signed = signed[0] + currency + signed[1:] if signed[0] in "+-" else currency + signed
-        return f"{label} does not change {target} significantly ({signed} ± {hw}{unit})"
-    return f"{label} {verb} {target} by {currency}{value} ± {hw}{unit}"
+    if row["ci_low"] > 0 or row["ci_high"] < 0:
+        verb = "raises" if row["ci_low"] > 0 else "lowers"
+        return f"{label} {verb} {target} by {format_difference(diff, half, unit or None)}"
+    signed = format_difference(diff, half, unit or None, signed=True)
+    return f"{label} does not change {target} significantly ({signed})"
 
 
 def best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
-                  minimize: bool) -> str | None:
-    """The sentence naming the best configuration (None without a selection)."""
+                  minimize: bool, *, recommended: str | None = None,
+                  zone: str | None = None, unit: str | None = None) -> str | None:
+    """The selection procedure's sentence (None without a selection). With ``recommended``
+    outside the screened subset, says that it is within the indifference zone ``zone`` (words
+    with a unit): the recommendation is never called ruled out."""
     if selection is None:
         return None
     direction = "lower" if minimize else "higher"
     if isinstance(selection, Subset):
-        others = [k for k in selection.keep if k != selection.best]
-        tail = (f"cannot be ruled out at {selection.confidence * 100:g}%: {', '.join(others)}"
-                if others else f"every other configuration is ruled out at "
-                               f"{selection.confidence * 100:g}%")
-        return f"Best on {metric} ({direction} is better): {selection.best} ({tail})."
+        level = f"{selection.confidence * 100:g} %"
+        how = "paired screening" if selection.paired else "screening"
+        kept = ", ".join(selection.keep)
+        text = (f"Subset selection ({how} at {level}, {direction} {metric} is better) keeps "
+                f"{kept} as possibly the best")
+        if recommended is not None and recommended not in selection.keep:
+            text += (f"; the recommendation, {recommended}, is within the indifference zone of "
+                     f"{zone} of it: a smaller difference is not worth acting on" if zone else
+                     f"; the recommendation, {recommended}, is preferred among configurations "
+                     "no different from the baseline")
+        return text + "."
+    zone_text = format_difference(selection.indifference_zone, 0.0, unit)
     if selection.best is None:
         return (f"Selecting the best on {metric} needs more replications "
                 f"({selection.procedure}, P(correct) ≥ {selection.pstar:g}).")
-    return (f"The {selection.procedure} two-stage selection picks {selection.best}; it is right "
-            f"with probability ≥ {selection.pstar:g} whenever the best is at least "
-            f"{selection.indifference_zone:g} better on {metric} than the others.")
-
-
-CURRENCIES = frozenset({"$", "€", "£", "¥"})  # units written before the number
-
-
-def humanise(name: str) -> str:
-    """A metric's name as words: ``mean_time_in_restaurant`` -> ``mean time in restaurant``."""
-    return name.replace("_", " ")
-
-
-def format_quantity(value: float, half_width: float, unit: str | None = None) -> str:
-    """``value ± half_width unit``, rounded to what the half-width supports; a ``fraction`` is
-    shown as a percentage (``0.17 ± 0.01`` -> ``17 ± 1 %``)."""
-    scale = 100.0 if unit == "fraction" else 1.0
-    text, half = format_estimate(value * scale, half_width * scale)
-    if unit in CURRENCIES:  # $1,020 ± 15, not 1020 ± 15 $
-        sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
-        text = f"{sign}{unit}{digits}"
-        return text if half in ("0", "n/a") else f"{text} ± {half}"
-    suffix = unit_suffix(unit)
-    if half in ("0", "n/a"):
-        return f"{text}{suffix}"
-    return f"{text} ± {half}{suffix}"
-
-
-def format_value(value: float, half_width: float, unit: str | None = None,
-                 with_unit: bool = True) -> str:
-    """``value`` with its unit, rounded to the precision ``half_width`` supports (no ±);
-    ``with_unit=False`` leaves out a unit written after the number (not a currency before it)."""
-    scale = 100.0 if unit == "fraction" else 1.0
-    text, _ = format_estimate(value * scale, half_width * scale)
-    if unit in CURRENCIES:
-        return f"-{unit}{text[1:]}" if text.startswith("-") else f"{unit}{text}"
-    return text + (unit_suffix(unit) if with_unit else "")
-
-
-def unit_suffix(unit: str | None) -> str:
-    """`` min`` for "min", `` %`` for a fraction shown as a percentage, "" without a unit."""
-    if not unit:
-        return ""
-    return " %" if unit == "fraction" else f" {unit}"
-
-
-def describe_configuration(config: Mapping[str, Any]) -> str:
-    """``tables 8, waiters 2``: a configuration by its varying values."""
-    return ", ".join(f"{name} {value}" for name, value in config.items())
-
-
-def _estimate(summary: pl.DataFrame, key: str, metric: str) -> tuple[float, float] | None:
-    rows = summary.filter((pl.col("config_key") == key) & (pl.col("metric") == metric))
-    if rows.height == 0:
-        return None
-    half = rows["half_width"][0]
-    return rows["mean"][0], (float("nan") if half is None else half)
-
-
-def _paired_row(comparisons: pl.DataFrame, key: str, reference: str,
-                metric: str) -> dict[str, Any] | None:
-    rows = comparisons.filter((pl.col("config_key") == key) & (pl.col("baseline_key") == reference)
-                              & (pl.col("metric") == metric)).sort("paired", descending=True)
-    return rows.row(0, named=True) if rows.height else None
-
-
-def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFrame,
-                        comparisons: pl.DataFrame, baseline: str | None,
-                        configurations: Mapping[str, Mapping[str, Any]] | None = None,
-                        units: Mapping[str, str] | None = None,
-                        tradeoffs: Sequence[str] = (), nothing_significant: bool = False,
-                        max_items: int = 3, cost_metric: str | None = None) -> str:
-    """The first paragraph of the answer: the decision, its evidence, the equivalent
-    alternatives and the trade-offs on the other responses, in the file's names and units.
-
-    ``rec``: ``selection.recommend`` on ``metric``; ``summary``/``comparisons``: the experiment's
-    frames (comparisons against ``baseline``, or against the best without one);
-    ``configurations``: config_key -> varying parameters; ``tradeoffs``: the other responses to
-    report for the recommended configuration against the baseline; ``nothing_significant``: no
-    configuration differs significantly from the baseline on ``metric``.
-    """
-    units = units or {}
-    configurations = configurations or {}
-    unit = units.get(metric)
-    name = humanise(metric)
-    direction = "lower" if rec.minimize else "higher"
-    choice = rec.choice
-
-    def label(key: str) -> str:
-        if baseline and key in configurations and baseline in configurations and key != baseline:
-            change = describe_change(configurations[key], configurations[baseline])
-            if change:
-                return f"{change} ({key})"
-        elif not baseline and configurations.get(key):
-            return f"{describe_configuration(configurations[key])} ({key})"
-        return key
-
-    current = (f"the current configuration ({describe_configuration(configurations[baseline])})"
-               if baseline and configurations.get(baseline) else f"the baseline {baseline}")
-    zone = (format_quantity(rec.indifference_zone, 0.0, unit)
-            if rec.indifference_zone is not None else None)
-    sentences = []
-    if nothing_significant and baseline:
-        if choice == baseline:
-            sentences.append(f"Keep {current}: no configuration tested changes {name} "
-                             f"significantly.")
-        else:
-            sentences.append(f"Recommendation: {label(choice)}. No configuration tested changes "
-                             f"{name} significantly, and this one is the cheapest.")
-    elif choice == baseline:
-        why = (f"no change improves {name} by more than the indifference zone of {zone}" if zone
-               else f"no change is significantly better on {name}")
-        sentences.append(f"Keep {current}: {why} ({direction} is better).")
-    else:
-        sentences.append(f"Recommendation: {label(choice)}, by {name} ({direction} is better).")
-    sentences.append(_evidence(rec, metric, summary, comparisons, baseline, unit, label))
-    sentences.append(_equivalents(rec, metric, unit, zone, label, max_items,
-                                  units.get(cost_metric) if cost_metric else None))
-    reference = baseline if baseline and baseline != choice else None
-    if reference is None and rec.best != choice:
-        reference = rec.best
-    if reference is not None:
-        parts = []
-        for other in tradeoffs:
-            if other == metric:
-                continue
-            mine, theirs = _estimate(summary, choice, other), _estimate(summary, reference, other)
-            if mine is None or theirs is None:
-                continue
-            parts.append(f"{humanise(other)} {format_quantity(*mine, units.get(other))} instead "
-                         f"of {format_quantity(*theirs, units.get(other))}")
-        if parts:
-            against = current if reference == baseline else label(reference)
-            sentences.append(f"Against {against}: " + "; ".join(parts) + ".")
-    return " ".join(s for s in sentences if s)
-
-
-def _evidence(rec: Recommendation, metric: str, summary: pl.DataFrame, comparisons: pl.DataFrame,
-              baseline: str | None, unit: str | None, label: Any) -> str | None:
-    choice, name = rec.choice, humanise(metric)
-    reference = baseline if baseline and baseline != choice else None
-    if reference is None and rec.best != choice:
-        reference = rec.best
-    if reference is None:
-        own = _estimate(summary, choice, metric)
-        return f"Its mean {name} is {format_quantity(*own, unit)}." if own else None
-    row = _paired_row(comparisons, choice, reference, metric)
-    flipped = row is None
-    if flipped:  # the frame may hold the pair the other way round
-        row = _paired_row(comparisons, reference, choice, metric)
-        if row is None:
-            return None
-    sign = -1.0 if flipped else 1.0
-    diff = sign * row["mean_difference"]
-    low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
-    half = high - diff
-    how = (f"{row['confidence'] * 100:g}% CI, "
-           + (f"paired over {row['n']} replications" if row["paired"] else
-              f"Welch, {row['n']} replications each"))
-    against = "it" if reference == baseline else f"the best sample mean, {label(reference)}"
-    mine, theirs = _estimate(summary, choice, metric), _estimate(summary, reference, metric)
-    means = ""
-    if mine and theirs:
-        means = (f"{format_value(*theirs, unit, with_unit=False)} → "
-                 f"{format_value(*mine, unit)}; ")
-    if (low > 0 or high < 0) and reference != baseline:
-        side = "higher" if diff > 0 else "lower"
-        return (f"Its {name} is {format_quantity(abs(diff), half, unit)} {side} than that of "
-                f"{against} ({means}{how}).")
-    if low > 0 or high < 0:
-        verb = "raises" if diff > 0 else "lowers"
-        return (f"Against the baseline it {verb} {name} by "
-                f"{format_quantity(abs(diff), half, unit)} ({means}{how}).")
-    if reference == baseline:
-        return (f"Against the baseline it does not change {name} significantly "
-                f"({format_quantity(diff, half, unit)}; {how}).")
-    return (f"It differs from {against} by {format_quantity(diff, half, unit)} on {name}, not "
-            f"significantly ({how}).")
-
-
-def _equivalents(rec: Recommendation, metric: str, unit: str | None, zone: str | None,
-                 label: Any, max_items: int, cost_unit: str | None = None) -> str | None:
-    others = [k for k in rec.equivalent if k != rec.choice]
-    if not others:
-        return None
-    shown = others[:max_items]
-    rest = len(others) - len(shown)
-    names = ", ".join(label(k) for k in shown) + (f" and {rest} more" if rest else "")
-    verb = "is" if len(others) == 1 else "are"
-    where = (f"within the indifference zone ({zone}) of the best on {humanise(metric)}" if zone
-             else "as good on the evidence")
-    if rec.reason == "cost" and rec.cost is not None:
-        costs = ", ".join(format_quantity(rec.cost[k], 0.0, cost_unit) for k in shown)
-        return (f"{names} {verb} {where} but cost{'s' if len(others) == 1 else ''} more "
-                f"({costs} against {format_quantity(rec.cost[rec.choice], 0.0, cost_unit)}).")
-    if rec.reason == "fewest changes" and rec.changes is not None:
-        counts = ", ".join(str(rec.changes[k]) for k in shown)
-        mine = rec.changes[rec.choice]
-        return (f"{names} {verb} {where} but change{'s' if len(others) == 1 else ''} more "
-                f"({counts} parameters instead of {mine}).")
-    return f"{names} {verb} also {where}."
+    text = (f"The {selection.procedure} two-stage selection (n0 = {selection.n0}, critical "
+            f"constant {selection.constant:.3g}) picks {selection.best}; it is right with "
+            f"probability ≥ {selection.pstar:g} whenever the best is at least {zone_text} better "
+            f"on {metric} than the others")
+    if recommended is not None and recommended != selection.best:
+        text += (f"; the recommendation, {recommended}, is within that indifference zone of it "
+                 "and preferred for its cost or fewer changes")
+    return text + "."

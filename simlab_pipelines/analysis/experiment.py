@@ -10,8 +10,17 @@ from typing import Any
 
 import polars as pl
 
+from simlab_pipelines.analysis.answer import (
+    TODAY,
+    Words,
+    best_sentence,
+    comparison_text,
+    missing_text,
+    recommendation_text,
+    statistics_lead,
+    unstable_text,
+)
 from simlab_pipelines.analysis.answer import answer as answer_sentence
-from simlab_pipelines.analysis.answer import best_sentence, recommendation_text, unit_suffix
 from simlab_pipelines.analysis.comparisons import COMPARISON_COLUMNS, compare
 from simlab_pipelines.analysis.constraints import Feasibility, Limit, frame_feasibility
 from simlab_pipelines.analysis.frames import aligned_samples, check_observations, samples
@@ -24,6 +33,7 @@ from simlab_pipelines.analysis.selection import (
     subset_selection,
     two_stage_selection,
 )
+from simlab_pipelines.analysis.units import format_difference
 
 # The DuckDB ``summary`` table of DESIGN.md (``summarise`` adds relative_half_width).
 SUMMARY_TABLE_COLUMNS = ("experiment", "config_key", "metric", "n", "mean", "stddev", "ci_low",
@@ -59,7 +69,10 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        cost_metric: str | None = None,
                        tradeoffs: Sequence[str] = (),
                        compare_pairs: bool = True,
-                       constraints: Sequence[Limit] = ()) -> ExperimentAnalysis:
+                       constraints: Sequence[Limit] = (),
+                       descriptions: Mapping[str, str] | None = None,
+                       missing: Mapping[str, tuple[int, int]] | None = None,
+                       unstable: Mapping[str, str] | None = None) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
     ``baseline``: the baseline config_key; without one the comparisons (and the answer) are
@@ -86,6 +99,12 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     ``constraints``: each configuration's status on each (``analysis.constraints``, Bonferroni
     over the configurations observed), and the recommendation is chosen among the feasible ones
     only (none when no configuration is shown feasible: the answer says which comes closest).
+
+    ``descriptions``: metric -> what it is in words (the answer names metrics by them);
+    ``missing``: config_key -> (replications missing, wanted), said in the answer (a
+    configuration with none is not in it); ``unstable``: config_key -> what keeps growing over
+    its run, said in the answer. Without an objective but with a baseline, the answer says what
+    differs significantly from the baseline on the ``tradeoffs`` (``answer.comparison_text``).
     """
     units = dict(units or {})
     if objective_metric is not None and unit and objective_metric not in units:
@@ -114,7 +133,7 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                                                 common_random_numbers=common_random_numbers,
                                                 n0=min(n0, shortest) if n0 else None)
     # Against the baseline; without one, against the best on the objective; else every pair.
-    reference, against = "the baseline", baseline
+    reference, against = TODAY, baseline
     if against is None and subset is not None:
         reference, against = "the best configuration", subset.best
     if pending or (against is None and not all_pairs and not compare_pairs):
@@ -123,37 +142,81 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
         comparisons = compare(frame, against, all_pairs=True, confidence=confidence)
     else:
         comparisons = compare(frame, against, confidence=confidence)
+    words = Words(configurations or {}, baseline, units, descriptions or {})
+    caveats = [c for c in (unstable_text(unstable or {}, words, objective_metric),
+                           missing_text(missing or {}, words)) if c]
     recommendation = None
     if objective_metric is not None and against is not None and not pending:
         rows = comparisons.filter((pl.col("metric") == objective_metric)
                                   & (pl.col("baseline_key") == against))
         if rows.height:
-            # a fraction is not scaled to % in these sentences: no unit rather than a wrong one
-            objective_unit = "" if units.get(objective_metric) == "fraction" else unit_suffix(
-                units.get(objective_metric))
-            text = answer_sentence(rows, objective_metric, minimize=minimize,
-                                   baseline=against, selection=subset,
-                                   configurations=configurations, unit=objective_unit,
-                                   reference=reference)
-            if selection is not None and selection.best:  # the two-stage guarantee too
-                text += " " + best_sentence(selection, objective_metric, minimize)
             recommendation, nothing = _recommend(
                 summary, rows, objective_metric, minimize=minimize,
                 indifference_zone=indifference_zone, subset=subset, baseline=baseline,
                 configurations=configurations, cost_metric=cost_metric,
                 feasible=feasibility.feasible if feasibility is not None else None)
+            text = _statistics(summary, rows, objective_metric, minimize=minimize,
+                               against=against, reference=reference, subset=subset,
+                               selection=selection, recommendation=recommendation,
+                               configurations=configurations, units=units)
             if recommendation is not None:
+                versus = compare(frame, recommendation.choice, confidence=confidence,
+                                 metrics=[objective_metric, *tradeoffs])
                 first = recommendation_text(
                     recommendation, metric=objective_metric, summary=summary,
                     comparisons=comparisons, baseline=baseline, configurations=configurations,
                     units=units, tradeoffs=tradeoffs, nothing_significant=nothing,
-                    cost_metric=cost_metric)
+                    cost_metric=cost_metric, descriptions=descriptions, versus_choice=versus,
+                    caveats=caveats)
                 text = first + "\n\n" + text
+            elif caveats:
+                text = " ".join(caveats) + "\n\n" + text
             if feasibility is not None:
                 text = _with_constraints(text, feasibility, recommendation, summary, units,
                                          configurations, objective_metric, minimize)
+    elif objective_metric is None and baseline is not None and comparisons.height:
+        metrics = list(tradeoffs) or sorted(set(comparisons["metric"].to_list()))[:4]
+        first = comparison_text(comparisons, metrics, baseline=baseline,
+                                configurations=configurations, units=units,
+                                descriptions=descriptions, caveats=caveats)
+        if first:
+            text = first + "\n\n" + _statistics_lead(summary, comparisons, metrics[0],
+                                                      confidence)
+    if text is None and caveats:  # e.g. today's setting has no results: no comparison at all
+        text = " ".join(caveats)
     return ExperimentAnalysis(experiment, summary, comparisons, subset, selection, text,
                               recommendation, feasibility)
+
+
+def _statistics_lead(summary: pl.DataFrame, comparisons: pl.DataFrame, metric: str,
+                     confidence: float) -> str:
+    counts = summary.filter(pl.col("metric") == metric)["n"].to_list()
+    paired = bool(comparisons.filter(pl.col("metric") == metric)["paired"].any())
+    return statistics_lead(confidence=confidence, paired=paired, counts=counts)
+
+
+def _statistics(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minimize: bool,
+                against: str, reference: str, subset: Subset | None,
+                selection: TwoStageSelection | None, recommendation: Recommendation | None,
+                configurations: Mapping[str, Mapping[str, Any]] | None,
+                units: Mapping[str, str]) -> str:
+    """The answer's second paragraph, for analysts: intervals and pairing, the differences
+    against the reference, the screening and the two-stage selection with their constants."""
+    unit = units.get(metric)
+    zone = (format_difference(recommendation.indifference_zone, 0.0, unit)
+            if recommendation is not None and recommendation.indifference_zone is not None
+            else None)
+    parts = [_statistics_lead(summary, rows, metric, float(rows["confidence"][0])),
+             answer_sentence(rows, metric, minimize=minimize, baseline=against,
+                             configurations=configurations, unit=unit or "",
+                             reference=reference),
+             best_sentence(subset, metric, minimize,
+                           recommended=recommendation.choice if recommendation else None,
+                           zone=zone, unit=unit)]
+    if selection is not None and selection.best:  # the two-stage guarantee too
+        parts.append(best_sentence(selection, metric, minimize, unit=unit,
+                                   recommended=recommendation.choice if recommendation else None))
+    return " ".join(p for p in parts if p)
 
 
 def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recommendation | None,

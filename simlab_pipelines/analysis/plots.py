@@ -19,7 +19,7 @@ from simlab_pipelines.analysis import svg
 
 _PAIRED, _UNPAIRED, _POINT = "#1f6fb4", "#b0b0b0", "#222222"
 # Colours of highlighted configurations, by role (the report's legend uses the same ones).
-ROLE_COLOURS = {"recommended": "#1a7f37", "current": "#1f6fb4", "best sample mean": "#b35900",
+ROLE_COLOURS = {"recommended": "#1a7f37", "today's setting": "#1f6fb4", "best sample mean": "#b35900",
                 "highlighted": _PAIRED}
 
 
@@ -66,7 +66,7 @@ def ci_plot(summary: pl.DataFrame, metric: str, *, experiment: str | None = None
 
     ``summary``: the frame of ``intervals.summarise``. ``highlight``: a config_key drawn in colour
     (e.g. the selected best or the baseline); ``highlights``: config_key -> role (a key of
-    ``ROLE_COLOURS``: "recommended", "current", "best sample mean"), drawn in the role's colour
+    ``ROLE_COLOURS``: "recommended", "today's setting", "best sample mean"), drawn in the role's colour
     with a legend. ``unit``: shown on the axis.
     """
     roles = dict(highlights or {})

@@ -23,10 +23,11 @@ from typing import Any
 
 import polars as pl
 
-from simlab_pipelines.analysis.answer import CURRENCIES, format_quantity, humanise
+from simlab_pipelines.analysis.answer import TODAY, humanise
 from simlab_pipelines.analysis.plots import ci_plot, differences_plot, format_cell, img_tag
 from simlab_pipelines.analysis.selection import Recommendation, Subset, TwoStageSelection
 from simlab_pipelines.analysis.sequential import ReplicationPlan
+from simlab_pipelines.analysis.units import format_quantity, parse_unit
 from simlab_pipelines.analysis.warmup import WarmupSuggestion
 
 _STYLE = """
@@ -39,13 +40,14 @@ img{max-width:100%;display:block;margin:1rem 0}
 p.warning{color:#8a4b00;background:#fff6e5;padding:.5rem 1rem}
 p.constant{color:#555;font-size:.85rem;margin:.5rem 0 -.5rem}
 nav ol{columns:2;font-size:.9rem}
-tr.recommended td{background:#e6f4ea} tr.current td{background:#e8f0fa}
+tr.recommended td{background:#e6f4ea} tr.today-s-setting td{background:#e8f0fa}
+tr.no-results td{color:#8a4b00} ul.options{margin-top:-.5rem;font-size:1.05rem}
 tr.best-sample-mean td{background:#fdf0e0}
 span.swatch{display:inline-block;width:.9rem;height:.9rem;margin:0 .3rem 0 1rem;
 vertical-align:middle;border:1px solid #999}
 """
 # Row colours of highlighted configurations (the plots use plots.ROLE_COLOURS for the same roles).
-_ROLE_BACKGROUND = {"recommended": "#e6f4ea", "current": "#e8f0fa", "best sample mean": "#fdf0e0"}
+_ROLE_BACKGROUND = {"recommended": "#e6f4ea", TODAY: "#e8f0fa", "best sample mean": "#fdf0e0"}
 
 
 def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None, digits: int = 4,
@@ -80,13 +82,15 @@ def _slug(text: str) -> str:
 def tradeoff_table(summary: pl.DataFrame, metrics: Sequence[str], *,
                    configurations: Mapping[str, Mapping[str, Any]] | None = None,
                    units: Mapping[str, str] | None = None,
-                   roles: Mapping[str, str] | None = None) -> str:
-    """``tradeoff_records`` as HTML: rows of ``roles`` (config_key -> "recommended", "current",
+                   roles: Mapping[str, str] | None = None,
+                   descriptions: Mapping[str, str] | None = None,
+                   missing: Mapping[str, tuple[int, int]] | None = None) -> str:
+    """``tradeoff_records`` as HTML: rows of ``roles`` (config_key -> "recommended", TODAY,
     "best sample mean") first and highlighted, with a legend."""
     esc = html.escape
     roles = roles or {}
     records = tradeoff_records(summary, metrics, configurations=configurations, units=units,
-                               roles=roles)
+                               roles=roles, descriptions=descriptions, missing=missing)
     columns = [c for c in (records[0] if records else {}) if c not in ("configuration", "role")]
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = []
@@ -100,35 +104,59 @@ def tradeoff_table(summary: pl.DataFrame, metrics: Sequence[str], *,
              f"<tbody>{''.join(body)}</tbody></table>")
     rows = summary.filter(pl.col("metric").is_in(list(metrics)))
     confidence = rows["confidence"][0] * 100 if rows.height else 95.0
-    note = (f'<p class="constant">Each cell: mean ± half-width of the {confidence:g}% '
-            "confidence interval over the replications.</p>")
+    note = f'<p class="constant">{esc(TRADEOFF_FOOTNOTE.format(confidence=confidence))}</p>'
     return table + (f"<p>Legend:{legend}</p>" if legend else "") + note
 
 
 def tradeoff_records(summary: pl.DataFrame, metrics: Sequence[str], *,
                      configurations: Mapping[str, Mapping[str, Any]] | None = None,
                      units: Mapping[str, str] | None = None,
-                     roles: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+                     roles: Mapping[str, str] | None = None,
+                     descriptions: Mapping[str, str] | None = None,
+                     missing: Mapping[str, tuple[int, int]] | None = None
+                     ) -> list[dict[str, Any]]:
     """The trade-off table as plain rows (for the UI): configuration, its role, the parameters
-    that vary, then ``metric (unit)``: ``mean ± half-width`` per metric."""
+    that vary, then ``metric (unit)``: ``mean ± half-width`` per metric. A column is headed by
+    the metric's description when it is short (``descriptions``), else by its name.
+    ``missing``: config_key -> (replications missing, wanted): a configuration without any
+    result gets a row saying so (role "no results"), one with some a ``missing`` column."""
     units, roles, configurations = units or {}, roles or {}, configurations or {}
+    missing = {k: v for k, v in (missing or {}).items() if v[0] > 0}
+    descriptions = descriptions or {}
     rows = summary.filter(pl.col("metric").is_in(list(metrics)))
-    order = {"recommended": 0, "current": 1, "best sample mean": 2}
-    keys = sorted(set(rows["config_key"].to_list()), key=lambda k: (order.get(roles.get(k), 3), k))
+    order = {"recommended": 0, TODAY: 1, "best sample mean": 2}
+    present = set(rows["config_key"].to_list())
+    roles = {**roles, **{k: "no results" for k in missing if k not in present}}
+    keys = sorted(present | set(roles) & set(missing),
+                  key=lambda k: (order.get(roles.get(k), 3), k))
     params = [p for p in dict.fromkeys(p for k in keys for p in configurations.get(k, {}))
               if len({repr(configurations.get(k, {}).get(p)) for k in keys}) > 1]
     cells = {(k, m): (mean, half) for k, m, mean, half in
              rows.select("config_key", "metric", "mean", "half_width").iter_rows()}
-    present = [m for m in metrics if any((k, m) in cells for k in keys)]
+    shown = [m for m in metrics if any((k, m) in cells for k in keys)]
     out = []
     for key in keys:
         record: dict[str, Any] = {"configuration": key, "role": roles.get(key, "")}
         record |= {p: str(configurations.get(key, {}).get(p, "")) for p in params}
-        for m in present:
+        for m in shown:
             mean, half = cells.get((key, m), (None, None))
-            record[humanise(m) + _header_unit(units.get(m))] = _cell(mean, half, units.get(m))
+            words = descriptions.get(m)
+            header = words if words and len(words) <= 40 else humanise(m)
+            record[header + _header_unit(units.get(m))] = _cell(mean, half, units.get(m))
+        if missing:
+            lost, wanted = missing.get(key, (0, 0))
+            record["missing"] = (f"all {wanted} replications" if lost and lost >= wanted else
+                                 f"{lost} of {wanted}" if lost else "")
         out.append(record)
     return out
+
+
+TRADEOFF_FOOTNOTE = (
+    "Each cell: a configuration's mean over its replications ± the half-width of its "
+    "{confidence:g} % confidence interval. The answer's differences have a narrower ±: they are "
+    "paired, each replication of one configuration compared with the same replication of the "
+    "other, which drew the same random numbers, so the noise they share cancels; the ± here is "
+    "that of each mean on its own (unpaired).")
 
 
 def highlight_roles(baseline: str | None, recommendation: Recommendation | None,
@@ -140,24 +168,41 @@ def highlight_roles(baseline: str | None, recommendation: Recommendation | None,
         roles[recommendation.choice] = "recommended"
         best = recommendation.best
     if baseline is not None:
-        roles.setdefault(baseline, "current")
+        roles.setdefault(baseline, TODAY)
     if best is not None:
         roles.setdefault(best, "best sample mean")
     return roles
 
 
+def _in_cell(unit: str | None) -> bool:
+    """Percentages and currencies (with their "a day") are written in the cells; other units
+    in the column's header."""
+    parts = parse_unit(unit)
+    return parts.percent or bool(parts.before)
+
+
 def _header_unit(unit: str | None) -> str:
-    """A unit written after the numbers goes in the column's header; % and currencies stay in
-    the cells."""
-    return f" ({unit})" if unit and unit != "fraction" and unit not in CURRENCIES else ""
+    return f" ({unit})" if unit and not _in_cell(unit) else ""
 
 
 def _cell(mean: float | None, half: float | None, unit: str | None) -> str:
     if mean is None:
         return ""
     half = float("nan") if half is None else half
-    in_cell = unit if unit == "fraction" or unit in CURRENCIES else None
-    return format_quantity(mean, half, in_cell)
+    return format_quantity(mean, half, unit if _in_cell(unit) else None)
+
+
+def _answer_html(first: str) -> list[str]:
+    """The answer's first paragraph: its sentences, then its "- " lines (the alternatives) as
+    a list."""
+    lines = first.split("\n")
+    text = [line for line in lines if not line.startswith("- ")]
+    items = [line[2:] for line in lines if line.startswith("- ")]
+    out = [f'<p class="answer">{html.escape(" ".join(text))}</p>']
+    if items:
+        out.append('<ul class="options">' + "".join(f"<li>{html.escape(i)}</li>" for i in items)
+                   + "</ul>")
+    return out
 
 
 def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = None,
@@ -169,14 +214,16 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
                   headline: Sequence[str] = (), units: Mapping[str, str] | None = None,
                   configurations: Mapping[str, Mapping[str, Any]] | None = None,
                   roles: Mapping[str, str] | None = None,
-                  sections_before: Sequence[tuple[str, str]] = ()) -> str:
+                  sections_before: Sequence[tuple[str, str]] = (),
+                  descriptions: Mapping[str, str] | None = None,
+                  missing: Mapping[str, tuple[int, int]] | None = None) -> str:
     """The report as an HTML string (see ``write_report`` for the arguments)."""
     esc = html.escape
     units = units or {}
     first, _, rest = answer.partition("\n\n")
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            f"<title>{esc(title)}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
-           f"<h1>{esc(title)}</h1>", f'<p class="answer">{esc(first)}</p>']
+           f"<h1>{esc(title)}</h1>", *_answer_html(first)]
     for note in notes:
         out.append(f'<p class="warning">{esc(note)}</p>')
     for suggestion in warmup:
@@ -202,7 +249,7 @@ def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = Non
         roles[highlight] = "highlighted"
     if summary is not None and headline:
         table = tradeoff_table(summary, headline, configurations=configurations, units=units,
-                               roles=roles)
+                               roles=roles, descriptions=descriptions, missing=missing)
         out.append('<h2 id="trade-offs">Trade-offs</h2>' + table)
     if rest:
         section("Statistics")
@@ -284,7 +331,9 @@ def write_report(path: str | os.PathLike[str], *, title: str, answer: str,
                  units: Mapping[str, str] | None = None,
                  configurations: Mapping[str, Mapping[str, Any]] | None = None,
                  roles: Mapping[str, str] | None = None,
-                 sections_before: Sequence[tuple[str, str]] = ()) -> Path:
+                 sections_before: Sequence[tuple[str, str]] = (),
+                 descriptions: Mapping[str, str] | None = None,
+                 missing: Mapping[str, tuple[int, int]] | None = None) -> Path:
     """Write the self-contained HTML report to ``path`` atomically and return the path.
 
     ``answer``: its first paragraph is shown first, the rest under "Statistics". ``summary``:
@@ -295,15 +344,18 @@ def write_report(path: str | os.PathLike[str], *, title: str, answer: str,
     (default all); ``highlight``: a config_key drawn in colour; ``notes``: extra warnings;
     ``headline``: the metrics and responses of the trade-off table (none: no table); ``units``:
     metric -> unit; ``configurations``: config_key -> varying parameters (the table's first
-    columns); ``roles``: config_key -> "recommended", "current" or "best sample mean", highlighted
+    columns); ``roles``: config_key -> "recommended", "today's setting" or "best sample mean", highlighted
     in the table and the plots and explained in a legend. ``sections_before``: (heading, HTML)
     sections shown before the metrics' (e.g. which factors matter, ``sensitivity.py``).
+    ``descriptions``: metric -> words (the trade-off table's headers when short); ``missing``:
+    config_key -> (replications missing, wanted), shown in the trade-off table.
     """
     text = render_report(title=title, answer=answer, summary=summary, comparisons=comparisons,
                          selection=selection, warmup=warmup, plans=plans, metrics=metrics,
                          highlight=highlight, notes=notes, headline=headline, units=units,
                          configurations=configurations, roles=roles,
-                         sections_before=sections_before)
+                         sections_before=sections_before, descriptions=descriptions,
+                         missing=missing)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

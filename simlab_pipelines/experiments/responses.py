@@ -25,6 +25,7 @@ import ast
 import math
 import operator
 import re
+import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +49,10 @@ class ResponseSpec(BaseModel):
     expression: str = Field(min_length=1, max_length=MAX_EXPRESSION)
     unit: str | None = Field(default=None, max_length=40)
     better: Literal["lower", "higher"] | None = None
+    # What it is, in the reader's words ("parties waiting over {wait_threshold} min for a
+    # table"): the answer and the report name the response by it. ``{parameter}`` is replaced
+    # by the parameter's value where every configuration has the same one.
+    description: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class ExpressionError(ValueError):
@@ -97,6 +102,7 @@ class Response:
     names: tuple[str, ...]
     unit: str | None = None
     better: str | None = None
+    description: str | None = None
 
     def polars(self) -> pl.Expr:
         """The response as a polars expression over columns named after metrics and parameters;
@@ -110,7 +116,7 @@ class Response:
 
 
 def parse_response(name: str, expression: str, unit: str | None = None,
-                   better: str | None = None) -> Response:
+                   better: str | None = None, description: str | None = None) -> Response:
     """Parse and whitelist ``expression``; raises ExpressionError with the reason."""
     if len(expression) > MAX_EXPRESSION:
         raise ExpressionError(f"longer than {MAX_EXPRESSION} characters")
@@ -127,7 +133,7 @@ def parse_response(name: str, expression: str, unit: str | None = None,
         _allowed(node)
         if isinstance(node, ast.Name) and node.id not in names and not _is_function(node, nodes):
             names.append(node.id)
-    return Response(name, expression, tree, tuple(names), unit, better)
+    return Response(name, expression, tree, tuple(names), unit, better, description)
 
 
 def _is_function(node: ast.Name, nodes: Iterable[ast.AST]) -> bool:
@@ -276,9 +282,14 @@ def check_responses(given: Mapping[str, str | ResponseSpec], metrics: Iterable[s
                            "choose another"))
             continue
         try:
-            response = parse_response(name, spec.expression, spec.unit, spec.better)
+            response = parse_response(name, spec.expression, spec.unit, spec.better,
+                                      spec.description)
         except ExpressionError as exc:
             errors.append((loc, f"{spec.expression!r}: {exc}"))
+            continue
+        problem = _description_problem(spec.description, parameters)
+        if problem:
+            errors.append(((*loc, "description"), problem))
             continue
         unknown = [n for n in response.names if n not in metrics and n not in parameters]
         if unknown:
@@ -298,6 +309,35 @@ def check_responses(given: Mapping[str, str | ResponseSpec], metrics: Iterable[s
             continue
         parsed[name] = response
     return parsed, errors
+
+
+def _description_problem(description: str | None, parameters: list[str]) -> str | None:
+    """Why ``description``'s placeholders cannot be filled (each must be ``{parameter}``)."""
+    if description is None:
+        return None
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion
+                  in string.Formatter().parse(description) if name is not None]
+    except ValueError as exc:
+        return f"{description!r}: {exc} (write {{{{ and }}}} for literal braces)"
+    for name, spec, conversion in fields:
+        if name not in parameters or spec or conversion:
+            return (f"{description!r}: placeholder {{{name}}} must name a parameter "
+                    f"({', '.join(parameters)}), without a format")
+    return None
+
+
+def fill_description(description: str, fixed: Mapping[str, Any]) -> str:
+    """``description`` with each ``{parameter}`` replaced by its value in ``fixed`` (the
+    parameters every configuration shares), else by the parameter's name."""
+    def value(name: str) -> str:
+        if name not in fixed:
+            return name
+        given = fixed[name]
+        return f"{given:g}" if isinstance(given, float) else str(given)
+
+    return "".join(text + ("" if name is None else value(name))
+                   for text, name, _, _ in string.Formatter().parse(description))
 
 
 def _probe(response: Response, metrics: list[str],
@@ -372,3 +412,21 @@ def headline_responses(spec: Any, limit: int = 4) -> list[str]:
         wanted += [m for m in better if m not in spec.responses and not re.search(r"_p\d+$", m)]
         names = [m for m in dict.fromkeys(wanted) if m != objective]
     return names[:limit]
+
+
+def descriptions(spec: Any) -> dict[str, str]:
+    """What every metric and response is, in the reader's words: a response's ``description``
+    (its placeholders filled), else the model's help for a metric without its trailing
+    "(unit)"; names with neither are left out."""
+    configurations = spec.configurations_list()
+    if configurations:
+        first = configurations[0].params
+        fixed = {k: v for k, v in first.items()
+                 if all(c.params.get(k) == v for c in configurations[1:])}
+    else:
+        fixed = dict(spec.parameters)
+    words = {name: re.sub(r"\s*\([^()]*\)$", "", text.strip()).strip()
+             for name, text in spec.resolved_model.metrics.items() if text and text.strip()}
+    words |= {name: fill_description(r.description, fixed)
+              for name, r in spec.parsed_responses.items() if r.description}
+    return {k: v for k, v in words.items() if v}

@@ -29,6 +29,7 @@ from typing import Any
 import simpy
 
 from engine import Model, ModelRun, Parameter, Streams
+from engine.statistics import TimeAverage
 
 PARAMETERS = (
     Parameter("arrival_rate", float, "new requests per second (Poisson)", default=50.0,
@@ -54,17 +55,34 @@ PARAMETERS = (
               default=0.0, minimum=0.0, maximum=1e9),
 )
 
-METRICS = {
-    "success_rate": "fraction of the requests resolved in the window that got an answer",
-    "final_success_rate": "success rate of the requests that arrived in the last third of the "
-                          "window: did the service recover after the slowdown?",
-    "goodput": "answered requests per second in the window",
-    "mean_latency": "mean time from a request's first attempt to its answer (s)",
-    "attempts_per_request": "attempts started per new request in the window (retry amplification)",
-    "mean_wait": "mean wait for a connection of attempts that got one in the window (s)",
-    "pool_utilisation": "time-average fraction of connections busy in the window",
-    "wasted_fraction": "fraction of the connections' busy time spent on abandoned attempts",
+METRICS = {  # what each is, then in brackets how it is measured (the answer uses the first part)
+    "success_rate": "requests answered (the share of the requests resolved in the window that "
+                    "got an answer)",
+    "final_success_rate": "requests answered at the end (the success rate of the requests that "
+                          "arrived in the last third of the window: did the service recover "
+                          "after the slowdown?)",
+    "goodput": "requests answered per second (in the window)",
+    "mean_latency": "time to answer a request (mean over answered requests, from their first "
+                    "attempt)",
+    "attempts_per_request": "attempts per request (attempts started per new request in the "
+                            "window: retry amplification)",
+    "mean_wait": "wait for a connection (mean over attempts that got one in the window)",
+    "pool_utilisation": "connections busy (the time-average share of the pool)",
+    "wasted_fraction": "database time wasted on abandoned attempts (the share of the "
+                       "connections' busy time)",
 }
+# Every metric says its unit and which way is better (the answer and the report use them): a
+# busier pool is worse here, since at a given goodput the busy time beyond it is wasted work.
+UNITS = {"success_rate": "fraction", "final_success_rate": "fraction", "goodput": "requests/s",
+         "mean_latency": "s", "attempts_per_request": "attempts", "mean_wait": "s",
+         "pool_utilisation": "fraction", "wasted_fraction": "fraction"}
+BETTER = {"success_rate": "higher", "final_success_rate": "higher", "goodput": "higher",
+          "mean_latency": "lower", "attempts_per_request": "lower", "mean_wait": "lower",
+          "pool_utilisation": "lower", "wasted_fraction": "lower"}
+# Recorded when an experiment sets series_interval: the steady-state check's trend test reads it
+# (a retry storm shows as attempts piling up for the rest of the run).
+SERIES = {"attempts_in_system": "batch means of the attempts queued for or holding a "
+                                "connection, from time 0"}
 
 
 class _Attempt:
@@ -124,9 +142,13 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
     slow_until = slow_from + params["slowdown_duration"]
     in_service: dict[_Attempt, float] = {}  # attempt -> when it got its connection
     events = [0]  # arrivals, connections taken and released
+    # The attempts in the database layer over time, only when asked (it costs a little per event).
+    in_system = TimeAverage(warmup, window.end, series_interval) if series_interval else None
 
     def database(attempt: _Attempt):
         attempt.request = request = pool.request()
+        if in_system is not None:
+            in_system.add(env.now, 1)
         yield request
         start = env.now
         events[0] += 2
@@ -140,6 +162,8 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
         yield env.timeout(attempt.demand * factor)
         del in_service[attempt]
         pool.release(request)
+        if in_system is not None:
+            in_system.add(env.now, -1)
         used = window.overlap(start, env.now)
         window.busy += used
         if attempt.abandoned:
@@ -167,6 +191,8 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
             attempt.abandoned = True
             if cancel and not attempt.request.triggered:
                 attempt.request.cancel()  # still queued: leave the queue
+                if in_system is not None:
+                    in_system.add(env.now, -1)
             if tries > retries:
                 window.resolved(arrived, env.now, False)
                 return
@@ -201,7 +227,11 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
         "pool_utilisation": window.busy / (horizon * params["pool_size"]),
         "wasted_fraction": window.wasted / window.busy if window.busy else 0.0,
     }
-    return ModelRun(metrics, events[0])
+    series = None
+    if in_system is not None:
+        in_system.mean()  # closes the last batch at the end of the run
+        series = {"attempts_in_system": in_system.batches}
+    return ModelRun(metrics, events[0], series)
 
 
 MODEL = Model(
@@ -213,4 +243,7 @@ MODEL = Model(
     default_horizon=300.0,
     default_warmup=30.0,
     version="1",
+    series=SERIES,
+    units=UNITS,
+    better=BETTER,
 )
