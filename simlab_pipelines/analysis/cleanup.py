@@ -67,7 +67,7 @@ from simlab_pipelines.analysis.constraints import (
     feasibility,
 )
 from simlab_pipelines.analysis.frames import check_observations
-from simlab_pipelines.analysis.intervals import check_confidence
+from simlab_pipelines.analysis.intervals import Interval, check_confidence, t_interval
 from simlab_pipelines.analysis.selection import (
     TwoStageSelection,
     select_best,
@@ -97,6 +97,8 @@ class CleanUp:
     selection: TwoStageSelection | None = None  # on the fresh data (None for one candidate)
     final: Feasibility | None = None   # candidates on the fresh data (m = k), once done
     means: dict[str, float] = field(default_factory=dict)  # candidates' fresh means, once done
+    # candidates' objective on the fresh replications (t intervals at ``confidence``), once done
+    intervals: dict[str, Interval] = field(default_factory=dict)
     recommended: str | None = None     # the best candidate declared feasible (None: none is)
     closest: str | None = None         # nothing feasible: the closest to meeting the limits
     capped: bool = False               # some N_i was cut to max_replications: no guarantee
@@ -263,11 +265,13 @@ def _decide(values: Mapping[str, Mapping[str, np.ndarray]], chosen: list[str], o
     final = feasibility(fresh, limits, simultaneous=len(chosen))
     block = _block(values, chosen, objective, start, totals, crn and selection is not None)
     means = {k: (float(b.mean()) if b.size else math.nan) for k, b in block.items()}
+    intervals = {k: t_interval(b, state["confidence"]) for k, b in block.items()}
     feasible = {k: means[k] for k in final.feasible if math.isfinite(means[k])}
     recommended = select_best(feasible, state["minimize"]) if feasible else None
     closest = None if recommended else closest_to_feasible(final, means, state["minimize"])
     return CleanUp(DONE, tuple(chosen), dict(totals), selection=selection, final=final,
-                   means=means, recommended=recommended, closest=closest, capped=capped, **state)
+                   means=means, intervals=intervals, recommended=recommended, closest=closest,
+                   capped=capped, **state)
 
 
 __all__ = ["DONE", "FRESH", "MAX_CANDIDATES", "NONE", "SECOND", "ZONES", "CleanUp", "candidates",

@@ -15,11 +15,15 @@ from typing import Any
 import polars as pl
 
 from simlab_pipelines.analysis.answer import (
+    CURRENCIES,
     describe_configuration,
+    format_estimate,
     format_quantity,
     format_value,
     humanise,
+    unit_suffix,
 )
+from simlab_pipelines.analysis.cleanup import CleanUp
 from simlab_pipelines.analysis.constraints import (
     FEASIBLE,
     INFEASIBLE,
@@ -28,6 +32,12 @@ from simlab_pipelines.analysis.constraints import (
     Feasibility,
     Limit,
     closest_to_feasible,
+)
+from simlab_pipelines.analysis.intervals import t_quantile
+from simlab_pipelines.analysis.threshold import (
+    BEYOND_THROUGHOUT,
+    WITHIN_THROUGHOUT,
+    BreakingPoint,
 )
 
 
@@ -183,5 +193,234 @@ def first_words(result: Feasibility) -> str:
             "constraint: ")
 
 
+def _half_width(status: ConstraintStatus, confidence: float) -> float:
+    """The two-sided half-width at ``confidence`` of a constraint's mean (NaN below 2 values)."""
+    if status.n < 2 or not math.isfinite(status.stddev):
+        return math.nan
+    return float(t_quantile(confidence, status.n - 1)) * status.stddev / math.sqrt(status.n)
+
+
+def _limit_clause(status: ConstraintStatus, unit: str | None, confidence: float) -> str:
+    """``p99 latency 0.18 ± 0.01 s (limit 0.2 s, met with 95 % confidence)``."""
+    value = format_quantity(status.mean, _half_width(status, confidence), unit)
+    bound = limit_text(status.limit, unit)
+    word = {FEASIBLE: f"met with {percent(status.limit.confidence)} confidence",
+            INFEASIBLE: "missed", UNDECIDED: "too close to tell"}[status.status]
+    return f"{humanise(status.limit.metric)} {value} (limit: {bound}, {word})"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _best_words(metric: str, minimize: bool, unit: str | None, constraints: int) -> str:
+    """``Cheapest configuration that meets both service levels`` and the like."""
+    if unit in CURRENCIES and minimize:
+        head = "Cheapest configuration"
+    else:
+        head = f"{'Lowest' if minimize else 'Highest'} {humanise(metric)}"
+    if constraints == 0:
+        return head + " found"
+    levels = {1: "the service level", 2: "both service levels"}.get(
+        constraints, f"all {constraints} service levels")
+    return f"{head} that meets {levels}"
+
+
+def search_text(result: CleanUp, *, metric: str,
+                configurations: Mapping[str, Mapping[str, Any]],
+                units: Mapping[str, str] | None = None, evaluated: int,
+                space_size: int | None = None, simulations: int,
+                search_simulations: int | None = None, max_items: int = 3) -> str:
+    """The answer of a search, once its clean-up is done (``analysis.cleanup.CleanUp``).
+
+    First paragraph, in the user's terms: the recommended configuration, its objective and each
+    constraint against its limit, with units; the runners-up among the candidates and which
+    constraint each misses (or that nothing is feasible, the closest and by how much). Second
+    paragraph: how it was found (configurations evaluated of the space, simulations) and the
+    guarantee of the clean-up's selection. ``configurations``: config_key -> the factors'
+    values; ``evaluated``: configurations the search evaluated; ``space_size``: how many it
+    could have (None: a continuous factor); ``simulations``: all of them, clean-up included;
+    ``search_simulations``: the search rounds' share.
+    """
+    units = dict(units or {})
+    unit = units.get(metric)
+    confidence = result.confidence
+    limits = result.screening.limits
+    final = result.final
+    sentences: list[str] = []
+    if result.recommended is not None:
+        key = result.recommended
+        interval = result.intervals.get(key)
+        value = (format_quantity(interval.mean, interval.half_width, unit) if interval
+                 else format_quantity(result.means.get(key, math.nan), math.nan, unit))
+        parts = [f"{_best_words(metric, result.minimize, unit, len(limits))}: "
+                 f"{_label(key, configurations)} — {value}"]
+        parts += [_limit_clause(st, units.get(st.limit.metric), confidence)
+                  for st in (final.statuses[key] if final else ())]
+        sentences.append("; ".join(parts) + ".")
+        runners = _runners_up(result, configurations, units, metric, max_items)
+        if runners:
+            sentences.append(runners)
+    else:
+        sentences.append(_nothing_feasible(result, configurations, units))
+    plain = " ".join(sentences)
+    return plain + "\n\n" + _search_statistics(result, metric, unit, evaluated, space_size,
+                                                 simulations, search_simulations)
+
+
+def _runners_up(result: CleanUp, configurations: Mapping[str, Mapping[str, Any]],
+                units: Mapping[str, str], metric: str, max_items: int) -> str | None:
+    sign = 1.0 if result.minimize else -1.0
+    others = sorted((k for k in result.candidates if k != result.recommended
+                     and math.isfinite(result.means.get(k, math.nan))),
+                    key=lambda k: (sign * result.means[k], k))
+    if not others:
+        return None
+    unit = units.get(metric)
+    parts = []
+    for key in others[:max_items]:
+        interval = result.intervals.get(key)
+        value = (format_quantity(interval.mean, interval.half_width, unit) if interval
+                 else format_quantity(result.means[key], math.nan, unit))
+        missed = result.final.missed(key) if result.final else []
+        if not missed:
+            tail = "meets every limit" if result.screening.limits else ""
+        else:
+            tail = "but " + "; ".join(
+                (f"misses {humanise(st.limit.metric)} ("
+                 f"{format_quantity(st.mean, _half_width(st, result.confidence), units.get(st.limit.metric))}"
+                 f", limit: {limit_text(st.limit, units.get(st.limit.metric))})")
+                if st.status == INFEASIBLE else
+                f"is too close to the {humanise(st.limit.metric)} limit to tell"
+                for st in missed)
+        parts.append(f"{_label(key, configurations)} — {value}" + (f", {tail}" if tail else ""))
+    more = len(others) - len(parts)
+    return ("Runners-up: " + "; ".join(parts) + (f"; and {more} more" if more else "") + ".")
+
+
+def _nothing_feasible(result: CleanUp, configurations: Mapping[str, Mapping[str, Any]],
+                      units: Mapping[str, str]) -> str:
+    limits = result.screening.limits
+    said = "; ".join(f"{humanise(lim.metric)} {limit_text(lim, units.get(lim.metric))}"
+                     for lim in limits)
+    text = (f"No configuration the search evaluated is shown to meet every service level "
+            f"({said}), so none is recommended.")
+    key = result.closest
+    if key is None:
+        return text
+    source = result.final if result.final is not None and key in result.final.statuses \
+        else result.screening
+    missed = source.missed(key)
+    parts = [f"{humanise(st.limit.metric)} by "
+             f"{format_value(st.miss, _half_width(st, result.confidence), units.get(st.limit.metric))}"
+             f" ({format_quantity(st.mean, _half_width(st, result.confidence), units.get(st.limit.metric))}"
+             f" against {limit_text(st.limit, units.get(st.limit.metric))})"
+             for st in missed if st.miss > 0]
+    close = [humanise(st.limit.metric) for st in missed if not st.miss > 0]
+    text += f" Closest to meeting them: {_label(key, configurations)}"
+    if parts:
+        text += ", which misses " + "; ".join(parts)
+    if close:
+        text += ", and is too close to the limit on " + ", ".join(close) + " to tell"
+    return text + "."
+
+
+def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated: int,
+                       space_size: int | None, simulations: int,
+                       search_simulations: int | None) -> str:
+    of = ""
+    if space_size:
+        of = f" of {space_size:,} ({100 * evaluated / space_size:.2g} %)"
+    split = ""
+    if search_simulations is not None and search_simulations < simulations:
+        split = (f" ({search_simulations:,} in the search, "
+                 f"{simulations - search_simulations:,} in the clean-up)")
+    sentences = [f"Found by evaluating {_count(evaluated, 'configuration')}{of} with "
+                 f"{_count(simulations, 'simulation')}{split}."]
+    k = len(result.candidates)
+    zone = (format_quantity(result.indifference_zone, 0.0, unit)
+            if result.indifference_zone is not None else None)
+    best = "cheapest" if (unit in CURRENCIES and result.minimize) else "best"
+    if result.recommended is not None and result.selection is not None and zone:
+        procedure = ("Clark & Yang's two-stage procedure with common random numbers"
+                     if result.selection.procedure == "bonferroni-crn"
+                     else "Rinott's two-stage procedure")
+        sentences.append(
+            f"A selection among the {k} best ({procedure}, on {_count(result.n0, 'fresh replication')} "
+            f"each and then up to {max(result.targets.values()) - result.first_stage:,}) says it is "
+            f"within {zone} of the {best} feasible configuration among them with probability "
+            f"≥ {result.confidence:g}.")
+    elif result.recommended is not None and k == 1:
+        sentences.append("It was the only candidate left after the search's first stage, "
+                         f"checked again on {_count(result.n0, 'fresh replication')}.")
+    if result.final is not None and result.screening.limits:
+        levels = " / ".join(sorted({percent(lim.confidence) for lim in result.screening.limits}))
+        sentences.append(
+            f"Each limit is judged by one-sided bounds at {levels} confidence, Bonferroni over the "
+            f"{_count(k, 'candidate')}, on replications the search did not choose them by "
+            f"(Boesel, Nelson & Kim 2003's clean-up).")
+    if result.capped:
+        sentences.append("The second stage was cut at the file's max_replications, so the "
+                         "selection's guarantee does not hold; raise search.max_replications.")
+    sentences.append("Configurations the search never proposed are not covered by these "
+                     "statements.")
+    return " ".join(sentences)
+
+
+def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = None,
+                   factor_unit: str | None = None, points: int | None = None) -> str:
+    """The breaking point in plain words, then how it was found:
+    ``p95 wait stays within 2 s up to arrival rate 1.62 (1.60–1.64, 95 %).``"""
+    units = dict(units or {})
+    unit = units.get(result.metric)
+    metric = humanise(result.metric) or "the metric"
+    factor = humanise(result.factor) or "the factor"
+    limit = format_quantity(result.limit, 0.0, unit)
+    level = percent(result.confidence)
+    suffix = unit_suffix(factor_unit)
+
+    def number(value: float, half: float) -> str:
+        if isinstance(value, int):  # an integer factor: its values as they are
+            return f"{value:,}"
+        return format_estimate(value, half)[0]
+
+    def at(value: float, half: float) -> str:
+        return number(value, half) + suffix
+
+    width = ((result.ci_high - result.ci_low) / 2
+             if result.ci_low is not None and result.ci_high is not None else math.nan)
+    half = width if width > 0 else result.tolerance / 2
+    up, towards = ("up to", "beyond") if result.increasing else ("from", "below")
+    if result.status == BEYOND_THROUGHOUT:
+        end = result.low if result.increasing else result.high
+        plain = (f"{metric.capitalize()} is already beyond {limit} at {factor} "
+                 f"{end:g}{suffix}, the {'lowest' if result.increasing else 'highest'} value "
+                 f"searched ({level} confidence): the breaking point is outside the range.")
+    elif result.status == WITHIN_THROUGHOUT:
+        end = result.high if result.increasing else result.low
+        plain = (f"{metric.capitalize()} stays within {limit} {up} {factor} "
+                 f"{end:g}{suffix}, the {'highest' if result.increasing else 'lowest'} value "
+                 f"searched ({level} confidence): the breaking point is {towards} the range.")
+    elif result.estimate is None or result.ci_low is None or result.ci_high is None:
+        known = result.ci_high if result.ci_low is None else result.ci_low
+        side = "at most" if result.ci_low is None else "at least"
+        plain = (f"{metric.capitalize()} stays within {limit} {up} a breaking point of "
+                 f"{factor} {side} {at(known, half)} ({level} confidence); the other side "
+                 "could not be pinned down.")
+    else:
+        low, high = number(result.ci_low, half), number(result.ci_high, half)
+        span = f"{low}–{high}, " if low != high else ""
+        plain = (f"{metric.capitalize()} stays within {limit} {up} {factor} "
+                 f"{at(result.estimate, half)} ({span}{level}).")
+    how = [f"Found by bisection on one-sided intervals with "
+           f"{_count(result.simulations, 'simulation')}"
+           + (f" at {_count(points, 'value')} of {factor}" if points else "")
+           + f"; the interval covers the breaking point with probability ≥ {result.confidence:g} "
+           "(each decision's error bounded and added up over every decision the search could "
+           "make, Bonferroni)."]
+    how += [note[:1].upper() + note[1:] + "." for note in result.notes]
+    return plain + "\n\n" + " ".join(how)
+
+
 __all__ = ["constraint_clause", "constraints_text", "first_words", "limit_text", "miss_clause",
-           "percent"]
+           "percent", "search_text", "threshold_text"]

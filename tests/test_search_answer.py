@@ -1,0 +1,163 @@
+"""The search's sentences and charts: the answer in the user's terms (units on every number, the
+recommendation with each limit, runners-up and what they miss, how it was found and the
+guarantee; the breaking point with its interval), and SVG charts that draw what they are given.
+
+The inputs are real results of the procedures (a replayed clean-up and threshold search on the
+synthetic generators of test_cleanup.py and test_threshold.py, fixed seeds); the assertions are
+about wording and structure that hold for any seed, not about seeded numbers.
+"""
+
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from test_cleanup import COST, _run
+from test_threshold import _search
+
+from simlab_pipelines.analysis.constraints import FEASIBLE, INFEASIBLE, UNDECIDED, Limit
+from simlab_pipelines.analysis.search_answer import search_text, threshold_text
+from simlab_pipelines.analysis.search_plots import (
+    configurations_chart,
+    convergence_chart,
+    important_factors,
+    threshold_chart,
+)
+from simlab_pipelines.analysis.threshold import BEYOND, UNCLEAR, WITHIN
+
+CONFIGS = {k: {"pool": 4 + i, "timeout": 2.0} for i, k in enumerate(COST)}
+UNITS = {"cost": "$", "latency": "s"}
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_the_search_answer_names_the_recommendation_its_limits_and_the_runners_up():
+    state, have = _run(1)
+    text = search_text(state, metric="cost", configurations=CONFIGS, units=UNITS, evaluated=8,
+                       space_size=4096, simulations=sum(have.values()), search_simulations=80)
+    plain, statistics = text.split("\n\n")
+    pool = CONFIGS[state.recommended]["pool"]
+    assert plain.startswith(f"Cheapest configuration that meets the service level: pool {pool}, "
+                            f"timeout 2.0 ({state.recommended}) — $")
+    assert re.search(r"latency 0\.\d+ ± 0\.\d+ s \(limit: at most 0\.2 s, met with 95 % "
+                     r"confidence\)", plain)
+    assert "Runners-up: " in plain
+    for key in state.candidates:
+        if key != state.recommended:
+            assert f"({key}) — $" in plain or "more." in plain
+    assert statistics.startswith(f"Found by evaluating 8 configurations of 4,096 (0.2 %) with "
+                                 f"{sum(have.values()):,} simulations (80 in the search, ")
+    assert (f"A selection among the {len(state.candidates)} best (Clark & Yang's two-stage "
+            "procedure with common random numbers") in statistics
+    assert "within $2 of the cheapest feasible configuration among them with probability ≥ 0.95" \
+        in statistics
+    assert f"Bonferroni over the {len(state.candidates)} candidates" in statistics
+
+
+def test_a_runner_up_that_misses_a_limit_says_which():
+    for seed in range(40):  # a seed where the trap (infeasible in truth) is a candidate
+        state, have = _run(seed)
+        if "trap" in state.candidates and state.final.overall["trap"] != FEASIBLE:
+            break
+    else:
+        pytest.fail("the trap was never a candidate")
+    text = search_text(state, metric="cost", configurations=CONFIGS, units=UNITS, evaluated=8,
+                       simulations=sum(have.values()))
+    clause = re.search(r"pool 9, timeout 2\.0 \(trap\) — \$[\d.]+ ± [\d.]+, but ([^;.]+)", text)
+    assert clause is not None, text
+    assert (clause.group(1).startswith("misses latency (0.2")
+            or clause.group(1) == "is too close to the latency limit to tell")
+
+
+def test_nothing_feasible_says_so_and_how_far_the_closest_is():
+    state, have = _run(3, limits=[Limit("latency", None, 0.05, 0.95)])
+    text = search_text(state, metric="cost", configurations=CONFIGS, units=UNITS, evaluated=8,
+                       simulations=sum(have.values()))
+    assert text.startswith("No configuration the search evaluated is shown to meet every "
+                           "service level (latency at most 0.05 s), so none is recommended. "
+                           "Closest to meeting them: pool 11, timeout 2.0 (dear), which misses "
+                           "latency by 0.0")
+    assert "s against at most 0.05 s)." in text
+
+
+def test_the_breaking_point_in_words():
+    plan = _search(1)
+    result = plan.result.named("arrival_rate", "wait_p95")
+    text = threshold_text(result, units={"wait_p95": "s"}, factor_unit="requests per second",
+                          points=len(plan.points))
+    plain, how = text.split("\n\n")
+    match = re.fullmatch(r"Wait p95 stays within 2 s up to arrival rate ([\d.]+) requests per "
+                         r"second \(([\d.]+)–([\d.]+), 95 %\)\.", plain)
+    assert match, plain
+    low, estimate, high = (float(match.group(i)) for i in (2, 1, 3))
+    assert low <= estimate <= high
+    assert low == pytest.approx(result.ci_low, abs=0.01)
+    assert how.startswith(f"Found by bisection on one-sided intervals with "
+                          f"{result.simulations:,} simulations at {len(plan.points)} values of "
+                          "arrival rate; the interval covers the breaking point with "
+                          "probability ≥ 0.95")
+    beyond = _search(2, mean=lambda x: 3.0 + x).result.named("arrival_rate", "wait_p95")
+    assert threshold_text(beyond, units={"wait_p95": "s"}).startswith(
+        "Wait p95 is already beyond 2 s at arrival rate 0.2")
+    within = _search(2, mean=lambda x: 0.5 + 0.1 * x).result.named("arrival_rate", "wait_p95")
+    assert "stays within 2 s up to arrival rate 1.95, the highest value searched" in \
+        threshold_text(within, units={"wait_p95": "s"})
+    servers = _search(8, mean=lambda c: 10.0 / c, sd=0.05, low=1, high=40, limit=1.05,
+                      tolerance=1, integer=True, increasing=False).result
+    assert threshold_text(servers.named("servers", "mean_wait"), units={"mean_wait": "min"}
+                          ).startswith("Mean wait stays within 1.05 min from servers 10 (95 %).")
+
+
+def _svg(data: bytes) -> ET.Element:
+    root = ET.fromstring(data.decode("utf-8"))
+    assert root.tag == f"{SVG}svg"
+    return root
+
+
+def _titles(root: ET.Element) -> list[str]:
+    return [t.text for t in root.iter(f"{SVG}title")]
+
+
+def test_the_threshold_chart_draws_every_point_the_limit_and_the_interval():
+    plan = _search(1)
+    root = _svg(threshold_chart(plan.points, plan.result, factor="arrival_rate",
+                                metric="wait_p95", limit=2.0, unit="s"))
+    titles = _titles(root)
+    assert len(titles) == len(plan.points)
+    for point, title in zip(plan.points, titles, strict=True):
+        assert title == f"arrival_rate {point.x:g}: {point.status}, {point.n} replications"
+    assert any(line.get("stroke-dasharray") for line in root.iter(f"{SVG}line"))  # the limit
+    band = [r for r in root.iter(f"{SVG}rect") if r.get("fill") == "#ddf4ff"]
+    assert len(band) == 1 and float(band[0].get("width")) > 0
+    text = "".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert "wait p95 (s)" in text and "breaking point (95 %)" in text
+    assert {p.status for p in plan.points} <= {WITHIN, BEYOND, UNCLEAR}
+
+
+def test_the_configurations_chart_marks_each_status_and_the_recommendation():
+    rng = np.random.default_rng(0)
+    configs = {f"k{i}": {"pool": int(rng.integers(1, 64)), "retries": ["none", "one", "two"][i % 3],
+                         "timeout": float(rng.uniform(0.1, 10))} for i in range(30)}
+    statuses = {k: (FEASIBLE if c["pool"] > 20 else INFEASIBLE if c["pool"] < 10 else UNDECIDED)
+                for k, c in configs.items()}
+    objective = {k: 50 + c["pool"] + rng.normal(0, 1) for k, c in configs.items()}
+    order = important_factors(configs, objective, ["timeout", "retries", "pool"])
+    assert order[0] == "pool"
+    root = _svg(configurations_chart(configs, statuses, x_factor=order[0], y_factor="retries",
+                                     recommended="k3"))
+    titles = _titles(root)
+    assert sorted(titles) == sorted(f"{k}: {s}" for k, s in statuses.items())
+    ring = [c for c in root.iter(f"{SVG}circle") if c.get("r") == "9"]
+    assert len(ring) == 1
+    labels = {t.text for t in root.iter(f"{SVG}text")}
+    assert {"none", "one", "two", "pool", "retries"} <= labels  # categories as tick labels
+
+
+def test_the_convergence_chart_steps_down_with_the_best_feasible_mean():
+    points = [(0, 90.0, FEASIBLE), (0, 80.0, INFEASIBLE), (1, 85.0, FEASIBLE),
+              (1, 95.0, UNDECIDED), (2, 88.0, FEASIBLE), (3, 70.0, FEASIBLE)]
+    root = _svg(convergence_chart(points, metric="cost", unit="$"))
+    path = [p for p in root.iter(f"{SVG}path") if p.get("stroke") == "#1f6fb4"]
+    assert len(path) == 1
+    heights = [float(y) for y in re.findall(r"[ML][\d.]+ ([\d.]+)H", path[0].get("d"))]
+    assert len(heights) == 4  # one step per round
+    assert heights[0] < heights[1] == heights[2] < heights[3]  # lower cost is lower on the page
