@@ -256,17 +256,32 @@ def new_model(name: str, directory: Path) -> None:
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="DuckDB file [default: SIMLAB_DUCKDB_PATH or data/simlab.duckdb].")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON objects, one a line.")
-def query(sql: str, db: Path | None, as_json: bool) -> None:
+@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="SECONDS",
+              help="Stop the query after this many seconds (all its statements); 0: no limit.")
+@click.option("--memory-limit", default="25%", show_default=True, metavar="SIZE",
+              help="DuckDB's memory limit for the query, e.g. 2GB or 50% (of the machine's "
+                   "memory); larger sorts and joins spill to disk.")
+def query(sql: str, db: Path | None, as_json: bool, timeout: float, memory_limit: str) -> None:
     """Run SQL read-only against the DuckDB file and print a table.
 
     Tables: experiments, configurations, replications, observations, series, summary,
     comparisons, precision, warmup, answers (each has an experiment column). Several statements
-    (separated by ';') print one table each, in order.
+    (separated by ';') print one table each, in order. The query runs under a time and a memory
+    limit (--timeout, --memory-limit).
     """
-    from simlab_pipelines.query import QueryFailed, query_statements  # DuckDB only: fast
+    from simlab_pipelines.query import (  # DuckDB only: fast
+        BadLimit,
+        Limits,
+        QueryFailed,
+        query_statements,
+    )
 
+    limits = Limits(timeout=timeout or None, memory_limit=memory_limit)
     try:
-        results = query_statements(sql, db or settings.duckdb_path())
+        results = query_statements(sql, db or settings.duckdb_path(), limits)
+    except BadLimit as exc:
+        raise click.BadParameter(str(exc), param_hint="'--memory-limit'") from None
     except (FileNotFoundError, QueryFailed) as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:

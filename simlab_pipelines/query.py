@@ -5,6 +5,10 @@ external access off: a query can neither change the database nor write or attach
 Statements are run one by one (each result is returned), in a helper thread so that Ctrl-C stops
 DuckDB at once.
 
+``simlab query`` runs under limits (``Limits``): a time limit (then DuckDB is interrupted) and a
+memory limit (DuckDB's own default is 80 % of the machine's memory, beside a sweep), with flags to
+change them.
+
 A file another process holds open for writing (a DuckDB shell, a notebook) cannot be opened at all
 meanwhile: ``DatabaseLocked`` says so in one line naming that process (DuckDB's lock error names
 its PID).
@@ -12,6 +16,7 @@ its PID).
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,15 +62,45 @@ def lock_conflict(message: str) -> str | None:
             "DuckDB shell, a notebook, a script), then run the command again")
 
 
-def _read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
+# simlab query's default limits: a query of the results is seconds; a quarter of the memory
+# leaves the rest to a sweep running beside it (DuckDB spills larger sorts and joins to disk).
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_MEMORY_LIMIT = "25%"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one ``simlab query`` may use: ``timeout`` seconds of wall time for all its
+    statements (None: no limit) and DuckDB's ``memory_limit`` ("2GB", "25%" of the memory)."""
+
+    timeout: float | None = DEFAULT_TIMEOUT
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+
+
+class QueryTimeout(QueryFailed):
+    """The query ran past its time limit and was stopped."""
+
+
+class BadLimit(ValueError):
+    """A limit DuckDB does not accept (the message says which and why)."""
+
+
+def _read_only(db_path: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     if not Path(db_path).exists():
         raise FileNotFoundError(f"no DuckDB file at {db_path}: run a sweep first "
                                 "(or set SIMLAB_DUCKDB_PATH)")
     # read_only stops writes to the file; no external access stops COPY ... TO and ATTACH from
     # writing other files (a query is a reader's tool, not a way to write to disk).
+    config: dict[str, str | bool] = {"enable_external_access": False}
+    if memory_limit is not None:
+        config["memory_limit"] = memory_limit
     try:
-        return duckdb.connect(str(db_path), read_only=True,
-                              config={"enable_external_access": False})
+        return duckdb.connect(str(db_path), read_only=True, config=config)
+    except (duckdb.ParserException, duckdb.InvalidInputException) as exc:
+        if memory_limit is None:
+            raise
+        raise BadLimit(f"{memory_limit!r} is not a size DuckDB accepts (e.g. 2GB, 500MiB, 25%): "
+                       f"{exc}") from None
     except duckdb.IOException as exc:
         held = lock_conflict(str(exc))
         if held is None:
@@ -94,14 +129,18 @@ class StatementResult:
     rows: list[tuple]
 
 
-def query_statements(sql: str, db_path: Path) -> list[StatementResult]:
-    """Run every statement of ``sql`` read-only, in order, and return each one's result.
+def query_statements(sql: str, db_path: Path, limits: Limits | None = None
+                     ) -> list[StatementResult]:
+    """Run every statement of ``sql`` read-only, in order, within ``limits`` (default
+    ``Limits()``), and return each one's result.
 
-    Raises ValueError when ``sql`` holds no statement, QueryFailed naming the statement that
-    failed, and KeyboardInterrupt on Ctrl-C (DuckDB is interrupted first, so it stops at once
-    instead of finishing the query).
+    Raises ValueError when ``sql`` holds no statement (BadLimit when the memory limit is not
+    a size), QueryFailed naming the statement that failed (QueryTimeout past the time limit), and
+    KeyboardInterrupt on Ctrl-C (DuckDB is interrupted first, so it stops at once instead of
+    finishing the query).
     """
-    con = _read_only(db_path)
+    limits = limits or Limits()
+    con = _read_only(db_path, limits.memory_limit)
     try:
         try:
             statements = con.extract_statements(sql)
@@ -122,18 +161,26 @@ def query_statements(sql: str, db_path: Path) -> list[StatementResult]:
                 except duckdb.Error as exc:
                     where = f" (statement {i} of {len(statements)}: {text})" \
                         if len(statements) > 1 else ""
-                    raise QueryFailed(f"query failed{where}: {exc}") from None
+                    reason = str(exc)
+                    if isinstance(exc, duckdb.OutOfMemoryException):  # the first line says it
+                        reason = (f"out of memory under the query's memory limit of "
+                                  f"{limits.memory_limit} (--memory-limit raises it): "
+                                  f"{reason.splitlines()[0]}")
+                    raise QueryFailed(f"query failed{where}: {reason}") from None
             return results
 
-        return _interruptible(con, run)
+        return _interruptible(con, run, limits.timeout)
     finally:
         con.close()
 
 
-def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T],
+                   timeout: float | None = None) -> T:
     """``work()`` in a helper thread, so that Ctrl-C reaches this (main) thread at once: DuckDB
-    holds the main thread in C and would notice the signal only much later, if at all."""
+    holds the main thread in C and would notice the signal only much later, if at all. Past
+    ``timeout`` seconds DuckDB is interrupted and QueryTimeout raised."""
     done, out = threading.Event(), {}
+    deadline = None if timeout is None else time.monotonic() + timeout
 
     def target() -> None:
         try:
@@ -146,7 +193,11 @@ def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
     threading.Thread(target=target, name="simlab-query", daemon=True).start()
     try:
         while not done.wait(0.1):
-            pass
+            if deadline is not None and time.monotonic() > deadline:
+                con.interrupt()
+                done.wait(10)
+                raise QueryTimeout(f"query stopped after {timeout:g} s, its time limit "
+                                   "(--timeout SECONDS changes it; 0: no limit)")
     except KeyboardInterrupt:
         con.interrupt()
         done.wait(10)

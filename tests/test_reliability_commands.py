@@ -5,23 +5,27 @@
 - A DuckDB file held open for writing by another process (a DuckDB shell, a notebook):
   `simlab query` and a sweep's summary say so in one line naming the holder's PID, with no
   traceback and no false "summary rebuilt"; once it is closed, the same commands work.
-- `simlab query` runs under a time and a memory limit (defaults, flags to change them).
+- `simlab query` runs under a time and a memory limit (defaults, flags to change them): a
+  runaway query stops at its time limit, one that needs more memory fails saying which limit.
 
 Every command here is a real `simlab` process (or the CLI in-process where only its output
 matters) on a real SQLite instance and DuckDB file, with real signals.
 """
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from click.testing import CliRunner
 from dagster._core.events import DagsterEventType
 from lab import sweep
@@ -35,6 +39,7 @@ from test_reliability_runs import (
     _wait_for,
 )
 
+from simlab_pipelines import query
 from simlab_pipelines.cli import main
 
 # Loaded by the sweep's interpreter at start-up (sitecustomize on PYTHONPATH): it widens the two
@@ -163,3 +168,46 @@ def test_a_duckdb_file_held_by_another_writer_is_named_in_one_line(lab):
     done = _query(db, "--json", "SELECT question FROM experiments")
     assert done.returncode == 0, done.stderr
     assert "Does one more server" in done.stdout
+
+
+def test_query_runs_under_a_time_and_a_memory_limit(tmp_path):
+    db = tmp_path / "simlab.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE summary AS SELECT 1 AS n")
+    # A query of about a minute on one thread, stopped at its time limit: one line, exit 1.
+    started = time.monotonic()
+    done = _query(db, "--timeout", "1", "SET threads = 1; SELECT count(*) FROM range(100000000000)")
+    assert time.monotonic() - started < 15  # start-up on a loaded machine, and 1 s
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: query stopped after 1 s, its time limit (--timeout SECONDS " \
+                          "changes it; 0: no limit)\n"
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["query", "--db", str(db), *args])
+
+    # The default memory limit is a quarter of the memory (DuckDB's own: 80 %), and the flag's.
+    def setting(limit: str) -> str:  # as DuckDB shows it
+        with duckdb.connect(config={"memory_limit": limit}) as con:
+            return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    shown = "SELECT current_setting('memory_limit') AS m"
+    assert json.loads(run("--json", shown).stdout) == {"m": setting(query.DEFAULT_MEMORY_LIMIT)}
+    assert setting(query.DEFAULT_MEMORY_LIMIT) != setting("80%")  # not DuckDB's default
+    assert json.loads(run("--json", "--memory-limit", "1GB", shown).stdout) == {
+        "m": setting("1GB")}
+    # An 80 MB list under 20 MB: refused, saying which limit and how to raise it.
+    big = "SELECT len(list(i)) AS n FROM range(10000000) t(i)"
+    refused = run("--memory-limit", "20MB", big)
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("Error: query failed: out of memory under the query's "
+                                     "memory limit of 20MB (--memory-limit raises it): ")
+    assert refused.stderr.count("\n") == 1
+    assert json.loads(run("--json", "--memory-limit", "1GB", big).stdout) == {"n": 10_000_000}
+    bad = run("--memory-limit", "12", "SELECT 1")
+    assert bad.exit_code == 2 and "Invalid value for '--memory-limit': '12' is not a size" \
+        in bad.stderr
+    # Documented in --help, with the defaults the code uses.
+    usage = " ".join(run("--help").stdout.split())
+    assert f"--timeout SECONDS Stop the query after this many seconds (all its statements); 0: " \
+           f"no limit. [default: {query.DEFAULT_TIMEOUT}; x>=0]" in usage
+    assert f"[default: {query.DEFAULT_MEMORY_LIMIT}]" in usage
