@@ -149,3 +149,30 @@ def test_replication_arrays_index_values_by_replication():
     arrays = replication_arrays(frame, ["cost"])
     assert arrays["a"]["cost"][[0, 2]].tolist() == [1.0, 3.0]
     assert math.isnan(arrays["a"]["cost"][1]) and arrays["b"]["cost"].tolist() == [4.0]
+
+
+def test_one_candidate_is_checked_again_on_fresh_replications_and_maximising_works():
+    rng = np.random.default_rng(2)
+    full = {"only": {"profit": 10 + rng.normal(0, 1, 40), "latency": 0.1 + rng.normal(0, .01, 40)},
+            "bad": {"profit": 20 + rng.normal(0, 1, 40), "latency": 0.5 + rng.normal(0, .01, 40)}}
+    have = dict.fromkeys(full, 10)
+    for _ in range(3):
+        values = {k: {m: v[:have[k]] for m, v in full[k].items()} for k in full}
+        state = clean_up(values, objective="profit", minimize=False, indifference_zone=1.0,
+                         limits=LIMITS, confidence=0.95, first_stage=10, max_replications=40)
+        if state.done:
+            break
+        have.update(state.targets)
+    assert state.stage == DONE and state.candidates == ("only",) and state.selection is None
+    assert have == {"only": 20, "bad": 10} and state.recommended == "only"
+    assert state.intervals["only"].n == 10  # the fresh replications only
+
+
+def test_a_second_stage_cut_at_max_replications_is_flagged():
+    rng = np.random.default_rng(4)
+    full = {k: {"cost": m + rng.normal(0, 10, 60), "latency": np.full(60, 0.1)}
+            for k, m in (("a", 80.0), ("b", 80.5), ("c", 81.0))}
+    values = {k: {m: v[:20] for m, v in full[k].items()} for k in full}
+    state = clean_up(values, objective="cost", minimize=True, indifference_zone=0.5,
+                     limits=LIMITS, confidence=0.95, first_stage=10, max_replications=60)
+    assert state.stage == SECOND and state.capped and set(state.targets.values()) == {60}
