@@ -64,7 +64,19 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
                         configurations={c.key: c.varying for c in result.configurations},
                         roles=report_roles(spec.baseline_key, stats.recommendation,
                                            stats.subset.best if stats.subset else None),
-                        sections_before=factors)
+                        sections_before=factors + _constraints(
+                            stats, spec, {c.key: c.varying for c in result.configurations}))
+
+
+def _constraints(stats, spec, configurations: dict) -> list[tuple[str, str]]:
+    """The constraints' section (with ``constraints``): each configuration's status on each."""
+    if stats.feasibility is None:
+        return []
+    from simlab_pipelines.analysis.search_answer import constraints_section
+
+    recommended = stats.recommendation.choice if stats.recommendation else None
+    return [constraints_section(stats.feasibility, units=spec.units(),
+                                configurations=configurations, recommended=recommended)]
 
 
 def _recorded_spec(data: dict, name: str):

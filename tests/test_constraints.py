@@ -11,6 +11,7 @@ fails 1 run in 1,000.
 """
 
 import math
+import re
 from pathlib import Path
 
 import duckdb
@@ -231,3 +232,14 @@ def test_a_sweep_stores_each_configurations_status_and_recommends_a_feasible_one
     assert statuses["servers-2", "mean_wait"] == FEASIBLE
     assert recommended == "servers-2"
     assert "It meets every constraint: mean wait" in answer
+    # the report has a section with every configuration's status on every constraint
+    report = lab / "report.html"
+    result = CliRunner().invoke(main, ["report", "tiny_mmck", "-o", str(report)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page = report.read_text()
+    section = page[page.index('<h2 id="constraints">Constraints</h2>'):]
+    rows = re.findall(r"<tr><td class=text>([^<]*)</td><td class=text>([^<]*)</td>", section)
+    assert rows[:2] == [("servers 2 (servers-2)", "feasible"),
+                        ("servers 1 (servers-1)", "infeasible")]
+    assert "mean wait (at most 1 time units)" in section

@@ -422,5 +422,41 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
     return plain + "\n\n" + " ".join(how)
 
 
-__all__ = ["constraint_clause", "constraints_text", "first_words", "limit_text", "miss_clause",
+def constraints_section(result: Feasibility, *, units: Mapping[str, str] | None = None,
+                        configurations: Mapping[str, Mapping[str, Any]] | None = None,
+                        recommended: str | None = None) -> tuple[str, str]:
+    """The report's section on the constraints: (heading, HTML) with one row per configuration
+    (recommended first, then feasible, undecided, infeasible) and one column per constraint
+    (the mean with the one-sided bound it was judged by, and the status)."""
+    import html
+
+    from simlab_pipelines.analysis.report import html_table
+
+    units = dict(units or {})
+    order = {FEASIBLE: 1, UNDECIDED: 2, INFEASIBLE: 3}
+    overall = result.overall
+    keys = sorted(result.statuses, key=lambda k: (k != recommended, order[overall[k]], k))
+    columns: dict[str, list[str]] = {"configuration": [_label(k, configurations) for k in keys],
+                                     "status": [overall[k] for k in keys]}
+    for i, limit in enumerate(result.limits):
+        unit = units.get(limit.metric)
+        name = f"{humanise(limit.metric)} ({limit_text(limit, unit)})"
+        cells = []
+        for key in keys:
+            st = result.statuses[key][i]
+            bound = st.ci_high if limit.max is not None else st.ci_low
+            cells.append(f"{format_quantity(st.mean, math.nan, unit)} "
+                         f"(bound {format_quantity(bound, math.nan, unit)}): {st.status}")
+        columns[name] = cells
+    levels = " / ".join(sorted({percent(lim.confidence) for lim in result.limits}))
+    text = (f"<p>{html.escape(f'Each limit is judged by a one-sided bound at {levels} confidence')}"
+            + (html.escape(f", simultaneously for the {result.simultaneous} configurations "
+                           "(Bonferroni)") if result.simultaneous > 1 else "")
+            + html.escape(": feasible when the bound is within the limit, infeasible when the "
+                          "opposite bound is beyond it, undecided otherwise. Only feasible "
+                          "configurations are recommended.") + "</p>")
+    return "Constraints", text + html_table(pl.DataFrame(columns), drop_constant=False)
+
+
+__all__ = ["constraint_clause", "constraints_section", "constraints_text", "first_words", "limit_text", "miss_clause",
            "percent", "search_text", "threshold_text"]
