@@ -3,8 +3,14 @@
 ``run_task`` is what a pool worker does for one partition: simulate inside a ``simlab.simulation``
 span (child of the run's batch span, whose W3C traceparent travels with the task), then write the
 replication file. ``execute`` drives a whole batch from the run process and yields one
-``AssetMaterialization`` per successful partition, as results arrive. A simulation that raises fails
-only its own partition.
+``Outcome`` per partition, as results arrive. A simulation that raises fails only its own partition.
+
+A worker that dies (a plug-in calling ``os._exit``, a segfault in native code, the OOM killer)
+breaks a ``ProcessPoolExecutor`` for good. Workers mark each partition they start and finish on a
+``Board`` (one int64 per task in a file both sides map: two stores per partition, nothing for the
+run process to read unless a worker dies). When the pool breaks, the partitions that were running
+in a worker that died on its own (not one the pool then stopped) fail, named with its exit status
+or signal; the other unfinished ones run again on a new pool, in the same batch.
 
 A pool lives as long as the step that made it: every process it started (workers) is gone when the
 step ends, so a run process (``dagster api execute_run``, a run pod, a run of ``dagster dev``) exits
@@ -16,10 +22,14 @@ workers: the step in progress fails (not retried) within moments.
 import functools
 import hashlib
 import json
+import mmap
 import multiprocessing
+import os
 import signal
+import tempfile
 import threading
 import traceback
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -114,9 +124,52 @@ def run_task(task: Task) -> Outcome:
     return Outcome(task, row, path, identity=identity)
 
 
-def run_tasks(tasks: Sequence[Task]) -> list[Outcome]:
-    """Several partitions in one pool task (each as ``run_task``: its own span, file, error)."""
-    return [run_task(task) for task in tasks]
+def run_tasks(tasks: Sequence[Task], board: str | None = None,
+              indexes: Sequence[int] = ()) -> list[Outcome]:
+    """Several partitions in one pool task (each as ``run_task``: its own span, file, error),
+    each marked started and done on the ``board`` (a ``Board``'s path) at its index."""
+    if board is None:
+        return [run_task(task) for task in tasks]
+    marks, pid = _board_view(board), os.getpid()
+    outcomes = []
+    for task, index in zip(tasks, indexes, strict=True):
+        marks[index] = pid
+        outcomes.append(run_task(task))
+        marks[index] = -pid
+    return outcomes
+
+
+class Board:
+    """Which pool worker runs which of a batch's tasks: one int64 per task in a small file that
+    the run process and the workers map: 0 not started, ``pid`` while worker ``pid`` runs it,
+    ``-pid`` once it is done. Read only when a worker dies."""
+
+    def __init__(self, size: int) -> None:
+        self.path = os.path.join(tempfile.gettempdir(), f"simlab-board-{uuid.uuid4().hex}")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, 8 * max(1, size))
+            self._map = mmap.mmap(fd, 8 * max(1, size))
+        finally:
+            os.close(fd)
+        self.marks = memoryview(self._map).cast("q")
+
+    def clear(self, indexes: Sequence[int]) -> None:
+        for index in indexes:
+            self.marks[index] = 0
+
+    def close(self) -> None:
+        self.marks.release()
+        self._map.close()
+        with suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@functools.lru_cache(maxsize=4)
+def _board_view(path: str) -> memoryview:
+    # A worker maps a batch's board once (its name is unique; the file is gone after the batch).
+    with open(path, "r+b") as file:
+        return memoryview(mmap.mmap(file.fileno(), 0)).cast("q")
 
 
 def chunk_size(tasks: int, workers: int) -> int:
@@ -257,44 +310,94 @@ def _interrupted(tasks_done: int, total: int) -> Exception:
 
 
 def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
-    """Run ``tasks``, yielding outcomes as they complete; in-process when one worker suffices."""
+    """Run ``tasks``, yielding one outcome each as they complete; in-process when one worker
+    suffices. A pool worker that dies fails only the partitions it was running (see the module's
+    docstring); the others are run again on a new pool."""
     workers = max(1, min(workers, len(tasks)))
-    done = 0
     if workers == 1:
-        telemetry.configure_tracing()
-        for task in tasks:
-            if _CANCELLED.is_set():
-                raise _interrupted(done, len(tasks))
-            yield run_task(task)
-            done += 1
+        yield from _execute_in_process(tasks)
         return
     if _CANCELLED.is_set():
         raise _interrupted(0, len(tasks))
+    board = Board(len(tasks))
+    try:
+        todo = list(range(len(tasks)))
+        blind = 0  # pool breaks in a row that no partition running in a dead worker explains
+        while todo:
+            board.clear(todo)
+            received: set[int] = set()
+            casualties: list[int] = []
+            for index, outcome in _pool_round(tasks, todo, workers, board, casualties):
+                received.add(index)
+                yield outcome
+            todo = [i for i in todo if i not in received]
+            blind = 0 if casualties or not todo else blind + 1
+            if blind > MAX_UNEXPLAINED_BREAKS:
+                for index in todo:
+                    yield Outcome(tasks[index], None, None, _NOT_RUN)
+                return
+    finally:
+        board.close()
+
+
+# Pool breaks in a row with no partition running in the dead worker (it died between two, or in
+# its initializer) after which the remaining partitions are failed rather than tried again.
+MAX_UNEXPLAINED_BREAKS = 2
+_NOT_RUN = ("WorkerDied: not run: pool workers kept dying outside any simulation; the next "
+            "sweep runs it again")
+
+
+def _execute_in_process(tasks: Sequence[Task]) -> Iterator[Outcome]:
+    telemetry.configure_tracing()
+    for done, task in enumerate(tasks):
+        if _CANCELLED.is_set():
+            raise _interrupted(done, len(tasks))
+        yield run_task(task)
+
+
+def _pool_round(tasks: Sequence[Task], todo: Sequence[int], workers: int, board: Board,
+                casualties: list[int]) -> Iterator[tuple[int, Outcome]]:
+    """Run ``tasks[i]`` for ``i`` in ``todo`` on the pool, yielding ``(i, outcome)``. If a worker
+    dies, yield what had arrived and a failure for each partition it was running (their indexes
+    also in ``casualties``), drop the pool and return: the caller runs the rest again."""
     key, pool = _pool(workers)
-    futures: list[Future] = []
+    processes = getattr(pool, "_processes", None)  # the pool's own dict, filled as it goes
+    if processes is None:
+        processes = {}
+    chunks: dict[Future, list[int]] = {}
+    received = 0
     broken = finished = False
     try:
-        size = chunk_size(len(tasks), workers)
-        futures = [pool.submit(run_tasks, tasks[i:i + size]) for i in range(0, len(tasks), size)]
+        size = chunk_size(len(todo), workers)
+        for start in range(0, len(todo), size):
+            indexes = list(todo[start:start + size])
+            chunk = [tasks[i] for i in indexes]
+            chunks[pool.submit(run_tasks, chunk, board.path, indexes)] = indexes
         _queued()
-        for future in as_completed(futures):
-            for outcome in future.result():
-                yield outcome
-                done += 1
+        for future in as_completed(chunks):
+            for index, outcome in zip(chunks[future], future.result(), strict=True):
+                yield index, outcome
+                received += 1
+            del chunks[future]  # (as_completed iterates its own copy)
         finished = True
-    except BrokenProcessPool as exc:
-        # A worker died (killed, out of memory): this pool is unusable. Drop it so that the
-        # step's retry, and the sweep's next run, start a fresh one.
+    except BrokenProcessPool:
+        # A worker died: this pool is unusable. Drop it so that the next round, and the sweep's
+        # next run, start a fresh one.
         broken = True
+        manager = getattr(pool, "_executor_manager_thread", None)  # (shutdown forgets it)
         _drop(key, pool, wait=False)
         if _CANCELLED.is_set():
-            raise _interrupted(done, len(tasks)) from None
-        raise WorkerDied(f"a pool worker died during the batch ({exc}); the unfinished "
-                         "partitions are run again on a new pool when the step is retried") from exc
+            raise _interrupted(len(tasks) - len(todo) + received, len(tasks)) from None
+        for future, indexes in chunks.items():  # results that arrived with the break
+            if future.done() and not future.cancelled() and future.exception() is None:
+                yield from zip(indexes, future.result(), strict=True)
+        for index, outcome in _casualties(tasks, todo, board, manager, processes):
+            casualties.append(index)
+            yield index, outcome
     finally:
-        for future in futures:
+        for future in chunks:
             future.cancel()
-        if not finished and not broken and any(f.running() for f in futures):
+        if not finished and not broken and any(f.running() for f in chunks):
             # The step was interrupted (SIGTERM of a run pod, a failure further up): simulations
             # still running would hold the step, and the pool, until they end.
             _drop(key, pool, wait=False)
@@ -306,6 +409,33 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
             _drop(key, pool, wait=True)
 
 
-class WorkerDied(RuntimeError):
-    """A pool worker process died; the batch can be retried on a new pool."""
+def _casualties(tasks: Sequence[Task], todo: Sequence[int], board: Board,
+                manager: threading.Thread | None, processes: dict[int, Any]
+                ) -> Iterator[tuple[int, Outcome]]:
+    """A failed outcome for each partition that was running in a worker that died on its own."""
+    # The pool's manager thread stops the other workers (SIGTERM) and joins them all: then
+    # every worker's exit status is known.
+    if manager is not None:
+        manager.join(timeout=60)
+    codes = {pid: process.exitcode for pid, process in list(processes.items())}
+    for index in todo:
+        pid = board.marks[index]
+        code = codes.get(pid) if pid > 0 else None
+        if code is None or code == -signal.SIGTERM:
+            continue  # not started, done (its outcome lost with the pool), or stopped by the pool
+        yield index, Outcome(tasks[index], None, None,
+                             f"WorkerDied: {_death(pid, code)} while simulating this partition")
 
+
+def _death(pid: int, code: int) -> str:
+    """How a pool worker ended, from its exit code."""
+    if code >= 0:
+        return f"its pool worker (pid {pid}) exited with status {code} (os._exit or sys.exit?)"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    why = {"SIGSEGV": ": a crash in native code", "SIGBUS": ": a crash in native code",
+           "SIGABRT": ": aborted (a failed assertion in native code?)",
+           "SIGKILL": " (out of memory?)"}.get(name, "")
+    return f"its pool worker (pid {pid}) was killed by signal {-code} ({name}){why}"

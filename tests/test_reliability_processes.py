@@ -1,0 +1,92 @@
+"""Faults of the processes a sweep starts, as they happen in life, then the ordinary command works.
+
+- A plug-in that calls ``os._exit`` in one partition and segfaults in another, swept by a real
+  `simlab sweep` on 2 pool workers: those two partitions fail, each named with its worker's exit
+  status or signal; every other partition lands (the whole run failed, "0 of the 12 partitions
+  run landed", and every later sweep did the same). The next sweep runs only the two.
+"""
+
+import re
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import yaml
+from dagster._core.events import DagsterEventType
+from test_reliability_runs import _finish, _session_processes, _start, _wait_for
+
+CRASHY = textwrap.dedent('''
+    """A plug-in that kills its own process in two partitions while the file CRASH exists."""
+    import ctypes, os
+    from pathlib import Path
+    from engine import Model, ModelRun, Parameter
+
+    CRASH = Path(__file__).with_name("CRASH")
+
+
+    def run(params, streams, warmup, horizon, series_interval=None):
+        replication = streams.spawn_key[0]
+        if CRASH.exists() and (params["x"], replication) == (1, 2):
+            os._exit(3)
+        if CRASH.exists() and (params["x"], replication) == (2, 4):
+            ctypes.string_at(0)  # a segfault, as a broken C extension has
+        return ModelRun({"mean_y": streams["y"].uniform() + params["x"]}, 1)
+
+
+    MODEL = Model(name="crashy", description="crashes on demand",
+                  parameters=(Parameter("x", int, "a factor", default=1),),
+                  metrics={"mean_y": "a uniform plus x"}, run=run, default_horizon=1.0,
+                  default_warmup=0.0, version="1")
+''')
+
+
+def _landed(lab: Path, experiment: str) -> set[str]:
+    with duckdb.connect(str(lab / "data" / "simlab.duckdb"), read_only=True) as con:
+        return {f"{c}|{r}" for c, r in con.execute(
+            "SELECT config_key, replication FROM replications WHERE experiment = ?",
+            [experiment]).fetchall()}
+
+
+def _failure_reasons(instance) -> dict[str, str]:
+    """Every failed partition's reason, from the failed runs' step failures (their metadata)."""
+    reasons = {}
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
+        for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
+            data = record.dagster_event.step_failure_data.user_failure_data
+            reasons.update(data.metadata["errors"].value)
+    return reasons
+
+
+def test_a_crashing_partition_fails_alone_and_the_next_sweep_runs_only_it(lab):
+    experiments = lab / "experiments"
+    (experiments / "crashy_model.py").write_text(CRASHY)
+    (experiments / "CRASH").touch()
+    path = experiments / "crashy.yaml"
+    path.write_text(yaml.safe_dump({"name": "crashy", "model": "crashy_model:MODEL", "seed": 3,
+                                    "replications": 6, "factors": {"x": [1, 2]}}))
+    sweep = _start(path, name="crashing")
+    code, out, err = _finish(sweep)
+    assert code == 1, out + err
+    assert "10 of the 12 partitions run landed (4 run(s)); 2 of 12 wanted are still missing." \
+        in out, out + err
+    assert "x-1|2" in err and "x-2|4" in err and "WorkerDied" in err and "Traceback" not in err
+    reasons = _failure_reasons(dg.DagsterInstance.get())
+    assert set(reasons) == {"x-1|2", "x-2|4"}, reasons
+    assert re.fullmatch(r"WorkerDied: its pool worker \(pid \d+\) exited with status 3 "
+                        r"\(os\._exit or sys\.exit\?\) while simulating this partition",
+                        reasons["x-1|2"])
+    assert re.fullmatch(r"WorkerDied: its pool worker \(pid \d+\) was killed by signal 11 "
+                        r"\(SIGSEGV\): a crash in native code while simulating this partition",
+                        reasons["x-2|4"])
+    landed = _landed(lab, "crashy")
+    assert len(landed) == 10 and not landed & {"x-1|2", "x-2|4"}
+    _wait_for(lambda: not _session_processes(sweep.pid), "the sweep's processes to end", 10)
+
+    # Fixed (or a transient crash): the next sweep runs exactly the two.
+    (experiments / "CRASH").unlink()
+    sweep = _start(path, name="fixed")
+    code, out, err = _finish(sweep)
+    assert code == 0, out + err
+    assert "crashy: ran 2 partitions in 2 run(s); 12 wanted in all." in out
+    assert len(_landed(lab, "crashy")) == 12
