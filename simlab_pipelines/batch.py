@@ -19,6 +19,7 @@ with its run. ``simlab sweep`` runs many runs in one process and keeps one pool 
 workers: the step in progress fails (not retried) within moments.
 """
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -38,10 +39,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import polars as pl
+
 import engine
 from engine.registry import ModelRef
 from simlab_pipelines import simulate, telemetry
-from simlab_pipelines.storage import ResultStore, replication_row
+from simlab_pipelines.storage import (
+    SCHEMA_COLUMNS,
+    CorruptResultFile,
+    ResultStore,
+    replication_row,
+    stem,
+)
 
 
 @dataclass(frozen=True)
@@ -70,11 +79,19 @@ class Task:
     timeout_seconds: float | None = None
     # A plug-in or command-line simulator: how the worker finds it (None: ``model`` is the name).
     model_ref: ModelRef | None = None
+    # A block partition holds replications ``replication`` .. ``last_replication`` (None: one).
+    last_replication: int | None = None
+
+    @property
+    def last(self) -> int:
+        return self.replication if self.last_replication is None else self.last_replication
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker reports back: the stored row, or the error."""
+    """What a worker reports back: the stored row, or the error. A block's outcome has all its
+    rows in ``rows`` (``row`` is the first), and ``error`` names its failed replications, whose
+    (replication, error) are in ``failed``: its file holds the others."""
 
     task: Task
     row: dict[str, Any] | None
@@ -85,6 +102,14 @@ class Outcome:
     # The written file's (size, mtime_ns, inode) on a local disk (None in an object store): lets
     # the summary's manifest trust ``row`` without reading the file back (manifest.record_run).
     identity: tuple[int, int, int] | None = None
+    rows: tuple[dict[str, Any], ...] = ()
+    failed: tuple[tuple[int, str], ...] = ()
+    simulated: int = 1  # simulations run for it (a re-run block runs only what it lacks)
+
+    @property
+    def all_rows(self) -> tuple[dict[str, Any], ...]:
+        """Every row its file holds (a block's, or the one row)."""
+        return self.rows or ((self.row,) if self.row is not None else ())
 
 
 @functools.lru_cache(maxsize=8)
@@ -92,8 +117,10 @@ def _store(uri: str) -> ResultStore:
     return ResultStore(uri)
 
 
-def run_task(task: Task) -> Outcome:
-    """Simulate one partition and write its replication file (runs in a pool worker)."""
+def _simulate_one(task: Task) -> tuple[dict[str, Any] | None, str | None, str | None,
+                                        str | None]:
+    """One simulation, replication ``task.replication``, in its own span: (row, None, None,
+    trace id) or (None, error, traceback, trace id)."""
     started_at = datetime.now(UTC)
     attributes = telemetry.simulation_attributes(
         experiment=task.experiment, config_key=task.config_key, replication=task.replication,
@@ -111,17 +138,80 @@ def run_task(task: Task) -> Outcome:
             span.warmup_end(result.warmup)
             span.run_end(result.warmup + result.horizon, result.events)
     except Exception as exc:
-        return Outcome(task, None, None, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
-                       span.trace_id if span is not None else None)
+        return (None, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                span.trace_id if span is not None else None)
     row = replication_row(
         experiment=task.experiment, config_key=task.config_key, partition_key=task.partition_key,
         result=result.to_dict(), code_version=task.code_version, run_id=task.run_id,
         trace_id=span.trace_id, span_id=span.span_id, started_at=started_at,
         inputs_hash=task.inputs_hash,
     )
+    return row, None, None, span.trace_id
+
+
+def run_task(task: Task) -> Outcome:
+    """Simulate one partition and write its replication file (runs in a pool worker): one
+    replication, or a block's (``run_block``)."""
+    if task.last != task.replication:
+        return run_block(task)
+    row, error, trace, trace_id = _simulate_one(task)
+    if row is None:
+        return Outcome(task, None, None, error, trace, trace_id)
     # A storage error is not the simulation's fault: it propagates, and the step is retried.
     path, identity = _store(task.results_uri).write_identified(row)
     return Outcome(task, row, path, identity=identity)
+
+
+def _kept_rows(store: ResultStore, task: Task, name: str) -> dict[int, dict[str, Any]]:
+    """The rows a previous attempt at this block left in its file that still hold (made from
+    the task's inputs): a re-run simulates only the others."""
+    try:
+        frame = store.read(task.experiment, task.config_key, name)
+    except CorruptResultFile:  # overwritten below with what this attempt simulates
+        return {}
+    if frame is None or "inputs_hash" not in frame.columns:
+        return {}
+    frame = frame.filter((pl.col("inputs_hash") == task.inputs_hash)
+                         & pl.col("replication").is_between(task.replication, task.last))
+    return {int(row["replication"]): {k: v for k, v in row.items() if k in SCHEMA_COLUMNS}
+            for row in frame.to_dicts()}
+
+
+def run_block(task: Task) -> Outcome:
+    """Replications ``task.replication`` .. ``task.last`` of one configuration, each in its own
+    span with its own seed, spawn key and row (as if each were its own partition), written as
+    one file. A replication that fails does not stop the others: the file holds every row that
+    succeeded, and the outcome names the failed ones."""
+    store = _store(task.results_uri)
+    name = stem(task.replication, task.last)
+    rows = _kept_rows(store, task, name)
+    failed: list[tuple[int, str]] = []
+    first_failure: tuple[str | None, str | None] = (None, None)
+    simulated = 0
+    for replication in range(task.replication, task.last + 1):
+        if replication in rows:
+            continue
+        simulated += 1
+        row, error, trace, trace_id = _simulate_one(dataclasses.replace(
+            task, replication=replication, last_replication=None))
+        if row is None:
+            failed.append((replication, error or "failed"))
+            if first_failure[0] is None:
+                first_failure = (trace, trace_id)
+            continue
+        rows[replication] = row
+    ordered = tuple(rows[r] for r in sorted(rows))
+    path = identity = None
+    if ordered:  # also when nothing was simulated: the file then holds the same rows again
+        path, identity = store.write_rows(ordered, name)
+    error = None
+    if failed:
+        error = "; ".join(f"replication {r}: {why}" for r, why in failed[:5]) + (
+            f" (and {len(failed) - 5} more)" if len(failed) > 5 else "")
+        error = f"{len(failed)} of {task.last - task.replication + 1} replications failed: " + error
+    return Outcome(task, ordered[0] if ordered else None, path, error, first_failure[0],
+                   first_failure[1], identity, rows=ordered, failed=tuple(failed),
+                   simulated=simulated)
 
 
 def run_tasks(tasks: Sequence[Task], board: str | None = None,
@@ -181,11 +271,14 @@ def chunk_size(tasks: int, workers: int) -> int:
     return max(1, min(8, tasks // (workers * 4)))
 
 
-def data_version(row: dict[str, Any]) -> str:
-    """A content hash of a replication: identical inputs and engine give the same version."""
-    content = {k: row[k] for k in ("params", "seed_entropy", "spawn_key", "horizon", "warmup",
-                                    "engine_version", "metrics")}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
+def data_version(row: dict[str, Any] | Sequence[dict[str, Any]]) -> str:
+    """A content hash of a replication (or of a block's, in order): identical inputs and engine
+    give the same version."""
+    rows = [row] if isinstance(row, dict) else list(row)
+    content = [{k: r[k] for k in ("params", "seed_entropy", "spawn_key", "horizon", "warmup",
+                                  "engine_version", "metrics")} for r in rows]
+    payload = content[0] if isinstance(row, dict) else content
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
 # The pools of this process, by worker count and OTEL_* settings; forkserver, because forking a

@@ -3,8 +3,9 @@ each file's identity, so a build or a sequential round reads only the files that
 
 The manifest is one Parquet file per experiment, ``<results>/<experiment>/.simlab-manifest.parquet``
 (beside the configuration directories, which the listing of result files skips: it is not a
-directory). It holds every row read so far plus three columns naming the file it came from:
-its size, modification time (ns) and inode. A replication file is written to a temporary name and
+directory). It holds every row read so far plus four columns naming the file it came from: its
+stem (``7``, or ``0-9`` for a block of replications, storage.py), size, modification time (ns)
+and inode. A replication file is written to a temporary name and
 renamed over the old one, so a re-run, a repaired file or one written by another process always
 gets a new inode: a row is reused only while its file is the very file it was read from. Rows of
 files that are gone are dropped; files that fail to read are left to ``read`` (the summary moves
@@ -49,20 +50,28 @@ MANIFEST_NAME = ".simlab-manifest.parquet"
 LOCK_NAME = ".simlab-manifest.lock"
 RUNS_DIR = ".simlab-runs"  # hidden: the listing of result files skips it
 # Bump when the rows' meaning changes (columns of the replication files): old manifests are ignored.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: rows name their file (``_file``): a block file holds several
 # A temporary file this old was left by a killed writer (a live one renames it within moments).
 STALE_TEMPORARY_SECONDS = 3600
 _IDENTITY = ["_file_size", "_file_mtime_ns", "_file_inode"]
-_KEYS = ["config_key", "replication"]
+_KEYS = ["config_key", "replication"]  # a row
+_FILE = ["config_key", "_file"]  # a file: its configuration's directory and stem
 
-Key = tuple[str, int]
+Key = tuple[str, str]  # a file: (config_key, stem)
 
 
 class Recorded(Protocol):
     """What ``record_run`` needs of a run's outcome (``batch.Outcome``)."""
 
-    row: dict[str, Any] | None
+    path: str | None
     identity: tuple[int, int, int] | None
+
+    @property
+    def all_rows(self) -> Sequence[dict[str, Any]]: ...
+
+
+def _stem(path: str) -> str:
+    return os.path.basename(path)[: -len(".parquet")]
 
 
 def manifest_path(root: str, experiment: str) -> str:
@@ -83,18 +92,18 @@ def record_run(store: ResultStore | str, experiment: str, run_id: str,
         if not store.is_local:
             return None
         store = store.root
-    recorded = [(o.row, o.identity) for o in outcomes
-                if o.row is not None and o.identity is not None]
+    recorded = [(row, _stem(o.path), o.identity) for o in outcomes
+                if o.path is not None and o.identity is not None for row in o.all_rows]
     if not recorded:
         return None
     directory = runs_directory(store, experiment)
     # Unique even when a step is retried within the same run: no fragment replaces another.
     name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', run_id)}-{uuid.uuid4().hex[:12]}.parquet"
     try:
-        identities = [identity for _, identity in recorded]
-        frame = rows_frame([row for row, _ in recorded]).with_columns(
-            pl.Series(column, [i[n] for i in identities], dtype=pl.Int64)
-            for n, column in enumerate(_IDENTITY))
+        frame = rows_frame([row for row, _, _ in recorded]).with_columns(
+            pl.Series("_file", [stem for _, stem, _ in recorded], dtype=pl.String),
+            *(pl.Series(column, [i[n] for _, _, i in recorded], dtype=pl.Int64)
+              for n, column in enumerate(_IDENTITY)))
         os.makedirs(directory, exist_ok=True)
         return _write(frame, directory, name, ".tmp-run-")
     except Exception as exc:  # a cache: never the run's failure
@@ -134,15 +143,20 @@ def _valid(frame: pl.DataFrame) -> pl.DataFrame | None:
     if "_manifest_version" not in frame.columns or frame.is_empty() or \
             frame["_manifest_version"].n_unique() != 1 or \
             frame["_manifest_version"][0] != MANIFEST_VERSION or \
-            not set(_IDENTITY + _KEYS) <= set(frame.columns):
+            not set(_IDENTITY + _KEYS + _FILE) <= set(frame.columns):
         return None
     return frame.drop("_manifest_version").with_columns(
         pl.col("replication").cast(pl.Int64), *(pl.col(c).cast(pl.Int64) for c in _IDENTITY))
 
 
-def _load(path: str) -> pl.DataFrame | None:
+def _load(path: str, columns: Sequence[str] | None = None) -> pl.DataFrame | None:
+    """The manifest's rows (only ``columns``, with the keys and identities, if given)."""
     try:
-        frame = pl.read_parquet(path)
+        if columns is not None:
+            have = pl.read_parquet_schema(path)
+            columns = [c for c in dict.fromkeys([*_KEYS, *_FILE, *_IDENTITY, *columns,
+                                                 "_manifest_version"]) if c in have]
+        frame = pl.read_parquet(path, columns=columns)
     except FileNotFoundError:
         return None
     except Exception as exc:  # damaged or foreign: rebuilt from the files
@@ -160,17 +174,22 @@ def _fragment_paths(directory: str) -> list[str]:
         return []
 
 
-def _load_fragments(paths: list[str]) -> list[pl.DataFrame]:
-    """The usable fragments among ``paths`` (oldest name first is not implied: any order)."""
+def _load_fragments(paths: list[str], columns: Sequence[str] | None = None
+                    ) -> list[pl.DataFrame]:
+    """The usable fragments among ``paths`` (oldest name first is not implied: any order);
+    only ``columns`` (with the keys and identities) if given."""
     if not paths:
         return []
+    if columns is not None:
+        columns = list(dict.fromkeys([*_KEYS, *_FILE, *_IDENTITY, *columns,
+                                      "_manifest_version"]))
     try:  # one call for all: they are written by the same code
-        frames = [pl.read_parquet(paths, parallel="none")]
+        frames = [pl.read_parquet(paths, parallel="none", columns=columns)]
     except (Exception, pl.exceptions.PanicException):  # vanished, damaged or of another shape
         frames = []
         for path in paths:
             try:
-                frames.append(pl.read_parquet(path))
+                frames.append(pl.read_parquet(path, columns=columns))
             except FileNotFoundError:
                 continue
             except (Exception, pl.exceptions.PanicException) as exc:
@@ -233,13 +252,27 @@ def _remembered(cached: pl.DataFrame | None, fragments: list[pl.DataFrame]) -> p
     return None
 
 
+def _files_frame(keys: Sequence[Key], identities: Sequence[tuple[int, int, int] | None]
+                 ) -> pl.DataFrame:
+    """Files (config_key, stem) with their identities; files gone meanwhile left out."""
+    return pl.DataFrame(
+        {"config_key": [k[0] for k in keys], "_file": [k[1] for k in keys],
+         **{column: [i[n] if i else None for i in identities]
+            for n, column in enumerate(_IDENTITY)}},
+        schema={"config_key": pl.String, "_file": pl.String,
+                **dict.fromkeys(_IDENTITY, pl.Int64)},
+    ).drop_nulls("_file_size")
+
+
 def read_with_manifest(root: str, experiment: str, list_present: Callable[[], Sequence[Key]],
                        path_of: Callable[[Key], str],
                        read: Callable[[list[Key]], pl.DataFrame]) -> pl.DataFrame:
-    """The rows of the files ``list_present()`` lists (sorted keys): from the manifest or a run's
-    fragment where a file is the one they describe, else through ``read(keys)`` (the files' rows;
-    fewer if some are corrupt or gone); the manifest is then brought up to date and the fragments
-    folded in are removed. Row order: as ``read``, the manifest and the fragments give."""
+    """The rows of the files ``list_present()`` lists ((config_key, stem), sorted): from the
+    manifest or a run's fragment where a file is the one they describe, else through
+    ``read(files)`` (the files' rows, each with its ``_file`` stem; fewer if some are corrupt or
+    gone); the manifest is then brought up to date and the fragments folded in are removed.
+    Row order: as ``read``, the manifest and the fragments give. A replication found in two files
+    (a block run again with another block size, a file kept from before) has a row from each."""
     directory = os.path.join(root, experiment)
     with _merge_lock(directory) as merger:
         # Before the files: a fragment is renamed in after its files, so they are listed below.
@@ -247,33 +280,25 @@ def read_with_manifest(root: str, experiment: str, list_present: Callable[[], Se
         present = list_present()
         if not present:
             return pl.DataFrame()
-        identities = _identities([path_of(key) for key in present])
-        current = pl.DataFrame(
-            {"config_key": [k[0] for k in present], "replication": [k[1] for k in present],
-             "_file_size": [i[0] if i else None for i in identities],
-             "_file_mtime_ns": [i[1] if i else None for i in identities],
-             "_file_inode": [i[2] if i else None for i in identities]},
-            schema={"config_key": pl.String, "replication": pl.Int64, "_file_size": pl.Int64,
-                    "_file_mtime_ns": pl.Int64, "_file_inode": pl.Int64},
-        ).drop_nulls("_file_size")
+        current = _files_frame(present, _identities([path_of(key) for key in present]))
         path = manifest_path(root, experiment)
         cached = _load(path)
         fragments = _load_fragments(fragment_paths)
         remembered = _remembered(cached, fragments)
         if remembered is not None:
-            hits = remembered.join(current, on=_KEYS + _IDENTITY, how="semi")
+            hits = remembered.join(current, on=_FILE + _IDENTITY, how="semi")
             if fragments:  # a file both in the manifest and a fragment (or two): once
-                hits = hits.unique(subset=_KEYS, keep="last", maintain_order=True)
+                hits = hits.unique(subset=_KEYS + _FILE, keep="last", maintain_order=True)
         else:
             hits = pl.DataFrame()
-        wanted = current.join(hits.select(_KEYS), on=_KEYS, how="anti") if hits.height \
+        wanted = current.join(hits.select(_FILE).unique(), on=_FILE, how="anti") if hits.height \
             else current
-        fresh_keys = list(zip(wanted["config_key"], wanted["replication"], strict=True))
+        fresh_keys = list(zip(wanted["config_key"], wanted["_file"], strict=True))
         fresh = read(fresh_keys) if fresh_keys else pl.DataFrame()
         if fresh.height:
             # The identity taken before reading: if the file changed meanwhile, the next read
             # sees another identity and reads it again (never the other way round).
-            fresh = fresh.join(wanted, on=_KEYS, how="inner")
+            fresh = fresh.join(wanted, on=_FILE, how="inner")
         parts = [f for f in (hits, fresh) if f.height]
         if not parts:
             return pl.DataFrame()
@@ -281,7 +306,7 @@ def read_with_manifest(root: str, experiment: str, list_present: Callable[[], Se
             rows = pl.concat(parts, how="diagonal_relaxed")
         except pl.exceptions.PolarsError:  # remembered rows of another shape (older files): re-read
             rows = read(list(present))
-            rows = rows.join(current, on=_KEYS, how="inner") if rows.height else rows
+            rows = rows.join(current, on=_FILE, how="inner") if rows.height else rows
             if not rows.height:
                 return rows
         if merger and (fresh.height or cached is None or cached.height != hits.height
@@ -293,4 +318,47 @@ def read_with_manifest(root: str, experiment: str, list_present: Callable[[], Se
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(fragment)
             _remove_stale_temporaries([directory, os.path.join(directory, RUNS_DIR)])
-        return rows.drop(_IDENTITY)
+        return rows.drop([*_IDENTITY, "_file"])
+
+
+def landed(root: str, experiment: str, listed: pl.DataFrame, columns: Sequence[str],
+           path_of: Callable[[Key], str],
+           read: Callable[[list[Key]], pl.DataFrame]) -> pl.DataFrame:
+    """``columns`` of the rows of the files ``listed`` (a frame with config_key and file, the
+    stem: ``ResultStore.listing``), for planning: what the manifest and the runs' fragments say
+    of a listed file is taken as it is, without a ``stat`` of every file (a million of them take
+    seconds); only a file named by rows of two writes (e.g. a re-run with new inputs) is looked
+    at, and files they do not know are read (``read(files)``: rows with ``_file``). Every
+    result is written by a run, which leaves a fragment, so what they hold is what landed; a
+    file changed behind simlab's back is caught by the next summary, which checks every file's
+    identity (``read_with_manifest``). Nothing is written or removed. As there, a replication
+    found in two files has a row from each.
+    """
+    directory = os.path.join(root, experiment)
+    files = listed.select(pl.col("config_key").cast(pl.String),
+                          pl.col("file").cast(pl.String).alias("_file"))
+    known = _remembered(_load(manifest_path(root, experiment), columns), _load_fragments(
+        _fragment_paths(os.path.join(directory, RUNS_DIR)), columns))
+    if known is not None and known.height:
+        known = known.join(files, on=_FILE, how="semi")  # files since gone are left out
+        twice = known.unique(subset=_FILE + _IDENTITY).group_by(_FILE).len().filter(
+            pl.col("len") > 1).select(_FILE)
+        if twice.height:  # rows of two writes name the file: the file decides
+            keys = list(zip(twice["config_key"], twice["_file"], strict=True))
+            current = _files_frame(keys, _identities([path_of(key) for key in keys]))
+            chosen = known.join(current, on=_FILE + _IDENTITY, how="semi")
+            known = pl.concat([known.join(twice, on=_FILE, how="anti"), chosen],
+                              how="diagonal_relaxed")
+        unknown = files.join(known.select(_FILE).unique(), on=_FILE, how="anti")
+    else:
+        known, unknown = None, files
+    parts = [known] if known is not None and known.height else []
+    if unknown.height:
+        fresh = read(list(zip(unknown["config_key"], unknown["_file"], strict=True)))
+        if fresh.height:
+            parts.append(fresh)
+    if not parts:
+        return pl.DataFrame()
+    wanted = list(dict.fromkeys([*_KEYS, *columns]))
+    return pl.concat([part.select([c for c in wanted if c in part.columns]) for part in parts],
+                     how="diagonal_relaxed")

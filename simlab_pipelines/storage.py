@@ -1,14 +1,18 @@
 """Replication results: one Parquet file per partition, on a local disk or in an object store.
 
-Layout: ``<results>/<experiment>/<config_key>/<replication>.parquet``. Local files are written to a
-temporary name in the same directory and renamed, so a killed run never leaves a half file; an
-object-store PUT is atomic by itself. A re-run overwrites with identical content.
+Layout: ``<results>/<experiment>/<config_key>/<replication>.parquet`` for a partition of one
+replication, ``<results>/<experiment>/<config_key>/<first>-<last>.parquet`` for a block of
+replications (a row each; a block whose replications partly failed holds the others). A file's
+name without ``.parquet`` is its *stem*, the part of its partition key after ``|``. Local files are
+written to a temporary name in the same directory and renamed, so a killed run never leaves a half
+file; an object-store PUT is atomic by itself. A re-run overwrites with identical content.
 """
 
 import io
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -74,6 +78,24 @@ def file_identity(st: os.stat_result) -> FileIdentity:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+def stem(first: int, last: int) -> str:
+    """The file stem (and partition key suffix) of replications ``first`` .. ``last``."""
+    return str(first) if first == last else f"{first}-{last}"
+
+
+_STEM = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
+
+
+def parse_stem(name: str) -> tuple[int, int] | None:
+    """(first, last) replication of a stem (``"7"`` or ``"0-9"``), None if it is none."""
+    found = _STEM.match(name)
+    if found is None:
+        return None
+    first = int(found.group(1))
+    last = int(found.group(2)) if found.group(2) is not None else first
+    return (first, last) if last >= first else None
+
+
 def rows_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     """Replication rows as the frame their files hold (and read back as, column types included)."""
     return pl.DataFrame([dict(row) for row in rows], schema_overrides={"series": pl.String},
@@ -122,6 +144,10 @@ def _local_listing(root: str) -> Iterator[tuple[str, str]]:
             yield directory.name, name
 
 
+LISTING_SCHEMA = {"config_key": pl.String, "file": pl.String, "first": pl.Int64,
+                  "last": pl.Int64}
+
+
 class CorruptResultFile(ValueError):
     """A replication file that cannot be read as one (truncated, garbage, not a replication)."""
 
@@ -131,7 +157,8 @@ class CorruptResultFile(ValueError):
 
 
 def parse_replication(data: bytes, path: str) -> pl.DataFrame:
-    """The one-row frame in a replication file's bytes; raises CorruptResultFile naming ``path``."""
+    """The rows in a replication file's bytes (one, or a block's); raises CorruptResultFile
+    naming ``path``."""
     try:
         frame = pl.read_parquet(io.BytesIO(data))
     except (Exception, pl.exceptions.PanicException) as exc:  # polars may panic on bad bytes
@@ -139,7 +166,7 @@ def parse_replication(data: bytes, path: str) -> pl.DataFrame:
         raise CorruptResultFile(path, f"not a readable Parquet file ({len(data)} bytes: "
                                       f"{reason})") from None
     absent = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if absent or frame.height != 1:
+    if absent or frame.height < 1:
         raise CorruptResultFile(path, f"not a replication file ({frame.height} rows, columns "
                                       f"{', '.join(frame.columns) or 'none'})")
     return frame
@@ -172,10 +199,16 @@ class ResultStore:
         identity of the file written (None in an object store), as ``file_identity`` reads it:
         taken from the open file before the rename, so it is this file's even if another
         writer replaces it a moment later (a rename keeps size, mtime and inode)."""
+        return self.write_rows([row], str(row["replication"]))
+
+    def write_rows(self, rows: Sequence[Mapping[str, Any]], name: str
+                   ) -> tuple[str, FileIdentity | None]:
+        """Write the rows of one partition (one replication, or a block's) atomically to the
+        file ``name`` (its stem) of their configuration; as ``write_identified``."""
         buffer = io.BytesIO()
-        rows_frame([row]).write_parquet(buffer)
+        rows_frame(rows).write_parquet(buffer)
         data = buffer.getvalue()
-        path = self.path(row["experiment"], row["config_key"], row["replication"])
+        path = self.path(rows[0]["experiment"], rows[0]["config_key"], name)
         if self.is_local:
             directory = os.path.dirname(path)
             os.makedirs(directory, exist_ok=True)
@@ -197,7 +230,8 @@ class ResultStore:
         return path, None
 
     def existing(self, experiment: str) -> set[tuple[str, int]]:
-        """(config_key, replication) of every replication file of ``experiment``."""
+        """(config_key, replication) of every replication the files of ``experiment`` are for
+        (a block file's every replication, though some may have failed: ``listing`` names files)."""
         if self.is_local:
             names = _local_listing(os.path.join(self.root, experiment))
         else:
@@ -206,13 +240,57 @@ class ResultStore:
                      for path in self.fs.glob(f"{self.root}/{experiment}/*/*.parquet"))
         found: set[tuple[str, int]] = set()
         for config_key, name in names:
-            stem = name[: -len(".parquet")]
-            if name.endswith(".parquet") and stem.isdigit():  # skips temporary files
-                found.add((config_key, int(stem)))
+            span = parse_stem(name[: -len(".parquet")]) if name.endswith(".parquet") else None
+            if span is not None:  # skips temporary files
+                found.update((config_key, r) for r in range(span[0], span[1] + 1))
         return found
 
-    def read(self, experiment: str, config_key: str, replication: int) -> pl.DataFrame | None:
-        """One replication file's row; None when the file is gone. Raises CorruptResultFile when
+    def listing(self, experiment: str) -> pl.DataFrame:
+        """The result files of ``experiment`` as a frame: config_key, file (the stem), first and
+        last replication; sorted, without a Python object per file (a million files)."""
+        frames = []
+        if self.is_local:
+            root = os.path.join(self.root, experiment)
+            try:
+                directories = [e.name for e in os.scandir(root)
+                               if e.is_dir() and not e.name.startswith(".")]
+            except FileNotFoundError:
+                directories = []
+            for config_key in directories:
+                try:
+                    with os.scandir(os.path.join(root, config_key)) as entries:
+                        names = [entry.name for entry in entries]
+                except FileNotFoundError:  # removed while listing
+                    continue
+                frames.append(pl.DataFrame({"name": names}, schema={"name": pl.String})
+                              .with_columns(pl.lit(config_key).alias("config_key")))
+        else:
+            self.fs.invalidate_cache()
+            pairs = [path.rsplit("/", 2)[-2:]
+                     for path in self.fs.glob(f"{self.root}/{experiment}/*/*.parquet")]
+            frames.append(pl.DataFrame({"config_key": [p[0] for p in pairs],
+                                        "name": [p[1] for p in pairs]},
+                                       schema={"config_key": pl.String, "name": pl.String}))
+        if not frames:
+            return pl.DataFrame(schema=LISTING_SCHEMA)
+        parts = (pl.col("name").str.strip_suffix(".parquet")
+                 .str.extract_groups(r"^([0-9]+)(?:-([0-9]+))?$"))
+        return (pl.concat(frames, how="diagonal")
+                .filter(pl.col("name").str.ends_with(".parquet"))
+                .with_columns(parts.alias("_parts"))
+                .select("config_key",
+                        pl.col("name").str.strip_suffix(".parquet").alias("file"),
+                        pl.col("_parts").struct.field("1").cast(pl.Int64).alias("first"),
+                        pl.col("_parts").struct.field("2").cast(pl.Int64).alias("last"))
+                .filter(pl.col("first").is_not_null())  # skips temporary files
+                .with_columns(pl.coalesce("last", "first").alias("last"))
+                .filter(pl.col("last") >= pl.col("first"))
+                .sort("config_key", "first"))
+
+    def read(self, experiment: str, config_key: str, replication: int | str
+             ) -> pl.DataFrame | None:
+        """One replication file's rows (``replication``: its number or stem); None when the
+        file is gone. Raises CorruptResultFile when
         it is there but unreadable; an error reading the bytes (network, permissions) propagates:
         the file is not known to be bad."""
         path = self.path(experiment, config_key, replication)
@@ -226,7 +304,7 @@ class ResultStore:
             return None
         return parse_replication(data, self.url(experiment, config_key, replication))
 
-    def quarantine(self, experiment: str, config_key: str, replication: int) -> str | None:
+    def quarantine(self, experiment: str, config_key: str, replication: int | str) -> str | None:
         """Move a corrupt replication file aside to ``<name>.corrupt`` (replacing an older one
         of the same partition); return where it went, None if it was gone already."""
         path = self.path(experiment, config_key, replication)
@@ -240,7 +318,7 @@ class ResultStore:
             return None
         return target if self.is_local else f"{self.protocol}://{target}"
 
-    def files(self, experiment: str, keys: Iterable[tuple[str, int]]) -> list[str]:
+    def files(self, experiment: str, keys: Iterable[tuple[str, int | str]]) -> list[str]:
         """Full URIs of the given replication files, for readers such as polars."""
         return [self.url(experiment, c, r) for c, r in keys]
 

@@ -134,13 +134,17 @@ def read_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
     """The replication rows of every partition of ``spec`` (any replication up to its maximum)
     whose file was made from the spec's current inputs (``ExperimentSpec.inputs_hash``); files
     from other inputs (a changed seed, horizon, fixed parameter or engine) are left out: stale."""
-    frame = read_all_replications(spec, store)
+    return _current(spec, read_all_replications(spec, store))
+
+
+def _current(spec: ExperimentSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``frame`` made from the spec's current inputs, one per replication (one
+    found in two files, e.g. blocks of another size, counts once)."""
     if frame.is_empty():
         return frame
-    if plan.is_search(spec):
-        return frame.join(_search_hashes(spec, frame), on=["config_key", "inputs_hash"],
-                          how="semi")
-    return frame.join(_expected_hashes(spec), on=["config_key", "inputs_hash"], how="semi")
+    hashes = _search_hashes(spec, frame) if plan.is_search(spec) else _expected_hashes(spec)
+    return frame.join(hashes, on=["config_key", "inputs_hash"], how="semi").unique(
+        subset=["config_key", "replication"], keep="last", maintain_order=True)
 
 
 def _search_hashes(spec: ExperimentSpec, frame: pl.DataFrame) -> pl.DataFrame:
@@ -172,13 +176,9 @@ def _expected_hashes(spec: ExperimentSpec) -> pl.DataFrame:
 def read_all_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
     """Every replication file of ``spec``'s partitions, stale or not (a search's: every
     configuration's, its proposals being derived from them)."""
-    defined = {(c.key, r) for c in spec.configurations_list() for r in range(spec.max_replications)}
-    search, limit = plan.is_search(spec), spec.max_replications
-
-    def present() -> list[tuple[str, int]]:
-        if search:
-            return sorted(k for k in store.existing(spec.name) if k[1] < limit)
-        return sorted(store.existing(spec.name) & defined)
+    def present() -> list[tuple[str, str]]:
+        files = _files(spec, store)
+        return list(zip(files["config_key"], files["file"], strict=True))
 
     if store.is_local:  # only the files that are new or changed since the last read
         frame = read_with_manifest(
@@ -188,12 +188,26 @@ def read_all_replications(spec: ExperimentSpec, store: ResultStore) -> pl.DataFr
     else:
         keys = present()
         frame = _read_files(spec.name, keys, store) if keys else pl.DataFrame()
+    if frame.height and "_file" in frame.columns:
+        frame = frame.drop("_file")
+    if frame.height:  # a block file may hold replications beyond the most a file wants now
+        frame = frame.filter(pl.col("replication") < spec.max_replications)
     return frame.sort(["config_key", "replication"]) if frame.height else frame
 
 
-def _read_files(experiment: str, keys: list[tuple[str, int]], store: ResultStore
+def _files(spec: ExperimentSpec, store: ResultStore) -> pl.DataFrame:
+    """The result files of ``spec``'s partitions (``ResultStore.listing``): its configurations'
+    (a search's: any), starting below its most replications."""
+    files = store.listing(spec.name).filter(pl.col("first") < spec.max_replications)
+    if not plan.is_search(spec):
+        files = files.filter(pl.col("config_key").is_in(spec.config_keys()))
+    return files
+
+
+def _read_files(experiment: str, keys: list[tuple[str, int | str]], store: ResultStore
                 ) -> pl.DataFrame:
-    """The rows of the replication files ``keys`` (corrupt ones moved aside and left out)."""
+    """The rows of the replication files ``keys`` ((config_key, stem)), each with its file's
+    stem as ``_file`` (corrupt files moved aside and left out)."""
     options = _polars_storage_options(store)
     frames = []
     # One-row files: reading them one after another beats splitting each across threads; and in
@@ -202,7 +216,9 @@ def _read_files(experiment: str, keys: list[tuple[str, int]], store: ResultStore
         chunk = keys[i:i + READ_CHUNK]
         try:
             frames.append(pl.read_parquet(store.files(experiment, chunk), parallel="none",
-                                          storage_options=options or None))
+                                          storage_options=options or None,
+                                          include_file_paths="_file").with_columns(
+                pl.col("_file").str.extract(r"([^/]*)\.parquet$")))
         except (Exception, pl.exceptions.PanicException):
             # polars names no file: find the bad one(s) file by file (rare, so not fast).
             frames += _read_one_by_one(experiment, chunk, store)
@@ -227,7 +243,7 @@ def corrupt_files() -> Iterator[list[str]]:
         _CORRUPT.reset(token)
 
 
-def _read_one_by_one(experiment: str, keys: list[tuple[str, int]],
+def _read_one_by_one(experiment: str, keys: list[tuple[str, int | str]],
                      store: ResultStore) -> list[pl.DataFrame]:
     """The readable files of ``keys``. A corrupt one is moved aside with a warning naming it, so
     its partition counts as missing and the next sweep (or the file sensor) runs it again; one
@@ -250,7 +266,7 @@ def _read_one_by_one(experiment: str, keys: list[tuple[str, int]],
                 sink.append(message)
             continue
         if frame is not None:
-            frames.append(frame)
+            frames.append(frame.with_columns(pl.lit(str(replication)).alias("_file")))
     return frames
 
 
@@ -477,8 +493,11 @@ _ANSWERS_SCHEMA = {"experiment": pl.String, "metric": pl.String, "direction": pl
 
 
 def _answers_table(spec: ExperimentSpec, result: "ExperimentAnalysis") -> pl.DataFrame:
-    if spec.objective is None:  # no question of "best": the table exists, without a row
-        return pl.DataFrame(schema=_ANSWERS_SCHEMA)
+    if spec.objective is None:  # no question of "best": the comparisons' answer, if any
+        if not result.answer:
+            return pl.DataFrame(schema=_ANSWERS_SCHEMA)
+        return pl.DataFrame([{"experiment": spec.name, "answer": result.answer,
+                              "confidence": spec.confidence}], schema=_ANSWERS_SCHEMA)
     subset, selection = result.subset, result.selection
     return pl.DataFrame([{
         "experiment": spec.name, "metric": spec.objective.metric,

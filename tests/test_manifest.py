@@ -101,7 +101,7 @@ def test_new_changed_and_removed_files_are_picked_up(counted):
     _write(spec, store, configs[1], 3, 3.0)    # new
     os.unlink(store.path(spec.name, configs[1].key, 0))  # removed
     frame = summary.read_all_replications(spec, store)
-    assert sorted(reads[1]) == [(configs[0].key, 1), (configs[1].key, 3)]
+    assert sorted(reads[1]) == [(configs[0].key, "1"), (configs[1].key, "3")]  # (key, stem)
     values = _values(frame)
     assert values[(configs[0].key, 1)] == 41.0
     assert values[(configs[1].key, 3)] == 3.0
@@ -120,7 +120,7 @@ def test_a_file_that_went_bad_is_missing_not_served_from_the_manifest(counted):
         handle.write(b"not parquet at all")
     os.replace(path + ".tmp", path)
     frame = summary.read_all_replications(spec, store)
-    assert reads[-1] == [(configs[0].key, 2)]  # its new identity made it be read again
+    assert reads[-1] == [(configs[0].key, "2")]  # its new identity made it be read again
     assert (configs[0].key, 2) not in _values(frame)
     assert len(_values(frame)) == 5
 
@@ -160,7 +160,7 @@ def test_a_fragment_row_is_trusted_only_while_its_file_is_unchanged(recorded):
     _write(spec, store, configs[0], 1, 41.0)  # replaced after the run (same size, new file)
     os.unlink(store.path(spec.name, configs[1].key, 2))  # removed
     values = _values(summary.read_all_replications(spec, store))
-    assert reads == [[(configs[0].key, 1)]]
+    assert reads == [[(configs[0].key, "1")]]
     assert values[(configs[0].key, 1)] == 41.0
     assert (configs[1].key, 2) not in values and len(values) == 5
     assert values[(configs[1].key, 1)] == 1.0  # from the fragment
@@ -179,13 +179,13 @@ def test_a_fragment_written_during_a_merge_is_kept_for_the_next(recorded, monkey
                                    [_write(spec, store, configs[0], 4, 4.0)]))
 
     if during == "listing the files":
-        existing = store.existing
+        files = store.listing
 
         def listing(experiment):
             another_run()
-            return existing(experiment)
+            return files(experiment)
 
-        monkeypatch.setattr(store, "existing", listing)
+        monkeypatch.setattr(store, "listing", listing)
     else:
         save = manifest._save
 
