@@ -186,13 +186,6 @@ def _better_but_missing(result: Feasibility, recommended: str, objective: Mappin
             + (f"; and {more} more" if more else "") + ".")
 
 
-def first_words(result: Feasibility) -> str:
-    """The phrase that says the recommendation is among the feasible configurations."""
-    return (f"Among the {len(result.feasible)} configurations that meet every constraint, "
-            if len(result.feasible) != 1 else "The only configuration that meets every "
-            "constraint: ")
-
-
 def _half_width(status: ConstraintStatus, confidence: float) -> float:
     """The two-sided half-width at ``confidence`` of a constraint's mean (NaN below 2 values)."""
     if status.n < 2 or not math.isfinite(status.stddev):
@@ -458,5 +451,5 @@ def constraints_section(result: Feasibility, *, units: Mapping[str, str] | None 
     return "Constraints", text + html_table(pl.DataFrame(columns), drop_constant=False)
 
 
-__all__ = ["constraint_clause", "constraints_section", "constraints_text", "first_words", "limit_text", "miss_clause",
-           "percent", "search_text", "threshold_text"]
+__all__ = ["constraint_clause", "constraints_section", "constraints_text", "limit_text",
+           "miss_clause", "percent", "search_text", "threshold_text"]
