@@ -39,7 +39,7 @@ import math
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -384,14 +384,178 @@ def configurations(spec: ExperimentSpec, observations: pl.DataFrame | None = Non
                    ) -> list[Configuration]:
     """The configurations the search has proposed so far (first proposal first)."""
     return [Configuration(c.key, dict(c.params), dict(c.varying))
-            for c in replay(spec, observations).configurations]
+            for c in progress(spec, observations).replay.configurations]
 
 
-def iter_rounds(found: Replay) -> Iterator[tuple[int, list[Proposal]]]:
-    """The proposals of each round, in order."""
-    for number in range(found.rounds):
-        yield number, [p for p in found.proposals if p.round == number]
+# ---------------------------------------------------------------------------------------------
+# Where a search stands: its rounds, then the clean-up (or a threshold search's points)
 
+
+@dataclass(frozen=True)
+class Progress:
+    """What ``plan.replication_targets`` and the summary need of a search."""
+
+    replay: Replay
+    targets: dict[str, int]           # config_key -> total replications wanted now
+    cleanup: Any = None               # analysis.cleanup.CleanUp, once the rounds are over
+    threshold: Any = None             # analysis.threshold.ThresholdPlan (method threshold)
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to simulate: the rounds are over and the clean-up (or the breaking
+        point) is decided."""
+        if self.threshold is not None:
+            return bool(self.threshold.done)
+        return self.replay.finished and (self.cleanup is None or self.cleanup.done)
+
+
+_PROGRESS: "OrderedDict[tuple, Progress]" = OrderedDict()
+
+
+def progress(spec: ExperimentSpec, observations: pl.DataFrame | None = None) -> Progress:
+    """Where the search stands as ``observations`` (long format, current results only) stand:
+    a pure function of the file and the results, cached in the process by both."""
+    space = spec.search_space
+    if space is None:
+        raise ValueError(f"experiment {spec.name!r} has no search")
+    arrays = _arrays(spec, observations)
+    key = ("progress", spec.spec_hash(), _fingerprint(arrays))
+    with _LOCK:
+        if key in _PROGRESS:
+            _PROGRESS.move_to_end(key)
+            return _PROGRESS[key]
+    if space.threshold is not None:
+        found = _threshold_progress(spec, space, arrays)
+    else:
+        found = _optimiser_progress(spec, space, observations, arrays)
+    with _LOCK:
+        _PROGRESS[key] = found
+        while len(_PROGRESS) > _CACHE_SIZE:
+            _PROGRESS.popitem(last=False)
+    return found
+
+
+def _metrics(spec: ExperimentSpec) -> list[str]:
+    """The metrics a search decides on: its objective (or threshold metric) and constraints."""
+    space = spec.search_space
+    first = space.threshold.metric if space.threshold is not None else spec.objective.metric
+    return list(dict.fromkeys([first, *(c.metric for c in _constraints(spec))]))
+
+
+def _arrays(spec: ExperimentSpec, observations: pl.DataFrame | None
+            ) -> dict[str, dict[str, np.ndarray]]:
+    """config_key -> metric -> values over replications 0 .. n-1, where n is where the first
+    replication without a value of the decision's metric is (a round that has not all landed
+    yet is not looked past: ``clean_up`` and ``threshold_round`` want values in order, none
+    skipped). NaN stays: an undefined value was run."""
+    if observations is None or observations.is_empty():
+        return {}
+    metrics = _metrics(spec)
+    rows = observations
+    if "experiment" in rows.columns:
+        rows = rows.filter(pl.col("experiment") == spec.name)
+    rows = rows.filter(pl.col("metric").is_in(metrics)).select(
+        "config_key", "metric", "replication", "value")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for (key, metric), group in rows.group_by("config_key", "metric"):
+        reps = group["replication"].to_numpy().astype(np.int64)
+        values = np.full(int(reps.max()) + 1, np.nan)
+        present = np.zeros(values.size, dtype=bool)
+        values[reps] = group["value"].fill_null(np.nan).to_numpy()
+        present[reps] = True
+        out.setdefault(key, {})[metric] = (values, present)
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for key, by_metric in out.items():
+        values, present = by_metric.get(metrics[0], (np.empty(0), np.zeros(0, dtype=bool)))
+        n = int(np.argmin(present)) if not present.all() else present.size
+        arrays[key] = {m: _head(by_metric.get(m), n) for m in metrics}
+    return arrays
+
+
+def _head(found: tuple[np.ndarray, np.ndarray] | None, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    if found is not None:
+        values = found[0][:n]
+        out[:values.size] = values
+    return out
+
+
+def _fingerprint(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        digest.update(key.encode())
+        for metric in sorted(arrays[key]):
+            digest.update(metric.encode())
+            digest.update(np.ascontiguousarray(arrays[key][metric]).tobytes())
+    return digest.hexdigest()
+
+
+def _optimiser_progress(spec: ExperimentSpec, space: SearchSpace,
+                        observations: pl.DataFrame | None,
+                        arrays: Mapping[str, Mapping[str, np.ndarray]]) -> Progress:
+    found = replay(spec, observations)
+    targets = {c.key: space.replications for c in found.configurations}
+    if not found.finished or not found.configurations:
+        return Progress(found, targets)
+    from simlab_pipelines.analysis.cleanup import clean_up
+    from simlab_pipelines.analysis.constraints import limits
+
+    objective = spec.objective
+    cleanup = clean_up(
+        {c.key: arrays[c.key] for c in found.configurations}, objective=objective.metric,
+        minimize=objective.direction == "minimize",
+        indifference_zone=objective.indifference_zone,
+        limits=limits(_constraints(spec), spec.confidence), confidence=spec.confidence,
+        first_stage=space.replications, max_replications=space.max_replications,
+        common_random_numbers=spec.common_random_numbers)
+    for key, total in cleanup.targets.items():
+        targets[key] = max(targets[key], int(total))
+    return Progress(found, targets, cleanup=cleanup)
+
+
+def _threshold_progress(spec: ExperimentSpec, space: SearchSpace,
+                        arrays: Mapping[str, Mapping[str, np.ndarray]]) -> Progress:
+    """The breaking-point search's rounds, replayed: each round's plan (``threshold_round``) from
+    the values the previous rounds asked for, until a round's values are not all in."""
+    from simlab_pipelines.analysis.threshold import threshold_round
+
+    threshold = space.threshold
+    metric = threshold.metric
+    values: dict[Any, np.ndarray] = {}
+    configs: dict[Any, Configuration] = {}
+    requested: dict[Any, int] = {}
+    round_of: dict[str, int] = {}
+    number, pending = 0, None
+    while True:
+        step = threshold_round(
+            {x: values[x][:n] for x, n in requested.items() if x in values},
+            low=threshold.min, high=threshold.max, limit=threshold.limit,
+            tolerance=threshold.tolerance, replications=space.replications,
+            max_replications=space.max_replications, confidence=spec.confidence,
+            integer=threshold.integer, increasing=threshold.increasing)
+        if step.done:
+            break
+        for x in step.wanted:
+            x = int(x) if threshold.integer else float(x)
+            if x not in configs:
+                configs[x] = configuration(spec, {threshold.factor: x})
+                values[x] = arrays.get(configs[x].key, {}).get(metric, np.empty(0))
+            round_of.setdefault(configs[x].key, number)
+        asked = {(int(x) if threshold.integer else float(x)): int(n)
+                 for x, n in step.wanted.items()}
+        requested.update({x: max(n, requested.get(x, 0)) for x, n in asked.items()})
+        if any(values[x].size < n for x, n in asked.items()):
+            pending = number
+            break
+        number += 1
+    order = sorted(requested, key=lambda x: (round_of[configs[x].key], x))
+    found = Replay(tuple(configs[x] for x in order), round_of, (), number + 1
+                   if pending is not None else number, pending,
+                   None if pending is not None else "breaking point found", {}, space.method)
+    targets = {configs[x].key: requested[x] for x in order}
+    return Progress(found, targets, threshold=step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,10 +566,14 @@ def iter_rounds(found: Replay) -> Iterator[tuple[int, list[Proposal]]]:
 class LocalSearch:
     """What ``run_locally`` ran and where the search stands."""
 
-    replay: Replay
+    progress: Progress
     observations: pl.DataFrame  # long format, responses included
     targets: dict[str, Any]     # plan.Target per configuration
     simulations: int
+
+    @property
+    def replay(self) -> Replay:
+        return self.progress.replay
 
 
 Simulation = Callable[[Configuration, int], Mapping[str, float]]
@@ -435,7 +603,7 @@ def run_locally(spec: ExperimentSpec, simulate: Simulation | None = None) -> Loc
         todo = [partitions.split_key(k) for k in plan.wanted_partitions(spec, targets)]
         todo = [k for k in todo if k not in metrics]
         if not todo:
-            return LocalSearch(replay(spec, obs), obs, targets, len(metrics))
+            return LocalSearch(progress(spec, obs), obs, targets, len(metrics))
         configs = {c.key: c for c in plan.configurations(spec, obs)}
         for key, replication in todo:
             params[key] = configs[key].params

@@ -103,7 +103,7 @@ def test_gp_is_rejected_without_torch_and_the_optimiser_is_in_the_hash(monkeypat
     monkeypatch.setattr("simlab_pipelines.experiments.search.torch_available", lambda: False)
     assert "torch" in _errors(_with(method="gp"))["search.method"].lower()
     spec = parse_experiment(_data())
-    assert spec.replications == 4 and spec.max_replications == 100
+    assert spec.replications == 4 and spec.max_replications == 8
     assert spec.search_space.optimiser["name"] == "optuna"
     assert parse_experiment(_with(method="random")).spec_hash() != spec.spec_hash()
     monkeypatch.setattr("importlib.metadata.version", lambda name: "0.0-other")
@@ -132,7 +132,11 @@ def test_same_results_give_the_same_proposals_whoever_replays_them(finished):
     found = done.replay
     assert found.finished and found.stopped == search.BUDGET_CONFIGURATIONS
     keys = [c.key for c in found.configurations]
-    assert len(keys) == 12 == len(set(keys)) and done.simulations == 12 * 4
+    assert len(keys) == 12 == len(set(keys))
+    # then the clean-up's replications of its candidates, and nothing else
+    assert done.progress.done and done.progress.cleanup.stage in ("done", "none")
+    assert done.simulations == 12 * 4 + done.progress.cleanup.simulations(
+        {k: t.replications for k, t in done.targets.items()})
     # shuffled rows, and again from scratch: the same proposals, trial by trial
     again = search.replay(spec, _observations(spec, done, shuffle_seed=3))
     assert again.proposals == found.proposals and again.configurations == found.configurations
@@ -157,6 +161,12 @@ def test_same_results_give_the_same_proposals_whoever_replays_them(finished):
                                    present) == [f"{last[0]}|2"]
 
 
+def _first_stage(done: search.LocalSearch) -> int:
+    """Simulations of the search rounds (the clean-up's come after)."""
+    return done.simulations - done.progress.cleanup.simulations(
+        {k: t.replications for k, t in done.targets.items()})
+
+
 def test_duplicates_are_told_not_run_and_the_budgets_hold():
     data = _data()
     data["search"].update(method="random", batch=4, budget={"configurations": 40},
@@ -169,7 +179,8 @@ def test_duplicates_are_told_not_run_and_the_budgets_hold():
     keys = [c.key for c in found.configurations]
     assert sorted(keys) == sorted(f"capacity-{c}_servers-{s}" for s in (1, 2, 3) for c in (4, 8))
     assert any(p.status == "duplicate" for p in found.proposals)
-    assert done.simulations == 6 * 4  # each configuration once, however often it was proposed
+    # each configuration's first stage once, however often it was proposed
+    assert _first_stage(done) == 6 * 4
     assert found.stopped in (search.BUDGET_CONFIGURATIONS, search.SPACE_EXHAUSTED)
 
     data["search"].update(budget={"simulations": 30}, factors={"servers": {"min": 1, "max": 8},
@@ -177,7 +188,7 @@ def test_duplicates_are_told_not_run_and_the_budgets_hold():
     spec = parse_experiment(data)
     done = search.run_locally(spec)
     # 30 simulations of first stages of 4: 7 configurations (rounds of 4, then 3)
-    assert len(done.replay.configurations) == 7 and done.simulations == 28
+    assert len(done.replay.configurations) == 7 and _first_stage(done) == 28
     assert done.replay.stopped == search.BUDGET_SIMULATIONS
     assert [len([p for p in done.replay.proposals if p.round == k]) for k in range(2)] == [4, 3]
 
@@ -193,7 +204,7 @@ def test_proposals_the_model_rejects_are_told_failed_and_not_run():
     assert "capacity" in found.proposals[2].reason
     assert [c.key for c in found.configurations] == [
         "capacity-4_servers-2", "capacity-8_servers-2", "capacity-8_servers-6"]
-    assert found.finished and done.simulations == 3 * 4
+    assert found.finished and _first_stage(done) == 3 * 4
 
 
 def test_the_sequential_sensor_drives_the_search_round_by_round(lab, monkeypatch):
@@ -231,9 +242,12 @@ def test_the_sequential_sensor_drives_the_search_round_by_round(lab, monkeypatch
         for request in result.run_requests:
             assert job.execute_in_process(instance=instance, tags=request.tags).success
         assert len(rounds) < 10
-    local = search.run_locally(spec).replay
-    assert rounds == [{f"{key}|{r}" for key, k in local.round_of.items() if k == n
-                       for r in range(4)} for n in range(local.rounds)]
+    done = search.run_locally(spec)
+    local = done.replay
+    # the search's rounds, then the clean-up's, exactly as decided in this process
+    assert rounds[:local.rounds] == [{f"{key}|{r}" for key, k in local.round_of.items()
+                                      if k == n for r in range(4)} for n in range(local.rounds)]
+    assert set().union(*rounds) == set(plan.wanted_partitions(spec, done.targets))
 
 
 def _files(results: Path) -> dict[str, tuple[int, int]]:
@@ -260,7 +274,7 @@ def _kill_when(process: subprocess.Popen, results: Path, count: int) -> dict:
 
 def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     data = _data()
-    data["horizon"] = 3000  # ~30 ms a simulation: long enough to be caught between rounds
+    data["horizon"] = 600  # ~0.1 s a simulation: long enough to be caught between rounds
     path = lab / "experiments" / "search_mmck.yaml"
     path.write_text(yaml.safe_dump(data))
     spec = load_experiment(path)
@@ -288,9 +302,10 @@ def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     # no partition materialised twice, and the search ended where an uninterrupted one does
     events = instance.fetch_materializations(key, limit=10_000).records
     partitions = [e.partition_key for e in events]
-    assert len(partitions) == len(set(partitions)) == 48
-    uninterrupted = search.run_locally(spec).replay
-    expected = {f"{c.key}|{r}" for c in uninterrupted.configurations for r in range(4)}
+    assert len(partitions) == len(set(partitions))
+    done = search.run_locally(spec)
+    uninterrupted = done.replay
+    expected = set(plan.wanted_partitions(spec, done.targets))
     assert set(after) == expected == set(partitions)
     with duckdb.connect(str(lab / "data" / "simlab.duckdb"), read_only=True) as con:
         keys = [r[0] for r in con.execute("SELECT config_key FROM configurations WHERE "
@@ -302,4 +317,4 @@ def test_configurations_of_a_search_are_not_fixed_at_load():
     spec = parse_experiment(copy.deepcopy(_data()))
     assert spec.configurations_list() == [] and plan.is_sequential(spec)
     first = plan.configurations(spec)
-    assert 1 <= len(first) <= 4 and all(c.params["arrival_rate"] == 2.5 for c in first)
+    assert 1 <= len(first) <= 4 and all(c.params["arrival_rate"] == 1.5 for c in first)
