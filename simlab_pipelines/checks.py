@@ -1,5 +1,6 @@
 """Asset checks on an experiment's summary: nothing missing, precision reached, warm-up long
-enough, and (with ``check_theory``, mmck only) agreement with queueing theory."""
+enough, every configuration in a steady state, and (with ``check_theory``, mmck only) agreement
+with queueing theory."""
 
 import json
 import math
@@ -55,10 +56,15 @@ def experiment_checks(spec: ExperimentSpec) -> list[dg.AssetChecksDefinition]:
         with duckdb.connect(simlab.duckdb_path, read_only=True) as con:
             rows = con.execute("SELECT count(*), count(DISTINCT (config_key, replication)) "
                                "FROM replications WHERE experiment = ?", [name]).fetchone()
+        by_configuration: dict[str, int] = {}
+        for key in missing:
+            config = key.rsplit("|", 1)[0]
+            by_configuration[config] = by_configuration.get(config, 0) + 1
         return dg.AssetCheckResult(
             passed=not missing and rows[0] == len(expected) and rows[1] == rows[0],
             metadata={"expected": len(expected), "missing": len(missing),
                       "rows_in_duckdb": rows[0], "distinct_in_duckdb": rows[1],
+                      "missing_by_configuration": dg.MetadataValue.json(by_configuration),
                       "first_missing": dg.MetadataValue.json(missing[:20])},
         )
 
@@ -88,6 +94,21 @@ def experiment_checks(spec: ExperimentSpec) -> list[dg.AssetChecksDefinition]:
                                  "bias_p_value", "at_boundary"], dg.AssetCheckSeverity.WARN)
 
         checks.append(warmup_long_enough)
+
+        @dg.asset_check(asset=summary_key(name), name="steady_state",
+                        description="No configuration's recorded state keeps growing over the "
+                                    "run (last quarter against the third, one-sided paired t at "
+                                    "1 % and at least 5 % growth): a growing one has no steady "
+                                    "state, and its means measure only the run's length.")
+        def steady_state(simlab: SimlabStorage) -> dg.AssetCheckResult:
+            return _table_check(simlab.duckdb_path, name, "steady_state", "NOT growing",
+                                ["config_key", "series", "third_quarter_mean",
+                                 "last_quarter_mean", "relative_growth", "p_value"],
+                                dg.AssetCheckSeverity.WARN,
+                                empty="not tested: no series long enough for the trend test "
+                                      "(8 batch means after the warm-up at least)")
+
+        checks.append(steady_state)
     if spec.check_theory:
 
         @dg.asset_check(asset=summary_key(name), name="agrees_with_theory",
@@ -102,11 +123,15 @@ def experiment_checks(spec: ExperimentSpec) -> list[dg.AssetChecksDefinition]:
 
 
 def _table_check(duckdb_path: str, experiment: str, table: str, condition: str,
-                 columns: list[str], severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
-    """Passes when every row of ``table`` for ``experiment`` satisfies ``condition``."""
+                 columns: list[str], severity: dg.AssetCheckSeverity,
+                 empty: str | None = None) -> dg.AssetCheckResult:
+    """Passes when every row of ``table`` for ``experiment`` satisfies ``condition``; without
+    rows it fails, unless ``empty`` says why that is fine."""
     with duckdb.connect(duckdb_path, read_only=True) as con:
         rows = con.sql(f"SELECT *, ({condition}) AS ok FROM {table} WHERE experiment = ? "
                        "ORDER BY config_key", params=[experiment]).pl()
+    if rows.height == 0 and empty is not None:
+        return dg.AssetCheckResult(passed=True, severity=severity, metadata={"reason": empty})
     if rows.height == 0:
         return dg.AssetCheckResult(passed=False, severity=severity,
                                    metadata={"reason": f"no rows in table {table}"})

@@ -63,6 +63,7 @@ from simlab_pipelines.storage import CorruptResultFile, ResultStore
 if TYPE_CHECKING:
     from simlab_pipelines.analysis import ExperimentAnalysis
     from simlab_pipelines.analysis.sensitivity import Sensitivity
+    from simlab_pipelines.analysis.stationarity import Trend
     from simlab_pipelines.analysis.warmup import WarmupSuggestion
 
 log = logging.getLogger("simlab.summary")
@@ -98,6 +99,9 @@ class Analysis:
     notes: list[str]                 # what a user should know (short warm-up, precision)
     sensitivity: "Sensitivity | None" = None  # with a design: which factors matter
     configurations: tuple[Configuration, ...] = ()  # the file's, or a search's proposals
+    # config_key -> (replications missing, wanted): failed or not run, said in the answer
+    missing: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    trends: list["Trend"] = dataclasses.field(default_factory=list)  # steady-state trend tests
 
     @property
     def answer(self) -> str | None:
@@ -362,6 +366,8 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
     configs = {c.key: c.varying for c in configurations}
     if obs.is_empty():
         raise ValueError(f"experiment {spec.name!r}: no replication results yet")
+    missing = _missing(targets, obs)
+    trends = _trends(spec, series)
     result = analyse_experiment(
         obs, experiment=spec.name, baseline=spec.baseline_key, confidence=spec.confidence,
         objective_metric=objective.metric if objective else None,
@@ -372,13 +378,47 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         units=spec.units(), tradeoffs=headline_responses(spec),
         cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
         compare_pairs=spec.design is None, constraints=_limits(spec),
-        descriptions=descriptions(spec))
+        descriptions=descriptions(spec), missing=missing, unstable=_growing(trends))
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
+    notes += [f"{t.config_key}: no steady state: the {t.words()} keeps growing "
+              f"(p = {t.p_value:.2g}); its results depend on the run's length" if t.p_value
+              is not None else f"{t.config_key}: no steady state: the {t.words()} keeps growing"
+              for t in trends if t.growing]
     notes += _precision_notes(spec, targets)
     sensitivity = _sensitivity(spec, obs)
     notes += sensitivity.notes if sensitivity is not None else []
-    return Analysis(targets, obs, series, result, warmups, notes, sensitivity, configurations)
+    return Analysis(targets, obs, series, result, warmups, notes, sensitivity, configurations,
+                    missing, trends)
+
+
+def _missing(targets: Mapping[str, plan.Target], obs: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """config_key -> (replications missing, wanted), for configurations short of their target
+    (failed, or not run yet)."""
+    present = dict(obs.group_by("config_key").agg(pl.col("replication").n_unique())
+                   .iter_rows()) if obs.height else {}
+    return {key: (t.replications - present.get(key, 0), t.replications)
+            for key, t in targets.items() if present.get(key, 0) < t.replications}
+
+
+def _trends(spec: ExperimentSpec, series: pl.DataFrame) -> list["Trend"]:
+    """The steady-state trend test of every recorded series per configuration."""
+    if spec.series_interval is None or series.is_empty():
+        return []
+    from simlab_pipelines.analysis.stationarity import trends_by_configuration
+
+    rows = {key: [g.sort("index")["value"].to_numpy()
+                  for _, g in group.group_by("replication", maintain_order=True)]
+            for key, group in series.group_by("config_key", "series")}
+    return trends_by_configuration(rows, spec.series_interval, spec.resolved_warmup)
+
+
+def _growing(trends: list["Trend"]) -> dict[str, str]:
+    if not any(t.growing for t in trends):
+        return {}
+    from simlab_pipelines.analysis.stationarity import growing
+
+    return growing(trends)
 
 
 def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> "Sensitivity | None":
@@ -486,6 +526,20 @@ def _warmup_table(spec: ExperimentSpec, warmups: list[Warmup]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
+def _steady_state_table(spec: ExperimentSpec, trends: list["Trend"]) -> pl.DataFrame:
+    """One row per configuration and recorded series: the trend test (analysis.stationarity)."""
+    schema = {"experiment": pl.String, "config_key": pl.String, "series": pl.String,
+              "replications": pl.Int64, "third_quarter_mean": pl.Float64,
+              "last_quarter_mean": pl.Float64, "relative_growth": pl.Float64,
+              "p_value": pl.Float64, "growing": pl.Boolean}
+    return pl.DataFrame([{"experiment": spec.name, "config_key": t.config_key,
+                          "series": t.series, "replications": t.replications,
+                          "third_quarter_mean": t.third_quarter_mean,
+                          "last_quarter_mean": t.last_quarter_mean,
+                          "relative_growth": t.relative_growth, "p_value": t.p_value,
+                          "growing": t.growing} for t in trends], schema=schema)
+
+
 _ANSWERS_SCHEMA = {"experiment": pl.String, "metric": pl.String, "direction": pl.String,
                    "answer": pl.String, "best": pl.String, "not_ruled_out": pl.String,
                    "selection_procedure": pl.String, "selected": pl.String,
@@ -538,6 +592,7 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
     tables["comparisons"] = result.statistics.comparisons
     tables["precision"] = _precision_table(spec, result.targets)
     tables["warmup"] = _warmup_table(spec, result.warmup)
+    tables["steady_state"] = _steady_state_table(spec, result.trends)
     tables["answers"] = _answers_table(spec, result.statistics)
     if result.statistics.feasibility is not None:
         tables["constraints"] = result.statistics.feasibility.table(spec.name)

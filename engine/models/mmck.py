@@ -37,21 +37,23 @@ PARAMETERS = (
               "(fraction_wait_over)", default=1.0, minimum=0.0, maximum=1e12),
 )
 
-METRICS = {
-    "mean_number_in_system": "time-average number of customers in the system (L)",
-    "mean_queue_length": "time-average number of customers waiting (Lq)",
-    "mean_time_in_system": "mean sojourn time of customers departing in the window (W)",
-    "mean_wait": "mean wait before service of customers starting service in the window (Wq)",
-    "server_utilisation": "time-average fraction of servers busy",
-    "blocking_probability": "fraction of arrivals in the window that found the system full",
-    "throughput": "departures per time unit in the window",
-    "customers_served": "departures in the window",
+METRICS = {  # what each is, then in brackets how it is measured (the answer says the first part)
+    "mean_number_in_system": "mean number of customers in the system (time average, L)",
+    "mean_queue_length": "mean number of customers waiting (time average, Lq)",
+    "mean_time_in_system": "mean time in the system (sojourn of customers departing in the "
+                           "window, W)",
+    "mean_wait": "mean wait before service (of customers starting service in the window, Wq)",
+    "server_utilisation": "servers busy (time-average fraction)",
+    "blocking_probability": "arrivals turned away (fraction of arrivals in the window that "
+                            "found the system full)",
+    "throughput": "customers served per time unit (departures in the window)",
+    "customers_served": "customers served (departures in the window)",
     **{f"wait_{k}": v for k, v in percentile_help(
         "the waits before service of customers starting service in the window").items()},
     **{f"time_in_system_{k}": v for k, v in percentile_help(
         "the sojourn times of customers departing in the window").items()},
-    "fraction_wait_over": "fraction of customers starting service in the window who waited "
-                          "longer than wait_threshold",
+    "fraction_wait_over": "customers waiting longer than wait_threshold (fraction of those "
+                          "starting service in the window)",
 }
 
 _TIME = [m for m in METRICS if "time" in m or "wait" in m]

@@ -52,22 +52,23 @@ PARAMETERS = (
               "service level (fraction_wait_over)", default=5.0, minimum=0.0, maximum=1e6),
 )
 
-METRICS = {
-    "mean_wait_for_table": "mean wait for a table of parties seated in the window (minutes)",
-    "mean_order_to_serve": "mean time from order taken to food served (minutes)",
-    "mean_time_in_restaurant": "mean time from arrival to leaving of parties served (minutes)",
-    "parties_served": "parties that paid and left in the window",
-    "parties_lost": "parties that left without a table in the window",
-    "loss_probability": "fraction of parties arriving in the window that were lost",
-    "table_utilisation": "time-average fraction of tables occupied (including clearing)",
-    "waiter_utilisation": "time-average fraction of waiters busy",
-    "cook_utilisation": "time-average fraction of cooks busy",
+METRICS = {  # what each is, then in brackets how it is measured (the answer says the first part)
+    "mean_wait_for_table": "mean wait for a table (of parties seated in the window, minutes)",
+    "mean_order_to_serve": "mean time from order to food (minutes)",
+    "mean_time_in_restaurant": "mean time in the restaurant (from arrival to leaving, of "
+                               "parties served; minutes)",
+    "parties_served": "parties served (paid and left in the window)",
+    "parties_lost": "parties lost (left without a table in the window)",
+    "loss_probability": "parties lost (fraction of the parties arriving in the window)",
+    "table_utilisation": "tables occupied (time-average fraction, clearing included)",
+    "waiter_utilisation": "waiters busy (time-average fraction)",
+    "cook_utilisation": "cooks busy (time-average fraction)",
     **{f"wait_for_table_{k}": v for k, v in percentile_help(
         "the waits for a table of parties seated in the window (minutes)").items()},
     **{f"time_in_restaurant_{k}": v for k, v in percentile_help(
         "the times from arrival to leaving of parties served in the window (minutes)").items()},
-    "fraction_wait_over": "fraction of parties seated in the window who waited longer than "
-                          "wait_threshold for a table",
+    "fraction_wait_over": "parties waiting longer than wait_threshold for a table (fraction of "
+                          "the parties seated in the window)",
 }
 
 _MINUTES = [m for m in METRICS if m.startswith(("mean_", "wait_for_table_", "time_in_"))]

@@ -18,7 +18,7 @@ speak for. Everything comes from the data and the file; nothing is specific to a
 """
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +36,13 @@ from simlab_pipelines.analysis.units import (
     unit_suffix,
 )
 
-__all__ = ["CURRENCIES", "TODAY", "Words", "answer", "best_sentence", "comparison_text",
+__all__ = ["CURRENCIES", "NO_STEADY_STATE", "TODAY", "Words", "answer", "best_sentence", "comparison_text",
            "describe_change", "describe_configuration", "format_difference", "format_estimate",
            "format_quantity", "format_value", "humanise", "missing_text", "parse_unit",
            "recommendation_text", "setting_words", "statistics_lead", "unit_suffix", "unstable_text"]
 
 TODAY = "today's setting"  # the one name of the baseline in every sentence
+NO_STEADY_STATE = "no steady state, so its numbers depend only on how long you simulate"
 
 
 def humanise(name: str) -> str:
@@ -238,7 +239,7 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
                         max_items: int = 4, cost_metric: str | None = None,
                         descriptions: Mapping[str, str] | None = None,
                         versus_choice: pl.DataFrame | None = None,
-                        caveats: Sequence[str] = ()) -> str:
+                        caveats: Sequence[str] = (), unstable: Collection[str] = ()) -> str:
     """The first paragraph of the answer (see the module docstring).
 
     ``rec``: ``selection.recommend`` on ``metric``; ``summary``/``comparisons``: the experiment's
@@ -248,7 +249,8 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
     on ``metric``; ``descriptions``: metric -> words; ``versus_choice``: comparisons of every
     configuration against the recommendation (``comparisons.compare(frame, rec.choice)``), for
     the alternatives' lines; ``caveats``: sentences placed before those lines (unstable or
-    missing configurations). At most ``max_items`` alternatives get a line.
+    missing configurations). At most ``max_items`` alternatives get a line; one in
+    ``unstable`` (no steady state) gets no numbers, which only measure the run's length.
     """
     words = Words(configurations or {}, baseline, units or {}, descriptions or {})
     unit, name, choice = words.unit(metric), words.name(metric), rec.choice
@@ -282,7 +284,8 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
                     if k not in (choice, baseline)]
     if alternatives:
         shown = alternatives[:max_items]
-        lines = [_alternative_line(words, k, choice, metric, others, summary, versus_choice)
+        lines = [f"- {words.setting(k)}: {NO_STEADY_STATE}." if k in unstable else
+                 _alternative_line(words, k, choice, metric, others, summary, versus_choice)
                  for k in shown]
         rest = len(alternatives) - len(shown)
         if rest:
@@ -397,15 +400,16 @@ def missing_text(missing: Mapping[str, tuple[int, int]], words: Words) -> str | 
 
 
 def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None) -> str | None:
-    """``doctors 1: the number in system grows without bound ...`` for configurations whose
-    state keeps growing over the run (``unstable``: config_key -> what grows, in words)."""
+    """``1 doctor: demand exceeds capacity: the number in system keeps growing ...`` for
+    configurations whose state keeps growing over the run (``unstable``: config_key -> what
+    grows, in words)."""
     if not unstable:
         return None
     what = f"its {words.name(metric)}" if metric else "its results"
-    parts = [f"{words.setting(k)}: the {grows} keeps growing over the run, so demand exceeds "
-             f"capacity and the queue grows without bound; {what} depends only on how long "
-             "you simulate" for k, grows in unstable.items()]
-    return "Not in a steady state: " + "; ".join(parts) + "."
+    return " ".join(
+        f"{words.setting(k)}: demand exceeds capacity: the {grows} keeps growing over the run, "
+        f"without bound, so {what} depends only on how long you simulate."
+        for k, grows in unstable.items())
 
 
 # ---------------------------------------------------------------------------- paragraph 2

@@ -167,7 +167,7 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                     comparisons=comparisons, baseline=baseline, configurations=configurations,
                     units=units, tradeoffs=tradeoffs, nothing_significant=nothing,
                     cost_metric=cost_metric, descriptions=descriptions, versus_choice=versus,
-                    caveats=caveats)
+                    caveats=caveats, unstable=set(unstable or {}))
                 text = first + "\n\n" + text
             elif caveats:
                 text = " ".join(caveats) + "\n\n" + text

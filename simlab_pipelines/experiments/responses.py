@@ -417,7 +417,8 @@ def headline_responses(spec: Any, limit: int = 4) -> list[str]:
 def descriptions(spec: Any) -> dict[str, str]:
     """What every metric and response is, in the reader's words: a response's ``description``
     (its placeholders filled), else the model's help for a metric without its trailing
-    "(unit)"; names with neither are left out."""
+    bracket (how it is measured), a parameter it names given with its value ("longer than the
+    wait threshold (5)"); names with neither are left out."""
     configurations = spec.configurations_list()
     if configurations:
         first = configurations[0].params
@@ -425,8 +426,18 @@ def descriptions(spec: Any) -> dict[str, str]:
                  if all(c.params.get(k) == v for c in configurations[1:])}
     else:
         fixed = dict(spec.parameters)
-    words = {name: re.sub(r"\s*\([^()]*\)$", "", text.strip()).strip()
+    words = {name: _parameters_named(re.sub(r"\s*\([^()]*\)$", "", text.strip()).strip(), fixed)
              for name, text in spec.resolved_model.metrics.items() if text and text.strip()}
     words |= {name: fill_description(r.description, fixed)
               for name, r in spec.parsed_responses.items() if r.description}
     return {k: v for k, v in words.items() if v}
+
+
+def _parameters_named(text: str, fixed: Mapping[str, Any]) -> str:
+    """``longer than wait_threshold`` -> ``longer than the wait threshold (5)``."""
+    for name, value in fixed.items():
+        if "_" in name and re.search(rf"\b{re.escape(name)}\b", text):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            text = re.sub(rf"\b{re.escape(name)}\b",
+                          f"the {name.replace('_', ' ')} ({shown})", text)
+    return text

@@ -1,0 +1,215 @@
+"""The answer in the reader's words (issue 22, items 1 and 4; issue 21, items 8 and 9).
+
+The sentences are pinned by their structure, never by seeded numbers: who is named (today's
+setting, the recommendation, the alternatives) and how (by setting and description, never by
+config key or "baseline" in the first paragraph), that every number carries its unit, that the
+recommendation is never called ruled out, and that the statistics sit in the second paragraph.
+Observations are constructed with known means and a common per-replication term (common random
+numbers), with differences many standard errors away from every decision boundary, so the
+outcomes hold for any seed.
+"""
+
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+
+from simlab_pipelines.analysis import analyse_experiment
+from simlab_pipelines.analysis.answer import describe_change, setting_words
+from simlab_pipelines.analysis.units import format_difference, format_quantity, format_value
+
+RESTAURANT = {"tables-8_waiters-2": {"tables": 8, "waiters": 2},
+              "tables-8_waiters-3": {"tables": 8, "waiters": 3},
+              "tables-9_waiters-2": {"tables": 9, "waiters": 2},
+              "tables-9_waiters-3": {"tables": 9, "waiters": 3}}
+TODAY = "tables-8_waiters-2"
+UNITS = {"profit": "$/day", "cost": "$/day", "visit": "min", "slow": "fraction"}
+DESCRIPTIONS = {"profit": "profit", "cost": "staff and tables cost",
+                "visit": "time a party spends in the restaurant",
+                "slow": "parties waiting over 5 min for a table"}
+# (mean, common-term sd, own sd) per metric: the restaurant's story in round numbers
+MEANS = {"profit": {TODAY: 1020.0, "tables-8_waiters-3": 964.0, "tables-9_waiters-2": 1075.0,
+                    "tables-9_waiters-3": 1036.0},
+         "cost": {TODAY: 480.0, "tables-8_waiters-3": 620.0, "tables-9_waiters-2": 505.0,
+                  "tables-9_waiters-3": 645.0},
+         "visit": {TODAY: 56.2, "tables-8_waiters-3": 52.6, "tables-9_waiters-2": 56.9,
+                   "tables-9_waiters-3": 52.5},
+         "slow": {TODAY: 0.198, "tables-8_waiters-3": 0.162, "tables-9_waiters-2": 0.153,
+                  "tables-9_waiters-3": 0.116}}
+SPREAD = {"profit": (60.0, 10.0), "cost": (0.0, 0.0), "visit": (2.0, 0.3), "slow": (0.05, 0.01)}
+
+
+def _observations(means, spread, n=60, seed=3, experiment="exp") -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for metric, by_config in means.items():
+        shared, own = spread[metric]
+        common = rng.normal(0.0, shared, n)
+        for key, mean in by_config.items():
+            values = mean + common + rng.normal(0.0, own, n)
+            rows += [(experiment, key, r, metric, float(v)) for r, v in enumerate(values)]
+    return pl.DataFrame(rows, schema=["experiment", "config_key", "replication", "metric",
+                                      "value"], orient="row")
+
+
+def _restaurant(observations=None, **kwargs):
+    observations = _observations(MEANS, SPREAD) if observations is None else observations
+    options = {"experiment": "exp", "baseline": TODAY, "objective_metric": "profit",
+               "minimize": False, "indifference_zone": 25.0, "configurations": RESTAURANT,
+               "units": UNITS, "descriptions": DESCRIPTIONS, "tradeoffs": ["cost", "visit", "slow"],
+               "cost_metric": "cost"}
+    return analyse_experiment(observations, **(options | kwargs))
+
+
+# A number a reader sees, with what may stand around it: a currency before, a unit after.
+NUMBER = re.compile(r"(?<![\w.])(\$?)([+-]?\d[\d,]*(?:\.\d+)?)(?![\d.,]\d)")
+UNIT_AFTER = re.compile(r"\s*(?:± [\d,.]+\s*)?(min|%|points?|a day|time units|s\b|instead of)")
+
+
+def unitless_numbers(text: str, settings: list[str]) -> list[str]:
+    """Numbers in ``text`` without a currency before or a unit after; the words naming a
+    configuration (``8 tables``, ``tables 8 → 9``) are left out first."""
+    for words in sorted(settings, key=len, reverse=True):
+        text = text.replace(words, "")
+    bare = []
+    for match in NUMBER.finditer(text):
+        if match.group(1) or UNIT_AFTER.match(text, match.end()):
+            continue
+        before = text[max(0, match.start() - 2):match.start()]
+        if before.endswith("± "):  # the half-width of a number already judged
+            continue
+        bare.append(match.group(2))
+    return bare
+
+
+def _settings() -> list[str]:
+    words = [setting_words(c) for c in RESTAURANT.values()]
+    words += [describe_change(c, RESTAURANT[TODAY]) for c in RESTAURANT.values()]
+    return [w for w in words if w] + ["over 5 min"]
+
+
+@pytest.mark.parametrize(("value", "half", "unit", "text"), [
+    (1075.3, 18.2, "$/day", "$1,075 ± 18 a day"),
+    (0.1652, 0.0091, "fraction", "16.5 ± 0.9 %"),
+    (56.93, 0.52, "min", "56.9 ± 0.5 min"),
+    (12.0, 0.0, "requests per hour", "12 requests an hour"),
+])
+def test_quantities_are_written_with_their_units(value, half, unit, text):
+    assert format_quantity(value, half, unit) == text
+
+
+def test_differences_of_fractions_are_points_and_signs_are_explicit():
+    assert format_difference(0.8129, 0.003, "fraction") == "81.29 ± 0.30 points"
+    assert format_difference(-56.2, 6.1, "$/day", signed=True) == "-$56 ± 6 a day"
+    assert format_difference(25.0, 0.0, "$/day", signed=True) == "+$25 a day"
+    assert format_value(1019.7, 16.0, "$/day", with_unit=False) == "$1,020"
+
+
+def test_configurations_in_words():
+    assert setting_words({"tables": 8, "waiters": 2}) == "8 tables, 2 waiters"
+    assert setting_words({"doctors": 1, "pool_size": 8}) == "1 doctor, pool size 8"
+    assert setting_words({"class": 2}) == "class 2"  # not a plural count
+    assert describe_change({"tables": 9, "waiters": 2}, {"tables": 8, "waiters": 2}) \
+        == "tables 8 → 9"
+
+
+def test_the_restaurant_answer_reads_in_the_readers_words():
+    result = _restaurant()
+    first, statistics = result.answer.split("\n\n")
+    sentences, *lines = first.split("\n")
+    assert result.recommendation.choice == "tables-9_waiters-2"
+    # the decision first, then its effect on the objective against today's setting, per day
+    assert sentences.startswith("Recommendation: tables 8 → 9 (9 tables, 2 waiters). Against "
+                                "today's setting (8 tables, 2 waiters) it raises profit by $")
+    assert re.search(r"raises profit by \$\d+ ± \d+ a day: \$1,0\d\d instead of \$1,0\d\d a "
+                     r"day\.", sentences)
+    # one name for today's configuration: no "baseline", no "current", no config keys
+    for word in ("baseline", "current", "tables-8_waiters-2", "tables-9_waiters-2", "_"):
+        assert word not in first
+    # every response by its description, with its threshold
+    assert "parties waiting over 5 min for a table:" in sentences
+    assert "time a party spends in the restaurant:" in sentences
+    # every number carries its unit
+    assert unitless_numbers(first, _settings()) == []
+    # one line per alternative (not today's setting, not the recommendation), against it
+    assert lines[0] == "The other options, against the recommendation:"
+    assert [line.split(":")[0] for line in lines[1:]] == ["- 9 tables, 3 waiters",
+                                                         "- 8 tables, 3 waiters"]
+    # the third waiter: visits shorter, but less profit than the table
+    waiter = lines[2]
+    assert re.search(r"profit \$\d+ ± \d+ a day lower", waiter)
+    assert re.search(r"time a party spends in the restaurant [\d.]+ ± [\d.]+ min shorter", waiter)
+    # the statistics for analysts: procedures, constants, n, the zone in its unit
+    assert statistics.startswith("Statistics: 95 % t intervals over 60 replications a "
+                                 "configuration; differences paired over common random numbers")
+    assert "n0 = 60" in statistics and "at least $25 a day better on profit" in statistics
+    assert "ruled out" not in result.answer
+
+
+def test_a_recommendation_that_is_not_the_best_sample_mean_says_why():
+    # webpool's situation: pool 4 best by a hair, pool 8 as good within 1 point and one change
+    configs = {"pool-8_retries-3": {"pool": 8, "retries": 3},
+               "pool-8_retries-0": {"pool": 8, "retries": 0},
+               "pool-4_retries-0": {"pool": 4, "retries": 0}}
+    means = {"success": {"pool-8_retries-3": 0.134, "pool-8_retries-0": 0.947,
+                         "pool-4_retries-0": 0.950}}
+    result = analyse_experiment(
+        _observations(means, {"success": (0.02, 0.001)}), experiment="exp",
+        baseline="pool-8_retries-3", objective_metric="success", minimize=False,
+        indifference_zone=0.01, configurations=configs, units={"success": "fraction"},
+        descriptions={"success": "requests answered"})
+    rec = result.recommendation
+    assert (rec.best, rec.choice) == ("pool-4_retries-0", "pool-8_retries-0")
+    first, statistics = result.answer.split("\n\n")
+    assert first.startswith("Recommendation: retries 3 → 0 (pool 8, 0 retries). Against today's "
+                            "setting (pool 8, 3 retries) it raises requests answered by ")
+    assert re.search(r"by [\d.]+ ± [\d.]+ points: [\d.]+ % instead of [\d.]+ %\.", first)
+    assert ("pool 4, 0 retries has the highest sample mean of requests answered, but pool 8, "
+            "0 retries is as good within 1 point and changes one setting less.") in first
+    assert "ruled out" not in result.answer
+    assert "the recommendation, pool-8_retries-0, is within the indifference zone" in statistics
+
+
+def test_without_an_objective_the_answer_is_what_differs_from_today():
+    obs = _observations({m: MEANS[m] for m in ("visit", "slow")},
+                        {m: SPREAD[m] for m in ("visit", "slow")})
+    result = analyse_experiment(obs, experiment="exp", baseline=TODAY,
+                                configurations=RESTAURANT, units=UNITS,
+                                descriptions=DESCRIPTIONS, tradeoffs=["visit", "slow"])
+    assert result.recommendation is None
+    first, statistics = result.answer.split("\n\n")
+    head, *lines = first.split("\n")
+    assert head == ("Against today's setting (8 tables, 2 waiters), on time a party spends in "
+                    "the restaurant, parties waiting over 5 min for a table:")
+    waiter = next(line for line in lines if line.startswith("- waiters 2 → 3 (8 tables, 3 "))
+    assert re.search(r"time a party spends in the restaurant [\d.]+ ± [\d.]+ min shorter", waiter)
+    assert unitless_numbers(first, _settings()) == []
+    assert statistics.startswith("Statistics: 95 % t intervals over 60 replications")
+
+
+def test_configurations_without_results_are_named_and_the_answer_is_about_the_rest():
+    obs = _observations(MEANS, SPREAD).filter(pl.col("config_key") != "tables-9_waiters-3")
+    obs = obs.filter((pl.col("config_key") != "tables-8_waiters-3")
+                     | (pl.col("replication") < 50))
+    result = _restaurant(observations=obs, missing={"tables-9_waiters-3": (60, 60),
+                                                    "tables-8_waiters-3": (10, 60)})
+    first = result.answer.split("\n\n")[0]
+    assert ("No results for tables 8 → 9, waiters 2 → 3 (9 tables, 3 waiters), all 60 "
+            "replications (failed or not run): this answer is about the other configurations."
+            ) in first
+    assert ("Replications missing (failed or not run) for waiters 2 → 3 (8 tables, 3 waiters), "
+            "10 of 60: their numbers are from the others.") in first
+    # before the alternatives' lines, which name only configurations with results
+    assert first.index("No results for") < first.index("The other options")
+    assert "- 9 tables, 3 waiters" not in first
+
+
+def test_an_unstable_configuration_gets_a_warning_and_no_numbers():
+    result = _restaurant(unstable={"tables-8_waiters-3": "number in system"})
+    first = result.answer.split("\n\n")[0]
+    assert ("8 tables, 3 waiters: demand exceeds capacity: the number in system keeps growing "
+            "over the run, without bound, so its profit depends only on how long you simulate."
+            ) in first
+    assert "- 8 tables, 3 waiters: no steady state, so its numbers depend only on how long you " \
+           "simulate." in first
