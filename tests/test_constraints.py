@@ -240,6 +240,6 @@ def test_a_sweep_stores_each_configurations_status_and_recommends_a_feasible_one
     page = report.read_text()
     section = page[page.index('<h2 id="constraints">Constraints</h2>'):]
     rows = re.findall(r"<tr><td class=text>([^<]*)</td><td class=text>([^<]*)</td>", section)
-    assert rows[:2] == [("servers 2 (servers-2)", "feasible"),
-                        ("servers 1 (servers-1)", "infeasible")]
+    assert rows[:2] == [("2 servers (servers-2)", "feasible"),
+                        ("1 server (servers-1)", "infeasible")]
     assert "mean wait (at most 1 time units)" in section

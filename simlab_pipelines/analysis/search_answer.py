@@ -14,15 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from simlab_pipelines.analysis.answer import (
-    CURRENCIES,
-    describe_configuration,
-    format_estimate,
-    format_quantity,
-    format_value,
-    humanise,
-    unit_suffix,
-)
+from simlab_pipelines.analysis.answer import humanise, setting_words
 from simlab_pipelines.analysis.cleanup import CleanUp
 from simlab_pipelines.analysis.constraints import (
     FEASIBLE,
@@ -38,6 +30,13 @@ from simlab_pipelines.analysis.threshold import (
     BEYOND_THROUGHOUT,
     WITHIN_THROUGHOUT,
     BreakingPoint,
+)
+from simlab_pipelines.analysis.units import (
+    format_estimate,
+    format_quantity,
+    format_value,
+    parse_unit,
+    unit_suffix,
 )
 
 
@@ -92,7 +91,7 @@ def miss_clause(status: ConstraintStatus, unit: str | None,
 
 def _label(key: str, configurations: Mapping[str, Mapping[str, Any]] | None) -> str:
     config = (configurations or {}).get(key)
-    return f"{describe_configuration(config)} ({key})" if config else key
+    return f"{setting_words(config)} ({key})" if config else key
 
 
 def _confidence_words(result: Feasibility) -> str:
@@ -208,7 +207,7 @@ def _count(n: int, noun: str) -> str:
 
 def _best_words(metric: str, minimize: bool, unit: str | None, constraints: int) -> str:
     """``Cheapest configuration that meets both service levels`` and the like."""
-    if unit in CURRENCIES and minimize:
+    if parse_unit(unit).before and minimize:  # a currency: the least is the cheapest
         head = "Cheapest configuration"
     else:
         head = f"{'Lowest' if minimize else 'Highest'} {humanise(metric)}"
@@ -333,7 +332,7 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
     k = len(result.candidates)
     zone = (format_quantity(result.indifference_zone, 0.0, unit)
             if result.indifference_zone is not None else None)
-    best = "cheapest" if (unit in CURRENCIES and result.minimize) else "best"
+    best = "cheapest" if (parse_unit(unit).before and result.minimize) else "best"
     if result.recommended is not None and result.selection is not None and zone:
         procedure = ("Clark & Yang's two-stage procedure with common random numbers"
                      if result.selection.procedure == "bonferroni-crn"
