@@ -12,9 +12,11 @@ run process to read unless a worker dies). When the pool breaks, the partitions 
 in a worker that died on its own (not one the pool then stopped) fail, named with its exit status
 or signal; the other unfinished ones run again on a new pool, in the same batch.
 
-A pool lives as long as the step that made it: every process it started (workers) is gone when the
-step ends, so a run process (``dagster api execute_run``, a run pod, a run of ``dagster dev``) exits
-with its run. ``simlab sweep`` runs many runs in one process and keeps one pool across them
+A pool lives as long as the step that made it, and never longer than the process that made it
+(its workers watch that process and exit when it is gone, and with them the fork server and the
+resource tracker): every process it started (workers) is gone when the step ends, so a run process
+(``dagster api execute_run``, a run pod, a run of ``dagster dev``) exits with its run.
+``simlab sweep`` runs many runs in one process and keeps one pool across them
 (``keep_pools``), shut when the sweep ends. ``cancel`` (a sweep's Ctrl-C or SIGTERM) kills the
 workers: the step in progress fails (not retried) within moments.
 """
@@ -26,9 +28,11 @@ import json
 import mmap
 import multiprocessing
 import os
+import select
 import signal
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterator, Sequence
@@ -291,12 +295,49 @@ _KEEP = [0]  # depth of keep_pools()
 _CANCELLED = threading.Event()
 
 
-def _worker_initializer(*initargs) -> None:
+def _worker_initializer(owner: int, *initargs) -> None:
     # Ctrl-C reaches the terminal's whole process group; the run process decides what it means
     # (a sweep cancels, killing the workers). A worker must not die of it on its own, printing a
     # traceback and breaking the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with(owner)
     telemetry.pool_initializer(*initargs)
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker when ``owner``, the process that made its pool, is gone however it ended
+    (kill -9 of a sweep's main process, the OOM killer). Idle workers wait on a queue whose other
+    end they hold themselves, and the fork server and the resource tracker wait for the workers:
+    without this, all of them were left running for good."""
+    try:
+        handle = os.pidfd_open(owner)  # readable once it has exited (Linux 5.3+)
+    except ProcessLookupError:
+        os._exit(OWNER_GONE)
+    except (AttributeError, OSError):
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _alive(owner):
+                time.sleep(1.0)
+        os._exit(OWNER_GONE)  # its simulation (if any) is abandoned: the next sweep runs it
+
+    threading.Thread(target=watch, name="simlab-owner-watch", daemon=True).start()
+
+
+OWNER_GONE = 70  # a worker's exit status when the process that made its pool is gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _pool(workers: int) -> tuple[tuple, ProcessPoolExecutor]:
@@ -309,7 +350,7 @@ def _pool(workers: int) -> tuple[tuple, ProcessPoolExecutor]:
             context.set_forkserver_preload(["simlab_pipelines.batch"])
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                        initializer=_worker_initializer,
-                                       initargs=(None, service_name, otel))
+                                       initargs=(os.getpid(), None, service_name, otel))
             _POOLS[key] = pool
     return key, pool
 

@@ -4,9 +4,14 @@
   `simlab sweep` on 2 pool workers: those two partitions fail, each named with its worker's exit
   status or signal; every other partition lands (the whole run failed, "0 of the 12 partitions
   run landed", and every later sweep did the same). The next sweep runs only the two.
+- kill -9 of a sweep's main process only (what the OOM killer does): its pool workers, fork server
+  and resource tracker end within seconds (they were left running for good); the next sweep runs
+  what is missing.
 """
 
+import os
 import re
+import signal
 import textwrap
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import dagster as dg
 import duckdb
 import yaml
 from dagster._core.events import DagsterEventType
-from test_reliability_runs import _finish, _session_processes, _start, _wait_for
+from test_reliability_runs import _finish, _session_processes, _start, _sweep, _wait_for
 
 CRASHY = textwrap.dedent('''
     """A plug-in that kills its own process in two partitions while the file CRASH exists."""
@@ -90,3 +95,53 @@ def test_a_crashing_partition_fails_alone_and_the_next_sweep_runs_only_it(lab):
     assert code == 0, out + err
     assert "crashy: ran 2 partitions in 2 run(s); 12 wanted in all." in out
     assert len(_landed(lab, "crashy")) == 12
+
+
+SLEEPY = textwrap.dedent('''
+    # A command simulator: while the file SLOW exists it sleeps (with a child in its process
+    # group), else it answers at once. Every process writes its pid to pids.
+    echo $$ >> pids
+    if [ -e SLOW ]; then
+        sleep 120 & echo $! >> pids
+        sleep 120
+    fi
+    echo \'{"mean_x": 1.5}\'
+''')
+
+
+def _sleepy(lab: Path) -> Path:
+    """An experiment of 4 simulations of the sleepy simulator, slow for now."""
+    experiments = lab / "experiments"
+    (experiments / "sleepy.sh").write_text(SLEEPY)
+    (experiments / "SLOW").touch()
+    path = experiments / "sleepy.yaml"
+    path.write_text(yaml.safe_dump({"name": "sleepy", "seed": 1, "replications": 4,
+                                    "horizon": 1.0, "model": {
+                                        "name": "sleepy", "command": ["/bin/sh", "sleepy.sh"],
+                                        "metrics": ["mean_x"], "timeout": 600}}))
+    return path
+
+
+def _pids(lab: Path) -> list[int]:
+    pids = lab / "experiments" / "pids"
+    return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+
+
+def _recovers(lab: Path, path: Path) -> None:
+    """With the simulator fast again, the next sweep runs what is missing, by itself."""
+    (lab / "experiments" / "SLOW").unlink()
+    code, out, err = _sweep(path)
+    assert code == 0, out + err
+    assert "sleepy: ran 4 partitions in 2 run(s); 4 wanted in all." in out, out + err
+
+
+def test_kill_9_of_the_main_process_only_ends_the_pool_and_the_next_sweep_recovers(lab):
+    path = _sleepy(lab)
+    sweep = _start(path, name="oom")
+    _wait_for(lambda: len(_pids(lab)) >= 4, "two simulators to run", process=sweep)
+    pool = set(_session_processes(sweep.pid)) - {sweep.pid}
+    assert len(pool) >= 4  # 2 workers, the fork server, the resource tracker
+    os.kill(sweep.pid, signal.SIGKILL)  # the main process only, as the OOM killer does
+    _finish(sweep)
+    _wait_for(lambda: not _session_processes(sweep.pid), "the pool's processes to end", 10)
+    _recovers(lab, path)
