@@ -29,7 +29,7 @@ from simlab_pipelines import analysis, batch, manifest, partitions, plan, settin
 from simlab_pipelines import metadata as ui
 from simlab_pipelines.analysis.headline import headline_metric
 from simlab_pipelines.experiments import ExperimentSpec
-from simlab_pipelines.experiments.responses import headline_responses
+from simlab_pipelines.experiments.responses import descriptions, headline_responses
 from simlab_pipelines.failures import group_failures
 from simlab_pipelines.partitions import split_key
 from simlab_pipelines.resources import SimlabStorage
@@ -285,11 +285,24 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
         metadata["tradeoffs"] = ui.records_table(tradeoff_records(
             summary, headline, configurations={c.key: c.varying
                                                for c in outcome.configurations},
-            units=units, roles=roles))
+            units=units, roles=roles, descriptions=descriptions(spec),
+            missing=outcome.missing))
     if report:
         metadata["report"] = dg.MetadataValue.path(report)
     metadata.update({"replications": result.replications.height, "missing": result.missing,
                      "beyond_plan": len(beyond), "duckdb": dg.MetadataValue.path(duckdb_path)})
+    if outcome.missing:  # per configuration: the answer is about the others
+        metadata["missing_by_configuration"] = ui.records_table([
+            {"configuration": key, "missing": lost, "wanted": wanted,
+             "in the answer": "no" if lost >= wanted else "from the others"}
+            for key, (lost, wanted) in sorted(outcome.missing.items())])
+    if any(t.growing for t in outcome.trends):  # no steady state: its numbers mean nothing
+        metadata["steady_state"] = ui.records_table([
+            {"configuration": t.config_key, "series": t.series,
+             "growth": ui.rounded(t.relative_growth, 3),
+             "p_value": None if t.p_value is None else ui.rounded(t.p_value, 4),
+             "steady state": "no: keeps growing" if t.growing else "yes"}
+            for t in outcome.trends])
     rows = summary.filter(pl.col("metric") == metric)
     metadata["metric"] = metric  # of the tables and plots below
     metadata["unit"] = units.get(metric) or ""

@@ -9,13 +9,14 @@ import json
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from simlab_pipelines.analysis import write_report
 from simlab_pipelines.analysis.headline import headline_metric
 from simlab_pipelines.analysis.report import highlight_roles as report_roles
 from simlab_pipelines.analysis.sensitivity import report_sections
 from simlab_pipelines.experiments import ExperimentError, experiments_dir, parse_experiment
-from simlab_pipelines.experiments.responses import headline_responses
+from simlab_pipelines.experiments.responses import descriptions, headline_responses
 from simlab_pipelines.summary import analyse
 
 
@@ -65,7 +66,29 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
                         roles=report_roles(spec.baseline_key, stats.recommendation,
                                            stats.subset.best if stats.subset else None),
                         sections_before=factors + _constraints(
-                            stats, spec, {c.key: c.varying for c in result.configurations}))
+                            stats, spec, {c.key: c.varying for c in result.configurations})
+                        + _steady_state(result.trends),
+                        descriptions=descriptions(spec), missing=result.missing)
+
+
+def _steady_state(trends) -> list[tuple[str, str]]:
+    """The trend test's table (with recorded series): which configurations keep growing."""
+    if not trends:
+        return []
+    from simlab_pipelines.analysis.report import html_table
+    from simlab_pipelines.analysis.stationarity import ALPHA, MIN_GROWTH
+
+    frame = pl.DataFrame([{"configuration": t.config_key, "series": t.series,
+                           "third quarter": t.third_quarter_mean,
+                           "last quarter": t.last_quarter_mean,
+                           "growth": t.relative_growth, "p-value": t.p_value,
+                           "steady state": "no: keeps growing" if t.growing else "yes"}
+                          for t in trends])
+    intro = (f"<p>Each recorded series' mean over the last quarter of the run against the third "
+             f"(one-sided paired t over replications): a configuration keeps growing, and has "
+             f"no steady state, when p &lt; {ALPHA:g} and the growth is at least "
+             f"{MIN_GROWTH:.0%}.</p>")
+    return [("Steady state (trend test)", intro + html_table(frame, drop_constant=False))]
 
 
 def _constraints(stats, spec, configurations: dict) -> list[tuple[str, str]]:
