@@ -1,6 +1,7 @@
 """``simlab``: run experiments on the local Dagster instance, query and report their results.
 
     simlab sweep experiments/restaurant_staffing.yaml [--workers N] [--batch-size N]
+                 [--log-format text|json]
     simlab query "SELECT * FROM summary LIMIT 5"
     simlab report restaurant_staffing
     simlab new-model clinic [--directory DIR]
@@ -20,16 +21,26 @@ from simlab_pipelines import settings
 
 
 def _instance():
-    import dagster as dg
+    """The instance of DAGSTER_HOME, opened under the instance lock (two commands on a new
+    DAGSTER_HOME must not create its schema at once); a damaged one is named, not a traceback."""
+    from alembic.util.exc import CommandError
+
+    from simlab_pipelines.instance import open_instance
 
     if not os.environ.get("DAGSTER_HOME"):
         home = settings.PROJECT_ROOT / "dagster_home"
         os.environ["DAGSTER_HOME"] = str(home)
         click.echo(f"DAGSTER_HOME not set: using {home}", err=True)
-    return dg.DagsterInstance.get()
+    try:
+        return open_instance()
+    except CommandError as exc:  # e.g. "Version table 'alembic_version' has more than one head"
+        raise click.ClickException(
+            f"the Dagster instance in {os.environ['DAGSTER_HOME']} is damaged ({exc}); "
+            "docs/reliability.md, 'A damaged instance', says how to start it afresh") from None
 
 
-def _table(columns: list[str], rows: list[tuple], title: str | None = None) -> None:
+def _table(columns: list[str], rows: list[tuple], title: str | None = None,
+           err: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -42,7 +53,8 @@ def _table(columns: list[str], rows: list[tuple], title: str | None = None) -> N
         table.add_row(*(Text("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v))
                         for v in row))
     # Wide enough off a terminal (pipes, CI logs) that keys and metric names are not folded.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    stream = sys.stderr if err else sys.stdout
+    Console(file=stream, width=None if stream.isatty() else 200).print(table)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,7 +62,12 @@ def main() -> None:
     """simlab: simulation experiments as Dagster partitioned assets, results in DuckDB."""
     from simlab_pipelines import logs
 
-    logs.configure_logging("WARNING")  # JSON lines on stderr; INFO would echo Dagster's storage
+    # Lines for a person (SIMLAB_LOG_FORMAT=json: JSON); INFO would echo Dagster's storage.
+    try:
+        logs.configure_logging("WARNING", fmt=logs.log_format(
+            os.environ.get(logs.FORMAT_VARIABLE) or "text"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()
@@ -60,12 +77,23 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Partitions per Dagster run [default: the file's max_partitions_per_run, "
                    f"else SIMLAB_MAX_PARTITIONS_PER_RUN or {settings.DEFAULT_MAX_PARTITIONS_PER_RUN}].")
-def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="text: the sweep's own lines, failures in one table at the end; json: also "
+                   "every run's log lines (errors, warnings) as JSON objects on stderr "
+                   "[default: SIMLAB_LOG_FORMAT, else text]. Either way they are in each "
+                   "run's event log (the UI).")
+def sweep(path: Path, workers: int | None, batch_size: int | None,
+          log_format: str | None) -> None:
     """Run the missing partitions of the experiment in PATH, then summarise it.
 
     Runs go through the local Dagster instance (DAGSTER_HOME), so they appear in the UI. A second
     call with nothing missing does nothing and says so.
     """
+    from simlab_pipelines import logs
+
+    if log_format is not None:  # pool workers and runs follow it too (they read the variable)
+        os.environ[logs.FORMAT_VARIABLE] = log_format
+        logs.configure_logging("WARNING", fmt=log_format)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from simlab_pipelines.experiments import ExperimentError, load_experiment
@@ -77,6 +105,7 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
     except ExperimentError as exc:
         raise click.UsageError(str(exc)) from None
     instance = _instance()
+    _print_stale(spec)
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), transient=False)
     task = bar.add_task(f"{spec.name}", total=None)
@@ -114,17 +143,43 @@ def sweep(path: Path, workers: int | None, batch_size: int | None) -> None:
         from simlab_pipelines.assets import beyond_plan_note
 
         click.echo(f"note: {beyond_plan_note(report.beyond)}")
-    if report.summary_run not in report.failed_runs:  # else the file holds an older summary
-        _print_outcome(spec, report.checks)
+    # Not when the summary failed (the file holds an older one) or nothing landed to summarise.
+    if report.summary_run not in report.failed_runs and (report.summary_run or not report.missing):
+        _print_outcome(spec, report.checks, instance)
     if report.failed_runs:
-        from simlab_pipelines.query import lock_conflict
-
-        for run_id in report.failed_runs:
-            reason = report.failures.get(run_id, "unknown (see the run's logs)")
-            click.echo(f"run {run_id} failed: {lock_conflict(reason) or reason}", err=True)
-        click.echo(f"{len(report.failed_runs)} run(s) failed (their logs: `dagster dev`); "
-                   f"`simlab sweep {path}` runs what is missing again.", err=True)
+        _print_failures(report, path)
         sys.exit(1)
+
+
+def _print_stale(spec) -> None:
+    """Why partitions that have results run again: what changed, and for how many."""
+    from simlab_pipelines.resources import default_storage
+    from simlab_pipelines.staleness import stale_reasons
+
+    try:
+        reasons = stale_reasons(spec, default_storage().store())
+    except Exception as exc:  # an explanation must never stop the sweep
+        click.echo(f"{spec.name}: could not tell which results are stale: {exc}", err=True)
+        return
+    for reason in reasons:
+        click.echo(f"{spec.name}: {reason}; they run again.")
+
+
+def _print_failures(report, path: Path) -> None:
+    """One line per failed run, one table of the failed partitions by reason, what to do."""
+    from simlab_pipelines.failures import first_line, merge_groups
+    from simlab_pipelines.query import lock_conflict
+
+    for run_id in report.failed_runs:
+        reason = report.failures.get(run_id, "unknown (see the run's logs)")
+        click.echo(f"run {run_id} failed: {lock_conflict(reason) or first_line(reason).rstrip(':')}", err=True)
+    groups = merge_groups(report.failed_partitions)
+    if groups:
+        _table(["first partition", "reason", "partitions"],
+               [(g.first, g.reason, g.partitions) for g in groups],
+               title=f"{report.experiment}: failed partitions by reason", err=True)
+    click.echo(f"{len(report.failed_runs)} run(s) failed (their logs: `dagster dev`, or "
+               f"--log-format json); `simlab sweep {path}` runs what is missing again.", err=True)
 
 
 def _print_counts(name: str, report) -> None:
@@ -171,7 +226,18 @@ def _rows(sql: str, parameters: list) -> tuple[list[str], list[tuple]]:
         return [], []
 
 
-def _print_outcome(spec, checks: dict[str, bool]) -> None:
+def _report_path(instance, name: str) -> str | None:
+    """The HTML report the summary step wrote last (its ``report`` metadata), if it exists."""
+    from simlab_pipelines.assets import summary_key
+
+    record = instance.get_latest_materialization_event(summary_key(name))
+    entry = (record.asset_materialization.metadata.get("report")
+             if record is not None and record.asset_materialization is not None else None)
+    path = getattr(entry, "path", None) if entry is not None else None
+    return path if path and Path(path).exists() else None
+
+
+def _print_outcome(spec, checks: dict[str, bool], instance=None) -> None:
     """The summary of the headline metric, precision, warnings, checks, and last the answer."""
     from simlab_pipelines.analysis.headline import headline_metric
     from simlab_pipelines.query import DatabaseLocked
@@ -202,8 +268,10 @@ def _print_outcome(spec, checks: dict[str, bool]) -> None:
     for name, passed in sorted(checks.items()):
         click.echo(f"check {name}: {'passed' if passed else 'FAILED'}")
     _, answers = _rows("SELECT answer FROM answers WHERE experiment = ?", [spec.name])
+    written = _report_path(instance, spec.name) if instance is not None else None
+    report = written or f"simlab report {spec.name}"  # the summary step writes it: its path
     click.echo(f"\nAll tables: simlab query \"SELECT * FROM summary WHERE experiment = "
-               f"'{spec.name}'\"; HTML report: simlab report {spec.name}")
+               f"'{spec.name}'\"; HTML report: {report}")
     if answers and answers[0][0]:
         click.echo(f"\n{answers[0][0]}")
 

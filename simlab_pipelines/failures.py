@@ -39,7 +39,7 @@ def group_failures(failures: Iterable[tuple[str, str]]) -> list[FailureGroup]:
     counts: dict[str, list[Any]] = {}
     for key, error in failures:
         reason = first_line(error) or "unknown reason"
-        if reason not in counts and len(counts) == MAX_REASONS:
+        if reason not in counts and len(counts) >= MAX_REASONS:
             reason = "other reasons (see the run's logs)"
         entry = counts.setdefault(reason, [0, key])
         entry[0] += 1

@@ -20,12 +20,18 @@ Two ways in, so that both kinds of log line of a pipeline process are JSON:
   ``step_key``, ``dagster_event`` and, from the run's tags, ``experiment`` (``simlab/experiment``)
   and ``partition_key``/``config_key``/``replication`` (single-partition runs).
 
+Two formats (``SIMLAB_LOG_FORMAT``, or ``configure_logging(fmt=...)``): ``json`` (the default)
+and ``text``, for a person at a terminal: ``level: message`` lines, and a job's run lines not
+printed at all (they are in the run's event log, which the UI shows; ``simlab sweep`` prints its
+own account of what failed). ``simlab sweep`` is ``text`` unless given ``--log-format json``.
+
 Only the stdlib and the OpenTelemetry *API* are imported at module level (Dagster only inside
 ``dagster_logger``): importing this module is cheap, pool workers included.
 """
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,8 +41,11 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-__all__ = ["CONTEXT_FIELDS", "JsonFormatter", "configure_logging", "dagster_logger",
-           "log_context"]
+__all__ = ["CONTEXT_FIELDS", "FORMATS", "JsonFormatter", "configure_logging", "dagster_logger",
+           "log_context", "log_format", "run_logger_config"]
+
+FORMATS = ("json", "text")
+FORMAT_VARIABLE = "SIMLAB_LOG_FORMAT"
 
 CONTEXT_FIELDS = ("experiment", "config_key", "replication", "run_id", "partition_key")
 
@@ -147,8 +156,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """``level: message`` (and the exception's last line), for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            text += f" ({type(error).__name__}: {error})"
+        return text
+
+
 class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler configure_logging installs (its class marks it as ours)."""
+    """The handler configure_logging installs (its class marks it as ours, whichever format)."""
 
 
 def _not_printed_below_root(record: logging.LogRecord) -> bool:
@@ -175,8 +195,19 @@ def _level(level: int | str) -> int:
     return value
 
 
-def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -> None:
-    """Make every log line of the process a JSON object (on ``stream``, default stderr).
+def log_format(value: str | None = None) -> str:
+    """``value``, else ``SIMLAB_LOG_FORMAT``, else ``json``; ValueError naming it if unknown."""
+    chosen = (value or os.environ.get(FORMAT_VARIABLE) or "json").lower()
+    if chosen not in FORMATS:
+        source = "log format" if value else FORMAT_VARIABLE
+        raise ValueError(f"{source} {chosen!r}: expected one of {', '.join(FORMATS)}")
+    return chosen
+
+
+def configure_logging(level: int | str = "INFO", stream: TextIO | None = None,
+                      fmt: str | None = None) -> None:
+    """Make every log line of the process a JSON object (on ``stream``, default stderr), or a
+    ``level: message`` line with ``fmt="text"`` (default: ``log_format()``).
 
     Installs one handler on the root logger (so the ``simlab`` hierarchy and libraries are
     covered) and removes plain ``StreamHandler``s there (e.g. from ``logging.basicConfig``), which
@@ -184,9 +215,10 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
     record that a logger below the root has its own handler for (Dagster's ``dagster`` logger in
     its CLI processes) is left to that handler: it is not printed twice. Python warnings
     (``warnings.warn``) become log records too (logger ``py.warnings``), so they print as JSON.
-    Idempotent: a second call only updates the level and the stream (and removes plain
-    ``StreamHandler``s added since).
+    Idempotent: a second call only updates the level, the stream and the format (and removes
+    plain ``StreamHandler``s added since).
     """
+    chosen = log_format(fmt)
     root = logging.getLogger()
     root.setLevel(_level(level))
     logging.captureWarnings(True)
@@ -195,13 +227,27 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
             root.removeHandler(handler)
     ours = [h for h in root.handlers if isinstance(h, _JsonHandler)]
     if ours:
+        handler = ours[0]
         if stream is not None:
-            ours[0].setStream(stream)
-        return
-    handler = _JsonHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(_not_printed_below_root)
-    root.addHandler(handler)
+            handler.setStream(stream)
+    else:
+        handler = _JsonHandler(stream if stream is not None else sys.stderr)
+        handler.addFilter(_not_printed_below_root)
+        root.addHandler(handler)
+    handler.setFormatter(TextFormatter() if chosen == "text" else JsonFormatter())
+    _FORMAT["current"] = chosen
+
+
+# The format configure_logging chose last in this process: what run_logger_config follows.
+_FORMAT = {"current": "json"}
+
+
+def run_logger_config(level: str = "WARNING") -> dict[str, Any]:
+    """Run config for a job's ``console`` logger (``dagster_logger``) in this process: its lines
+    at ``level`` as JSON on stderr, or, after ``configure_logging(fmt="text")``, not printed
+    (they stay in the run's event log)."""
+    output = "stderr" if _FORMAT["current"] == "json" else "none"
+    return {"loggers": {"console": {"config": {"log_level": level, "output": output}}}}
 
 
 def dagster_logger() -> Any:
@@ -209,7 +255,8 @@ def dagster_logger() -> Any:
 
     Register it as the jobs' ``console`` logger; it takes the same config as Dagster's default
     console logger (``log_level``, default INFO; ``name``, default ``dagster``), so run configs
-    written for that one (``loggers: {console: {config: {log_level: WARNING}}}``) keep working.
+    written for that one (``loggers: {console: {config: {log_level: WARNING}}}``) keep working,
+    and ``output``: ``stderr`` (default) or ``none`` (the lines stay in the run's event log only).
     """
     import dagster as dg
 
@@ -217,7 +264,9 @@ def dagster_logger() -> Any:
         {"log_level": dg.Field(str, is_required=False, default_value="INFO",
                                description="The logger's threshold."),
          "name": dg.Field(str, is_required=False, default_value="dagster",
-                          description="The logger's name (the `logger` field of each line).")},
+                          description="The logger's name (the `logger` field of each line)."),
+         "output": dg.Field(str, is_required=False, default_value="stderr",
+                            description="stderr, or none: only the run's event log has them.")},
         description="simlab's JSON console logger: one object a line, with trace and span ids.",
     )
     def simlab_json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
@@ -225,6 +274,12 @@ def dagster_logger() -> Any:
         # A Logger made directly is outside logging's hierarchy: nothing propagates to the root
         # logger, so a line is printed once even when configure_logging() is active too.
         logger = logging.Logger(config["name"], _level(config["log_level"]))
+        if config["output"] == "none":  # a handler that drops them: no "last resort" printing
+            logger.addHandler(logging.NullHandler())
+            return logger
+        if config["output"] != "stderr":
+            raise ValueError(f"loggers.console.config.output {config['output']!r}: expected "
+                             "stderr or none")
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)

@@ -31,7 +31,7 @@ import duckdb
 import sqlalchemy as sa
 from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 
-from simlab_pipelines import batch, plan, recovery, telemetry
+from simlab_pipelines import batch, logs, plan, recovery, telemetry
 from simlab_pipelines.assets import (
     DUCKDB_POOL,
     TRACEPARENT_TAG,
@@ -42,6 +42,7 @@ from simlab_pipelines.assets import (
 from simlab_pipelines.build import batch_size as default_batch_size
 from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
+from simlab_pipelines.failures import FailureGroup, first_line, groups_from_metadata
 from simlab_pipelines.partitions import Batch, batches
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.sensors import (
@@ -122,6 +123,8 @@ class SweepReport:
     failures: dict[str, str] = field(default_factory=dict)  # failed run id -> why
     recovered: list[str] = field(default_factory=list)  # what was cleaned up before starting
     beyond: list[str] = field(default_factory=list)  # results beyond the plan: not used
+    # The partitions that failed, by reason (of every run; not those of a run stopped by a signal)
+    failed_partitions: list[FailureGroup] = field(default_factory=list)
 
 
 class SweepInterrupted(Exception):
@@ -226,11 +229,12 @@ class _Run:
     def _execute(self) -> None:
         batch.on_queued(self.queued)
         try:
-            # The run's own events go to the instance (and the UI); the terminal gets warnings.
+            # The run's own events go to the instance (and the UI); the terminal gets its
+            # warnings as JSON, or nothing in text format (simlab sweep reports what failed).
             self.outcome["result"] = dg.execute_job(
                 self.recon, instance=self.instance,
                 tags={**self.tags, **recovery.process_tags()}, raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                run_config=logs.run_logger_config("WARNING"))
         except BaseException as exc:  # handed to the main thread
             self.outcome["error"] = exc
         finally:
@@ -419,7 +423,7 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
         if not spec_is_current(instance, spec):  # the lineage root, once per new definition
             record(_run(path, f"{spec.name}_spec", instance, base_tags))
         configurations = [c.key for c in spec.configurations_list()]
-        done = 0
+        done = landed = 0  # partitions run, and of them those that landed (the progress bar's)
         with _overlapping(instance) as twin:
             while missing and not report.failed_runs and not _stopped():
                 if report.rounds:
@@ -428,9 +432,9 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
                     say(f"{spec.name}: round {len(report.rounds) + 1} of the {what}: "
                         f"{len(missing)} more replications for {configs} configuration(s)")
                 report.rounds.append(len(missing))
-                total = done + len(missing)
+                total = landed + len(missing)
                 if progress:
-                    progress(done, total)
+                    progress(landed, total)
                 # A sequential experiment's partitions are dynamic: its round's keys first.
                 order = add_partitions(instance, spec, targets)
                 for run, part in _round(path, spec, twin or instance, base_tags,
@@ -440,8 +444,9 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
                     report.runs.append(result.run_id)
                     record(result)
                     done += len(part)
+                    landed += _landed(result, part, report)
                     if progress:
-                        progress(done, total)
+                        progress(landed, total)
                 if not plan.uses_results(spec) or _stopped():
                     break
                 before = missing
@@ -464,6 +469,9 @@ def _summarise(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,
     _count(instance, spec, report, attempted)
     if _stopped():
         return
+    if report.missing and not report.landed and (
+            report.still_missing == report.total or summary_is_current(instance, spec)):
+        return  # nothing new to summarise (with no result at all it could only fail)
     recovery.wait_for_pool(instance, DUCKDB_POOL, say, _stopped)
     if _stopped():
         return
@@ -473,6 +481,28 @@ def _summarise(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,
         evaluation.check_name: evaluation.passed
         for evaluation in result.get_asset_check_evaluations()}
     record(result)
+
+
+def _landed(result, part: Batch, report: SweepReport) -> int:
+    """How many of a replications run's partitions landed (were materialised); a failed run's
+    failed partitions, by reason, go to ``report.failed_partitions`` (unless it was stopped)."""
+    if result.success:
+        return len(part.keys)
+    landed = sum(1 for event in result.all_events
+                 if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION)
+    if _stopped():
+        return landed
+    groups: list[FailureGroup] = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.user_failure_data is not None:
+            recorded = event.step_failure_data.user_failure_data.metadata.get("failure_reasons")
+            groups = groups_from_metadata(recorded.value if recorded is not None else None)
+            break
+    if not groups and len(part.keys) > landed:  # the run failed as a whole: one reason for all
+        reason = report.failures.get(result.run_id, "unknown (see the run's logs)")
+        groups = [FailureGroup(first_line(reason), len(part.keys) - landed, part.keys[0])]
+    report.failed_partitions.extend(groups)
+    return landed
 
 
 def _round(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,

@@ -178,3 +178,47 @@ def test_dagster_job_lines_are_json_with_run_and_span(output, capsys):
     assert failure["level"] == "ERROR" and "RuntimeError: simulated failure" in failure["exception"]
     assert failure["message"] == 'Execution of step "logged_asset" failed.'
     assert failure["trace_id"] is None  # logged after the span ended
+
+
+def test_text_format_for_a_person_and_run_lines_kept_off_the_terminal(output, monkeypatch):
+    monkeypatch.delenv(logs.FORMAT_VARIABLE, raising=False)
+    configure_logging("INFO", stream=output, fmt="text")
+    try:
+        logging.getLogger("simlab.x").warning("disk nearly full")
+        try:
+            raise OSError("no space")
+        except OSError:
+            logging.getLogger("simlab.x").exception("write failed")
+        # A sweep's runs in text format: their console logger prints nothing (the run's event
+        # log has the lines); in JSON format it prints them on stderr.
+        assert logs.run_logger_config()["loggers"]["console"]["config"]["output"] == "none"
+    finally:
+        configure_logging("INFO", stream=output)  # JSON again, for the tests after this one
+    assert logs.run_logger_config()["loggers"]["console"]["config"]["output"] == "stderr"
+    assert output.getvalue().splitlines() == [
+        "warning: disk nearly full", "error: write failed (OSError: no space)"]
+    monkeypatch.setenv(logs.FORMAT_VARIABLE, "yaml")
+    with pytest.raises(ValueError, match="SIMLAB_LOG_FORMAT 'yaml'"):
+        logs.log_format()
+    assert logs.log_format("TEXT") == "text"
+
+
+@dg.asset
+def shouting_asset(context: dg.AssetExecutionContext) -> None:
+    context.log.error("a simulation failed")
+
+
+def test_a_run_console_logger_with_output_none_prints_nothing(capsys):
+    job = dg.define_asset_job("shouting_job", selection=[shouting_asset])
+    defs = dg.Definitions(assets=[shouting_asset], jobs=[job],
+                          loggers={"console": logs.dagster_logger()})
+    capsys.readouterr()
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("shouting_job").execute_in_process(
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"output": "none"}}}})
+        kept = [r.event_log_entry.user_message for r in instance.get_records_for_run(
+            result.run_id).records]
+    assert result.success
+    assert "a simulation failed" not in capsys.readouterr().err
+    assert "a simulation failed" in kept  # in the run's event log

@@ -1,0 +1,111 @@
+"""What `simlab sweep` prints when things fail, driven through the real CLI on a real instance: no
+JSON log lines unless asked (`--log-format json`), one line per failed run and one table of the
+failed partitions by reason (a timeout reads "timed out after 3 s", never "exit code None"), each
+reason once; no summary run when nothing landed; a progress bar that counts what landed; a re-run
+that says why results are stale; the report's path when the summary step wrote it."""
+
+import json
+import re
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from click.testing import CliRunner
+
+from simlab_pipelines.cli import main
+from simlab_pipelines.failures import first_line, group_failures, merge_groups
+
+# A command-line simulator with three behaviours, chosen by the factor `mode`: 0 succeeds,
+# 1 exits with status 3 (saying why on stderr), 2 hangs until its 3 s timeout (long enough
+# that a loaded machine never times out the others).
+SCRIPT = ("case {mode} in 1) echo 'the simulator broke' >&2; exit 3;; 2) exec sleep 30;; esac; "
+          "echo '{{\"y\": {mode}}}'")
+
+
+def _experiment(lab: Path, name: str, modes: list[int], version: str = "1") -> Path:
+    path = lab / "experiments" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name, "seed": 5, "replications": 2, "horizon": 1, "warmup": 0,
+        "model": {"name": "modes", "command": ["sh", "-c", SCRIPT], "version": version,
+                  "parameters": {"mode": {"type": "int", "minimum": 0, "maximum": 2}},
+                  "metrics": ["y"], "timeout": 3},
+        "factors": {"mode": modes}}))
+    return path
+
+
+def _sweep(path: Path, *options: str):
+    return CliRunner().invoke(main, ["sweep", str(path), "--workers", "1", *options])
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_failures_read_as_one_line_per_run_and_one_table_by_reason(lab, monkeypatch):
+    monkeypatch.delenv("SIMLAB_LOG_FORMAT", raising=False)  # restored after the test
+    path = _experiment(lab, "modes", [0, 1, 2])
+    result = _sweep(path)
+    assert result.exit_code == 1, result.output + result.stderr
+    out, err = result.stdout, result.stderr
+    assert _json_lines(out) == [] and _json_lines(err) == []  # a person's terminal: no JSON
+    assert "exit code None" not in out + err and "Traceback" not in err
+    # What landed, counted: 2 of 6 (mode 0), then the summary of those (its report's path).
+    assert "2 of the 6 partitions run landed" in out, err
+    report = re.search(r"HTML report: (\S+)", out)
+    assert report and Path(report.group(1)).is_file() and "simlab report" not in out
+    # One line per failed run, then the table: each reason once, with how many partitions.
+    runs = [line for line in err.splitlines() if line.startswith("run ")]
+    assert len(runs) == 1 and runs[0].endswith("failed: 4 of 6 simulations failed (the other "
+                                               "partitions are kept)")
+    rows = {cells[1]: cells for cells in _table_rows(err)}
+    assert set(rows) == {"CommandFailed: timed out after 3 s; its process group was killed",
+                         "CommandFailed: exited with status 3"}
+    assert all(cells[2] == "2" and cells[0].startswith(("mode-1|", "mode-2|"))
+               for cells in rows.values())
+    assert err.count("timed out after 3 s") == 1 and err.count("exited with status 3") == 1
+
+    # The simulator changes: a re-run says why its results run again; with --log-format json the
+    # runs' error lines come as JSON on stderr too (and the table still ends the output).
+    _experiment(lab, "modes", [0, 1, 2], version="2")
+    again = _sweep(path, "--log-format", "json")
+    assert again.exit_code == 1, again.output
+    assert "modes: model version 1 → 2: 2 results are stale; they run again." in again.stdout
+    lines = _json_lines(again.stderr)
+    assert lines and all({"timestamp", "level", "message", "trace_id"} <= set(line)
+                         for line in lines)
+    assert any("timed out after 3 s" in line["message"] for line in lines)
+    assert len(_table_rows(again.stderr)) == 2
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The body rows of the rich table in ``text`` (cells stripped)."""
+    return [[cell.strip() for cell in line.strip("│").split("│")]
+            for line in text.splitlines() if line.startswith("│")]
+
+
+def test_nothing_landed_means_no_summary_run_and_a_bar_at_zero(lab, monkeypatch):
+    from simlab_pipelines.sweep import sweep
+
+    path = _experiment(lab, "broken", [1])
+    seen: list[tuple[int, int]] = []
+    with dg.DagsterInstance.get() as instance:
+        report = sweep(path, instance, workers=1, progress=lambda done, total: seen.append(
+            (done, total)))
+        summaries = instance.get_runs(filters=dg.RunsFilter(job_name="broken_summary"))
+    assert report.landed == 0 and report.missing == 2 and report.failed_runs
+    assert seen[-1] == (0, 2)  # the bar counts what landed, not what was tried
+    assert report.summary_run is None and summaries == []
+    assert [(g.reason, g.partitions) for g in merge_groups(report.failed_partitions)] == [
+        ("CommandFailed: exited with status 3", 2)]
+
+
+def test_failures_group_by_the_first_line_of_their_reason():
+    groups = group_failures([("a|0", "E: one\ndetail 0"), ("a|1", "\n E: two"),
+                             ("b|0", "E: one\ndetail 1"), ("b|1", "")])
+    assert [(g.reason, g.partitions, g.first) for g in groups] == [
+        ("E: one", 2, "a|0"), ("E: two", 1, "a|1"), ("unknown reason", 1, "b|1")]
+    many = group_failures((f"k|{i}", f"reason {i}") for i in range(30))
+    assert len(many) == 21 and many[-1].partitions == 10  # the rest counted, not listed
+    merged = merge_groups([*groups, *group_failures([("c|0", "E: two")])])
+    assert [(g.reason, g.partitions) for g in merged][:2] == [("E: one", 2), ("E: two", 2)]
+    assert first_line("x" * 400).endswith("…") and len(first_line("x" * 400)) == 300
