@@ -342,6 +342,11 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
             f"each and then up to {max(result.targets.values()) - result.first_stage:,}) says it is "
             f"within {zone} of the {best} feasible configuration among them with probability "
             f"≥ {result.confidence:g}.")
+    elif result.recommended is not None and result.indifference_zone is None and k > 1:
+        sentences.append(f"It has the best mean of the {k} best on "
+                         f"{_count(result.n0, 'fresh replication')}; without an "
+                         "objective.indifference_zone there is no selection, so no probability "
+                         "of a correct selection is claimed.")
     elif result.recommended is not None and k == 1:
         sentences.append("It was the only candidate left after the search's first stage, "
                          f"checked again on {_count(result.n0, 'fresh replication')}.")
