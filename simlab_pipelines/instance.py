@@ -11,6 +11,12 @@ one (made once per Dagster version) instead of being created and stamped through
 (~0.1-0.2 s of CPU a run). Everything else is Dagster's own code. Production uses
 PostgreSQL (dagster-postgres), where none of this applies.
 
+``open_instance`` opens the instance of DAGSTER_HOME for a ``simlab`` command holding a lock
+(``instance.lock``, see ``lock_directory``): on a new DAGSTER_HOME, Dagster creates the SQLite
+databases, their tables and their alembic stamp when the instance is first opened, with no lock of
+its own, and two commands started at once corrupted the schema (``alembic_version`` with two heads;
+every later command failed). With the lock, one process creates it and the others open it after.
+
 ``ThreadedComputeLogManager`` captures a run's stdout and stderr exactly as Dagster's
 LocalComputeLogManager does (file descriptors redirected to the same files, same log keys, same
 complete-artifact), but copies the files back to the terminal with one thread of the run process
@@ -18,6 +24,8 @@ instead of a ``tail -F`` and a Python watcher process per stream, torn down with
 """
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import sys
@@ -26,8 +34,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TextIO
 
+import dagster as dg
 import sqlalchemy as sa
 from dagster import __version__ as dagster_version
 from dagster._core.events import ASSET_EVENTS
@@ -46,6 +56,50 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from dagster._utils import ensure_file, touch_file
 from sqlalchemy.pool import SingletonThreadPool
+
+
+def lock_directory(root: str | Path) -> Path:
+    """Where simlab's locks for the instance in ``root`` (DAGSTER_HOME) live: ``root/locks``;
+    where that cannot be written (a read-only ConfigMap in a pod, no such directory yet), a
+    directory of the temporary directory named after ``root``."""
+    root = Path(root)
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    candidates = ([root / "locks"] if root.is_dir() else []) + [
+        Path(tempfile.gettempdir()) / f"simlab-locks-{digest}"]
+    for directory in candidates:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(directory, os.W_OK):
+            return directory
+    raise OSError(f"no writable directory for simlab's locks under {root} or the temporary "
+                  "directory")
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``path`` (waiting for it); the kernel releases it when
+    the process dies, however it dies."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_instance() -> dg.DagsterInstance:
+    """``DagsterInstance.get()`` (the instance of DAGSTER_HOME), opened holding the instance lock
+    so that processes starting together on a new DAGSTER_HOME create its storage one at a time
+    (the module's docstring). Dagster builds every storage, and creates its schema, when the
+    instance is constructed: the lock covers all of it."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.get()  # Dagster's own error says what is missing
+    with exclusive(lock_directory(home) / "instance.lock"):
+        return dg.DagsterInstance.get()
+
 
 _MAX_ENGINES = 32  # one per run's database file; old runs' engines are dropped
 # Not "*.db": Dagster lists run ids (and wipes) by globbing the base directory for "*.db".

@@ -19,10 +19,8 @@
 """
 
 import fcntl
-import hashlib
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +31,8 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+
+from simlab_pipelines.instance import lock_directory
 
 PID_TAG = "simlab/pid"
 HOST_TAG = "simlab/host"
@@ -219,29 +219,13 @@ def wait_for_pool(instance: dg.DagsterInstance, pool: str, announce: Callable[[s
         time.sleep(poll_seconds)
 
 
-def _lock_directory(instance: dg.DagsterInstance) -> Path:
-    """DAGSTER_HOME/locks; where DAGSTER_HOME is read-only (a ConfigMap in a pod), a directory
-    of the temporary directory named after it."""
-    root = Path(instance.root_directory)
-    for directory in [root / "locks", Path(tempfile.gettempdir()) /
-                      f"simlab-locks-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]}"]:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(directory, os.W_OK):
-            return directory
-    raise OSError(f"no writable directory for the sweep lock under {root} or the temporary "
-                  "directory")
-
-
 @contextmanager
 def sweep_lock(instance: dg.DagsterInstance, experiment: str,
                announce: Callable[[str], None], stopped: Callable[[], bool]
                ) -> Iterator[bool]:
     """Hold the one-sweep-at-a-time lock of ``experiment`` on this instance; waits (saying so)
     while another process holds it. Yields False when ``stopped()`` while waiting."""
-    path = _lock_directory(instance) / f"sweep-{experiment}.lock"
+    path = lock_directory(instance.root_directory) / f"sweep-{experiment}.lock"
     with open(path, "a+") as handle:
         said = False
         while True:

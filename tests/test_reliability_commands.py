@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,7 @@ import dagster as dg
 import duckdb
 from click.testing import CliRunner
 from dagster._core.events import DagsterEventType
-from lab import sweep
+from lab import observations, sweep
 from test_reliability_runs import (
     SIMLAB,
     UNFINISHED,
@@ -211,3 +212,75 @@ def test_query_runs_under_a_time_and_a_memory_limit(tmp_path):
     assert f"--timeout SECONDS Stop the query after this many seconds (all its statements); 0: " \
            f"no limit. [default: {query.DEFAULT_TIMEOUT}; x>=0]" in usage
     assert f"[default: {query.DEFAULT_MEMORY_LIMIT}]" in usage
+
+
+# Holds each `simlab` process at the opening of the instance until a common instant, so that
+# they open it together (as "two terminals at once" does, every time instead of often).
+_OPEN_TOGETHER = textwrap.dedent("""
+    import os, time
+    at = os.environ.pop("SIMLAB_TEST_OPEN_AT", None)
+    if at:
+        import dagster as dg
+
+        get = dg.DagsterInstance.get
+
+        def together():
+            time.sleep(max(0.0, float(at) - time.time()))
+            return get()
+
+        dg.DagsterInstance.get = staticmethod(together)
+""")
+
+
+def _alembic_rows(home: Path) -> dict[str, int]:
+    """Rows of ``alembic_version`` in each SQLite database of the instance (1: one head)."""
+    rows = {}
+    for db in home.rglob("*.db"):
+        con = sqlite3.connect(db)
+        try:
+            rows[str(db.relative_to(home))] = con.execute(
+                "SELECT count(*) FROM alembic_version").fetchone()[0]
+        finally:
+            con.close()
+    return rows
+
+
+def test_simlab_commands_started_together_on_a_new_instance_create_it_once(lab, tmp_path):
+    """Four sweeps at once on a new DAGSTER_HOME (without the lock, 5 tries in 5 broke the
+    schema or failed a command), then the steps docs/reliability.md gives for an instance
+    damaged before the lock existed."""
+    home, path = lab / "dagster_home", lab / "experiments" / "tiny_mmck.yaml"
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_OPEN_TOGETHER)
+    env = {**os.environ, "SIMLAB_TEST_OPEN_AT": str(time.time() + 8),
+           "PYTHONPATH": os.pathsep.join([str(inject), *sys.path])}
+    processes = [subprocess.Popen([SIMLAB, "sweep", str(path), "--workers", "1"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    outcomes = [(*process.communicate(timeout=240), process.returncode) for process in processes]
+    for out, err, code in outcomes:
+        assert code == 0 and "Traceback" not in err, out + err
+    assert sum("ran 12 partitions" in out for out, _, _ in outcomes) == 1
+    rows = _alembic_rows(home)
+    assert {"history/runs.db", "schedules/schedules.db"} <= set(rows)
+    assert set(rows.values()) == {1}, rows
+
+    # An instance damaged before (two heads in one database): a clear line, not a traceback ...
+    con = sqlite3.connect(home / "schedules" / "schedules.db")
+    with con:
+        con.execute("INSERT INTO alembic_version VALUES ('5771160a95ad')")
+    con.close()
+    damaged = CliRunner().invoke(main, ["sweep", str(path), "--workers", "1"])
+    assert damaged.exit_code == 1
+    assert damaged.stderr.startswith(f"Error: the Dagster instance in {home} is damaged (")
+    assert "'A damaged instance'" in damaged.stderr and damaged.stderr.count("\n") == 1
+    # ... and the documented steps: move its databases aside, sweep again (identical results).
+    before = observations(lab / "data" / "simlab.duckdb")
+    aside = home / "damaged"
+    aside.mkdir()
+    for part in ("history", "schedules", "storage"):
+        if (home / part).exists():
+            (home / part).rename(aside / part)
+    assert "ran 12 partitions in 1 run(s)" in sweep(path, "--workers", "1")
+    assert observations(lab / "data" / "simlab.duckdb") == before
