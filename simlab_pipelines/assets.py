@@ -257,6 +257,14 @@ _DESCRIPTIONS = {
 }
 
 
+_CONSTRAINT_DESCRIPTIONS = {
+    "ci_low": "one-sided lower bound at `level`", "ci_high": "one-sided upper bound at `level`",
+    "level": "1 - (1 - confidence) / configurations (Bonferroni over the configurations)",
+    "status": "feasible: the bound is within the limit; infeasible: the opposite bound is "
+              "beyond it; undecided: neither (only feasible ones are recommended)",
+}
+
+
 def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
                      beyond: list[str] | None = None, report: str | None = None) -> dict[str, Any]:
     """The summary's metadata in the UI: the answer, tables and plots of the headline metric;
@@ -287,6 +295,10 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
                                                for c in outcome.configurations},
             units=units, roles=roles, descriptions=descriptions(spec),
             missing=outcome.missing))
+    if "constraints" in result.tables:  # each configuration on each constraint
+        metadata["constraints"] = ui.table(
+            result.tables["constraints"], ["config_key", "metric", "mean", "ci_low", "ci_high",
+                                           "level", "status"], _CONSTRAINT_DESCRIPTIONS)
     if report:
         metadata["report"] = dg.MetadataValue.path(report)
     metadata.update({"replications": result.replications.height, "missing": result.missing,

@@ -14,6 +14,7 @@ import math
 import re
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
@@ -33,6 +34,7 @@ from simlab_pipelines.analysis.constraints import (
 )
 from simlab_pipelines.analysis.experiment import analyse_experiment
 from simlab_pipelines.analysis.selection import recommend
+from simlab_pipelines.assets import summary_key
 from simlab_pipelines.cli import main
 from simlab_pipelines.experiments import ExperimentError, load_experiment, parse_experiment
 
@@ -232,6 +234,12 @@ def test_a_sweep_stores_each_configurations_status_and_recommends_a_feasible_one
     assert statuses["servers-2", "mean_wait"] == FEASIBLE
     assert recommended == "servers-2"
     assert "It meets every constraint: mean wait" in answer
+    # the summary's metadata in the UI has the same statuses
+    with dg.DagsterInstance.get() as instance:
+        metadata = instance.get_latest_materialization_event(
+            summary_key("tiny_mmck")).asset_materialization.metadata
+    assert {(r.data["config_key"], r.data["metric"]): r.data["status"]
+            for r in metadata["constraints"].records} == statuses
     # the report has a section with every configuration's status on every constraint
     report = lab / "report.html"
     result = CliRunner().invoke(main, ["report", "tiny_mmck", "-o", str(report)],
