@@ -351,7 +351,34 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     if beyond:
         metadata["beyond_plan_keys"] = dg.MetadataValue.json(beyond[:100])
     metadata.update(sensitivity_metadata(spec, result))
+    metadata.update(search_metadata(spec, result))
     return metadata
+
+
+_SEARCH_CHARTS = {"convergence_plot": "best feasible objective by round",
+                  "configurations_plot": "evaluated configurations",
+                  "threshold_plot": "the metric against the factor, with the limit"}
+
+
+def search_metadata(spec: ExperimentSpec, result: Summary) -> dict[str, Any]:
+    """With a search: how far it got (configurations, rounds, why it stopped), the
+    recommendation, and its charts (convergence and the evaluated configurations, or the
+    breaking point's)."""
+    searched = result.analysis.search
+    if searched is None:
+        return {}
+    space = spec.search_space
+    table = searched.tables["search"]
+    first = table.filter(pl.col("stage") == "first")
+    metadata: dict[str, Any] = {"search": dg.MetadataValue.json({
+        "method": space.method, "optimiser": space.optimiser,
+        "configurations": first.height, "space": space.size,
+        "rounds": int(first["round"].max() + 1) if first.height else 0,
+        "recommended": searched.recommended})}
+    metadata.update({name: _image(svg, _SEARCH_CHARTS.get(name, name))
+                     for name, svg in searched.charts.items()})
+    return metadata
+
 
 
 def design_metadata(spec: ExperimentSpec) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from simlab_pipelines.analysis.report import highlight_roles as report_roles
 from simlab_pipelines.analysis.sensitivity import report_sections
 from simlab_pipelines.experiments import ExperimentError, experiments_dir, parse_experiment
 from simlab_pipelines.experiments.responses import descriptions, headline_responses
+from simlab_pipelines.search_tables import report_sections as search_report_sections
 from simlab_pipelines.summary import analyse
 
 
@@ -56,6 +57,7 @@ def write_experiment_report(name: str, db_path: Path, output: Path | None = None
                                {c.key: c.varying for c in result.configurations},
                                spec.design.metrics or [metric])
                if result.sensitivity is not None else [])
+    factors += search_report_sections(result.search)
     return write_report(target, title=title, answer=answer, summary=stats.summary,
                         comparisons=stats.comparisons, selection=selection,
                         warmup=[w.suggestion for w in result.warmup], plans=plans,

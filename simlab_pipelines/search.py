@@ -103,7 +103,7 @@ class Replay:
         return self.stopped is not None and self.pending is None
 
 
-def _constraints(spec: ExperimentSpec) -> list[Any]:
+def file_constraints(spec: ExperimentSpec) -> list[Any]:
     """The file's constraints (``{metric, min?, max?}``), if the spec has any."""
     return list(getattr(spec, "constraints", None) or [])
 
@@ -116,7 +116,7 @@ def first_stage(spec: ExperimentSpec, observations: pl.DataFrame | None
     if observations is None or observations.is_empty() or space is None:
         return {}
     objective = spec.objective.metric if spec.objective is not None else space.threshold.metric
-    metrics = [objective, *(c.metric for c in _constraints(spec))]
+    metrics = [objective, *(c.metric for c in file_constraints(spec))]
     rows = observations
     if "experiment" in rows.columns:
         rows = rows.filter(pl.col("experiment") == spec.name)
@@ -180,7 +180,7 @@ class _Optuna:
         self._optuna = optuna
         self.space = space
         self.minimize = spec.objective.direction == "minimize"
-        self.limits = [_limit(c) for c in _constraints(spec)]
+        self.limits = [_limit(c) for c in file_constraints(spec)]
         self._trials: dict[int, Any] = {}
         self._told: list[float] = []  # objectives told so far (cmaes' penalty)
         constrained = bool(self.limits) and space.method in ("tpe", "gp")
@@ -418,7 +418,7 @@ def progress(spec: ExperimentSpec, observations: pl.DataFrame | None = None) -> 
     space = spec.search_space
     if space is None:
         raise ValueError(f"experiment {spec.name!r} has no search")
-    arrays = _arrays(spec, observations)
+    arrays = replication_values(spec, observations)
     key = ("progress", spec.spec_hash(), _fingerprint(arrays))
     with _LOCK:
         if key in _PROGRESS:
@@ -439,10 +439,10 @@ def _metrics(spec: ExperimentSpec) -> list[str]:
     """The metrics a search decides on: its objective (or threshold metric) and constraints."""
     space = spec.search_space
     first = space.threshold.metric if space.threshold is not None else spec.objective.metric
-    return list(dict.fromkeys([first, *(c.metric for c in _constraints(spec))]))
+    return list(dict.fromkeys([first, *(c.metric for c in file_constraints(spec))]))
 
 
-def _arrays(spec: ExperimentSpec, observations: pl.DataFrame | None
+def replication_values(spec: ExperimentSpec, observations: pl.DataFrame | None
             ) -> dict[str, dict[str, np.ndarray]]:
     """config_key -> metric -> values over replications 0 .. n-1, where n is where the first
     replication without a value of the decision's metric is (a round that has not all landed
@@ -507,7 +507,7 @@ def _optimiser_progress(spec: ExperimentSpec, space: SearchSpace,
         {c.key: arrays[c.key] for c in found.configurations}, objective=objective.metric,
         minimize=objective.direction == "minimize",
         indifference_zone=objective.indifference_zone,
-        limits=limits(_constraints(spec), spec.confidence), confidence=spec.confidence,
+        limits=limits(file_constraints(spec), spec.confidence), confidence=spec.confidence,
         first_stage=space.replications, max_replications=space.max_replications,
         common_random_numbers=spec.common_random_numbers)
     for key, total in cleanup.targets.items():

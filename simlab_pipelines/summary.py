@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from simlab_pipelines.analysis.sensitivity import Sensitivity
     from simlab_pipelines.analysis.stationarity import Trend
     from simlab_pipelines.analysis.warmup import WarmupSuggestion
+    from simlab_pipelines.search_tables import SearchSummary
 
 log = logging.getLogger("simlab.summary")
 
@@ -102,9 +103,14 @@ class Analysis:
     # config_key -> (replications missing, wanted): failed or not run, said in the answer
     missing: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     trends: list["Trend"] = dataclasses.field(default_factory=list)  # steady-state trend tests
+    # with a search: its tables, answer, recommendation and charts (search_tables.py)
+    search: "SearchSummary | None" = None
 
     @property
     def answer(self) -> str | None:
+        if self.search is not None and self.search.answer:
+            # The clean-up's answer: analyse_experiment's compares unequal replications.
+            return self.search.answer
         parts = [self.statistics.answer, self.sensitivity.answer if self.sensitivity else None]
         return " ".join(p for p in parts if p) or None
 
@@ -359,6 +365,7 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
     from simlab_pipelines.analysis import analyse_experiment
 
     targets = plan.replication_targets(spec, obs)
+    progress = _search_progress(spec, obs)
     obs = _replication_limit(obs, targets)
     series = _replication_limit(series, targets)
     objective = spec.objective
@@ -388,8 +395,23 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
     notes += _precision_notes(spec, targets)
     sensitivity = _sensitivity(spec, obs)
     notes += sensitivity.notes if sensitivity is not None else []
+    searched = None
+    if progress is not None:
+        from simlab_pipelines.search_tables import summarise_search
+
+        searched = summarise_search(spec, progress, obs, result.summary)
     return Analysis(targets, obs, series, result, warmups, notes, sensitivity, configurations,
-                    missing, trends)
+                    missing, trends, searched)
+
+
+def _search_progress(spec: ExperimentSpec, obs: pl.DataFrame):
+    """Where a search stands (None without one), from the same observations as its targets."""
+    if not plan.is_search(spec):
+        return None
+    from simlab_pipelines import search
+
+    return search.progress(spec, obs.filter(pl.col("experiment") == spec.name)
+                           if "experiment" in obs.columns else obs)
 
 
 def _missing(targets: Mapping[str, plan.Target], obs: pl.DataFrame) -> dict[str, tuple[int, int]]:
@@ -578,6 +600,22 @@ def _with_sensitivity(spec: ExperimentSpec, answers: pl.DataFrame,
                           "confidence": spec.confidence}], schema=_ANSWERS_SCHEMA)
 
 
+def _search_answers(spec: ExperimentSpec, answers: pl.DataFrame, result: Analysis
+                    ) -> pl.DataFrame:
+    """A search's answers row: the clean-up's answer and recommendation (the threshold search's
+    breaking point), not the comparison of all evaluated configurations."""
+    searched = result.search
+    space = spec.search_space
+    row = answers.row(0, named=True) if answers.height else {
+        "experiment": spec.name,
+        "metric": space.threshold.metric if space.threshold is not None else None,
+        "confidence": spec.confidence}
+    row.update(answer=searched.answer or row.get("answer"), recommended=searched.recommended,
+               selected=searched.recommended,
+               selection_procedure=("clean-up" if space.threshold is None else "threshold"))
+    return pl.DataFrame([row], schema=_ANSWERS_SCHEMA)
+
+
 def summarise(spec: ExperimentSpec, store: ResultStore,
               replications: pl.DataFrame | None = None) -> Summary:
     """Read (unless given) an experiment's replication files and compute its tables."""
@@ -594,6 +632,9 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
     tables["warmup"] = _warmup_table(spec, result.warmup)
     tables["steady_state"] = _steady_state_table(spec, result.trends)
     tables["answers"] = _answers_table(spec, result.statistics)
+    if result.search is not None:
+        tables.update(result.search.tables)
+        tables["answers"] = _search_answers(spec, tables["answers"], result)
     if result.statistics.feasibility is not None:
         tables["constraints"] = result.statistics.feasibility.table(spec.name)
     if result.sensitivity is not None:

@@ -164,6 +164,9 @@ class SearchSpace:
 
     @property
     def names(self) -> list[str]:
+        """The parameters the search varies (a threshold search: its one factor)."""
+        if self.threshold is not None:
+            return [self.threshold.factor]
         return [f.name for f in self.factors]
 
     @property
