@@ -402,14 +402,21 @@ def missing_text(missing: Mapping[str, tuple[int, int]], words: Words) -> str | 
 def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None) -> str | None:
     """``1 doctor: demand exceeds capacity: the number in system keeps growing ...`` for
     configurations whose state keeps growing over the run (``unstable``: config_key -> what
-    grows, in words)."""
+    grows, in words); configurations where the same grows share one sentence."""
     if not unstable:
         return None
-    what = f"its {words.name(metric)}" if metric else "its results"
-    return " ".join(
-        f"{words.setting(k)}: demand exceeds capacity: the {grows} keeps growing over the run, "
-        f"without bound, so {what} depends only on how long you simulate."
-        for k, grows in unstable.items())
+    groups: dict[str, list[str]] = {}
+    for key, grows in unstable.items():
+        groups.setdefault(grows, []).append(words.setting(key))
+    sentences = []
+    for grows, names in groups.items():
+        whose = "its" if len(names) == 1 else "their"
+        what = f"{whose} {words.name(metric)}" if metric else f"{whose} results"
+        verb = "depends" if metric else "depend"
+        sentences.append(f"{'; '.join(names)}: demand exceeds capacity: the {grows} keeps "
+                         f"growing over the run, without bound, so {what} {verb} only on how "
+                         "long you simulate.")
+    return " ".join(sentences)
 
 
 # ---------------------------------------------------------------------------- paragraph 2

@@ -81,7 +81,7 @@ BETTER = {"success_rate": "higher", "final_success_rate": "higher", "goodput": "
           "pool_utilisation": "lower", "wasted_fraction": "lower"}
 # Recorded when an experiment sets series_interval: the steady-state check's trend test reads it
 # (a retry storm shows as attempts piling up for the rest of the run).
-SERIES = {"attempts_in_system": "batch means of the attempts queued for or holding a "
+SERIES = {"database_backlog": "batch means of the attempts queued for or holding a "
                                 "connection, from time 0"}
 
 
@@ -230,7 +230,7 @@ def run(params: Mapping[str, Any], streams: Streams, warmup: float, horizon: flo
     series = None
     if in_system is not None:
         in_system.mean()  # closes the last batch at the end of the run
-        series = {"attempts_in_system": in_system.batches}
+        series = {"database_backlog": in_system.batches}
     return ModelRun(metrics, events[0], series)
 
 
