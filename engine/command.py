@@ -18,7 +18,8 @@ replaced in every argument (``{{`` and ``}}`` are literal braces); the same valu
 environment as ``SIMLAB_<NAME>``, with ``TRACEPARENT`` when there is a trace to join. The working
 directory is the experiment file's directory; the process gets its own process group (session). A
 simulator is judged by its own exit: when it exits, or at its timeout, its whole group is killed
-(a child still holding stdout neither delays its result nor outlives it). Its output is read as it
+(a child still holding stdout neither delays its result nor outlives it). Nor does anything it
+started outlive the process that ran it, however that process ends (``_guard_token``). Its output is read as it
 comes, keeping only what the contract needs: the last non-empty line of stdout and the last 2 KB of
 stderr.
 
@@ -28,16 +29,21 @@ every declared metric. Anything else raises ``CommandFailed`` with the exit code
 of stderr.
 """
 
+import atexit
 import contextlib
 import functools
 import json
 import math
+import multiprocessing.util
 import os
 import re
 import selectors
 import signal
 import subprocess
+import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -366,6 +372,97 @@ def _kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+# ---------------------------------------------------------------------------------------------
+# Nothing a simulator started outlives the process that started it
+#
+# Simulators run in their own sessions (so that their whole group can be killed), out of reach of
+# a signal to the sweep's process group; a pool worker killed by a sweep's Ctrl-C or SIGTERM, or
+# by kill -9 of the whole group, cannot end them itself. So the first simulator a process starts
+# also starts its guardian: a small Python process in a session of its own whose stdin is a pipe
+# only that process holds. When the process is gone, however it ended, the pipe reaches end of
+# file, and the guardian kills every process marked with the process's token (the environment
+# variable GUARD_VARIABLE, which simulators and their children inherit) and its process group.
+
+GUARD_VARIABLE = "SIMLAB__GUARD"  # no parameter's SIMLAB_<NAME> can read so (names start a-z)
+_GUARD_CODE = r"""
+import os, signal, sys, time
+marker = sys.argv[1].encode()  # NAME=token
+spared = int(sys.argv[2])
+def sweep():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/" + entry + "/environ", "rb") as f:
+                marked = marker in f.read().split(b"\0")
+            if marked:
+                group = os.getpgid(int(entry))
+                if group != spared:
+                    os.killpg(group, signal.SIGKILL)
+                os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            pass
+while True:
+    try:
+        request = os.read(0, 64)
+        break
+    except InterruptedError:
+        continue
+sweep()
+if not request:  # the process is gone (not a normal exit): it may have been starting one more
+    time.sleep(0.5)  # (forked, not yet exec'd with the marker)
+    sweep()
+"""
+_GUARD: dict[int, tuple[str, subprocess.Popen]] = {}  # by pid: a forked child gets its own
+_GUARD_LOCK = threading.Lock()
+_RUNNING: set[subprocess.Popen] = set()  # this process's simulators not yet reaped
+
+
+def _guard_token() -> str | None:
+    """The token that marks this process's simulators; starts its guardian on first use. None
+    where there is no /proc to find marked processes in."""
+    with _GUARD_LOCK:
+        current = _GUARD.get(os.getpid())
+        if current is not None and current[1].poll() is None:
+            return current[0]
+        if not os.path.isdir("/proc/self"):
+            return None
+        token = uuid.uuid4().hex
+        try:
+            guardian = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _GUARD_CODE, f"{GUARD_VARIABLE}={token}",
+                 str(os.getpgrp())],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        except OSError:
+            return None
+        if not _GUARD:
+            atexit.register(_release_guardian)  # the main process of a sweep or a run
+            # a pool worker ends with os._exit: multiprocessing runs its finalizers, not atexit's
+            multiprocessing.util.Finalize(None, _release_guardian, exitpriority=0)
+        _GUARD.clear()
+        _GUARD[os.getpid()] = (token, guardian)
+        return token
+
+
+def _release_guardian() -> None:
+    """At a normal exit: the guardian checks once, ends, and is reaped (not left a zombie)."""
+    current = _GUARD.pop(os.getpid(), None)
+    if current is not None:
+        with contextlib.suppress(OSError):
+            current[1].stdin.write(b"exit")  # type: ignore[union-attr]
+            current[1].stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            current[1].wait(timeout=1)
+
+
+def end_simulators() -> None:
+    """Kill the process group of every simulator this process is running now (any thread; safe
+    in a signal handler): a sweep's Ctrl-C when it simulates in-process."""
+    for process in list(_RUNNING):
+        _kill_group(process)
+
+
 class LastLine:
     """The last non-empty line of a stream fed in chunks, in memory bounded by ``limit`` bytes:
     a simulator's result line, however much it printed before (lines end with ``\\n``)."""
@@ -500,6 +597,13 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
+def _reap(process: subprocess.Popen) -> None:
+    """Kill the simulator's group (it has exited, or must), then reap it."""
+    _RUNNING.discard(process)  # before its pid is freed: end_simulators must not reach a reused one
+    _kill_group(process)
+    process.wait()
+
+
 def _collect(process: subprocess.Popen, timeout: float | None) -> tuple[LastLine, Tail, bool]:
     """Read the simulator's stdout (its last non-empty line) and stderr (its last 2 KB) until it
     exits or its timeout passes (then its group is killed: True). A simulator is judged by its
@@ -521,12 +625,10 @@ def _collect(process: subprocess.Popen, timeout: float | None) -> tuple[LastLine
             while sinks or ended_at is None:
                 now = time.monotonic()
                 if ended_at is None and _exited(process):
-                    _kill_group(process)
-                    process.wait()
+                    _reap(process)
                     ended_at = now
                 elif ended_at is None and deadline is not None and now >= deadline:
-                    _kill_group(process)
-                    process.wait()
+                    _reap(process)
                     ended_at, timed_out = now, True
                 if ended_at is not None:
                     wait: float | None = ended_at + EXIT_DRAIN_SECONDS - now
@@ -564,6 +666,9 @@ def run_command(declaration: Declaration, cwd: str | None, params: Mapping[str, 
     env.update({f"SIMLAB_{name.upper()}": value for name, value in values.items()})
     if context.traceparent:
         env["TRACEPARENT"] = context.traceparent
+    token = _guard_token()
+    if token is not None:
+        env[GUARD_VARIABLE] = token
     timeout = declaration.timeout if declaration.timeout is not None else context.timeout
     shown = " ".join(argv)[:500]
     try:
@@ -573,14 +678,13 @@ def run_command(declaration: Declaration, cwd: str | None, params: Mapping[str, 
     except OSError as exc:
         raise CommandFailed(f"cannot be started in {cwd or os.getcwd()}: "
                             f"{exc.strerror or exc}", command=shown) from None
+    _RUNNING.add(process)
     try:
         with process.stdout, process.stderr:  # type: ignore[union-attr]
             out, err, timed_out = _collect(process, timeout)
     finally:
         if process.returncode is None:  # interrupted here: nothing it started may outlive it
-            _kill_group(process)
-            process.kill()
-            process.wait()
+            _reap(process)
     if timed_out:
         raise CommandFailed(f"timed out after {timeout:g} s; its process group was killed", None,
                             err.text(), command=shown)
@@ -603,6 +707,7 @@ __all__ = [
     "Tail",
     "command_model",
     "derived_seed",
+    "end_simulators",
     "execution",
     "parse_declaration",
     "parse_output",

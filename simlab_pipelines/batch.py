@@ -46,6 +46,7 @@ from typing import Any
 import polars as pl
 
 import engine
+from engine import command
 from engine.registry import ModelRef
 from simlab_pipelines import simulate, telemetry
 from simlab_pipelines.storage import (
@@ -418,10 +419,13 @@ def _queued() -> None:
 
 def cancel() -> None:
     """Stop the batches in progress now (any thread; safe in a signal handler): kill the pool
-    workers, so their batches fail at once; ``reset_cancel`` allows batches again."""
+    workers, so their batches fail at once, and the command-line simulators this process runs
+    itself (a worker's are ended by its guardian when it dies: ``engine.command``);
+    ``reset_cancel`` allows batches again."""
     _CANCELLED.set()
     for pool in list(_POOLS.values()):
         _kill_workers(pool)
+    command.end_simulators()
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

@@ -7,6 +7,10 @@
 - kill -9 of a sweep's main process only (what the OOM killer does): its pool workers, fork server
   and resource tracker end within seconds (they were left running for good); the next sweep runs
   what is missing.
+- Ctrl-C, SIGTERM or kill -9 of the whole process group of a sweep running command-line
+  simulators (each in its own session, one with a child that left for a session of its own): every
+  process they started ends within seconds (they ran their full length); the next sweep runs what
+  is missing.
 """
 
 import os
@@ -19,6 +23,7 @@ import dagster as dg
 import duckdb
 import yaml
 from dagster._core.events import DagsterEventType
+from test_command_model import _alive
 from test_reliability_runs import _finish, _session_processes, _start, _sweep, _wait_for
 
 CRASHY = textwrap.dedent('''
@@ -98,12 +103,14 @@ def test_a_crashing_partition_fails_alone_and_the_next_sweep_runs_only_it(lab):
 
 
 SLEEPY = textwrap.dedent('''
-    # A command simulator: while the file SLOW exists it sleeps (with a child in its process
-    # group), else it answers at once. Every process writes its pid to pids.
+    # A command simulator: while the file SLOW exists it sleeps, with two children in its process
+    # group and one in a session of its own; else it answers at once. Each writes its pid to pids.
     echo $$ >> pids
     if [ -e SLOW ]; then
         sleep 120 & echo $! >> pids
-        sleep 120
+        setsid sleep 120 & echo $! >> pids
+        sleep 120 & echo $! >> pids
+        wait
     fi
     echo \'{"mean_x": 1.5}\'
 ''')
@@ -122,9 +129,24 @@ def _sleepy(lab: Path) -> Path:
     return path
 
 
-def _pids(lab: Path) -> list[int]:
+def _pids(lab: Path) -> set[int]:
     pids = lab / "experiments" / "pids"
-    return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+    return {int(p) for p in pids.read_text().split()} if pids.exists() else set()
+
+
+def _stop_mid_batch(lab: Path, path: Path, name: str, stop) -> None:
+    """A sweep stopped by ``stop(pid)`` while two simulators run: then nothing it started, in
+    its session (pool workers, fork server, resource tracker) or in the simulators' own, is left
+    within seconds."""
+    before = _pids(lab)
+    sweep = _start(path, name=name)
+    _wait_for(lambda: len(_pids(lab) - before) >= 8, "two simulators to run", process=sweep)
+    simulators = _pids(lab) - before
+    stop(sweep.pid)
+    _finish(sweep)
+    _wait_for(lambda: not _session_processes(sweep.pid), f"the pool to end ({name})", 10)
+    _wait_for(lambda: not [p for p in simulators if _alive(p)], f"the simulators to end ({name})",
+              10)
 
 
 def _recovers(lab: Path, path: Path) -> None:
@@ -137,11 +159,14 @@ def _recovers(lab: Path, path: Path) -> None:
 
 def test_kill_9_of_the_main_process_only_ends_the_pool_and_the_next_sweep_recovers(lab):
     path = _sleepy(lab)
-    sweep = _start(path, name="oom")
-    _wait_for(lambda: len(_pids(lab)) >= 4, "two simulators to run", process=sweep)
-    pool = set(_session_processes(sweep.pid)) - {sweep.pid}
-    assert len(pool) >= 4  # 2 workers, the fork server, the resource tracker
-    os.kill(sweep.pid, signal.SIGKILL)  # the main process only, as the OOM killer does
-    _finish(sweep)
-    _wait_for(lambda: not _session_processes(sweep.pid), "the pool's processes to end", 10)
+    # the main process only, as the OOM killer does
+    _stop_mid_batch(lab, path, "oom", lambda pid: os.kill(pid, signal.SIGKILL))
+    _recovers(lab, path)
+
+
+def test_every_simulator_a_sweep_started_ends_with_it_and_the_next_sweep_recovers(lab):
+    path = _sleepy(lab)
+    _stop_mid_batch(lab, path, "ctrl-c", lambda pid: os.killpg(pid, signal.SIGINT))
+    _stop_mid_batch(lab, path, "sigterm", lambda pid: os.kill(pid, signal.SIGTERM))
+    _stop_mid_batch(lab, path, "kill-9", lambda pid: os.killpg(pid, signal.SIGKILL))
     _recovers(lab, path)
