@@ -213,3 +213,24 @@ def test_an_unstable_configuration_gets_a_warning_and_no_numbers():
             ) in first
     assert "- 8 tables, 3 waiters: no steady state, so its numbers depend only on how long you " \
            "simulate." in first
+
+
+def test_with_constraints_the_options_say_which_miss_one_and_no_zone_is_claimed():
+    from simlab_pipelines.analysis.constraints import Limit
+
+    configs = {f"pool-{p}": {"pool": p} for p in (4, 8, 12)}
+    means = {"cost": {"pool-4": 70.0, "pool-8": 84.0, "pool-12": 96.0},
+             "latency": {"pool-4": 0.26, "pool-8": 0.17, "pool-12": 0.12}}
+    obs = _observations(means, {"cost": (2.0, 0.3), "latency": (0.005, 0.002)}, n=30)
+    result = analyse_experiment(obs, experiment="exp", baseline=None, objective_metric="cost",
+                                minimize=True, indifference_zone=2.0, configurations=configs,
+                                units={"cost": "$", "latency": "s"},
+                                constraints=[Limit("latency", None, 0.2, 0.95)])
+    first, statistics = result.answer.split("\n\n")
+    assert result.recommendation.choice == "pool-8"
+    # what the constraints say comes before the options' lines, which mark the infeasible
+    assert first.index("meets every constraint") < first.index("The other options")
+    assert "- pool 4: cost $" in first and "lower; not shown to meet every constraint." in first
+    # pool 4 is $14 cheaper: the recommendation is not "within the zone" of it
+    assert "pool-8, is the best of the configurations shown to meet every constraint" in statistics
+    assert "indifference zone of $2 of it" not in statistics

@@ -287,6 +287,10 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
         lines = [f"- {words.setting(k)}: {NO_STEADY_STATE}." if k in unstable else
                  _alternative_line(words, k, choice, metric, others, summary, versus_choice)
                  for k in shown]
+        if rec.feasible is not None:  # with constraints: say which options miss one
+            lines = [line[:-1] + "; not shown to meet every constraint."
+                     if k not in rec.feasible and k not in unstable else line
+                     for k, line in zip(shown, lines, strict=False)]
         rest = len(alternatives) - len(shown)
         if rest:
             lines.append(f"- {rest} more in the trade-off table.")
@@ -508,10 +512,12 @@ def _clause(row: Mapping[str, Any], metric: str, unit: str,
 
 def best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
                   minimize: bool, *, recommended: str | None = None,
-                  zone: str | None = None, unit: str | None = None) -> str | None:
-    """The selection procedure's sentence (None without a selection). With ``recommended``
-    outside the screened subset, says that it is within the indifference zone ``zone`` (words
-    with a unit): the recommendation is never called ruled out."""
+                  zone: str | None = None, unit: str | None = None,
+                  reason: str | None = None) -> str | None:
+    """The selection procedure's sentence (None without a selection). When ``recommended`` is
+    not what the selection keeps or picks, ``reason`` says why it is recommended all the same
+    (default: within the indifference zone ``zone``, words with a unit): the recommendation is
+    never called ruled out."""
     if selection is None:
         return None
     direction = "lower" if minimize else "higher"
@@ -522,10 +528,11 @@ def best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
         text = (f"Subset selection ({how} at {level}, {direction} {metric} is better) keeps "
                 f"{kept} as possibly the best")
         if recommended is not None and recommended not in selection.keep:
-            text += (f"; the recommendation, {recommended}, is within the indifference zone of "
-                     f"{zone} of it: a smaller difference is not worth acting on" if zone else
-                     f"; the recommendation, {recommended}, is preferred among configurations "
-                     "no different from the baseline")
+            why = reason or (f"is within the indifference zone of {zone} of it: a smaller "
+                             "difference is not worth acting on" if zone else
+                             "is preferred among configurations no different from today's "
+                             "setting")
+            text += f"; the recommendation, {recommended}, {why}"
         return text + "."
     zone_text = format_difference(selection.indifference_zone, 0.0, unit)
     if selection.best is None:
@@ -536,6 +543,7 @@ def best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
             f"probability ≥ {selection.pstar:g} whenever the best is at least {zone_text} better "
             f"on {metric} than the others")
     if recommended is not None and recommended != selection.best:
-        text += (f"; the recommendation, {recommended}, is within that indifference zone of it "
-                 "and preferred for its cost or fewer changes")
+        why = reason or ("is within that indifference zone of it and preferred for its cost or "
+                         "fewer changes")
+        text += f"; the recommendation, {recommended}, {why}"
     return text + "."

@@ -203,20 +203,36 @@ def _statistics(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minim
     """The answer's second paragraph, for analysts: intervals and pairing, the differences
     against the reference, the screening and the two-stage selection with their constants."""
     unit = units.get(metric)
-    zone = (format_difference(recommendation.indifference_zone, 0.0, unit)
-            if recommendation is not None and recommendation.indifference_zone is not None
-            else None)
+    chosen = recommendation.choice if recommendation else None
     parts = [_statistics_lead(summary, rows, metric, float(rows["confidence"][0])),
              answer_sentence(rows, metric, minimize=minimize, baseline=against,
                              configurations=configurations, unit=unit or "",
-                             reference=reference),
-             best_sentence(subset, metric, minimize,
-                           recommended=recommendation.choice if recommendation else None,
-                           zone=zone, unit=unit)]
+                             reference=reference)]
+    if subset is not None:
+        parts.append(best_sentence(subset, metric, minimize, recommended=chosen, unit=unit,
+                                   reason=_why_chosen(recommendation, subset.best, unit)))
     if selection is not None and selection.best:  # the two-stage guarantee too
-        parts.append(best_sentence(selection, metric, minimize, unit=unit,
-                                   recommended=recommendation.choice if recommendation else None))
+        parts.append(best_sentence(selection, metric, minimize, unit=unit, recommended=chosen,
+                                   reason=_why_chosen(recommendation, selection.best, unit)))
     return " ".join(p for p in parts if p)
+
+
+def _why_chosen(recommendation: Recommendation | None, best: str,
+                unit: str | None) -> str | None:
+    """Why the recommendation is not ``best`` (a selection's pick), for the analysts' paragraph:
+    it is the best of the feasible, or within the indifference zone of ``best``, or among those
+    no different from today's setting."""
+    if recommendation is None or recommendation.choice == best:
+        return None
+    rec, means = recommendation, recommendation.means
+    if rec.feasible is not None and best not in rec.feasible:
+        return "is the best of the configurations shown to meet every constraint"
+    zone = rec.indifference_zone
+    if zone is not None and best in means and abs(means[rec.choice] - means[best]) <= zone:
+        return (f"is within the indifference zone of {format_difference(zone, 0.0, unit)} of it "
+                f"(a smaller difference is not worth acting on) and preferred for "
+                f"{'its cost' if rec.reason == 'cost' else 'changing fewer settings'}")
+    return "is preferred among the configurations that cannot be told apart from it"
 
 
 def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recommendation | None,
@@ -236,7 +252,9 @@ def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recom
     if recommendation is None:
         return said + "\n\n" + text
     first, _, rest = text.partition("\n\n")
-    return first + " " + said + ("\n\n" + rest if rest else "")
+    # before the options' lines, which read against the recommendation
+    head, options, lines = first.partition("\nThe other options")
+    return head + " " + said + options + lines + ("\n\n" + rest if rest else "")
 
 
 def _recommend(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minimize: bool,
