@@ -31,8 +31,9 @@ from simlab_pipelines.analysis.headline import headline_metric
 from simlab_pipelines.experiments import ExperimentSpec
 from simlab_pipelines.experiments.responses import descriptions, headline_responses
 from simlab_pipelines.failures import group_failures
-from simlab_pipelines.partitions import split_key
+from simlab_pipelines.partitions import split_block
 from simlab_pipelines.resources import SimlabStorage
+from simlab_pipelines.storage import stem
 from simlab_pipelines.summary import (
     Summary,
     corrupt_files,
@@ -74,6 +75,8 @@ def trace_link(trace_id: str) -> dg.MetadataValue | None:
 
 def _partition_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
     row, task = outcome.row, outcome.task
+    if task.last != task.replication:
+        return _block_metadata(outcome, store)
     metadata: dict[str, Any] = {
         "seed_entropy": row["seed_entropy"],
         "spawn_key": json.dumps(row["spawn_key"]),
@@ -89,6 +92,32 @@ def _partition_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
     # Six significant digits in the UI; the exact values are in the Parquet file and DuckDB.
     metadata.update({name: ui.rounded(value, 6) for name, value in row["metrics"].items()})
     link = trace_link(row["trace_id"])
+    if link is not None:
+        metadata["trace"] = link
+    return metadata
+
+
+def _block_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
+    """A block partition's metadata: its counts, time, file, first and last trace ids and each
+    metric's mean over the block (every replication's own values are in its row, in DuckDB)."""
+    rows, task = outcome.all_rows, outcome.task
+    metadata: dict[str, Any] = {
+        "replications": len(rows),
+        "simulated": outcome.simulated,  # a re-run simulates only what a previous one lacked
+        "seed_entropy": rows[0]["seed_entropy"],
+        "params": dg.MetadataValue.json(json.loads(rows[0]["params"])),
+        "wall_seconds": ui.rounded(sum(r["wall_seconds"] for r in rows), 3),
+        "events": sum(r["events"] for r in rows),
+        "path": dg.MetadataValue.path(store.url(task.experiment, task.config_key,
+                                                stem(task.replication, task.last))),
+        "content_hash": batch.data_version(rows),
+        "first_trace_id": rows[0]["trace_id"],
+        "last_trace_id": rows[-1]["trace_id"],
+    }
+    metadata.update({f"{name}: mean": ui.rounded(sum(r["metrics"][name] for r in rows)
+                                                  / len(rows), 6)
+                     for name in rows[0]["metrics"]})
+    link = trace_link(rows[0]["trace_id"])
     if link is not None:
         metadata["trace"] = link
     return metadata
@@ -133,7 +162,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
     hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
     tasks = []
     for key in context.partition_keys:
-        config_key, replication = split_key(key)
+        config_key, replication, last = split_block(key)
         if config_key not in configs:
             raise dg.Failure(
                 description=f"{spec.name}: partition {key} names configuration {config_key!r}, "
@@ -151,6 +180,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             inputs_hash=hashes[config_key], code_version=spec.code_version, run_id=context.run_id,
             results_uri=storage.results_uri, traceparent=traceparent, model_ref=spec.model_ref,
             timeout_seconds=spec.timeout_seconds,
+            last_replication=last if last != replication else None,
         ))
     return tasks
 
@@ -186,7 +216,8 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                 context.log.error(f"{outcome.task.partition_key} failed: {outcome.error}")
             if done % step == 0 or done == len(tasks):
                 context.log.info(f"{spec.name}: {done}/{len(tasks)} simulations done")
-    manifest.record_run(store, spec.name, context.run_id, succeeded)  # summary need not re-read
+    # The summary need not re-read these files; a failed block's file holds its other rows.
+    manifest.record_run(store, spec.name, context.run_id, succeeded + failures)
     if not failures:
         add_partition_metadata(context, {o.task.partition_key: _partition_metadata(o, store)
                                          for o in succeeded})
@@ -199,7 +230,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
             metadata=_partition_metadata(outcome, store),
             tags={CODE_VERSION_TAG: spec.code_version,
                   "dagster/partition/config": task.config_key,
-                  "dagster/partition/replication": str(task.replication)},
+                  "dagster/partition/replication": stem(task.replication, task.last)},
         )
     lines = [f"{o.task.partition_key}: {o.error}" for o in failures]
     groups = group_failures((o.task.partition_key, o.error or "") for o in failures)
@@ -237,7 +268,10 @@ def configurations_table(spec: ExperimentSpec) -> dg.TableMetadataValue:
             for f in space.factors], {"factor": f"searched by {space.method}"})
     rows = [{"config_key": c.key, "baseline": c.key == spec.baseline_key, **c.varying}
             for c in spec.configurations_list()]
-    return ui.records_table(rows, {"config_key": "partition keys read <config_key>|<replication>"})
+    note = ("partition keys read <config_key>|<replication>" if spec.block_size == 1 else
+            f"partition keys read <config_key>|<first>-<last>: blocks of {spec.block_size} "
+            "replications")
+    return ui.records_table(rows, {"config_key": note})
 
 
 def beyond_plan_note(beyond: list[str]) -> str:
@@ -380,7 +414,6 @@ def search_metadata(spec: ExperimentSpec, result: Summary) -> dict[str, Any]:
     return metadata
 
 
-
 def design_metadata(spec: ExperimentSpec) -> dict[str, Any]:
     """With a design: its method, sampler rows, generator and version, and a fractional
     factorial's generators (the aliasing a reader needs)."""
@@ -506,7 +539,8 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
             key=replications_key(name), deps=[spec_key(name)], group_name=name,
             # Exactly the partitions the file wants; a sequential experiment's grow by rounds.
             partitions_def=partitions.partitions_def(name, [c.key for c in configs],
-                                                     spec.replications, plan.is_sequential(spec)),
+                                                     spec.replications, plan.is_sequential(spec),
+                                                     spec.block_size),
             backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
             output_required=False, code_version=spec.code_version, kinds={"parquet"},
             retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL,

@@ -1,4 +1,5 @@
-"""Partition keys of an experiment: ``<config_key>|<replication>``, and the partitions Dagster offers.
+"""Partition keys of an experiment: ``<config_key>|<replication>``, or ``<config_key>|<first>-<last>``
+for a block of replications, and the partitions Dagster offers.
 
 The partitions an experiment's replications asset has are exactly the ones it wants, so that the
 UI shows a finished experiment as complete and "missing" means missing:
@@ -16,6 +17,15 @@ UI shows a finished experiment as complete and "missing" means missing:
 
 Keys derive from parameter values and replication numbers, never positions: adding configurations
 or replications to a file adds keys and changes none.
+
+**Blocks.** Past Dagster's recommended 100,000 partitions per asset, a partition holds a block of
+consecutive replications of one configuration (``replications_per_partition``, spec.block_size:
+``auto`` picks the smallest block that keeps the partitions within it). A block's key reads
+``<config_key>|<first>-<last>`` (both included; a block of one keeps the single key), its results
+are one file with a row per replication (storage.py), and every replication keeps its own seed,
+spawn key, span and row: results do not depend on the block size. On the grid a configuration's
+blocks are ``0 .. b-1``, ``b .. 2b-1``, ... (the last one shorter); a sequential experiment's rounds
+each start new blocks where the previous round ended (:func:`blocks`), so no two keys overlap.
 """
 
 from collections import defaultdict
@@ -23,6 +33,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+
+from simlab_pipelines.storage import parse_stem, stem
 
 CONFIG = "config"
 REPLICATION = "replication"
@@ -37,33 +49,73 @@ def dynamic_name(experiment: str) -> str:
     return f"{experiment}__replications"
 
 
+def blocks(start: int, stop: int, block: int) -> list[tuple[int, int]]:
+    """Replications ``start`` .. ``stop - 1`` in blocks of ``block`` from ``start``: (first, last)."""
+    size = max(1, block)
+    return [(first, min(first + size, stop) - 1) for first in range(start, stop, size)]
+
+
+def round_blocks(totals: Sequence[int], block: int) -> list[tuple[int, int]]:
+    """The blocks of replications ``0 .. totals[-1] - 1`` when each round ends at its total
+    (``totals`` ascending): every round starts its own blocks, so the keys of earlier rounds
+    stay as they were when the next round adds replications."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for total in totals:
+        if total > start:
+            out += blocks(start, total, block)
+            start = total
+    return out
+
+
+def grid_labels(replications: int, block: int) -> list[str]:
+    """The replication dimension of the grid: ``0`` .. ``R-1``, or the blocks' ``first-last``."""
+    return [stem(first, last) for first, last in blocks(0, replications, block)]
+
+
 def partitions_def(experiment: str, config_keys: list[str], replications: int,
-                   sequential: bool) -> dg.PartitionsDefinition:
-    """The static grid of a fixed experiment, or the dynamic key set of a sequential one."""
+                   sequential: bool, block: int = 1) -> dg.PartitionsDefinition:
+    """The static grid of a fixed experiment (replications in blocks of ``block``), or the
+    dynamic key set of a sequential one."""
     if sequential:
         return dg.DynamicPartitionsDefinition(name=dynamic_name(experiment))
     return dg.MultiPartitionsDefinition(
         {
             CONFIG: dg.StaticPartitionsDefinition(config_keys),
-            REPLICATION: dg.StaticPartitionsDefinition([str(r) for r in range(replications)]),
+            REPLICATION: dg.StaticPartitionsDefinition(grid_labels(replications, block)),
         }
     )
 
 
-def partition_key(config_key: str, replication: int) -> str:
-    return f"{config_key}|{replication}"
+def partition_key(config_key: str, first: int, last: int | None = None) -> str:
+    """The key of replication ``first`` of ``config_key``, or of its block ``first`` .. ``last``."""
+    return f"{config_key}|{stem(first, first if last is None else last)}"
+
+
+def split_block(key: str) -> tuple[str, int, int]:
+    """(config_key, first, last replication) of a partition key (a string or a
+    MultiPartitionKey); first == last for a key of one replication."""
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        config_key, replications = dims[CONFIG], dims[REPLICATION]
+    else:
+        config_key, sep, replications = str(key).rpartition("|")
+        if not sep:
+            config_key = ""
+    span = parse_stem(replications)
+    if not config_key or span is None:
+        raise ValueError(f"partition key {str(key)!r} is not <config_key>|<replication> or "
+                         "<config_key>|<first>-<last> (e.g. 'servers-2|0', 'servers-2|0-9')")
+    return config_key, span[0], span[1]
 
 
 def split_key(key: str) -> tuple[str, int]:
-    """(config_key, replication) of a partition key (a string or a MultiPartitionKey)."""
-    if isinstance(key, dg.MultiPartitionKey):
-        dims = key.keys_by_dimension
-        return dims[CONFIG], int(dims[REPLICATION])
-    config_key, sep, replication = str(key).rpartition("|")
-    if not sep or not config_key or not replication.isdigit():
-        raise ValueError(f"partition key {str(key)!r} is not <config_key>|<replication> "
-                         "(e.g. 'servers-2|0')")
-    return config_key, int(replication)
+    """(config_key, replication) of a partition key of one replication."""
+    config_key, first, last = split_block(key)
+    if first != last:
+        raise ValueError(f"partition key {str(key)!r} is a block of replications {first} to "
+                         f"{last}, not <config_key>|<replication>")
+    return config_key, first
 
 
 def new_keys(instance: dg.DagsterInstance, experiment: str, wanted: Sequence[str]
@@ -117,8 +169,8 @@ class Batch:
 
     def tags(self) -> dict[str, str]:
         """Run tags that make a run cover exactly these partitions, and show them in the UI."""
-        first, last = split_key(self.start), split_key(self.end)
-        label = (f"{first[0]}|{first[1]}..{last[1]}" if first[0] == last[0]
+        first, last = split_block(self.start), split_block(self.end)
+        label = (f"{first[0]}|{first[1]}..{last[2]}" if first[0] == last[0]
                  else f"{self.start}..{self.end}")
         return {"dagster/asset_partition_range_start": self.start,
                 "dagster/asset_partition_range_end": self.end, "simlab/partitions": label}
@@ -141,10 +193,10 @@ def batches(keys: Iterable[str], size: int, order: Sequence[str] | None = None,
     size = max(1, size)
     if order is not None:
         return _dynamic_batches(set(keys), size, order)
-    by_config: dict[str, list[int]] = defaultdict(list)
+    by_config: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for key in keys:
-        config_key, replication = split_key(key)
-        by_config[config_key].append(replication)
+        config_key, first, last = split_block(key)
+        by_config[config_key].append((first, last))
     # Without the grid's order no two configurations are known to be adjacent: one run each.
     merge = configurations is not None
     grid = list(configurations) if merge else list(by_config)
@@ -156,11 +208,11 @@ def batches(keys: Iterable[str], size: int, order: Sequence[str] | None = None,
     # Consecutive configurations of the grid, each missing exactly the replications `span` (a
     # configuration missing nothing, or several stretches, ends the group: adjacency holds).
     group: list[str] = []
-    span: tuple[int, int] = (0, -1)
+    span: tuple[tuple[int, int], ...] = ()
     for config_key in grid:
         chunks = _chunks(sorted(by_config.get(config_key, ())), size)
         if (merge and group and chunks == [span]
-                and (len(group) + 1) * (span[1] - span[0] + 1) <= size):
+                and (len(group) + 1) * len(span) <= size):
             group.append(config_key)
             continue
         if group:
@@ -175,20 +227,21 @@ def batches(keys: Iterable[str], size: int, order: Sequence[str] | None = None,
     return out
 
 
-def _chunks(replications: list[int], size: int) -> list[tuple[int, int]]:
-    """Contiguous stretches of ``replications`` (sorted), each at most ``size`` long."""
-    out: list[tuple[int, int]] = []
-    for r in replications:
-        if out and r == out[-1][1] + 1 and r - out[-1][0] < size:
-            out[-1] = (out[-1][0], r)
+def _chunks(spans: list[tuple[int, int]], size: int) -> list[tuple[tuple[int, int], ...]]:
+    """Contiguous stretches of ``spans`` (sorted (first, last) of each partition: a block's, or
+    one replication's), each at most ``size`` partitions long."""
+    out: list[list[tuple[int, int]]] = []
+    for span in spans:
+        if out and span[0] == out[-1][-1][1] + 1 and len(out[-1]) < size:
+            out[-1].append(span)
         else:
-            out.append((r, r))
-    return out
+            out.append([span])
+    return [tuple(chunk) for chunk in out]
 
 
-def _rectangle(configs: list[str], span: tuple[int, int]) -> Batch:
+def _rectangle(configs: list[str], span: tuple[tuple[int, int], ...]) -> Batch:
     # Dagster orders a multi-partition range's keys by dimension name: config, then replication.
-    return Batch(tuple(partition_key(c, r) for c in configs for r in range(span[0], span[1] + 1)))
+    return Batch(tuple(partition_key(c, first, last) for c in configs for first, last in span))
 
 
 def _dynamic_batches(missing: set[str], size: int, order: Sequence[str]) -> list[Batch]:
@@ -205,8 +258,9 @@ def _dynamic_batches(missing: set[str], size: int, order: Sequence[str]) -> list
 
 
 def range_tags(config_key: str, first: int, last: int) -> dict[str, str]:
-    """Run tags that make a run cover the partitions ``config_key|first`` .. ``config_key|last``,
-    and show the range in the UI's runs list (which folds Dagster's own tags away)."""
+    """Run tags that make a run cover the partitions ``config_key|first`` .. ``config_key|last``
+    (of one replication each), and show the range in the UI's runs list (which folds Dagster's
+    own tags away)."""
     return Batch((partition_key(config_key, first), partition_key(config_key, last))).tags()
 
 

@@ -23,7 +23,7 @@ every caller that needs a key's parameters.
 """
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from simlab_pipelines.experiments import Configuration, ExperimentSpec
-from simlab_pipelines.partitions import partition_key
+from simlab_pipelines.partitions import blocks, partition_key, round_blocks
 
 # The procedures are imported where they run: they load scipy (~0.3 s), which the processes that
 # only read targets of fixed-size experiments (a sweep's start, a run, a sensor) never need.
@@ -55,6 +55,9 @@ class Target:
     rounds: int                        # rounds of the sequential procedure completed
     plan: "ReplicationPlan | None"     # the last completed round's plan (precision metric)
     selection_required: int | None     # the two-stage selection's total, when there is one
+    # Where each round ended, ascending, the last being ``replications`` (empty: the file's
+    # replications, then ``replications``): with blocks each round starts its own.
+    totals: tuple[int, ...] = ()
 
 
 def is_search(spec: ExperimentSpec) -> bool:
@@ -146,6 +149,7 @@ def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dic
     for key in spec.config_keys():
         values = present.get(key, {})
         total, status, rounds, plan = spec.replications, FIXED, 0, None
+        totals = [total]
         if precision is not None:
             status = RUNNING
             while _complete(values, total):
@@ -162,11 +166,13 @@ def replication_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dic
                 if plan.target == total:
                     break
                 total, status = plan.target, RUNNING
+                totals.append(total)
         extra = required.get(key) if required else None
         if extra is not None and extra > total:
             total = extra
+            totals.append(total)
             status = RUNNING if not _complete(values, total) else status
-        targets[key] = Target(key, total, status, rounds, plan, extra)
+        targets[key] = Target(key, total, status, rounds, plan, extra, tuple(totals))
     return targets
 
 
@@ -183,23 +189,72 @@ def _search_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dict[st
             for c in found.replay.configurations}
 
 
+def _wanted_keys(spec: ExperimentSpec, targets: Mapping[str, Target]) -> list[str]:
+    return spec.config_keys() if not is_search(spec) else (
+        list(targets) or [c.key for c in configurations(spec)])
+
+
+def target_blocks(spec: ExperimentSpec, target: Target | None) -> list[tuple[int, int]]:
+    """The partitions of one configuration's wanted replications, as (first, last) blocks of
+    ``spec.block_size``: on the grid from 0, with rounds from each round's start
+    (partitions.round_blocks)."""
+    total = target.replications if target is not None else spec.replications
+    if not is_sequential(spec):
+        return blocks(0, total, spec.block_size)
+    totals = (target.totals if target is not None and target.totals
+              else (spec.replications, total))
+    return round_blocks([t for t in totals if t <= total] + [total], spec.block_size)
+
+
+def wanted_blocks(spec: ExperimentSpec, targets: Mapping[str, Target]
+                  ) -> Iterator[tuple[str, int, int]]:
+    """(config_key, first, last) of every partition wanted now, in configuration then
+    replication order (a search's: in order of proposal; without targets, its first round's)."""
+    for key in _wanted_keys(spec, targets):
+        for first, last in target_blocks(spec, targets.get(key)):
+            yield key, first, last
+
+
 def wanted_partitions(spec: ExperimentSpec, targets: Mapping[str, Target]) -> list[str]:
     """Partition keys wanted now, in configuration then replication order (a search's: in
     order of proposal; without targets, its first round's)."""
-    keys = spec.config_keys() if not is_search(spec) else (
-        list(targets) or [c.key for c in configurations(spec)])
-    return [partition_key(key, r) for key in keys
-            for r in range(targets[key].replications if key in targets else spec.replications)]
+    return [partition_key(key, first, last) for key, first, last in wanted_blocks(spec, targets)]
+
+
+def wanted_replications(spec: ExperimentSpec, targets: Mapping[str, Target]
+                        ) -> list[tuple[str, int]]:
+    """(config_key, replication) of every replication wanted now, in the same order."""
+    return [(key, r) for key, first, last in wanted_blocks(spec, targets)
+            for r in range(first, last + 1)]
+
+
+def wanted_count(spec: ExperimentSpec, targets: Mapping[str, Target]) -> int:
+    """How many partitions are wanted now (without building their keys)."""
+    return sum(len(target_blocks(spec, targets.get(key)))
+               for key in _wanted_keys(spec, targets))
 
 
 def missing_partitions(spec: ExperimentSpec, targets: Mapping[str, Target],
-                       materialized: Collection[str], on_disk: Collection[tuple[str, int]]
+                       materialized: Collection[str],
+                       on_disk: Collection[tuple[str, int]] | Mapping[str, Collection[int]]
                        ) -> list[str]:
-    """Wanted partitions not materialised (in the instance), or without a current result file
-    (``on_disk``: gone, or made from other inputs)."""
+    """Wanted partitions not materialised (in the instance), or with a replication without a
+    current result (``on_disk``: (config_key, replication) pairs, or replications by
+    configuration; gone, or made from other inputs). Memory in proportion to what is missing
+    (and to what exists), not to the experiment's whole space."""
+    present = on_disk if isinstance(on_disk, Mapping) else _by_configuration(on_disk)
     missing = []
-    for key in wanted_partitions(spec, targets):
-        config_key, replication = key.split("|")
-        if key not in materialized or (config_key, int(replication)) not in on_disk:
-            missing.append(key)
+    for key, first, last in wanted_blocks(spec, targets):
+        partition = partition_key(key, first, last)
+        have = present.get(key, ())
+        if partition not in materialized or not all(
+                r in have for r in range(first, last + 1)):
+            missing.append(partition)
     return missing
+
+
+def _by_configuration(pairs: Collection[tuple[str, int]]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for key, replication in pairs:
+        out.setdefault(key, set()).add(int(replication))
+    return out

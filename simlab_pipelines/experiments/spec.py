@@ -16,6 +16,7 @@ from pydantic import (
 
 from engine.models.base import Model
 from engine.registry import ModelRef
+from simlab_pipelines.experiments import scale
 from simlab_pipelines.experiments.constraints import Constraint, canonical_constraints
 from simlab_pipelines.experiments.designs import Design, DesignPoints
 from simlab_pipelines.experiments.keys import Configuration, canonical_json
@@ -26,7 +27,12 @@ from simlab_pipelines.experiments.resolve import (
     resolve_spec,
 )
 from simlab_pipelines.experiments.responses import Response, ResponseSpec, resolve_responses
-from simlab_pipelines.experiments.search import Search, SearchSpace, probes
+from simlab_pipelines.experiments.search import (
+    MAX_SEARCH_CONFIGURATIONS,
+    Search,
+    SearchSpace,
+    probes,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Asset groups of our own: an experiment by that name would collide with them in the UI.
@@ -82,6 +88,9 @@ class ExperimentSpec(BaseModel):
     confidence: float = Field(default=0.95, gt=0, lt=1)
     series_interval: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_partitions_per_run: int | None = Field(default=None, ge=1)
+    # Replications per partition: blocks keep an experiment within Dagster's recommended
+    # 100,000 partitions per asset (experiments/scale.py); results do not depend on it.
+    replications_per_partition: int | str = "auto"
     compare_all_pairs: bool = False  # comparisons between every pair, not only to the baseline
     check_theory: bool = False  # mmck only: the agrees_with_theory check on the summary
     # Wall-time limit of one simulation (seconds); then it fails its partition only.
@@ -121,6 +130,14 @@ class ExperimentSpec(BaseModel):
                              "choose another")
         return value
 
+    @field_validator("replications_per_partition")
+    @classmethod
+    def _block(cls, value: int | str) -> int | str:
+        if value == "auto" or (isinstance(value, int) and 1 <= value <= MAX_REPLICATIONS):
+            return value
+        raise ValueError(f"replications_per_partition must be auto or a whole number from 1 to "
+                         f"{MAX_REPLICATIONS:,} (got {value!r})")
+
     @field_validator("model", mode="plain")
     @classmethod
     def _model_kind(cls, value: Any) -> Any:
@@ -135,6 +152,8 @@ class ExperimentSpec(BaseModel):
         self._canonical = resolved.canonical
         if not self.responses:  # files without responses keep the spec hash they had
             self._canonical.pop("responses", None)
+        if self.replications_per_partition == "auto":  # likewise files that leave it
+            self._canonical.pop("replications_per_partition", None)
         if self.constraints:  # likewise files without constraints
             self._canonical["constraints"] = canonical_constraints(self.constraints)
         else:
@@ -262,6 +281,31 @@ class ExperimentSpec(BaseModel):
         if self._search is not None:
             return self._search.max_replications
         return self.precision.max_replications if self.precision is not None else self.replications
+
+    @property
+    def block_size(self) -> int:
+        """Replications per partition: the file's ``replications_per_partition``, or under
+        ``auto`` 1 while the partitions stay within Dagster's recommended 100,000 per asset,
+        else the smallest block that keeps them there (experiments/scale.py)."""
+        if isinstance(self.replications_per_partition, int):
+            return self.replications_per_partition
+        return scale.auto_block(self._planned_configurations(), self.max_replications)
+
+    def _planned_configurations(self) -> int:
+        if self._search is None:
+            return max(1, len(self._configurations))
+        budget = self.search.budget if self.search is not None else None
+        return (budget.configurations if budget is not None and budget.configurations
+                else MAX_SEARCH_CONFIGURATIONS)
+
+    def partitions_warning(self) -> str | None:
+        """A warning when the file's ``replications_per_partition`` leaves more partitions than
+        Dagster recommends (``auto`` never does)."""
+        if not isinstance(self.replications_per_partition, int):
+            return None
+        warning = scale.partitions_warning(self._planned_configurations(),
+                                           self.max_replications, self.block_size)
+        return f"{self.name}: {warning}" if warning else None
 
     def replication_keys(self) -> list[str]:
         """``"0"`` .. ``"replications-1"``."""
