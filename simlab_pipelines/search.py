@@ -39,7 +39,7 @@ import math
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +47,7 @@ import numpy as np
 import polars as pl
 
 from engine.parameters import ParameterError
-from simlab_pipelines import partitions
 from simlab_pipelines.experiments import Configuration, ExperimentSpec, config_key
-from simlab_pipelines.experiments.keys import canonical_json
 from simlab_pipelines.experiments.search import SearchSpace, SpaceFactor
 
 # Why a search stopped proposing (Replay.stopped).
@@ -556,67 +554,3 @@ def _threshold_progress(spec: ExperimentSpec, space: SearchSpace,
                    None if pending is not None else "breaking point found", {}, space.method)
     targets = {configs[x].key: requested[x] for x in order}
     return Progress(found, targets, threshold=step)
-
-
-# ---------------------------------------------------------------------------------------------
-# A search run in this process, without Dagster (tests, benchmarks)
-
-
-@dataclass(frozen=True)
-class LocalSearch:
-    """What ``run_locally`` ran and where the search stands."""
-
-    progress: Progress
-    observations: pl.DataFrame  # long format, responses included
-    targets: dict[str, Any]     # plan.Target per configuration
-    simulations: int
-
-    @property
-    def replay(self) -> Replay:
-        return self.progress.replay
-
-
-Simulation = Callable[[Configuration, int], Mapping[str, float]]
-
-
-def run_locally(spec: ExperimentSpec, simulate: Simulation | None = None) -> LocalSearch:
-    """Run ``spec``'s search to its end in this process: the decisions are ``simlab sweep``'s
-    (``plan.replication_targets`` and ``plan.wanted_partitions`` on the observations so far, the
-    responses evaluated as the summary does), the simulations ``simulate(configuration,
-    replication) -> metrics`` (default: ``engine.simulate`` with the spec's seed, horizon,
-    warm-up and common random numbers, as a pool worker runs them)."""
-    from simlab_pipelines import plan
-    from simlab_pipelines.summary import observations as long_format
-
-    simulate = simulate or _engine_simulation(spec)
-    metrics: dict[tuple[str, int], Mapping[str, float]] = {}
-    params: dict[str, dict[str, Any]] = {}
-    while True:
-        wide = pl.DataFrame(
-            {"experiment": [spec.name] * len(metrics),
-             "config_key": [k for k, _ in metrics], "replication": [r for _, r in metrics],
-             "params": [canonical_json(params[k]) for k, _ in metrics],
-             "metrics": [dict(m) for m in metrics.values()]},
-            schema_overrides={"replication": pl.Int64})
-        obs = long_format(wide, spec)
-        targets = plan.replication_targets(spec, obs)
-        todo = [partitions.split_key(k) for k in plan.wanted_partitions(spec, targets)]
-        todo = [k for k in todo if k not in metrics]
-        if not todo:
-            return LocalSearch(progress(spec, obs), obs, targets, len(metrics))
-        configs = {c.key: c for c in plan.configurations(spec, obs)}
-        for key, replication in todo:
-            params[key] = configs[key].params
-            metrics[(key, replication)] = simulate(configs[key], replication)
-
-
-def _engine_simulation(spec: ExperimentSpec) -> Simulation:
-    import engine
-
-    def run(config: Configuration, replication: int) -> Mapping[str, float]:
-        return engine.simulate(spec.resolved_model, config.params, replication=replication,
-                               seed=spec.seed, horizon=spec.resolved_horizon,
-                               warmup=spec.resolved_warmup,
-                               common_random_numbers=spec.common_random_numbers).metrics
-
-    return run

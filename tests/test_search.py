@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 import yaml
 
-from simlab_pipelines import plan, search
+from simlab_pipelines import plan, search, search_local
 from simlab_pipelines.experiments import ExperimentError, load_experiment, parse_experiment
 
 FIXTURE = Path(__file__).parent / "fixtures" / "experiments" / "search_mmck.yaml"
@@ -110,7 +110,7 @@ def test_gp_is_rejected_without_torch_and_the_optimiser_is_in_the_hash(monkeypat
     assert parse_experiment(_data()).spec_hash() != spec.spec_hash()
 
 
-def _observations(spec, done: search.LocalSearch, keys=None, shuffle_seed=None):
+def _observations(spec, done: search_local.LocalSearch, keys=None, shuffle_seed=None):
     obs = done.observations
     if keys is not None:
         obs = obs.filter(pl.col("config_key").is_in(list(keys)))
@@ -124,7 +124,7 @@ def _observations(spec, done: search.LocalSearch, keys=None, shuffle_seed=None):
 def finished():
     """The fixture's search run to its end in this process, as simlab sweep decides it."""
     spec = load_experiment(FIXTURE)
-    return spec, search.run_locally(spec)
+    return spec, search_local.run_locally(spec)
 
 
 def test_same_results_give_the_same_proposals_whoever_replays_them(finished):
@@ -161,7 +161,7 @@ def test_same_results_give_the_same_proposals_whoever_replays_them(finished):
                                    present) == [f"{last[0]}|2"]
 
 
-def _first_stage(done: search.LocalSearch) -> int:
+def _first_stage(done: search_local.LocalSearch) -> int:
     """Simulations of the search rounds (the clean-up's come after)."""
     return done.simulations - done.progress.cleanup.simulations(
         {k: t.replications for k, t in done.targets.items()})
@@ -174,7 +174,7 @@ def test_duplicates_are_told_not_run_and_the_budgets_hold():
                                    "capacity": {"values": [4, 8]}})
     spec = parse_experiment(data)
     assert spec.search_space.budget_configurations == 6  # the space runs out first
-    done = search.run_locally(spec)
+    done = search_local.run_locally(spec)
     found = done.replay
     keys = [c.key for c in found.configurations]
     assert sorted(keys) == sorted(f"capacity-{c}_servers-{s}" for s in (1, 2, 3) for c in (4, 8))
@@ -186,7 +186,7 @@ def test_duplicates_are_told_not_run_and_the_budgets_hold():
     data["search"].update(budget={"simulations": 30}, factors={"servers": {"min": 1, "max": 8},
                                                                "capacity": {"min": 8, "max": 40}})
     spec = parse_experiment(data)
-    done = search.run_locally(spec)
+    done = search_local.run_locally(spec)
     # 30 simulations of first stages of 4: 7 configurations (rounds of 4, then 3)
     assert len(done.replay.configurations) == 7 and _first_stage(done) == 28
     assert done.replay.stopped == search.BUDGET_SIMULATIONS
@@ -198,7 +198,7 @@ def test_proposals_the_model_rejects_are_told_failed_and_not_run():
     data["search"].update(method="grid", batch=5, budget=None,
                           factors={"servers": {"values": [2, 6]}, "capacity": {"values": [4, 8]}})
     spec = parse_experiment(data)
-    done = search.run_locally(spec)
+    done = search_local.run_locally(spec)
     found = done.replay
     assert [p.status for p in found.proposals] == ["new", "new", "invalid", "new"]
     assert "capacity" in found.proposals[2].reason
@@ -242,7 +242,7 @@ def test_the_sequential_sensor_drives_the_search_round_by_round(lab, monkeypatch
         for request in result.run_requests:
             assert job.execute_in_process(instance=instance, tags=request.tags).success
         assert len(rounds) < 10
-    done = search.run_locally(spec)
+    done = search_local.run_locally(spec)
     local = done.replay
     # the search's rounds, then the clean-up's, exactly as decided in this process
     assert rounds[:local.rounds] == [{f"{key}|{r}" for key, k in local.round_of.items()
@@ -303,7 +303,7 @@ def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     events = instance.fetch_materializations(key, limit=10_000).records
     partitions = [e.partition_key for e in events]
     assert len(partitions) == len(set(partitions))
-    done = search.run_locally(spec)
+    done = search_local.run_locally(spec)
     uninterrupted = done.replay
     expected = set(plan.wanted_partitions(spec, done.targets))
     assert set(after) == expected == set(partitions)
