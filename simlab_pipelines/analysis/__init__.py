@@ -6,9 +6,12 @@ Called by the summary asset and the ``simlab sweep`` CLI; nothing here imports D
 - ``comparisons``: paired (CRN) and unpaired differences to a baseline: the ``comparisons`` table.
 - ``sequential``: how many replications each configuration needs for a relative precision.
 - ``warmup``: MSER-5 warm-up suggestion from the engine's time series.
+- ``stationarity``: the steady-state trend test on the same series (a queue that never stops
+  growing).
 - ``selection``: Rinott / Bonferroni-CRN two-stage selection of the best, subset selection,
   and the recommendation (the cheapest configuration within the indifference zone of the best).
-- ``answer``: the plain-sentence answer; ``plots``/``report``: PNG figures, the HTML report.
+- ``answer``: the plain-sentence answer (``units``: numbers with their units);
+  ``plots``/``report``: the figures, the HTML report.
 - ``experiment``: ``analyse_experiment``, all of the above for one experiment in one call.
 
 The names below are loaded on first use (PEP 562): scipy and matplotlib take ~0.3-0.5 s to
@@ -91,7 +94,8 @@ _SOURCES = {
     "write_report": "report",
 }
 _SUBMODULES = frozenset({"answer", "comparisons", "experiment", "frames", "intervals", "plots",
-                         "report", "selection", "sensitivity", "sequential", "svg", "warmup"})
+                         "report", "selection", "sensitivity", "sequential", "stationarity",
+                         "svg", "units", "warmup"})
 
 __all__ = [
     "COMPARISON_COLUMNS",
