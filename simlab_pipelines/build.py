@@ -18,6 +18,7 @@ from simlab_pipelines.resources import default_storage
 from simlab_pipelines.schedules import VALIDATION_EXPERIMENT, validation_schedule
 from simlab_pipelines.sensors import (
     VALID_FILE_CHECK,
+    dead_runs_sensor,
     experiment_files_sensor,
     rejection_evaluation,
     replications_job_name,
@@ -118,6 +119,7 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
             "summary_automation", target=dg.AssetSelection.all(),
             default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
             description="Rebuilds an experiment's summary when its replications land."),
+        dead_runs_sensor(),
     ]
     replication_jobs = [j for j in jobs if j.name.endswith("_replications")]
     spec_jobs = [j for j in jobs if j.name.endswith("_spec")]

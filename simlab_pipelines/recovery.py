@@ -9,7 +9,9 @@
   runs that ended. Runs launched by others are judged on an instance with SQLite run storage and the
   DefaultRunLauncher only (one machine, processes of this host), from the pid Dagster records when it
   starts a run's process; on PostgreSQL or Kubernetes the daemon's run monitoring does it
-  (dagster.yaml, the Helm chart).
+  (dagster.yaml, the Helm chart). The same judgement runs from the daemon side too: the
+  ``dead_runs`` sensor (``sensors.py``) calls ``recover`` every 30 s under ``dagster dev``, so a
+  killed sweep's runs no longer hold the run queue until the next sweep.
 - **A slot held by a live run** (another sweep's summary): ``wait_for_pool`` says which run holds it
   and waits, instead of entering the run, whose executor would poll the pool in a busy loop
   (Dagster 1.13's ``interval_to_next_pending_claim_check`` is never positive) and not see signals.
@@ -151,15 +153,16 @@ def find_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
     return dead
 
 
-def recover(instance: dg.DagsterInstance) -> list[str]:
-    """Fail the dead runs, free their slots and the slots of ended runs; one line for each."""
+def recover(instance: dg.DagsterInstance, by: str = "simlab sweep") -> list[str]:
+    """Fail the dead runs, free their slots and the slots of ended runs; one line for each.
+    ``by`` says who did it, in the runs' event logs."""
     lines = []
     storage = instance.event_log_storage
     for dead in find_dead_runs(instance):
         run = instance.get_run_by_id(dead.run.run_id)
         if run is None or run.status not in _UNFINISHED:
             continue  # it ended meanwhile
-        message = f"Marked failed by simlab sweep: {dead.reason}."
+        message = f"Marked failed by {by}: {dead.reason}."
         if run.status == dg.DagsterRunStatus.CANCELING:
             instance.report_run_canceled(run, message.replace("failed", "canceled"))
         else:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from simlab_pipelines import metadata as ui
-from simlab_pipelines import partitions, plan
+from simlab_pipelines import partitions, plan, recovery
 from simlab_pipelines.assets import replications_key, spec_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiments
 from simlab_pipelines.partitions import batches
@@ -252,5 +252,28 @@ def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
         return dg.SensorResult(run_requests=requests, skip_reason=None if requests else message,
                                dynamic_partitions_requests=dynamic,
                                cursor=json.dumps(cursor, sort_keys=True))
+
+    return sensor
+
+
+def dead_runs_sensor() -> dg.SensorDefinition:
+    """Fails runs whose process is gone and frees their slots, from the daemon's side.
+
+    A killed ``simlab sweep`` (kill -9, OOM) or run process leaves its runs STARTED: they hold
+    the run queue's slots (every queued run waits) and the ``sequential_replications`` sensor
+    waits for them, for every experiment. This sensor makes the judgement ``simlab sweep`` makes
+    before it starts (``recovery.recover``: pid, host and boot id, the process's start time), so
+    that ``dagster dev`` alone recovers within a minute; on Kubernetes run monitoring does it.
+    """
+
+    @dg.sensor(name="dead_runs", minimum_interval_seconds=30,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Fails runs whose process is gone (a killed sweep, a killed run "
+                           "process) and frees the run-queue and pool slots they hold.")
+    def sensor(context: dg.SensorEvaluationContext):
+        lines = recovery.recover(context.instance, by="the dead_runs sensor")
+        for line in lines:
+            context.log.warning(line)
+        return dg.SkipReason("; ".join(lines) if lines else "no dead runs")
 
     return sensor
