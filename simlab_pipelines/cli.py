@@ -172,7 +172,9 @@ def _print_failures(report, path: Path) -> None:
 
     for run_id in report.failed_runs:
         reason = report.failures.get(run_id, "unknown (see the run's logs)")
-        click.echo(f"run {run_id} failed: {lock_conflict(reason) or first_line(reason).rstrip(':')}", err=True)
+        # "N of M simulations failed ...:" heads the partitions' reasons, which the table has.
+        shown = first_line(reason)[:-1] if first_line(reason).endswith(":") else reason
+        click.echo(f"run {run_id} failed: {lock_conflict(reason) or shown}", err=True)
     groups = merge_groups(report.failed_partitions)
     if groups:
         _table(["first partition", "reason", "partitions"],
