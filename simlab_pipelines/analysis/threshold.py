@@ -3,10 +3,11 @@
 ``search: {method: threshold, factor, min, max, metric, limit, tolerance, replications}``: the
 metric's mean g(x) is monotone in the factor x (it grows with x unless ``increasing=False``), and
 the breaking point is ``theta = sup {x in [min, max] : g(x) <= limit}`` (for a falling metric,
-``inf {x : g(x) <= limit}``). It is found by stochastic bisection on one-sided intervals
-(a probabilistic-decision bisection in the sense of Pasupathy & Kim 2011, "The stochastic root-
-finding problem", ACM TOMACS 21(3), §4: each point is *decided* to be within or beyond the limit
-with a bounded error, and replications are added only where a decision is not yet clear):
+``inf {x : g(x) <= limit}``). It is found by bisection on one-sided intervals, one of the
+stochastic root-finding methods surveyed by Pasupathy & Kim (2011), "The stochastic root-finding
+problem: overview, solutions, and open questions", ACM TOMACS 21(3): each point is *decided* to
+be within or beyond the limit with a bounded error, and replications are added only where a
+decision is not yet clear:
 
 1. Round 0 evaluates min, max and the middle with ``replications`` (R) each.
 2. Each point is tested at fixed *looks*: after n = R, 2R, 4R, ... replications (capped at
