@@ -110,6 +110,7 @@ def test_configurations_in_words():
     assert setting_words({"tables": 8, "waiters": 2}) == "8 tables, 2 waiters"
     assert setting_words({"doctors": 1, "pool_size": 8}) == "1 doctor, pool size 8"
     assert setting_words({"class": 2}) == "class 2"  # not a plural count
+    assert setting_words({"capacity": None}) == "capacity not set"  # e.g. an infinite room
     assert describe_change({"tables": 9, "waiters": 2}, {"tables": 8, "waiters": 2}) \
         == "tables 8 → 9"
 

@@ -55,13 +55,18 @@ def describe_configuration(config: Mapping[str, Any]) -> str:
     return ", ".join(f"{name} {value}" for name, value in config.items())
 
 
+def _value_words(value: Any) -> str:
+    """A parameter's value as said: ``not set`` for an absent one (None)."""
+    return "not set" if value is None else str(value)
+
+
 def _count_word(name: str, value: Any) -> str:
     """``8 tables``, ``1 doctor`` for a whole number of a plural one-word parameter; else
     ``pool size 8``."""
     if (isinstance(value, int) and not isinstance(value, bool)
             and re.fullmatch(r"[a-z]+[^s]s", name)):
         return f"{value} {name[:-1] if value == 1 else name}"
-    return f"{humanise(name)} {value}"
+    return f"{humanise(name)} {_value_words(value)}"
 
 
 def setting_words(config: Mapping[str, Any]) -> str:
@@ -71,8 +76,8 @@ def setting_words(config: Mapping[str, Any]) -> str:
 
 def describe_change(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     """The parameters that differ from the baseline, e.g. ``waiters 2 → 3``."""
-    changed = [f"{humanise(name)} {baseline.get(name)} → {value}" for name, value in config.items()
-               if baseline.get(name) != value]
+    changed = [f"{humanise(name)} {_value_words(baseline.get(name))} → {_value_words(value)}"
+               for name, value in config.items() if baseline.get(name) != value]
     changed += [f"without {humanise(name)}" for name in baseline if name not in config]
     return ", ".join(changed)
 
