@@ -17,6 +17,7 @@ setting); ``missing_text`` and ``unstable_text`` say which configurations the an
 speak for. Everything comes from the data and the file; nothing is specific to a model.
 """
 
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,8 +129,8 @@ class Words:
 
 def _estimate(summary: pl.DataFrame, key: str, metric: str) -> tuple[float, float] | None:
     rows = summary.filter((pl.col("config_key") == key) & (pl.col("metric") == metric))
-    if rows.height == 0 or rows["mean"][0] is None:
-        return None
+    if rows.height == 0 or rows["mean"][0] is None or math.isnan(rows["mean"][0]):
+        return None  # no row, or no replication with a value (NaN: undefined everywhere)
     half = rows["half_width"][0]
     return rows["mean"][0], (float("nan") if half is None else half)
 
