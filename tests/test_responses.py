@@ -64,7 +64,7 @@ def test_responses_in_duckdb_equal_the_expression_over_the_stored_metrics(lab):
     # Responses are analysed like metrics: intervals, and the objective's best and answer.
     assert set(summary) == {"servers-1", "servers-2"}
     assert answer[0] == "cost" and answer[1] == min(summary, key=summary.get)
-    assert "$ per time unit" in answer[2] and answer[3] in summary
+    assert " per time unit" in answer[2] and "$" in answer[2] and answer[3] in summary
     # units, directions and definitions, of the model's metrics and of the responses
     assert described["cost"] == ("response", "$ per time unit", "lower",
                                  RESPONSES["cost"]["expression"])

@@ -5,7 +5,8 @@ A unit is the file's or the model's string (``responses.<name>.unit``, ``Model.u
 
 - ``fraction`` is shown as a percentage, and a difference of two fractions in percentage points;
   ``%`` (a value already in percent) likewise;
-- a currency (``$``, ``€``, ``£``, ``¥``) is written before the number;
+- a currency (``$``, ``€``, ``£``, ``¥``) is written before the number (``$ per time unit``:
+  ``$12 per time unit``);
 - ``X/day`` (or ``/h``, ``/s``, ``/week`` ...) is ``X`` per that time: ``$/day`` gives
   ``$56 a day``, ``requests/s`` gives ``20 requests a second``;
 - anything else follows the number (``min``, ``parties``).
@@ -73,6 +74,8 @@ def parse_unit(unit: str | None) -> Unit:
         unit, per = match.group(1).strip(), " " + _PER[match.group(2).lower()]
     if unit in CURRENCIES:
         return Unit(before=unit, per=per)
+    if unit[:1] in CURRENCIES and unit[1:2] == " ":  # "$ per time unit": $12 per time unit
+        return Unit(before=unit[0], after=" " + unit[2:].strip(), per=per)
     return Unit(after=f" {unit}" if unit else "", per=per, time=not per and unit in TIME_UNITS)
 
 
