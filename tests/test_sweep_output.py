@@ -109,3 +109,13 @@ def test_failures_group_by_the_first_line_of_their_reason():
     merged = merge_groups([*groups, *group_failures([("c|0", "E: two")])])
     assert [(g.reason, g.partitions) for g in merged][:2] == [("E: one", 2), ("E: two", 2)]
     assert first_line("x" * 400).endswith("…") and len(first_line("x" * 400)) == 300
+
+
+def test_a_malformed_command_is_refused_once_before_anything_runs(lab):
+    path = _experiment(lab, "malformed", [0])
+    path.write_text(path.read_text().replace("- sh\n", "- sh {mode\n", 1))
+    result = _sweep(path)
+    assert result.exit_code == 2
+    reason = "model.command[0]: 'sh {mode': a lone brace"
+    assert result.output.count(reason) == 1, result.output
+    assert not (lab / "data" / "results").exists()  # nothing ran
