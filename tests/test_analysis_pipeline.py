@@ -188,7 +188,7 @@ def test_summary_tables_answer_plots_and_report(lab):
     # the trade-offs: the recommended configuration first, numbers with their intervals
     tradeoffs = [r.data for r in metadata["tradeoffs"].records]
     assert tradeoffs[0]["configuration"] == "servers-2" and tradeoffs[0]["role"] == "recommended"
-    assert " ± " in tradeoffs[0]["mean wait (time units)"]
+    assert " ± " in tradeoffs[0]["mean wait before service (time units)"]  # its description
     assert metadata["unit"].value == "time units"
     for name in ("intervals_plot", "differences_plot"):
         text = metadata[name].value
