@@ -114,6 +114,8 @@ def test_the_steady_state_check_fails_only_for_the_growing_configuration(lab, ma
         assert result.success
         checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
                   for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+        event = instance.get_latest_materialization_event(summary_key(spec.name))
+        metadata = event.asset_materialization.metadata
     check = checks["steady_state"]
     assert not check.passed
     assert check.metadata["failing_configurations"].value == ["servers-1"]
@@ -122,3 +124,12 @@ def test_the_steady_state_check_fails_only_for_the_growing_configuration(lab, ma
         (answer,) = con.execute("SELECT answer FROM answers").fetchone()
     assert rows == {"servers-1": True, "servers-2": False, "servers-3": False}
     assert "1 server: demand exceeds capacity" in answer
+    # the UI's table and the HTML report say it too
+    marked = {r.data["configuration"]: r.data["steady state"]
+              for r in metadata["steady_state"].value.records}
+    assert marked == {"servers-1": "no: keeps growing", "servers-2": "yes", "servers-3": "yes"}
+    from simlab_pipelines.report import write_experiment_report
+
+    html = write_experiment_report(spec.name, storage.duckdb_path).read_text(encoding="utf-8")
+    section = html[html.index('id="steady-state--trend-test"'):]
+    assert "servers-1" in section and "no: keeps growing" in section
