@@ -136,7 +136,7 @@ def suggest_warmup(series: Sequence[Sequence[float]] | Mapping[object, Sequence[
     at_boundary = best == statistic.size - 1 and statistic.size > 1
     warnings = []
     if at_boundary:
-        warnings.append(f"{name}: MSER-{batch_size} found no steady state in the first half of the "
+        warnings.append(f"MSER-{batch_size} found no steady state in the first half of the "
                         f"run (minimum at the end of the search, {suggested:g}); the run is too "
                         "short or the model has no steady state")
     p_value = None
@@ -147,12 +147,12 @@ def suggest_warmup(series: Sequence[Sequence[float]] | Mapping[object, Sequence[
             evidence = ("" if p_value is None else
                         f", and what it keeps before the suggestion differs from the rest "
                         f"(paired t over {matrix.shape[0]} replications, p = {p_value:.2g})")
-            warnings.append(f"{name}: the experiment's warm-up {experiment_warmup:g} is shorter "
+            warnings.append(f"the experiment's warm-up {experiment_warmup:g} is shorter "
                             f"than the MSER-{batch_size} suggestion {suggested:g}{evidence}; its "
                             "statistics may carry initial-condition bias")
     return WarmupSuggestion(series_interval, truncation, suggested, per_replication,
                             matrix.shape[0], at_boundary, experiment_warmup,
-                            "; ".join(warnings) or None, p_value)
+                            f"{name}: " + "; ".join(warnings) if warnings else None, p_value)
 
 
 def bias_p_value(matrix: np.ndarray, start: int, stop: int) -> float | None:
