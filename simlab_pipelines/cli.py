@@ -91,9 +91,22 @@ def sweep(path: Path, workers: int | None, batch_size: int | None,
     """
     from simlab_pipelines import logs
 
-    if log_format is not None:  # pool workers and runs follow it too (they read the variable)
-        os.environ[logs.FORMAT_VARIABLE] = log_format
-        logs.configure_logging("WARNING", fmt=log_format)
+    chosen = log_format or logs.log_format(os.environ.get(logs.FORMAT_VARIABLE) or "text")
+    logs.configure_logging("WARNING", fmt=chosen)
+    # The pool workers this sweep starts log in its format too (they read the variable); set
+    # for the sweep only, so that a process calling this command keeps its own.
+    previous = os.environ.get(logs.FORMAT_VARIABLE)
+    os.environ[logs.FORMAT_VARIABLE] = chosen
+    try:
+        _sweep_command(path, workers, batch_size)
+    finally:
+        if previous is None:
+            os.environ.pop(logs.FORMAT_VARIABLE, None)
+        else:
+            os.environ[logs.FORMAT_VARIABLE] = previous
+
+
+def _sweep_command(path: Path, workers: int | None, batch_size: int | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from simlab_pipelines.experiments import ExperimentError, load_experiment

@@ -5,6 +5,7 @@ reason once; no summary run when nothing landed; a progress bar that counts what
 that says why results are stale; the report's path when the summary step wrote it."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def test_failures_read_as_one_line_per_run_and_one_table_by_reason(lab, monkeypa
     assert result.exit_code == 1, result.output + result.stderr
     out, err = result.stdout, result.stderr
     assert _json_lines(out) == [] and _json_lines(err) == []  # a person's terminal: no JSON
+    assert "SIMLAB_LOG_FORMAT" not in os.environ  # set for its pool workers, then restored
     assert "exit code None" not in out + err and "Traceback" not in err
     # What landed, counted: 2 of 6 (mode 0), then the summary of those (its report's path).
     assert "2 of the 6 partitions run landed" in out, err
