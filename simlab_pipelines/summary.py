@@ -393,6 +393,7 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
               is not None else f"{t.config_key}: no steady state: the {t.words()} keeps growing"
               for t in trends if t.growing]
     notes += _precision_notes(spec, targets)
+    notes += undefined_notes(result.summary)
     sensitivity = _sensitivity(spec, obs)
     notes += sensitivity.notes if sensitivity is not None else []
     searched = None
@@ -489,6 +490,27 @@ def _limits(spec: ExperimentSpec) -> list:
     from simlab_pipelines.analysis.constraints import limits
 
     return limits(spec.constraints, spec.confidence)
+
+
+def undefined_notes(summary: pl.DataFrame, shown: int = 8) -> list[str]:
+    """One note per metric that was undefined (NaN) in some replications: where, how often, and
+    which configurations never had a value of it (they keep their summary rows, n = 0, and are
+    left out of the comparisons and the selection on it)."""
+    notes = []
+    rows = summary.filter(pl.col("undefined") > 0).sort("metric", "config_key")
+    for (metric,), group in rows.group_by("metric", maintain_order=True):
+        counts = [f"{key} {undefined} of {n + undefined}" for key, n, undefined
+                  in group.select("config_key", "n", "undefined").iter_rows()]
+        more = f" and {len(counts) - shown} more configurations" if len(counts) > shown else ""
+        note = (f"{metric} was undefined (NaN) in some replications ({', '.join(counts[:shown])}"
+                f"{more}); its intervals are over the replications with a value")
+        never = group.filter(pl.col("n") == 0)["config_key"].to_list()
+        if never:
+            note += (f"; {', '.join(never[:shown])}{' ...' if len(never) > shown else ''} never "
+                     "had one, so no comparison or selection includes "
+                     f"{'it' if len(never) == 1 else 'them'} on {metric}")
+        notes.append(note)
+    return notes
 
 
 def _precision_notes(spec: ExperimentSpec, targets: Mapping[str, plan.Target]) -> list[str]:

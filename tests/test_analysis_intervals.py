@@ -59,13 +59,15 @@ def test_summarise_agrees_with_t_interval_per_group():
     rng = np.random.default_rng(7)
     rows = [("e", key, r, metric, float(rng.normal(10 if key == "a" else 20, 3)))
             for key in ("a", "b") for metric in ("m1", "m2") for r in range(12)]
-    rows.append(("e", "b", 12, "m1", math.nan))  # undefined in one replication: dropped
+    rows.append(("e", "b", 12, "m1", math.nan))  # undefined in one replication: counted apart
     frame = pl.DataFrame(rows, schema=OBSERVATION_COLUMNS, orient="row")
     summary = summarise(frame, confidence=0.9)
     assert summary.columns == ["experiment", "config_key", "metric", "n", "mean", "stddev",
                                "ci_low", "ci_high", "half_width", "confidence",
-                               "relative_half_width"]
+                               "relative_half_width", "undefined"]
     assert summary.height == 4
+    assert summary.filter(pl.col("undefined") > 0).select("config_key", "metric",
+                                                          "undefined").rows() == [("b", "m1", 1)]
     for row in summary.iter_rows(named=True):
         values = frame.filter((pl.col("config_key") == row["config_key"])
                               & (pl.col("metric") == row["metric"]))["value"].to_numpy()

@@ -180,7 +180,8 @@ def test_analyse_experiment_ties_the_pieces_together(observations):
     tables = result.tables()
     assert tables["comparisons"].columns == list(COMPARISON_COLUMNS)
     assert tables["summary"].columns == ["experiment", "config_key", "metric", "n", "mean",
-                                         "stddev", "ci_low", "ci_high", "half_width", "confidence"]
+                                         "stddev", "ci_low", "ci_high", "half_width", "confidence",
+                                         "undefined"]
     assert result.subset.keep == ("a-10_b-4",)
     assert result.selection.procedure == "bonferroni-crn" and result.selection.best == "a-10_b-4"
     # The recommendation first, the statistics in the second paragraph.

@@ -23,7 +23,7 @@ from simlab_pipelines.analysis.answer import (
 from simlab_pipelines.analysis.answer import answer as answer_sentence
 from simlab_pipelines.analysis.comparisons import COMPARISON_COLUMNS, compare
 from simlab_pipelines.analysis.constraints import Feasibility, Limit, frame_feasibility
-from simlab_pipelines.analysis.frames import aligned_samples, check_observations, samples
+from simlab_pipelines.analysis.frames import aligned_samples, check_observations, defined, samples
 from simlab_pipelines.analysis.intervals import summarise
 from simlab_pipelines.analysis.selection import (
     Recommendation,
@@ -35,9 +35,10 @@ from simlab_pipelines.analysis.selection import (
 )
 from simlab_pipelines.analysis.units import format_difference
 
-# The DuckDB ``summary`` table of DESIGN.md (``summarise`` adds relative_half_width).
+# The DuckDB ``summary`` table of DESIGN.md, and how many replications left the metric undefined
+# (``summarise`` adds relative_half_width).
 SUMMARY_TABLE_COLUMNS = ("experiment", "config_key", "metric", "n", "mean", "stddev", "ci_low",
-                         "ci_high", "half_width", "confidence")
+                         "ci_high", "half_width", "confidence", "undefined")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ExperimentAnalysis:
     """Everything the summary step stores or shows for one experiment."""
 
     experiment: str
-    summary: pl.DataFrame            # intervals.summarise (with relative_half_width)
+    summary: pl.DataFrame            # intervals.summarise (relative_half_width; n = 0: no value)
     comparisons: pl.DataFrame        # comparisons.compare (with stddev, half_width)
     subset: Subset | None            # configurations that cannot be ruled out on the objective
     selection: TwoStageSelection | None  # indifference-zone selection, when a zone is given
@@ -109,16 +110,21 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     units = dict(units or {})
     if objective_metric is not None and unit and objective_metric not in units:
         units[objective_metric] = unit.strip()
-    frame = check_observations(observations).filter(pl.col("experiment") == experiment)
-    if frame.height == 0:
+    everything = check_observations(observations, keep_undefined=True).filter(
+        pl.col("experiment") == experiment)
+    if everything.height == 0:
         raise ValueError(f"experiment {experiment!r}: no observations")
-    summary = summarise(frame, confidence)
+    # NaN: undefined in that replication (frames' rule): counted in the summary table (a
+    # configuration with no value at all keeps its rows, n = 0), left out of everything else.
+    table = summarise(everything, confidence)
+    summary = table.filter(pl.col("n") > 0)
+    frame = everything.filter(defined())
     observed = set(frame["config_key"].unique().to_list())
     feasibility = (frame_feasibility(frame, constraints, keys=sorted(observed))
                    if constraints else None)
     pending = baseline is not None and baseline not in observed
     subset = selection = text = None
-    if objective_metric is not None:
+    if objective_metric is not None and objective_metric in summary["metric"]:
         if common_random_numbers:
             _, data = aligned_samples(frame, objective_metric)
         else:
@@ -184,7 +190,7 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                                                       confidence)
     if text is None and caveats:  # e.g. today's setting has no results: no comparison at all
         text = " ".join(caveats)
-    return ExperimentAnalysis(experiment, summary, comparisons, subset, selection, text,
+    return ExperimentAnalysis(experiment, table, comparisons, subset, selection, text,
                               recommendation, feasibility)
 
 

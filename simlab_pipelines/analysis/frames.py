@@ -2,8 +2,13 @@
 
 Observations are a polars DataFrame with one row per (experiment, configuration, replication,
 metric): columns ``experiment``, ``config_key``, ``replication``, ``metric``, ``value`` (the DuckDB
-``observations`` table). A missing or NaN value means the metric was undefined in that replication
-(e.g. a mean wait with nobody served); such rows are dropped before any statistic is computed.
+``observations`` table).
+
+NaN (or a missing value) means the metric was undefined in that replication (e.g. a mean wait with
+nobody served). The rule everywhere: such a value is stored, counted per configuration and metric
+(``undefined`` in the summary table, see ``intervals.summarise``) and left out of every statistic;
+a configuration whose values are all undefined keeps its summary rows (n = 0), and an experiment
+whose values are all undefined still gets a summary.
 """
 
 from collections.abc import Mapping
@@ -14,8 +19,10 @@ import polars as pl
 OBSERVATION_COLUMNS = ("experiment", "config_key", "replication", "metric", "value")
 
 
-def check_observations(observations: pl.DataFrame, argument: str = "observations") -> pl.DataFrame:
-    """Validate the long format and return it with undefined values dropped.
+def check_observations(observations: pl.DataFrame, argument: str = "observations", *,
+                       keep_undefined: bool = False) -> pl.DataFrame:
+    """Validate the long format and return it with undefined values dropped (kept, as NaN, with
+    ``keep_undefined``).
 
     Raises ValueError naming the argument and the missing columns, or the first duplicated
     (experiment, config_key, replication, metric).
@@ -41,7 +48,14 @@ def check_observations(observations: pl.DataFrame, argument: str = "observations
             f"{argument}: duplicate observation for experiment={row['experiment']!r}, "
             f"config_key={row['config_key']!r}, replication={row['replication']}, "
             f"metric={row['metric']!r}")
-    return frame.filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan())
+    if keep_undefined:
+        return frame.with_columns(pl.col("value").fill_null(float("nan")))
+    return frame.filter(defined())
+
+
+def defined() -> pl.Expr:
+    """Whether an observation's value is defined (neither NaN nor missing)."""
+    return pl.col("value").is_not_null() & pl.col("value").is_not_nan()
 
 
 def samples(observations: pl.DataFrame, metric: str, *,

@@ -19,13 +19,13 @@ import numpy as np
 import polars as pl
 from scipy import special
 
-from simlab_pipelines.analysis.frames import check_observations
+from simlab_pipelines.analysis.frames import check_observations, defined
 
 # Beyond this ratio of half-width to |mean| the relative half-width is reported as infinite.
 RELATIVE_CAP = 1e12
 
 SUMMARY_COLUMNS = ("experiment", "config_key", "metric", "n", "mean", "stddev", "ci_low", "ci_high",
-                   "half_width", "confidence", "relative_half_width")
+                   "half_width", "confidence", "relative_half_width", "undefined")
 
 
 def check_confidence(confidence: float, argument: str = "confidence") -> float:
@@ -98,24 +98,29 @@ def summarise(observations: pl.DataFrame, confidence: float = 0.95) -> pl.DataFr
     """One t interval per (experiment, config_key, metric): the DuckDB ``summary`` table.
 
     Columns: experiment, config_key, metric, n, mean, stddev, ci_low, ci_high, half_width,
-    confidence, relative_half_width; sorted by experiment, config_key, metric.
+    confidence, relative_half_width, undefined; sorted by experiment, config_key, metric. ``n``
+    counts the replications with a value, ``undefined`` those where the metric was undefined
+    (NaN): the interval is over the ``n``; with none (n = 0) the row is kept, its statistics NaN.
     """
     confidence = check_confidence(confidence)
-    frame = check_observations(observations)
+    frame = check_observations(observations, keep_undefined=True)
+    value = pl.col("value").filter(defined())
     grouped = (
         frame.group_by("experiment", "config_key", "metric")
-        .agg(pl.len().alias("n"), pl.col("value").mean().alias("mean"),
-             pl.col("value").std(ddof=1).alias("stddev"))
+        .agg(value.len().alias("n"), value.mean().alias("mean"),
+             value.std(ddof=1).alias("stddev"),
+             (~defined()).sum().cast(pl.Int64).alias("undefined"))
         .sort("experiment", "config_key", "metric")
     )
     n = grouped["n"].to_numpy().astype(float)
     stddev = grouped["stddev"].fill_null(np.nan).to_numpy()
-    mean = grouped["mean"].to_numpy()
+    mean = grouped["mean"].fill_null(np.nan).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         half = t_quantile(confidence, n - 1) * stddev / np.sqrt(n)
     relative = [relative_half_width(float(h), float(m)) for h, m in zip(half, mean, strict=True)]
     return grouped.with_columns(
         pl.Series("n", n.astype(np.int64)),
+        pl.Series("mean", mean),
         pl.Series("stddev", stddev),
         pl.Series("ci_low", mean - half),
         pl.Series("ci_high", mean + half),
