@@ -321,6 +321,19 @@ def read_with_manifest(root: str, experiment: str, list_present: Callable[[], Se
         return rows.drop([*_IDENTITY, "_file"])
 
 
+def _remember(directory: str, rows: pl.DataFrame, files: pl.DataFrame) -> None:
+    """Leave ``rows`` (read from ``files``, with the identities they had before the read) as a
+    fragment, as a run does: a cache, so a failure only costs speed."""
+    try:
+        frame = rows.join(files, on=_FILE, how="inner")
+        if frame.height:
+            os.makedirs(os.path.join(directory, RUNS_DIR), exist_ok=True)
+            _write(frame, os.path.join(directory, RUNS_DIR),
+                   f"read-{uuid.uuid4().hex[:12]}.parquet", ".tmp-run-")
+    except Exception as exc:
+        log.debug(f"rows read for planning not remembered ({exc})")
+
+
 def landed(root: str, experiment: str, listed: pl.DataFrame, columns: Sequence[str],
            path_of: Callable[[Key], str],
            read: Callable[[list[Key]], pl.DataFrame]) -> pl.DataFrame:
@@ -331,8 +344,9 @@ def landed(root: str, experiment: str, listed: pl.DataFrame, columns: Sequence[s
     at, and files they do not know are read (``read(files)``: rows with ``_file``). Every
     result is written by a run, which leaves a fragment, so what they hold is what landed; a
     file changed behind simlab's back is caught by the next summary, which checks every file's
-    identity (``read_with_manifest``). Nothing is written or removed. As there, a replication
-    found in two files has a row from each.
+    identity (``read_with_manifest``). The rows of files it had to read are left as a fragment
+    (with those files' identities), so the next look reads them no more; nothing is removed. As
+    there, a replication found in two files has a row from each.
     """
     directory = os.path.join(root, experiment)
     files = listed.select(pl.col("config_key").cast(pl.String),
@@ -354,9 +368,14 @@ def landed(root: str, experiment: str, listed: pl.DataFrame, columns: Sequence[s
         known, unknown = None, files
     parts = [known] if known is not None and known.height else []
     if unknown.height:
-        fresh = read(list(zip(unknown["config_key"], unknown["_file"], strict=True)))
+        keys = list(zip(unknown["config_key"], unknown["_file"], strict=True))
+        # Identities before the read, as read_with_manifest takes them: a file changed meanwhile
+        # is read again next time, never trusted with rows it no longer holds.
+        identities = _files_frame(keys, _identities([path_of(key) for key in keys]))
+        fresh = read(keys)
         if fresh.height:
             parts.append(fresh)
+            _remember(directory, fresh, identities)
     if not parts:
         return pl.DataFrame()
     wanted = list(dict.fromkeys([*_KEYS, *columns]))

@@ -234,27 +234,37 @@ def wanted_count(spec: ExperimentSpec, targets: Mapping[str, Target]) -> int:
                for key in _wanted_keys(spec, targets))
 
 
+_PRESENT = {"config_key": pl.String, "replication": pl.Int64}
+
+
 def missing_partitions(spec: ExperimentSpec, targets: Mapping[str, Target],
                        materialized: Collection[str],
-                       on_disk: Collection[tuple[str, int]] | Mapping[str, Collection[int]]
-                       ) -> list[str]:
+                       on_disk: pl.DataFrame | Collection[tuple[str, int]]) -> list[str]:
     """Wanted partitions not materialised (in the instance), or with a replication without a
-    current result (``on_disk``: (config_key, replication) pairs, or replications by
-    configuration; gone, or made from other inputs). Memory in proportion to what is missing
-    (and to what exists), not to the experiment's whole space."""
-    present = on_disk if isinstance(on_disk, Mapping) else _by_configuration(on_disk)
-    missing = []
-    for key, first, last in wanted_blocks(spec, targets):
-        partition = partition_key(key, first, last)
-        have = present.get(key, ())
-        if partition not in materialized or not all(
-                r in have for r in range(first, last + 1)):
-            missing.append(partition)
-    return missing
-
-
-def _by_configuration(pairs: Collection[tuple[str, int]]) -> dict[str, set[int]]:
-    out: dict[str, set[int]] = {}
-    for key, replication in pairs:
-        out.setdefault(key, set()).add(int(replication))
-    return out
+    current result (``on_disk``: a frame of config_key and replication, or such pairs; gone, or
+    made from other inputs). Counted per partition in polars: a million results cost no
+    Python object each, and memory goes with what exists and what is missing, not with the
+    experiment's whole space."""
+    wanted = pl.DataFrame(list(wanted_blocks(spec, targets)), orient="row",
+                          schema={"config_key": pl.String, "first": pl.Int64, "last": pl.Int64})
+    if wanted.is_empty():
+        return []
+    present = on_disk if isinstance(on_disk, pl.DataFrame) else pl.DataFrame(
+        list(on_disk), orient="row", schema=_PRESENT)
+    wanted = wanted.with_row_index("_partition")
+    landed = (present.select(pl.col("config_key").cast(pl.String),
+                             pl.col("replication").cast(pl.Int64)).unique()
+              .sort("replication")
+              .join_asof(wanted.sort("first"), left_on="replication", right_on="first",
+                         by="config_key", strategy="backward", check_sortedness=False)
+              .filter(pl.col("replication") <= pl.col("last"))
+              .group_by("_partition").len("_found"))
+    key = pl.concat_str("config_key", pl.lit("|"), pl.col("first").cast(pl.String),
+                        pl.when(pl.col("last") > pl.col("first"))
+                        .then(pl.lit("-") + pl.col("last").cast(pl.String)).otherwise(pl.lit("")))
+    done = pl.Series("done", list(materialized), dtype=pl.String)
+    return (wanted.join(landed, on="_partition", how="left").sort("_partition")
+            .with_columns(key.alias("_key"))
+            .filter((pl.col("_found").fill_null(0) < pl.col("last") - pl.col("first") + 1)
+                    | ~pl.col("_key").is_in(done))
+            ["_key"].to_list())

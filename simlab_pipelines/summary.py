@@ -54,7 +54,7 @@ from simlab_pipelines.experiments.responses import (
     descriptions,
     headline_responses,
 )
-from simlab_pipelines.manifest import read_with_manifest
+from simlab_pipelines.manifest import landed, read_with_manifest
 from simlab_pipelines.query import query  # noqa: F401  (summary.query: callers import it here)
 from simlab_pipelines.storage import CorruptResultFile, ResultStore
 
@@ -337,16 +337,40 @@ def current_configurations(spec: ExperimentSpec, store: ResultStore) -> list[Con
     its current results (what a run needs to find its keys' parameters)."""
     if not plan.is_search(spec):
         return spec.configurations_list()
-    return plan.configurations(spec, observations(read_replications(spec, store), spec))
+    return plan.configurations(spec, observations(landed_replications(spec, store), spec))
+
+
+def landed_replications(spec: ExperimentSpec, store: ResultStore, values: bool = True
+                        ) -> pl.DataFrame:
+    """The current rows of ``spec``'s result files, for planning (keys and inputs hash; with
+    ``values``, the metrics and parameters the rounds replay): on a local disk from the runs'
+    fragments and the manifest without reading or stat-ing every file (``manifest.landed``);
+    one row per replication."""
+    columns = ["experiment", "inputs_hash", "params", "metrics"] if values else ["inputs_hash"]
+    files = _files(spec, store)
+    if store.is_local:
+        frame = landed(store.root, spec.name, files, columns,
+                       lambda key: store.path(spec.name, *key),
+                       lambda keys: _read_files(spec.name, keys, store))
+    else:
+        keys = list(zip(files["config_key"], files["file"], strict=True))
+        frame = _read_files(spec.name, keys, store) if keys else pl.DataFrame()
+    if frame.is_empty():
+        return frame
+    return _current(spec, frame.filter(pl.col("replication") < spec.max_replications))
 
 
 def current_results(spec: ExperimentSpec, store: ResultStore
-                    ) -> tuple[dict[str, plan.Target], set[tuple[str, int]]]:
-    """The replication targets now, and the (config_key, replication) of every current result."""
-    frame = read_replications(spec, store)
-    present = set(zip(frame["config_key"], frame["replication"], strict=True)) \
-        if frame.height else set()
-    return plan.replication_targets(spec, observations(frame, spec)), present
+                    ) -> tuple[dict[str, plan.Target], pl.DataFrame]:
+    """The replication targets now, and the (config_key, replication) of every current result
+    as a frame (``landed_replications``: no file read or stat-ed that the runs' fragments and
+    the manifest already account for)."""
+    uses = plan.uses_results(spec)
+    frame = landed_replications(spec, store, values=uses)
+    present = (frame.select("config_key", "replication") if frame.height
+               else pl.DataFrame(schema={"config_key": pl.String, "replication": pl.Int64}))
+    obs = observations(frame, spec) if uses else pl.DataFrame(schema=OBSERVATION_SCHEMA)
+    return plan.replication_targets(spec, obs), present
 
 
 def _replication_limit(frame: pl.DataFrame, targets: Mapping[str, plan.Target]) -> pl.DataFrame:

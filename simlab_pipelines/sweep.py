@@ -31,7 +31,7 @@ import duckdb
 import sqlalchemy as sa
 from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 
-from simlab_pipelines import batch, logs, plan, recovery, telemetry
+from simlab_pipelines import batch, claims, logs, plan, recovery, telemetry
 from simlab_pipelines.assets import (
     DUCKDB_POOL,
     TRACEPARENT_TAG,
@@ -48,9 +48,9 @@ from simlab_pipelines.resources import default_storage
 from simlab_pipelines.sensors import (
     NO_RETRY_TAGS,
     add_partitions,
-    beyond_plan,
     latest_materialization,
     missing_partitions,
+    plan_state,
     replications_job_name,
     spec_is_current,
 )
@@ -380,7 +380,7 @@ def _count(instance: dg.DagsterInstance, spec: ExperimentSpec, report: SweepRepo
            attempted: set[str]) -> SweepReport:
     """Fill in what landed: the partitions run that are materialised (with their file) now."""
     targets, missing = missing_partitions(instance, spec)
-    report.total = len(plan.wanted_partitions(spec, targets))
+    report.total = plan.wanted_count(spec, targets)
     report.still_missing = len(missing)
     report.landed = len(attempted - set(missing))
     return report
@@ -390,9 +390,8 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
            report: SweepReport, attempted: set[str], workers: int | None,
            batch_size: int | None, progress: Callable[[int, int], None] | None,
            say: Callable[[str], None]) -> None:
-    targets, missing = missing_partitions(instance, spec)
-    report.total = len(plan.wanted_partitions(spec, targets))
-    report.beyond = beyond_plan(spec, targets)
+    targets, missing, report.beyond = plan_state(instance, spec)
+    report.total = plan.wanted_count(spec, targets)
     if not missing and summary_is_current(instance, spec):
         return
     size = batch_size or default_batch_size(spec)
@@ -466,6 +465,9 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
 def _summarise(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,
                report: SweepReport, attempted: set[str], base_tags: dict[str, str],
                record: Callable, say: Callable[[str], None]) -> None:
+    # Partitions another run of the experiment held were left to it (claims.py): its results
+    # belong in the counts and the summary.
+    claims.wait_for_others(instance, replications_key(spec.name), report.runs, say, _stopped)
     _count(instance, spec, report, attempted)
     if _stopped():
         return
