@@ -235,3 +235,25 @@ def test_with_constraints_the_options_say_which_miss_one_and_no_zone_is_claimed(
     # pool 4 is $14 cheaper: the recommendation is not "within the zone" of it
     assert "pool-8, is the best of the configurations shown to meet every constraint" in statistics
     assert "indifference zone of $2 of it" not in statistics
+
+
+def test_undefined_values_are_said_in_the_answer_and_the_trade_off_table():
+    from simlab_pipelines.analysis.report import tradeoff_records
+
+    obs = _observations(MEANS, SPREAD).with_columns(
+        pl.when(((pl.col("config_key") == "tables-9_waiters-3") & (pl.col("metric") == "visit")
+                 & (pl.col("replication") < 5))
+                | ((pl.col("config_key") == "tables-8_waiters-3") & (pl.col("metric") == "slow")))
+        .then(float("nan")).otherwise(pl.col("value")).alias("value"))
+    result = _restaurant(observations=obs)
+    first = result.answer.split("\n\n")[0]
+    assert ("Time a party spends in the restaurant is undefined (no value) in 5 of 60 "
+            "replications of 9 tables, 3 waiters: its numbers are from the replications with a "
+            "value.") in first
+    assert ("Parties waiting over 5 min for a table is undefined (no value) in every replication "
+            "of 8 tables, 3 waiters: 8 tables, 3 waiters is not compared on it.") in first
+    rows = {r["configuration"]: r for r in tradeoff_records(
+        result.summary, ["visit", "slow"], units=UNITS, descriptions=DESCRIPTIONS)}
+    assert rows["tables-8_waiters-3"]["parties waiting over 5 min for a table"] == "undefined"
+    assert rows["tables-9_waiters-3"]["time a party spends in the restaurant (min)"].endswith(
+        " (5 of 60 undefined)")

@@ -37,10 +37,11 @@ from simlab_pipelines.analysis.units import (
     unit_suffix,
 )
 
-__all__ = ["CURRENCIES", "NO_STEADY_STATE", "TODAY", "Words", "answer", "best_sentence", "comparison_text",
-           "describe_change", "describe_configuration", "format_difference", "format_estimate",
-           "format_quantity", "format_value", "humanise", "missing_text", "parse_unit",
-           "recommendation_text", "setting_words", "statistics_lead", "unit_suffix", "unstable_text"]
+__all__ = ["CURRENCIES", "NO_STEADY_STATE", "TODAY", "Words", "answer", "best_sentence",
+           "comparison_text", "describe_change", "describe_configuration", "format_difference",
+           "format_estimate", "format_quantity", "format_value", "humanise", "missing_text",
+           "parse_unit", "recommendation_text", "setting_words", "statistics_lead",
+           "undefined_text", "unit_suffix", "unstable_text"]
 
 TODAY = "today's setting"  # the one name of the baseline in every sentence
 NO_STEADY_STATE = "no steady state, so its numbers depend only on how long you simulate"
@@ -427,6 +428,39 @@ def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None)
                          f"growing over the run, without bound, so {what} {verb} only on how "
                          "long you simulate.")
     return " ".join(sentences)
+
+
+def _joined(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def undefined_text(summary: pl.DataFrame, metrics: Sequence[str], words: Words) -> str | None:
+    """Where the answer's metrics were undefined (NaN) in some replications (``summary``: the
+    summary table with its ``undefined`` and ``n`` columns): from which replications its numbers
+    are, and which configurations are not compared on it at all."""
+    if "undefined" not in summary.columns:
+        return None
+    sentences = []
+    for metric in dict.fromkeys(metrics):
+        rows = summary.filter((pl.col("metric") == metric) & (pl.col("undefined") > 0))
+        if rows.height == 0:
+            continue
+        partial = [(k, u, n) for k, n, u in rows.select("config_key", "n", "undefined")
+                   .iter_rows() if n > 0]
+        never = [k for k, n in rows.select("config_key", "n").iter_rows() if n == 0]
+        where = ([f"{u} of {u + n} replications of {words.setting(k)}" for k, u, n in partial]
+                 + [f"every replication of {words.setting(k)}" for k in never])
+        name = words.name(metric)
+        said = []
+        if partial:
+            said.append("its numbers are from the replications with a value")
+        if never:
+            names = _joined([words.setting(k) for k in never])
+            said.append(f"{names} {'is' if len(never) == 1 else 'are'} not compared on it")
+        sentences.append(f"{name[:1].upper()}{name[1:]} is undefined (no value) in "
+                         f"{_joined(where)}: {'; '.join(said)}.")
+    return " ".join(sentences) or None
 
 
 # ---------------------------------------------------------------------------- paragraph 2

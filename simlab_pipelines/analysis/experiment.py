@@ -18,6 +18,7 @@ from simlab_pipelines.analysis.answer import (
     missing_text,
     recommendation_text,
     statistics_lead,
+    undefined_text,
     unstable_text,
 )
 from simlab_pipelines.analysis.answer import answer as answer_sentence
@@ -149,8 +150,10 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     else:
         comparisons = compare(frame, against, confidence=confidence)
     words = Words(configurations or {}, baseline, units, descriptions or {})
+    said = [objective_metric] if objective_metric is not None else []
     caveats = [c for c in (unstable_text(unstable or {}, words, objective_metric),
-                           missing_text(missing or {}, words)) if c]
+                           missing_text(missing or {}, words),
+                           undefined_text(table, [*said, *tradeoffs], words)) if c]
     recommendation = None
     if objective_metric is not None and against is not None and not pending:
         rows = comparisons.filter((pl.col("metric") == objective_metric)

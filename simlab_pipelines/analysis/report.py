@@ -133,6 +133,10 @@ def tradeoff_records(summary: pl.DataFrame, metrics: Sequence[str], *,
               if len({repr(configurations.get(k, {}).get(p)) for k in keys}) > 1]
     cells = {(k, m): (mean, half) for k, m, mean, half in
              rows.select("config_key", "metric", "mean", "half_width").iter_rows()}
+    # NaN replications (undefined in them): counted beside the cell, "undefined" without any value
+    undefined = ({(k, m): (u, n) for k, m, u, n in rows.filter(pl.col("undefined") > 0)
+                  .select("config_key", "metric", "undefined", "n").iter_rows()}
+                 if "undefined" in rows.columns else {})
     shown = [m for m in metrics if any((k, m) in cells for k in keys)]
     out = []
     for key in keys:
@@ -142,7 +146,11 @@ def tradeoff_records(summary: pl.DataFrame, metrics: Sequence[str], *,
             mean, half = cells.get((key, m), (None, None))
             words = descriptions.get(m)
             header = words if words and len(words) <= 40 else humanise(m)
-            record[header + _header_unit(units.get(m))] = _cell(mean, half, units.get(m))
+            cell = _cell(mean, half, units.get(m))
+            if (key, m) in undefined:
+                lost, n = undefined[(key, m)]
+                cell = "undefined" if n == 0 else f"{cell} ({lost} of {lost + n} undefined)"
+            record[header + _header_unit(units.get(m))] = cell
         if missing:
             lost, wanted = missing.get(key, (0, 0))
             record["missing"] = (f"all {wanted} replications" if lost and lost >= wanted else
