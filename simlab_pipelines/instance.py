@@ -98,7 +98,145 @@ def open_instance() -> dg.DagsterInstance:
     if not home:
         return dg.DagsterInstance.get()  # Dagster's own error says what is missing
     with exclusive(lock_directory(home) / "instance.lock"):
+        from_template(Path(home))
         return dg.DagsterInstance.get()
+
+
+# --- a new instance from a template ---------------------------------------------------------
+# Dagster creates a new instance's three SQLite databases (runs, schedules, the event log's index)
+# through alembic: ~0.35 s of CPU and, with SQLite's fsync per commit, 1-2 s of wall time on a
+# small machine, on every new DAGSTER_HOME. They are the same empty databases every time (no
+# identity: the run storage's id is created on first use), so they are made once per Dagster
+# version and instance file, by Dagster itself, in a cache directory, and a new DAGSTER_HOME gets
+# copies.
+_SQLITE_STORAGES = {"run": {"SqliteRunStorage"}, "schedule": {"SqliteScheduleStorage"},
+                    "event": {"SqliteEventLogStorage", "FastSqliteEventLogStorage"}}
+_NOT_COPIED = {"dagster.yaml", "dagster.yml", "locks"}
+
+
+def cache_dir() -> Path:
+    """Where simlab keeps what it can rebuild (instance templates): SIMLAB_CACHE_DIR, else
+    ``$XDG_CACHE_HOME/simlab``, else ``~/.cache/simlab``."""
+    explicit = os.environ.get("SIMLAB_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "simlab"
+
+
+def _sqlite_inside(home: Path) -> bool:
+    """Whether the instance in ``home`` keeps runs, schedules and events in Dagster's SQLite
+    storages under ``home`` (the only instances a template is made for)."""
+    from dagster._core.instance.ref import InstanceRef
+    from dagster_shared.yaml_utils import load_run_config_yaml
+
+    ref = InstanceRef.from_dir(str(home))
+    if ref.custom_instance_class_data is not None:
+        return False
+    storages = {"run": ref.run_storage_data, "schedule": ref.schedule_storage_data,
+                "event": ref.event_storage_data}
+    for kind, data in storages.items():
+        if data.class_name not in _SQLITE_STORAGES[kind]:
+            return False
+        base = (load_run_config_yaml(data.config_yaml) or {}).get("base_dir")
+        if not isinstance(base, str):
+            return False
+        resolved = (home / base).resolve()
+        if resolved != home.resolve() and home.resolve() not in resolved.parents:
+            return False
+    return True
+
+
+def _template(home: Path) -> Path | None:
+    """The template of the instance in ``home`` (made now if missing), or None when there is
+    none to be had (not SQLite inside ``home``, no writable cache)."""
+    config = next((home / name for name in ("dagster.yaml", "dagster.yml")
+                   if (home / name).exists()), None)
+    text = config.read_bytes() if config is not None else b""
+    key = hashlib.sha256(dagster_version.encode() + b"\0" + text).hexdigest()[:16]
+    template = cache_dir() / f"instance-template-{key}"
+    if template.is_dir():
+        return template
+    if not _sqlite_inside(home):
+        return None
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(dir=template.parent, prefix=".tmp-instance-"))
+    except OSError:
+        return None
+    try:
+        if config is not None:
+            shutil.copyfile(config, build / config.name)
+        _initialise(build)
+        for name in _NOT_COPIED:  # what the template is made from, not what it holds
+            path = build / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        if any(p.name.endswith(("-wal", "-shm", "-journal")) for p in build.rglob("*")):
+            return None  # a database not closed cleanly: never copy it
+        try:
+            os.rename(build, template)
+        except OSError:  # another process made it meanwhile
+            return template if template.is_dir() else None
+        return template
+    except Exception:  # no template: Dagster creates the databases as usual
+        return None
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _initialise(directory: Path) -> None:
+    """Let Dagster create the instance of ``directory`` (its databases and alembic stamps), and
+    our event log its run-database template; then close every database (WAL checkpointed).
+    DAGSTER_HOME points at ``directory`` meanwhile: relative base_dirs resolve against it."""
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(directory)
+    try:
+        instance = dg.DagsterInstance.from_config(str(directory))
+        try:
+            storage = instance.event_log_storage
+            if isinstance(storage, FastSqliteEventLogStorage):
+                storage._template()
+        finally:
+            instance.dispose()
+    finally:
+        if previous is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+
+
+def from_template(home: Path) -> bool:
+    """Give a new instance in ``home`` copies of its template's databases (made once per
+    Dagster version and instance file); False when ``home`` already has any of them, or there is
+    no template (then Dagster creates them as usual). Call it holding the instance lock."""
+    if not home.is_dir() or os.environ.get("SIMLAB_INSTANCE_TEMPLATE", "1") == "0":
+        return False
+    try:
+        template = _template(home)
+    except Exception:  # a template is an optimisation, never a reason to fail
+        return False
+    if template is None:
+        return False
+    files = [p.relative_to(template) for p in sorted(template.rglob("*")) if p.is_file()]
+    if not files or any((home / f).exists() for f in files):
+        return False
+    try:
+        for relative in files:  # each complete or absent: Dagster creates what is absent
+            target = home / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-template-")
+            os.close(fd)
+            try:
+                shutil.copyfile(template / relative, tmp)
+                os.link(tmp, target)  # never over a file another process just made
+            finally:
+                os.unlink(tmp)
+    except OSError:
+        return False
+    return True
 
 
 _MAX_ENGINES = 32  # one per run's database file; old runs' engines are dropped
@@ -144,6 +282,15 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
         else:
             self._engines.move_to_end(shard)
         return engine
+
+    def dispose(self) -> None:
+        """Close this process's engines too (the last connection to a WAL database checkpoints
+        it), then Dagster's own clean-up."""
+        if self._engines_pid == os.getpid():
+            while self._engines:
+                _, engine = self._engines.popitem()
+                engine.dispose()
+        super().dispose()
 
     def _template(self) -> str:
         """An empty run database, initialised (tables, WAL, alembic stamp) by Dagster's own
