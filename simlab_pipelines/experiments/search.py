@@ -78,7 +78,9 @@ class Search(BaseModel):
 
     model_config = _STRICT
 
-    method: Literal["tpe", "gp", "cmaes", "random", "grid", "threshold"]
+    # tpe unless the file says otherwise: the best of Optuna's samplers at simlab's budgets
+    # (BENCHMARKS.md, "Search"), and it takes constraints
+    method: Literal["tpe", "gp", "cmaes", "random", "grid", "threshold"] = "tpe"
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     budget: Budget | None = None
     batch: int = Field(default=DEFAULT_BATCH, ge=1, le=MAX_SEARCH_CONFIGURATIONS)
