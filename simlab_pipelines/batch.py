@@ -449,10 +449,10 @@ def _interrupted(tasks_done: int, total: int) -> Exception:
 
 def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     """Run ``tasks``, yielding one outcome each as they complete; in-process when one worker
-    suffices. A pool worker that dies fails only the partitions it was running (see the module's
+    suffices (but for a Python plug-in's: ``_untrusted``). A pool worker that dies fails only the partitions it was running (see the module's
     docstring); the others are run again on a new pool."""
     workers = max(1, min(workers, len(tasks)))
-    if workers == 1:
+    if workers == 1 and not any(_untrusted(task) for task in tasks):
         yield from _execute_in_process(tasks)
         return
     if _CANCELLED.is_set():
@@ -483,6 +483,15 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
 MAX_UNEXPLAINED_BREAKS = 2
 _NOT_RUN = ("WorkerDied: not run: pool workers kept dying outside any simulation; the next "
             "sweep runs it again")
+
+
+def _untrusted(task: Task) -> bool:
+    """A Python plug-in's simulation: its code (a C extension's too) may kill the process that
+    runs it, so it runs in a pool worker even when one suffices (the run process would die with
+    it, naming nothing, and every later sweep would run it again, in-process, and die again). A
+    built-in runs in-process then, and so does a command-line simulator (its own process)."""
+    ref = task.model_ref
+    return ref is not None and ref.command is None and ref.reference not in engine.MODELS
 
 
 def _execute_in_process(tasks: Sequence[Task]) -> Iterator[Outcome]:

@@ -3,7 +3,9 @@
 - A plug-in that calls ``os._exit`` in one partition and segfaults in another, swept by a real
   `simlab sweep` on 2 pool workers: those two partitions fail, each named with its worker's exit
   status or signal; every other partition lands (the whole run failed, "0 of the 12 partitions
-  run landed", and every later sweep did the same). The next sweep runs only the two.
+  run landed", and every later sweep did the same). The next sweep runs only the two (each alone
+  in a run: a Python plug-in is simulated in a pool worker even then, never in the sweep's own
+  process, which it would kill), and once fixed they land.
 - kill -9 of a sweep's main process only (what the OOM killer does): its pool workers, fork server
   and resource tracker end within seconds (they were left running for good); the next sweep runs
   what is missing.
@@ -92,6 +94,15 @@ def test_a_crashing_partition_fails_alone_and_the_next_sweep_runs_only_it(lab):
     landed = _landed(lab, "crashy")
     assert len(landed) == 10 and not landed & {"x-1|2", "x-2|4"}
     _wait_for(lambda: not _session_processes(sweep.pid), "the sweep's processes to end", 10)
+
+    # Still crashing: the next sweep runs only the two (one a run: a run of one partition, which
+    # a built-in would simulate in the sweep's own process), and they fail alone again.
+    sweep = _start(path, name="still-crashing")
+    code, out, err = _finish(sweep)
+    assert code == 1, out + err
+    assert "0 of the 2 partitions run landed (2 run(s)); 2 of 12 wanted are still missing." \
+        in out, out + err
+    assert "Traceback" not in err and _landed(lab, "crashy") == landed
 
     # Fixed (or a transient crash): the next sweep runs exactly the two.
     (experiments / "CRASH").unlink()
