@@ -409,7 +409,8 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         units=spec.units(), tradeoffs=headline_responses(spec),
         cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
         compare_pairs=spec.design is None, constraints=_limits(spec),
-        descriptions=descriptions(spec), missing=missing, unstable=_growing(trends))
+        descriptions=descriptions(spec), missing=missing, unstable=_growing(trends),
+        precision=_precision_words(spec))
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += [f"{t.config_key}: no steady state: the {t.words()} keeps growing "
@@ -437,6 +438,17 @@ def _search_progress(spec: ExperimentSpec, obs: pl.DataFrame):
 
     return search.progress(spec, obs.filter(pl.col("experiment") == spec.name)
                            if "experiment" in obs.columns else obs)
+
+
+def _precision_words(spec: ExperimentSpec) -> str | None:
+    """How the replications were counted, for the answer's analysts' paragraph."""
+    precision = spec.precision
+    if precision is None:
+        return None
+    name = descriptions(spec).get(precision.metric) or precision.metric.replace("_", " ")
+    return (f"added in rounds until every {precision.confidence * 100:g} % interval of {name} "
+            f"was within {precision.relative_half_width * 100:g} % of its mean, at most "
+            f"{precision.max_replications}")
 
 
 def _missing(targets: Mapping[str, plan.Target], obs: pl.DataFrame) -> dict[str, tuple[int, int]]:

@@ -257,3 +257,17 @@ def test_undefined_values_are_said_in_the_answer_and_the_trade_off_table():
     assert rows["tables-8_waiters-3"]["parties waiting over 5 min for a table"] == "undefined"
     assert rows["tables-9_waiters-3"]["time a party spends in the restaurant (min)"].endswith(
         " (5 of 60 undefined)")
+
+
+def test_without_results_for_today_nothing_is_compared_and_the_analysts_read_the_rule():
+    obs = _observations(MEANS, SPREAD).filter(pl.col("config_key") != TODAY)
+    result = _restaurant(observations=obs, missing={TODAY: (60, 60)})
+    assert result.recommendation is None
+    assert result.answer == ("No results for today's setting (8 tables, 2 waiters), all 60 "
+                             "replications (failed or not run): this answer is about the other "
+                             "configurations. Nothing is compared with today's setting until it "
+                             "has results.")
+    rule = "added in rounds until every 95 % interval of profit was within 1 % of its mean"
+    statistics = _restaurant(precision=rule).answer.split("\n\n")[1]
+    assert statistics.startswith("Statistics: 95 % t intervals over 60 replications a "
+                                 f"configuration ({rule});")

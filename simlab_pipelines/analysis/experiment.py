@@ -74,7 +74,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        constraints: Sequence[Limit] = (),
                        descriptions: Mapping[str, str] | None = None,
                        missing: Mapping[str, tuple[int, int]] | None = None,
-                       unstable: Mapping[str, str] | None = None) -> ExperimentAnalysis:
+                       unstable: Mapping[str, str] | None = None,
+                       precision: str | None = None) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
     ``baseline``: the baseline config_key; without one the comparisons (and the answer) are
@@ -107,6 +108,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     configuration with none is not in it); ``unstable``: config_key -> what keeps growing over
     its run, said in the answer. Without an objective but with a baseline, the answer says what
     differs significantly from the baseline on the ``tradeoffs`` (``answer.comparison_text``).
+    ``precision``: how the number of replications was chosen, in words, for the analysts'
+    paragraph.
     """
     units = dict(units or {})
     if objective_metric is not None and unit and objective_metric not in units:
@@ -167,7 +170,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
             text = _statistics(summary, rows, objective_metric, minimize=minimize,
                                against=against, reference=reference, subset=subset,
                                selection=selection, recommendation=recommendation,
-                               configurations=configurations, units=units)
+                               configurations=configurations, units=units,
+                               precision=precision)
             if recommendation is not None:
                 versus = compare(frame, recommendation.choice, confidence=confidence,
                                  metrics=[objective_metric, *tradeoffs])
@@ -190,30 +194,33 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                                 descriptions=descriptions, caveats=caveats)
         if first:
             text = first + "\n\n" + _statistics_lead(summary, comparisons, metrics[0],
-                                                      confidence)
+                                                      confidence, precision)
     if text is None and caveats:  # e.g. today's setting has no results: no comparison at all
         text = " ".join(caveats)
+        if pending:
+            text += f" Nothing is compared with {TODAY} until it has results."
     return ExperimentAnalysis(experiment, table, comparisons, subset, selection, text,
                               recommendation, feasibility)
 
 
 def _statistics_lead(summary: pl.DataFrame, comparisons: pl.DataFrame, metric: str,
-                     confidence: float) -> str:
+                     confidence: float, precision: str | None = None) -> str:
     counts = summary.filter(pl.col("metric") == metric)["n"].to_list()
     paired = bool(comparisons.filter(pl.col("metric") == metric)["paired"].any())
-    return statistics_lead(confidence=confidence, paired=paired, counts=counts)
+    return statistics_lead(confidence=confidence, paired=paired, counts=counts,
+                           precision=precision)
 
 
 def _statistics(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minimize: bool,
                 against: str, reference: str, subset: Subset | None,
                 selection: TwoStageSelection | None, recommendation: Recommendation | None,
                 configurations: Mapping[str, Mapping[str, Any]] | None,
-                units: Mapping[str, str]) -> str:
+                units: Mapping[str, str], precision: str | None = None) -> str:
     """The answer's second paragraph, for analysts: intervals and pairing, the differences
     against the reference, the screening and the two-stage selection with their constants."""
     unit = units.get(metric)
     chosen = recommendation.choice if recommendation else None
-    parts = [_statistics_lead(summary, rows, metric, float(rows["confidence"][0])),
+    parts = [_statistics_lead(summary, rows, metric, float(rows["confidence"][0]), precision),
              answer_sentence(rows, metric, minimize=minimize, baseline=against,
                              configurations=configurations, unit=unit or "",
                              reference=reference)]
