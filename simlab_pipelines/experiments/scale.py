@@ -4,8 +4,8 @@ Two sizes matter, and each is checked by name when a file is resolved, before an
 
 - **simulations** (configurations x the most replications any configuration may get): every one
   is a row the summary holds in memory, a result row on disk and a span. The most this machine can
-  plan is its memory divided by what one simulation costs the summary at its peak
-  (``SUMMARY_BYTES_PER_SIMULATION``, measured: BENCHMARKS.md "Scale"), with room for the rest;
+  plan is three quarters of its memory divided by what one simulation costs the summary at its
+  peak (``SUMMARY_BYTES_PER_SIMULATION``, measured: BENCHMARKS.md "Scale");
   ``SIMLAB_MAX_SIMULATIONS`` sets another limit (a bigger machine runs the summary).
 - **partitions** (what Dagster tracks: one per configuration x block of replications): Dagster
   recommends at most ``DAGSTER_RECOMMENDED_PARTITIONS`` per asset (its UI builds every key for
@@ -21,12 +21,13 @@ from pathlib import Path
 # Dagster's docstrings (partitions/definition/multi.py, static.py, dynamic.py): "We recommended
 # limiting partition counts for each asset to 100,000 partitions or fewer."
 DAGSTER_RECOMMENDED_PARTITIONS = 100_000
-# Peak memory of the summary per simulation of a one-metric model (polars frames of the rows, the
-# long observations and the analysis), measured at 1,000,000 simulations (BENCHMARKS.md "Scale"),
-# rounded up; models with more metrics cost more per simulation, hence the margin below.
-SUMMARY_BYTES_PER_SIMULATION = 1_000
-# The share of the machine's memory the summary may plan on (the rest: the instance, the pool).
-MEMORY_SHARE = 0.5
+# Peak memory the summary adds per simulation of a one-metric model with a baseline (the rows
+# read through the manifest, the long observations, the analysis, the DuckDB insert): 3.6 KB
+# measured at 100,000 simulations (BENCHMARKS.md "Scale"), rounded up. An experiment compared
+# all pairs (no baseline, no objective) costs more: its comparisons grow with the pairs.
+SUMMARY_BYTES_PER_SIMULATION = 4_000
+# The share of the machine's memory the summary may plan on (the rest: the instance, a UI).
+MEMORY_SHARE = 0.75
 MAX_SIMULATIONS_ENV = "SIMLAB_MAX_SIMULATIONS"
 
 
@@ -58,7 +59,7 @@ def max_simulations() -> tuple[int, str]:
         return value, f"{MAX_SIMULATIONS_ENV}={value:,}"
     memory = usable_memory()
     value = int(memory * MEMORY_SHARE // SUMMARY_BYTES_PER_SIMULATION)
-    return value, (f"half of this machine's {memory / 2**30:.1f} GiB at "
+    return value, (f"{MEMORY_SHARE:.0%} of this machine's {memory / 2**30:.1f} GiB at "
                    f"~{SUMMARY_BYTES_PER_SIMULATION:,} bytes per simulation in the summary; "
                    f"{MAX_SIMULATIONS_ENV} sets another limit")
 
