@@ -48,7 +48,7 @@ import polars as pl
 import engine
 from engine import command
 from engine.registry import ModelRef
-from simlab_pipelines import simulate, telemetry
+from simlab_pipelines import pool_server, simulate, telemetry
 from simlab_pipelines.storage import (
     SCHEMA_COLUMNS,
     CorruptResultFile,
@@ -348,7 +348,7 @@ def _pool(workers: int) -> tuple[tuple, ProcessPoolExecutor]:
         pool = _POOLS.get(key)
         if pool is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["simlab_pipelines.batch"])
+            context.set_forkserver_preload(pool_server.PRELOAD)
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                        initializer=_worker_initializer,
                                        initargs=(os.getpid(), None, service_name, otel))

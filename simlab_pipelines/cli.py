@@ -106,7 +106,22 @@ def sweep(path: Path, workers: int | None, batch_size: int | None,
             os.environ[logs.FORMAT_VARIABLE] = previous
 
 
+def _start_pool_server(workers: int | None) -> None:
+    """Start the pool's fork server now, before the sweep's heavy imports, when the sweep will
+    use a pool: its start-up overlaps this process's (``pool_server``). A bad SIMLAB_WORKERS is
+    reported later, where the sweep reads it."""
+    try:
+        pooled = (workers or settings.workers()) > 1
+    except ValueError:
+        return
+    if pooled:
+        from simlab_pipelines import pool_server
+
+        pool_server.start()
+
+
 def _sweep_command(path: Path, workers: int | None, batch_size: int | None) -> None:
+    _start_pool_server(workers)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from simlab_pipelines.experiments import ExperimentError, load_experiment
