@@ -8,7 +8,7 @@
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ except ImportError:  # moved in a later Dagster: the public call is used
     AssetMetadataHandle = OutputMetadataAccumulator = None
 
 import engine
-from simlab_pipelines import analysis, batch, manifest, partitions, plan, settings, telemetry
+from simlab_pipelines import (
+    analysis,
+    batch,
+    claims,
+    manifest,
+    partitions,
+    plan,
+    settings,
+    telemetry,
+)
 from simlab_pipelines import metadata as ui
 from simlab_pipelines.analysis.headline import headline_metric
 from simlab_pipelines.experiments import ExperimentSpec
@@ -155,13 +164,13 @@ def add_partition_metadata(context: dg.AssetExecutionContext,
 
 
 def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: SimlabStorage,
-           traceparent: str | None) -> list[batch.Task]:
+           traceparent: str | None, keys: Sequence[str] | None = None) -> list[batch.Task]:
     configs = {c.key: c for c in spec.configurations_list()}
     if plan.is_search(spec):  # a search's proposals, replayed from the results
         configs = {c.key: c for c in current_configurations(spec, storage.store())}
     hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
     tasks = []
-    for key in context.partition_keys:
+    for key in context.partition_keys if keys is None else keys:
         config_key, replication, last = split_block(key)
         if config_key not in configs:
             raise dg.Failure(
@@ -198,13 +207,23 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
     workers = storage.pool_size(run_tags)
     store = storage.store()
     keys = context.partition_keys
+    # Partitions another unfinished run of the experiment holds (it started first), or did
+    # since this run was created, are left to it: never run twice at once (claims.py).
+    left = claims.held_elsewhere(context.instance, context.run_id, context.asset_key, keys,
+                                 context.assets_def.partitions_def)
+    if left:
+        for line in claims.describe(left, len(keys)):
+            context.log.warning(line)
+        keys = [key for key in keys if str(key) not in left]
+        if not keys:
+            return
     succeeded: list[batch.Outcome] = []
     failures: list[batch.Outcome] = []
     attributes = {"simlab.experiment": spec.name, "dagster.run_id": context.run_id,
                   "simlab.partitions": len(keys), "simlab.workers": workers}
     with telemetry.attach_traceparent(run_tags.get(TRACEPARENT_TAG)), \
             telemetry.batch_span("simlab.batch", attributes):
-        tasks = _tasks(context, spec, storage, telemetry.current_traceparent())
+        tasks = _tasks(context, spec, storage, telemetry.current_traceparent(), keys)
         context.log.info(f"{spec.name}: {len(tasks)} simulations on {min(workers, len(tasks))} "
                          f"worker(s), from {keys[0]} to {keys[-1]}")
         step = max(1, len(tasks) // 10)
@@ -218,7 +237,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                 context.log.info(f"{spec.name}: {done}/{len(tasks)} simulations done")
     # The summary need not re-read these files; a failed block's file holds its other rows.
     manifest.record_run(store, spec.name, context.run_id, succeeded + failures)
-    if not failures:
+    if not failures and not left:  # all of the run's partitions: one result, batched
         add_partition_metadata(context, {o.task.partition_key: _partition_metadata(o, store)
                                          for o in succeeded})
         yield dg.MaterializeResult()
@@ -232,6 +251,8 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                   "dagster/partition/config": task.config_key,
                   "dagster/partition/replication": stem(task.replication, task.last)},
         )
+    if not failures:
+        return
     lines = [f"{o.task.partition_key}: {o.error}" for o in failures]
     groups = group_failures((o.task.partition_key, o.error or "") for o in failures)
     raise dg.Failure(
