@@ -119,6 +119,8 @@ def test_the_restaurant_answer_reads_in_the_readers_words():
     result = _restaurant()
     first, statistics = result.answer.split("\n\n")
     sentences, *lines = first.split("\n")
+    effects = lines[:lines.index("The other options, against the recommendation:")]
+    lines = lines[len(effects):]
     assert result.recommendation.choice == "tables-9_waiters-2"
     # the decision first, then its effect on the objective against today's setting, per day
     assert sentences.startswith("Recommendation: tables 8 → 9 (9 tables, 2 waiters). Against "
@@ -128,9 +130,13 @@ def test_the_restaurant_answer_reads_in_the_readers_words():
     # one name for today's configuration: no "baseline", no "current", no config keys
     for word in ("baseline", "current", "tables-8_waiters-2", "tables-9_waiters-2", "_"):
         assert word not in first
-    # every response by its description, with its threshold
-    assert "parties waiting over 5 min for a table:" in sentences
-    assert "time a party spends in the restaurant:" in sentences
+    # its other effects, one line per response, by its description (with its threshold)
+    assert effects[0] == "Its other effects against today's setting:"
+    assert [e.split(" ")[1] for e in effects[1:]] == ["staff", "time", "parties"]
+    assert re.fullmatch(r"- parties waiting over 5 min for a table [\d.]+ ± [\d.]+ points lower "
+                        r"\([\d.]+ % instead of [\d.]+ %\)", effects[3])
+    assert re.fullmatch(r"- staff and tables cost \$25 a day higher \(\$505 instead of \$480 a "
+                        r"day\)", effects[1])
     # every number carries its unit
     assert unitless_numbers(first, _settings()) == []
     # one line per alternative (not today's setting, not the recommendation), against it
@@ -212,8 +218,8 @@ def test_an_unstable_configuration_gets_a_warning_and_no_numbers():
     assert ("8 tables, 3 waiters: demand exceeds capacity: the number in system keeps growing "
             "over the run, without bound, so its profit depends only on how long you simulate."
             ) in first
-    assert "- 8 tables, 3 waiters: no steady state, so its numbers depend only on how long you " \
-           "simulate." in first
+    assert "\n- 8 tables, 3 waiters: no steady state, so its numbers depend only on how long you " \
+           "simulate\n" in first + "\n"
 
 
 def test_with_constraints_the_options_say_which_miss_one_and_no_zone_is_claimed():
@@ -231,7 +237,7 @@ def test_with_constraints_the_options_say_which_miss_one_and_no_zone_is_claimed(
     assert result.recommendation.choice == "pool-8"
     # what the constraints say comes before the options' lines, which mark the infeasible
     assert first.index("meets every constraint") < first.index("The other options")
-    assert "- pool 4: cost $" in first and "lower; not shown to meet every constraint." in first
+    assert "- pool 4: cost $" in first and "lower; not shown to meet every constraint\n" in first
     # pool 4 is $14 cheaper: the recommendation is not "within the zone" of it
     assert "pool-8, is the best of the configurations shown to meet every constraint" in statistics
     assert "indifference zone of $2 of it" not in statistics

@@ -65,8 +65,8 @@ def test_a_clear_best_is_recommended_with_evidence_and_trade_offs():
                             "today's setting (8 tables, 2 waiters) it lowers time by ")
     assert re.search(r"lowers time by [\d.]+ ± [\d.]+ min: [\d.]+ instead of [\d.]+ min\.", first)
     # the trade-off in the file's units: a fraction as a percentage, its change in points
-    assert re.search(r"Its other effects against today's setting: lost: [\d.]+ ± [\d.]+ points "
-                     r"lower \([\d.]+ % instead of [\d.]+ %\)\.", first)
+    assert re.search(r"\nIts other effects against today's setting:\n- lost [\d.]+ ± [\d.]+ "
+                     r"points lower \([\d.]+ % instead of [\d.]+ %\)\n", first)
     # the procedure's name and constants are below the first paragraph
     assert "bonferroni-crn" not in first and "bonferroni-crn" in statistics
     assert "n0 = 60" in statistics

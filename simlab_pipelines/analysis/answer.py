@@ -175,15 +175,15 @@ def _half(row: Mapping[str, Any]) -> float:
 
 def _effect(words: Words, metric: str, row: Mapping[str, Any] | None,
             mine: tuple[float, float] | None, theirs: tuple[float, float] | None) -> str | None:
-    """``parties lost: 4.3 ± 1.1 points lower (16.5 % instead of 20.8 %)``."""
+    """``- parties lost 4.3 ± 1.1 points lower (16.5 % instead of 20.8 %)``."""
     unit = words.unit(metric)
     means = f" ({_instead(mine, theirs, unit)})" if mine and theirs else ""
     if row is None:
-        return f"{words.name(metric)}:{means}" if means else None
+        return f"- {words.name(metric)}{means}" if means else None
     if not _significant(row):
-        return f"{words.name(metric)}: no significant change{means}"
+        return f"- {words.name(metric)}: no significant change{means}"
     diff = row["mean_difference"]
-    return (f"{words.name(metric)}: {format_difference(diff, _half(row), unit)} "
+    return (f"- {words.name(metric)} {format_difference(diff, _half(row), unit)} "
             f"{change_words(unit, diff > 0)}{means}")
 
 
@@ -235,7 +235,7 @@ def _alternative_line(words: Words, key: str, choice: str, metric: str,
                          f"({format_difference(diff, _half(row), unit, signed=True)})")
     if len(parts) == 1 and others:
         parts.append("no other significant difference")
-    return f"- {words.setting(key)}: " + "; ".join(parts) + "."
+    return f"- {words.setting(key)}: " + "; ".join(parts)
 
 
 def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFrame,
@@ -278,29 +278,31 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
     sentences.append(_evidence(rec, words, metric, summary, comparisons))
     sentences.append(_why_not_best(rec, words, metric, zone, nothing_significant,
                                    units.get(cost_metric) if (units and cost_metric) else None))
+    effects: list[str | None] = []
     if baseline and choice != baseline:
         effects = [_effect(words, m, _difference(comparisons, choice, baseline, m),
                            _estimate(summary, choice, m), _estimate(summary, baseline, m))
                    for m in others]
         effects = [e for e in effects if e]
-        if effects:
-            sentences.append(f"Its other effects against {TODAY}: " + "; ".join(effects) + ".")
-    sentences += list(caveats)
     text = " ".join(s for s in sentences if s)
+    if effects:  # one line each, like the options below
+        text += f"\nIts other effects against {TODAY}:\n" + "\n".join(effects)
+    if caveats:
+        text += "\n" + " ".join(caveats)
     alternatives = [k for k in _by_objective(summary, metric, rec.minimize)
                     if k not in (choice, baseline)]
     if alternatives:
         shown = alternatives[:max_items]
-        lines = [f"- {words.setting(k)}: {NO_STEADY_STATE}." if k in unstable else
+        lines = [f"- {words.setting(k)}: {NO_STEADY_STATE}" if k in unstable else
                  _alternative_line(words, k, choice, metric, others, summary, versus_choice)
                  for k in shown]
         if rec.feasible is not None:  # with constraints: say which options miss one
-            lines = [line[:-1] + "; not shown to meet every constraint."
+            lines = [line + "; not shown to meet every constraint"
                      if k not in rec.feasible and k not in unstable else line
                      for k, line in zip(shown, lines, strict=False)]
         rest = len(alternatives) - len(shown)
         if rest:
-            lines.append(f"- {rest} more in the trade-off table.")
+            lines.append(f"- {rest} more in the trade-off table")
         text += "\nThe other options, against the recommendation:\n" + "\n".join(lines)
     return text
 
@@ -370,12 +372,12 @@ def comparison_text(comparisons: pl.DataFrame, metrics: Sequence[str], *, baseli
                              f"{format_difference(row['mean_difference'], _half(row), unit)} "
                              f"{change_words(unit, row['mean_difference'] > 0)}")
         if parts:
-            lines.append(f"- {words.label(key)}: " + "; ".join(parts) + ".")
+            lines.append(f"- {words.label(key)}: " + "; ".join(parts))
         else:
             same.append(words.label(key))
     shown = lines[:max_items]
     if len(lines) > max_items:
-        shown.append(f"- {len(lines) - max_items} more in the comparisons table.")
+        shown.append(f"- {len(lines) - max_items} more in the comparisons table")
     named = ", ".join(words.name(m) for m in metrics)
     head = (f"Against {words.today()}, on {named}:" if shown else
             f"No configuration differs significantly from {words.today()} on {named}.")

@@ -32,7 +32,8 @@ from simlab_pipelines.analysis.warmup import WarmupSuggestion
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-p.answer{font-size:1.15rem;background:#eef5fb;border-left:4px solid #1f6fb4;padding:.8rem 1rem}
+div.answer{font-size:1.15rem;background:#eef5fb;border-left:4px solid #1f6fb4;padding:.3rem 1rem}
+div.answer ul{margin-top:-.6rem}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4} td.text{text-align:left}
@@ -41,7 +42,7 @@ p.warning{color:#8a4b00;background:#fff6e5;padding:.5rem 1rem}
 p.constant{color:#555;font-size:.85rem;margin:.5rem 0 -.5rem}
 nav ol{columns:2;font-size:.9rem}
 tr.recommended td{background:#e6f4ea} tr.today-s-setting td{background:#e8f0fa}
-tr.no-results td{color:#8a4b00} ul.options{margin-top:-.5rem;font-size:1.05rem}
+tr.no-results td{color:#8a4b00}
 tr.best-sample-mean td{background:#fdf0e0}
 span.swatch{display:inline-block;width:.9rem;height:.9rem;margin:0 .3rem 0 1rem;
 vertical-align:middle;border:1px solid #999}
@@ -201,16 +202,19 @@ def _cell(mean: float | None, half: float | None, unit: str | None) -> str:
 
 
 def _answer_html(first: str) -> list[str]:
-    """The answer's first paragraph: its sentences, then its "- " lines (the alternatives) as
-    a list."""
-    lines = first.split("\n")
-    text = [line for line in lines if not line.startswith("- ")]
-    items = [line[2:] for line in lines if line.startswith("- ")]
-    out = [f'<p class="answer">{html.escape(" ".join(text))}</p>']
-    if items:
-        out.append('<ul class="options">' + "".join(f"<li>{html.escape(i)}</li>" for i in items)
-                   + "</ul>")
-    return out
+    """The answer's first paragraph in one box: its sentences as paragraphs, its "- " lines
+    (the effects, the options) as lists."""
+    blocks: list[tuple[str, list[str]]] = []  # ("p" | "ul", lines)
+    for line in first.split("\n"):
+        kind = "ul" if line.startswith("- ") else "p"
+        if blocks and blocks[-1][0] == kind:
+            blocks[-1][1].append(line[2:] if kind == "ul" else line)
+        else:
+            blocks.append((kind, [line[2:] if kind == "ul" else line]))
+    inner = "".join(
+        "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in lines) + "</ul>" if kind == "ul"
+        else f"<p>{html.escape(' '.join(lines))}</p>" for kind, lines in blocks)
+    return [f'<div class="answer">{inner}</div>']
 
 
 def render_report(*, title: str, answer: str, summary: pl.DataFrame | None = None,
