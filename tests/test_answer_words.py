@@ -64,7 +64,8 @@ def _restaurant(observations=None, **kwargs):
 
 # A number a reader sees, with what may stand around it: a currency before, a unit after.
 NUMBER = re.compile(r"(?<![\w.])(\$?)([+-]?\d[\d,]*(?:\.\d+)?)(?![\d.,]\d)")
-UNIT_AFTER = re.compile(r"\s*(?:± [\d,.]+\s*)?(min|%|points?|a day|time units|s\b|instead of)")
+UNIT_AFTER = re.compile(r"\s*(?:± [\d,.]+\s*)?(min|%|points?|a day|time units|s\b|instead of|"
+                        r"replications|of \d+ replications)")
 
 
 def unitless_numbers(text: str, settings: list[str]) -> list[str]:

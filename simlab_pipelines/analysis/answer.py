@@ -266,10 +266,11 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
     others = [m for m in dict.fromkeys(tradeoffs) if m != metric]
     sentences = []
     if baseline and choice == baseline:
-        why = ("no configuration tested changes it significantly" if nothing_significant else
-               f"no change improves {name} by more than {zone}" if zone else
-               f"no change is significantly better on {name}")
-        sentences.append(f"Recommendation: keep {words.today()}: {why}.")
+        # when another has the best mean, the sentence after the evidence says why not it
+        extreme = "lowest" if rec.minimize else "highest"
+        why = (f": no configuration tested changes {name} significantly" if nothing_significant
+               else f": it has the {extreme} mean {name}" if rec.best == choice else "")
+        sentences.append(f"Recommendation: keep {words.today()}{why}.")
     elif baseline:
         change = words.label(choice)
         sentences.append(f"Recommendation: {change}.")
