@@ -240,13 +240,19 @@ class Board:
     ``-pid`` once it is done. Read only when a worker dies."""
 
     def __init__(self, size: int) -> None:
-        self.path = os.path.join(tempfile.gettempdir(), f"simlab-board-{uuid.uuid4().hex}")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.path: str | None = os.path.join(tempfile.gettempdir(),
+                                              f"simlab-board-{uuid.uuid4().hex}")
+        self._map: mmap.mmap | bytearray
         try:
-            os.ftruncate(fd, 8 * max(1, size))
-            self._map = mmap.mmap(fd, 8 * max(1, size))
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.ftruncate(fd, 8 * max(1, size))
+                self._map = mmap.mmap(fd, 8 * max(1, size))
+            finally:
+                os.close(fd)
+        except OSError:  # no writable temporary directory: a dead worker's partitions are
+            self.path = None  # then not told apart, all its pool's unfinished ones run again
+            self._map = bytearray(8 * max(1, size))
         self.marks = memoryview(self._map).cast("q")
 
     def clear(self, indexes: Sequence[int]) -> None:
@@ -255,9 +261,10 @@ class Board:
 
     def close(self) -> None:
         self.marks.release()
-        self._map.close()
-        with suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self.path is not None:
+            self._map.close()  # type: ignore[union-attr]
+            with suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -449,8 +456,9 @@ def _interrupted(tasks_done: int, total: int) -> Exception:
 
 def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     """Run ``tasks``, yielding one outcome each as they complete; in-process when one worker
-    suffices (but for a Python plug-in's: ``_untrusted``). A pool worker that dies fails only the partitions it was running (see the module's
-    docstring); the others are run again on a new pool."""
+    suffices (but for a Python plug-in's: ``_untrusted``). A pool worker that dies fails only
+    the partitions it was running (see the module's docstring); the others are run again on a
+    new pool."""
     workers = max(1, min(workers, len(tasks)))
     if workers == 1 and not any(_untrusted(task) for task in tasks):
         yield from _execute_in_process(tasks)
