@@ -278,3 +278,34 @@ def test_without_results_for_today_nothing_is_compared_and_the_analysts_read_the
     statistics = _restaurant(precision=rule).answer.split("\n\n")[1]
     assert statistics.startswith("Statistics: 95 % t intervals over 60 replications a "
                                  f"configuration ({rule});")
+
+
+def test_every_kind_of_answer_keeps_its_units_and_never_contradicts_itself():
+    """64 combinations of baseline, indifference zone, cost, direction, a configuration
+    without results and undefined values: no number without its unit in the first paragraph,
+    no 'None', 'nan' or 'ruled out' anywhere."""
+    import itertools
+
+    from simlab_pipelines.analysis.answer import describe_change
+
+    for baseline, zone, cost, minimize, gone, undefined in itertools.product(
+            [TODAY, None], [25.0, None], ["cost", None], [False, True],
+            [None, "tables-8_waiters-3"], [False, True]):
+        obs = _observations(MEANS, SPREAD, n=20)
+        if gone:
+            obs = obs.filter(pl.col("config_key") != gone)
+        if undefined:
+            obs = obs.with_columns(pl.when((pl.col("metric") == "visit") & (pl.col("replication")
+                                                                             < 3))
+                                   .then(float("nan")).otherwise(pl.col("value")).alias("value"))
+        result = _restaurant(observations=obs, baseline=baseline, indifference_zone=zone,
+                             cost_metric=cost, minimize=minimize,
+                             missing={gone: (20, 20)} if gone else None)
+        case = (baseline, zone, cost, minimize, gone, undefined)
+        first = result.answer.split("\n\n")[0]
+        settings = [setting_words(c) for c in RESTAURANT.values()] + ["over 5 min"]
+        settings += [describe_change(c, RESTAURANT[TODAY]) for c in RESTAURANT.values()
+                     if baseline]
+        assert unitless_numbers(first, [s for s in settings if s]) == [], case
+        for word in ("None", "nan", "ruled out"):
+            assert word not in result.answer, case
