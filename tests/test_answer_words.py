@@ -194,6 +194,12 @@ def test_without_an_objective_the_answer_is_what_differs_from_today():
     assert re.search(r"time a party spends in the restaurant [\d.]+ ± [\d.]+ min shorter", waiter)
     assert unitless_numbers(first, _settings()) == []
     assert statistics.startswith("Statistics: 95 % t intervals over 60 replications")
+    # a configuration without a steady state gets no numbers here either
+    unstable = analyse_experiment(obs, experiment="exp", baseline=TODAY,
+                                  configurations=RESTAURANT, units=UNITS, tradeoffs=["visit"],
+                                  unstable={"tables-8_waiters-3": "number in system"})
+    assert ("\n- waiters 2 → 3 (8 tables, 3 waiters): no steady state, so its numbers depend "
+            "only on how long you simulate\n") in unstable.answer
 
 
 def test_configurations_without_results_are_named_and_the_answer_is_about_the_rest():

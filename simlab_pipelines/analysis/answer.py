@@ -351,9 +351,10 @@ def comparison_text(comparisons: pl.DataFrame, metrics: Sequence[str], *, baseli
                     configurations: Mapping[str, Mapping[str, Any]] | None = None,
                     units: Mapping[str, str] | None = None,
                     descriptions: Mapping[str, str] | None = None, max_items: int = 6,
-                    caveats: Sequence[str] = ()) -> str | None:
+                    caveats: Sequence[str] = (), unstable: Collection[str] = ()) -> str | None:
     """Without an objective: what differs significantly from today's setting, by how much, in
-    units, one line per configuration (paired rows when present). None without comparisons."""
+    units, one line per configuration (paired rows when present; none for a configuration in
+    ``unstable``, whose numbers measure the run's length). None without comparisons."""
     words = Words(configurations or {}, baseline, units or {}, descriptions or {})
     rows = comparisons.filter((pl.col("baseline_key") == baseline)
                               & pl.col("metric").is_in(list(metrics)))
@@ -364,6 +365,9 @@ def comparison_text(comparisons: pl.DataFrame, metrics: Sequence[str], *, baseli
                   if k in (configurations or {}) else len(configurations or {}))
     lines, same = [], []
     for key in keys:
+        if key in unstable:
+            lines.append(f"- {words.label(key)}: {NO_STEADY_STATE}")
+            continue
         parts = []
         for metric in metrics:
             row = _difference(rows, key, baseline, metric)

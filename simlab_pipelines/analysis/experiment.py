@@ -191,7 +191,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
         metrics = list(tradeoffs) or sorted(set(comparisons["metric"].to_list()))[:4]
         first = comparison_text(comparisons, metrics, baseline=baseline,
                                 configurations=configurations, units=units,
-                                descriptions=descriptions, caveats=caveats)
+                                descriptions=descriptions, caveats=caveats,
+                                unstable=set(unstable or {}))
         if first:
             text = first + "\n\n" + _statistics_lead(summary, comparisons, metrics[0],
                                                       confidence, precision)
