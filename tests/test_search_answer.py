@@ -161,3 +161,12 @@ def test_the_convergence_chart_steps_down_with_the_best_feasible_mean():
     heights = [float(y) for y in re.findall(r"[ML][\d.]+ ([\d.]+)H", path[0].get("d"))]
     assert len(heights) == 4  # one step per round
     assert heights[0] < heights[1] == heights[2] < heights[3]  # lower cost is lower on the page
+
+
+def test_a_value_constant_up_to_rounding_prints_as_the_value():
+    """A cost that is the same in every replication but for floating-point error (its
+    half-width ~1e-15) reads as the value, not with sixteen decimals."""
+    from simlab_pipelines.analysis.search_answer import format_quantity
+
+    assert format_quantity(15.1999999999999975, 1.3e-15, "$/h") == "$15.2 an hour"
+    assert format_quantity(15.2, 0.13, "$/h") == "$15.20 ± 0.13 an hour"

@@ -31,13 +31,28 @@ from simlab_pipelines.analysis.threshold import (
     WITHIN_THROUGHOUT,
     BreakingPoint,
 )
-from simlab_pipelines.analysis.units import (
-    format_estimate,
-    format_quantity,
-    format_value,
-    parse_unit,
-    unit_suffix,
-)
+from simlab_pipelines.analysis.units import format_estimate, parse_unit, unit_suffix
+from simlab_pipelines.analysis.units import format_quantity as _format_quantity
+from simlab_pipelines.analysis.units import format_value as _format_value
+
+
+def _settled(value: float, half_width: float) -> float:
+    """The half-width, or 0 when it is rounding noise (a value constant across replications up
+    to floating-point error: ``1e-15`` would otherwise print 16 decimals)."""
+    if math.isfinite(half_width) and math.isfinite(value) and \
+            half_width <= 1e-9 * max(abs(value), 1e-300):
+        return 0.0
+    return half_width
+
+
+def format_quantity(value: float, half_width: float, unit: str | None = None) -> str:
+    """``units.format_quantity`` with rounding noise in the half-width ignored."""
+    return _format_quantity(value, _settled(value, half_width), unit)
+
+
+def format_value(value: float, half_width: float, unit: str | None = None) -> str:
+    """``units.format_value`` with rounding noise in the half-width ignored."""
+    return _format_value(value, _settled(value, half_width), unit)
 
 
 def percent(confidence: float) -> str:
