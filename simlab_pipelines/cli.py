@@ -46,7 +46,8 @@ def _table(columns: list[str], rows: list[tuple], title: str | None = None,
     from rich.text import Text
 
     # Text, not str: rich reads str as markup ("[the new policy]" vanished, "[/x]" raised).
-    table = Table(title=Text(title) if title is not None else None, show_lines=False)
+    table = Table(title=Text(title) if title is not None else None, show_lines=False,
+                  min_width=len(title) if title else None)  # a title on one line
     for column in columns:
         table.add_column(Text(column), overflow="fold")
     for row in rows:
@@ -285,6 +286,15 @@ def _print_outcome(spec, checks: dict[str, bool], instance=None) -> None:
         return
     _table(columns, rows, title=f"{spec.name}: {metric}, mean and {spec.confidence:.0%} "
                                 "confidence interval")
+    if spec.search is None:  # what decides feasibility, beside the objective (often a cost)
+        for constraint in spec.constraints:
+            if constraint.metric != metric:
+                columns, rows = _rows(
+                    "SELECT config_key, n, mean, ci_low, ci_high FROM summary WHERE "
+                    "experiment = ? AND metric = ? ORDER BY config_key",
+                    [spec.name, constraint.metric])
+                _table(columns, rows, title=f"constraint {constraint.describe()}: mean, "
+                                            f"{spec.confidence:.0%} CI")
     if spec.precision is not None:
         columns, rows = _rows(
             "SELECT config_key, replications, rounds, status, relative_half_width, "

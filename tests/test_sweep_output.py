@@ -23,14 +23,14 @@ SCRIPT = ("case {mode} in 1) echo 'the simulator broke' >&2; exit 3;; 2) exec sl
           "echo '{{\"y\": {mode}}}'")
 
 
-def _experiment(lab: Path, name: str, modes: list[int], version: str = "1") -> Path:
+def _experiment(lab: Path, name: str, modes: list[int], version: str = "1", **more) -> Path:
     path = lab / "experiments" / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "name": name, "seed": 5, "replications": 2, "horizon": 1, "warmup": 0,
         "model": {"name": "modes", "command": ["sh", "-c", SCRIPT], "version": version,
                   "parameters": {"mode": {"type": "int", "minimum": 0, "maximum": 2}},
                   "metrics": ["y"], "timeout": 3},
-        "factors": {"mode": modes}}))
+        "factors": {"mode": modes}, **more}))
     return path
 
 
@@ -44,7 +44,9 @@ def _json_lines(text: str) -> list[dict]:
 
 def test_failures_read_as_one_line_per_run_and_one_table_by_reason(lab, monkeypatch):
     monkeypatch.delenv("SIMLAB_LOG_FORMAT", raising=False)  # restored after the test
-    path = _experiment(lab, "modes", [0, 1, 2])
+    limit = {"responses": {"double": "2 * y"}, "objective": {"metric": "double", "direction": "minimize"},
+             "constraints": [{"metric": "y", "max": 1}]}
+    path = _experiment(lab, "modes", [0, 1, 2], **limit)
     result = _sweep(path)
     assert result.exit_code == 1, result.output + result.stderr
     out, err = result.stdout, result.stderr
@@ -55,6 +57,7 @@ def test_failures_read_as_one_line_per_run_and_one_table_by_reason(lab, monkeypa
     assert "2 of the 6 partitions run landed" in out, err
     report = re.search(r"HTML report: (\S+)", out)
     assert report and Path(report.group(1)).is_file() and "simlab report" not in out
+    assert "constraint y <= 1: mean, 95% CI" in out  # what decides feasibility, shown too
     # One line per failed run, then the table: each reason once, with how many partitions.
     runs = [line for line in err.splitlines() if line.startswith("run ")]
     assert len(runs) == 1 and runs[0].endswith("failed: 4 of 6 simulations failed (the other "
@@ -68,7 +71,7 @@ def test_failures_read_as_one_line_per_run_and_one_table_by_reason(lab, monkeypa
 
     # The simulator changes: a re-run says why its results run again; with --log-format json the
     # runs' error lines come as JSON on stderr too (and the table still ends the output).
-    _experiment(lab, "modes", [0, 1, 2], version="2")
+    _experiment(lab, "modes", [0, 1, 2], version="2", **limit)
     again = _sweep(path, "--log-format", "json")
     assert again.exit_code == 1, again.output
     assert "modes: model version 1 → 2: 2 results are stale; they run again." in again.stdout
