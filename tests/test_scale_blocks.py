@@ -4,12 +4,14 @@ whatever the block size; a replication that fails inside a block fails only that
 block's other rows, and a re-run simulates only the failed one."""
 
 import dataclasses
+import signal
 
 import dagster as dg
 import polars as pl
 import pytest
 import yaml
 from lab import observations, sweep
+from test_reliability_runs import slow  # noqa: F401  (the fixture: ~1 s simulations)
 
 import engine
 from simlab_pipelines import plan
@@ -109,3 +111,31 @@ def test_auto_blocks_at_the_boundary(lab, replications, block):
     assert len(keys) == 100 * -(-replications // block) <= 100_000
     assert keys[0] == ("x1-0.0|0" if block == 1 else "x1-0.0|0-1")
     assert keys[-1] == ("x1-99.0|999" if block == 1 else "x1-99.0|1000")
+
+
+def test_kill_9_mid_block_then_the_next_sweep_resumes_exactly(lab, slow):  # noqa: F811
+    """Blocks of 3 (one per configuration, one per run): kill -9 of the sweep's process group
+    while the second block simulates; the next sweep runs what is missing and the results are
+    the engine's, bit for bit, each replication once."""
+    from test_reliability_runs import (
+        _assert_clean,
+        _assert_exact,
+        _finish,
+        _interrupt,
+        _session_processes,
+        _start,
+        _wait_for,
+    )
+
+    spec = yaml.safe_load(slow.read_text())
+    slow.write_text(yaml.safe_dump({**spec, "replications_per_partition": 3}))
+    assert load_experiment(slow).block_size == 3
+    instance = dg.DagsterInstance.get()
+    sweep_process = _start(slow, "--batch-size", "1", name="killed")
+    _interrupt(instance, sweep_process, 1, signal.SIGKILL)
+    _finish(sweep_process)
+    _wait_for(lambda: not _session_processes(sweep_process.pid), "the killed processes to go", 30)
+    code, out, err = _finish(_start(slow, "--batch-size", "1", name="resumed"))
+    assert code == 0, out + err
+    _assert_clean(instance)
+    _assert_exact(lab, slow)  # 12 rows, every value the engine's
