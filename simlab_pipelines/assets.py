@@ -44,6 +44,7 @@ from simlab_pipelines.partitions import split_block
 from simlab_pipelines.resources import SimlabStorage
 from simlab_pipelines.storage import stem
 from simlab_pipelines.summary import (
+    Analysis,
     Summary,
     corrupt_files,
     current_configurations,
@@ -506,12 +507,18 @@ def build_experiment_summary(spec: ExperimentSpec, storage: SimlabStorage, log=N
     return result
 
 
-def html_report(spec: ExperimentSpec, duckdb_path: str, log=None) -> str | None:
+def html_report(spec: ExperimentSpec, duckdb_path: str, log=None,
+                analysis: Analysis | None = None) -> str | None:
     """Write the experiment's HTML report (``simlab report``) next to the DuckDB file; its path,
-    or None when it could not be written (the summary stands without it)."""
-    from simlab_pipelines.report import write_experiment_report  # loads scipy: only to report
+    or None when it could not be written (the summary stands without it). ``analysis``: the
+    summary's own, written to that file just now (else it is read back from the file)."""
+    # Loads scipy: only to report.
+    from simlab_pipelines.report import report_path, write_analysis_report, write_experiment_report
 
     try:
+        if analysis is not None:
+            return str(write_analysis_report(spec, analysis,
+                                             report_path(spec.name, Path(duckdb_path))))
         return str(write_experiment_report(spec.name, Path(duckdb_path)))
     except Exception as exc:  # a report is a convenience, never a failed summary
         if log is not None:
@@ -586,8 +593,8 @@ def experiment_assets(spec: ExperimentSpec) -> list[dg.AssetsDefinition]:
         if beyond:
             context.log.warning(f"{name}: {beyond_plan_note(beyond)}")
         return dg.MaterializeResult(metadata=summary_metadata(
-            spec, result, simlab.duckdb_path, beyond, html_report(spec, simlab.duckdb_path,
-                                                                  context.log)))
+            spec, result, simlab.duckdb_path, beyond, html_report(
+                spec, simlab.duckdb_path, context.log, result.analysis)))
 
     return [spec_asset, replications_asset, summary_asset]
 

@@ -1,0 +1,66 @@
+"""A sweep's fixed cost (issue 24): the pool's fork server starts before the command's heavy
+imports; the summary step writes its HTML report from the analysis it has just made; a report
+without a design or a search loads neither scipy.stats nor the search."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+START = """
+import json, sys
+from multiprocessing import forkserver
+from simlab_pipelines import cli
+cli._start_pool_server(int(sys.argv[1]))
+pid = forkserver._forkserver._forkserver_pid
+heavy = sorted(m for m in ("dagster", "polars", "duckdb", "engine") if m in sys.modules)
+print(json.dumps({"server": pid, "heavy": heavy}))
+"""
+
+REPORT = """
+import json, sys
+import simlab_pipelines.report
+print(json.dumps(sorted(m for m in ("scipy.stats", "simlab_pipelines.search", "optuna", "SALib")
+                        if m in sys.modules)))
+"""
+
+
+def _python(code: str, *args: str):
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    return json.loads(out)
+
+
+def test_the_fork_server_starts_before_the_heavy_imports():
+    started = _python(START, "2")
+    assert started["server"] is not None
+    assert started["heavy"] == []  # nothing of Dagster, polars, DuckDB or the engine yet
+
+
+def test_no_fork_server_for_a_sweep_without_a_pool():
+    assert _python(START, "1")["server"] is None
+
+
+def test_the_report_module_loads_no_statistics_it_may_not_need():
+    assert _python(REPORT) == []
+
+
+def test_the_summary_writes_the_report_simlab_report_would(tiny, materialize, tmp_path):
+    """Written from the summary's own analysis (not read back from DuckDB and analysed again),
+    the report is the very file ``simlab report`` builds from the DuckDB file."""
+    import dagster as dg
+
+    from simlab_pipelines.assets import replications_key, summary_key
+    from simlab_pipelines.partitions import range_tags
+    from simlab_pipelines.report import write_experiment_report
+
+    spec, storage = tiny
+    with dg.instance_for_test() as instance:
+        for config in spec.configurations_list():
+            assert materialize(spec, storage, instance, [replications_key(spec.name)],
+                               tags=range_tags(config.key, 0, spec.replications - 1)).success
+        assert materialize(spec, storage, instance, [summary_key(spec.name)]).success
+        event = instance.get_latest_materialization_event(summary_key(spec.name))
+        written = Path(event.asset_materialization.metadata["report"].path)
+    rebuilt = write_experiment_report(spec.name, Path(storage.duckdb_path), tmp_path / "r.html")
+    assert written.read_text() == rebuilt.read_text()
