@@ -27,6 +27,7 @@ from simlab_pipelines.sensors import (
 )
 
 log = logging.getLogger("simlab.definitions")
+_WARNED: set[str] = set()  # definitions whose partitions warning was logged
 
 
 def batch_size(spec: ExperimentSpec) -> int:
@@ -109,6 +110,10 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
     rejected_keys = {str(e.path): a.key for a, e in zip(assets, errors, strict=True)}
     jobs, schedules = [], []
     for spec in specs:
+        warning = spec.partitions_warning()
+        if warning and spec.spec_hash() not in _WARNED:  # once per definition and process
+            _WARNED.add(spec.spec_hash())
+            log.warning(warning)
         assets += experiment_assets(spec)
         checks += experiment_checks(spec)
         jobs += [spec_job(spec), replications_job(spec), summary_job(spec)]

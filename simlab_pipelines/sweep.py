@@ -343,6 +343,8 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
     path = Path(path).resolve()
     spec = load_experiment(path)
     say = announce or (lambda line: None)
+    if (warning := spec.partitions_warning()) is not None:
+        say(f"warning: {warning}")
     _STOP.update(signum=None, force=False, at=None)
     batch.reset_cancel()
     recovered = recovery.recover(instance)

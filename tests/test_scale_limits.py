@@ -86,3 +86,24 @@ def test_finding_the_missing_partitions_costs_what_is_wanted_not_the_space(lab, 
     assert len(targets) == 1_000 and len(missing) == 1_000
     assert missing[0] == "x1-0.0_x2-0.0|0-1"
     assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB of Python objects"
+
+
+def test_more_partitions_than_dagster_recommends_is_warned_about_once(caplog):
+    import logging
+
+    from simlab_pipelines.build import build_definitions
+
+    forced = parse_experiment({**HUGE, "name": "forced", "replications": 1_001,
+                               "factors": {"x1": [float(i) for i in range(100)]},
+                               "replications_per_partition": 1})
+    auto = parse_experiment({**HUGE, "name": "auto", "replications": 1_001,
+                             "factors": {"x1": [float(i) for i in range(100)]}})
+    with caplog.at_level(logging.WARNING, logger="simlab.definitions"):
+        build_definitions([forced, auto])
+        build_definitions([forced, auto])
+    warnings = [r.getMessage() for r in caplog.records if "Dagster recommends" in r.getMessage()]
+    assert warnings == [
+        "forced: 100,100 partitions (100 configurations x 1,001 replications in blocks of 1): "
+        "Dagster recommends at most 100,000 partitions per asset (its UI and daemon slow down "
+        "past it); replications_per_partition: auto keeps them within it"]
+    assert auto.block_size == 2 and auto.partitions_warning() is None
