@@ -10,6 +10,7 @@ series interval, a command's declaration) is named together when nothing recorde
 """
 
 import json
+import os
 from collections import Counter
 from typing import Any
 
@@ -58,6 +59,8 @@ def _changes(row: dict[str, Any], spec: ExperimentSpec, params: dict[str, Any]) 
 def stale_reasons(spec: ExperimentSpec, store: ResultStore) -> list[str]:
     """One line per change that made results of ``spec``'s configurations stale, most results
     first: ``"model version 1 → 2: 40 results are stale"``; empty when none are."""
+    if store.is_local and not os.path.isdir(os.path.join(store.root, spec.name)):
+        return []  # a first sweep: nothing to read (not even the manifest)
     from simlab_pipelines import plan
     from simlab_pipelines.summary import read_all_replications
 
