@@ -124,3 +124,20 @@ def test_a_malformed_command_is_refused_once_before_anything_runs(lab):
     reason = "model.command[0]: 'sh {mode': a lone brace"
     assert result.output.count(reason) == 1, result.output
     assert not (lab / "data" / "results").exists()  # nothing ran
+
+
+def test_a_stale_result_is_explained_by_what_changed():
+    from engine import ENGINE_VERSION
+    from simlab_pipelines.experiments import load_experiment
+    from simlab_pipelines.staleness import _changes
+
+    spec = load_experiment(Path(__file__).parent / "fixtures" / "experiments" / "tiny_mmck.yaml")
+    config = spec.configurations_list()[0]
+    recorded = {"code_version": spec.code_version, "model": "mmck", "seed_entropy": 7,
+                "horizon": 200.0, "warmup": 20.0, "params": json.dumps(config.params)}
+    assert _changes(recorded, spec, config.params).startswith("other inputs")
+    older = {**recorded, "code_version": "engine-0.0.1", "seed_entropy": 8, "warmup": 10.0,
+             "params": json.dumps({**config.params, "arrival_rate": 0.7})}
+    assert _changes(older, spec, config.params) == (
+        f"engine version 0.0.1 → {ENGINE_VERSION}, seed 8 → 7, warm-up 10 → 20, "
+        "arrival_rate 0.7 → 0.8")
