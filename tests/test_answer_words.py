@@ -173,7 +173,7 @@ def test_a_recommendation_that_is_not_the_best_sample_mean_says_why():
     assert first.startswith("Recommendation: retries 3 → 0 (pool 8, 0 retries). Against today's "
                             "setting (pool 8, 3 retries) it raises requests answered by ")
     assert re.search(r"by [\d.]+ ± [\d.]+ points: [\d.]+ % instead of [\d.]+ %\.", first)
-    assert ("pool 4, 0 retries has the highest sample mean of requests answered, but pool 8, "
+    assert ("Pool 4, 0 retries has the highest sample mean of requests answered, but pool 8, "
             "0 retries is as good within 1 point and changes one setting less.") in first
     assert "ruled out" not in result.answer
     assert "the recommendation, pool-8_retries-0, is within the indifference zone" in statistics

@@ -208,8 +208,8 @@ def _why_not_best(rec: Recommendation, words: Words, metric: str, zone: str | No
                "changes one setting less" if fewer == 1 else f"changes {fewer} settings less")
     else:
         why = "comes first among the equally good"
-    return (f"{words.setting(rec.best)} has the {extreme} sample mean of {words.name(metric)}, "
-            f"but {words.setting(rec.choice)} {equal} and {why}.")
+    return _capital(f"{words.setting(rec.best)} has the {extreme} sample mean of "
+                    f"{words.name(metric)}, but {words.setting(rec.choice)} {equal} and {why}.")
 
 
 def _alternative_line(words: Words, key: str, choice: str, metric: str,
@@ -431,10 +431,15 @@ def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None)
         whose = "its" if len(names) == 1 else "their"
         what = f"{whose} {words.name(metric)}" if metric else f"{whose} results"
         verb = "depends" if metric else "depend"
-        sentences.append(f"{'; '.join(names)}: demand exceeds capacity: the {grows} keeps "
-                         f"growing over the run, without bound, so {what} {verb} only on how "
-                         "long you simulate.")
+        sentences.append(_capital(f"{'; '.join(names)}: demand exceeds capacity: the {grows} "
+                                  f"keeps growing over the run, without bound, so {what} {verb} "
+                                  "only on how long you simulate."))
     return " ".join(sentences)
+
+
+def _capital(sentence: str) -> str:
+    """``pool size 4 has ...`` -> ``Pool size 4 has ...`` (a sentence may start with a setting)."""
+    return sentence[:1].upper() + sentence[1:]
 
 
 def _joined(items: Sequence[str]) -> str:
@@ -465,8 +470,8 @@ def undefined_text(summary: pl.DataFrame, metrics: Sequence[str], words: Words) 
         if never:
             names = _joined([words.setting(k) for k in never])
             said.append(f"{names} {'is' if len(never) == 1 else 'are'} not compared on it")
-        sentences.append(f"{name[:1].upper()}{name[1:]} is undefined (no value) in "
-                         f"{_joined(where)}: {'; '.join(said)}.")
+        sentences.append(_capital(f"{name} is undefined (no value) in {_joined(where)}: "
+                                  f"{'; '.join(said)}."))
     return " ".join(sentences) or None
 
 
