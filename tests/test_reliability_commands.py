@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,9 @@ from test_reliability_runs import (
 )
 
 from simlab_pipelines import query
+from simlab_pipelines.assets import experiment_assets
 from simlab_pipelines.cli import main
+from simlab_pipelines.experiments import load_experiment
 
 # Loaded by the sweep's interpreter at start-up (sitecustomize on PYTHONPATH): it widens the two
 # windows of the race without changing what happens in them. The first run's step pauses 1.5 s
@@ -284,3 +287,69 @@ def test_simlab_commands_started_together_on_a_new_instance_create_it_once(lab, 
             (home / part).rename(aside / part)
     assert "ran 12 partitions in 1 run(s)" in sweep(path, "--workers", "1")
     assert observations(lab / "data" / "simlab.duckdb") == before
+
+
+# The hand-launched run's step pauses 20 s after its simulation, still STARTED and holding its
+# partition, longer than the sweep takes to start that partition's run on a loaded machine (a
+# longer simulation would do the same, at a cost in CPU).
+_HOLD = textwrap.dedent("""
+    import os, time
+    if os.environ.pop("SIMLAB_TEST_HOLD", None):
+        from simlab_pipelines import manifest
+
+        record = manifest.record_run
+
+        def held(*args, **kwargs):
+            time.sleep(20)
+            return record(*args, **kwargs)
+
+        manifest.record_run = held
+""")
+
+
+def test_a_sweep_leaves_a_partition_to_the_run_that_started_it_first(lab, tmp_path):
+    """A partition materialised by hand (`dagster asset materialize`) is still running when a
+    sweep of the experiment starts: the sweep's run leaves it to that run and the sweep waits
+    for it; each partition runs once and DuckDB's run ids are Dagster's."""
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_HOLD)
+    env = {**os.environ, "SIMLAB_TEST_HOLD": "1",
+           "PYTHONPATH": os.pathsep.join([str(inject), *sys.path])}
+    key = experiment_assets(load_experiment(path))[1].partitions_def.get_partition_keys()[0]
+    by_hand = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
+         "simlab_pipelines.definitions", "--select", "tiny_mmck/replications", "--partition",
+         str(key)], env=env, cwd=lab, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    instance = dg.DagsterInstance.get()
+    config_key = str(key).split("|")[0]
+
+    def holding():
+        runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        files = list((lab / "data" / "results" / "tiny_mmck" / config_key).glob("*.parquet"))
+        return runs[0] if runs and files else None
+
+    held = _wait_for(holding, "the hand-launched run to simulate", process=by_hand)
+    result = CliRunner().invoke(main, ["sweep", str(path), "--workers", "1", "--batch-size", "6"],
+                                catch_exceptions=False)
+    assert by_hand.wait(120) == 0, by_hand.stdout.read()
+    assert result.exit_code == 0, result.output
+    # Each partition ran once (the fault: twice, by both runs at once), and DuckDB's run ids are
+    # Dagster's.
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey(["tiny_mmck", "replications"])), limit=1000).records
+    assert sorted(Counter(r.partition_key for r in records).values()) == [1] * 12
+    assert {r.partition_key: r.run_id for r in records}[str(key)] == held.run_id
+    with duckdb.connect(str(lab / "data" / "simlab.duckdb"), read_only=True) as con:
+        stored = dict(con.execute("SELECT partition_key, dagster_run_id FROM replications "
+                                  "WHERE experiment = 'tiny_mmck'").fetchall())
+    assert stored == {r.partition_key: r.run_id for r in records}
+    assert f"waiting for run {held.run_id} (__ASSET_JOB, STARTED), which runs partitions of " \
+           "this experiment" in result.output
+    first = instance.get_runs(filters=dg.RunsFilter(job_name="tiny_mmck_replications"),
+                              ascending=True)[0]
+    left = [r.message for r in instance.all_logs(first.run_id) if "left out" in r.message]
+    assert left == [f"1 of this run's 6 partitions left out (e.g. {key}): held by run "
+                    f"{held.run_id} (__ASSET_JOB, STARTED), which started first; never run "
+                    "twice at once"]
