@@ -124,13 +124,27 @@ def test_the_threshold_chart_draws_every_point_the_limit_and_the_interval():
     titles = _titles(root)
     assert len(titles) == len(plan.points)
     for point, title in zip(plan.points, titles, strict=True):
-        assert title == f"arrival_rate {point.x:g}: {point.status}, {point.n} replications"
+        assert title.startswith(f"arrival_rate {point.x:g}: {point.status}, {point.n} "
+                                "replications, mean ")
     assert any(line.get("stroke-dasharray") for line in root.iter(f"{SVG}line"))  # the limit
     band = [r for r in root.iter(f"{SVG}rect") if r.get("fill") == "#ddf4ff"]
     assert len(band) == 1 and float(band[0].get("width")) > 0
     text = "".join(t.text or "" for t in root.iter(f"{SVG}text"))
     assert "wait p95 (s)" in text and "breaking point (95 %)" in text
     assert {p.status for p in plan.points} <= {WITHIN, BEYOND, UNCLEAR}
+
+
+def test_a_value_far_beyond_the_limit_is_drawn_at_the_edge():
+    """A metric that explodes near saturation (one value 10 times the others) leaves the limit
+    in view: that value is a triangle at the top edge, the rest keep their scale."""
+    plan = _search(3, mean=lambda x: 0.5 + 1.5 * (x - 0.2) ** 2 + (40.0 if x > 1.9 else 0.0))
+    root = _svg(threshold_chart(plan.points, plan.result, factor="arrival_rate",
+                                metric="wait_p95", limit=2.0))
+    edge = [p for p in root.iter(f"{SVG}path") if p.get("d", "").endswith("Z")]
+    assert len(edge) == 1  # the value at max, 40 above the rest
+    ticks = [float(t.text) for t in root.iter(f"{SVG}text")
+             if t.text and re.fullmatch(r"-?[\d.]+", t.text) and t.get("text-anchor") == "end"]
+    assert max(ticks) < 10
 
 
 def test_the_configurations_chart_marks_each_status_and_the_recommendation():

@@ -268,14 +268,27 @@ def threshold_chart(points: Sequence[Point], result: BreakingPoint | None, *, fa
                     factor_unit: str | None = None, title: str | None = None) -> bytes:
     """The metric against the factor: each evaluated value's mean with its decision bounds (the
     one-sided bounds the search judged it by), coloured within / beyond / unclear; the limit as
-    a dashed line; the breaking point's interval as a band and its estimate as a line."""
+    a dashed line; the breaking point's interval as a band and its estimate as a line.
+
+    The vertical axis keeps the limit in view: it reaches at most as far beyond the limit as the
+    lowest value is below it (times 1.5); a value further out (a metric that explodes near
+    saturation) is drawn at the edge as a triangle, its value in its tooltip."""
     xs = [float(p.x) for p in points]
     spans = [v for p in points for v in (p.mean, p.lower, p.upper) if math.isfinite(v)]
     x_ends = list(xs)
     if result is not None:
         x_ends += [v for v in (result.ci_low, result.ci_high, result.low, result.high)
                    if v is not None]
-    frame = _Frame(*_extent(x_ends, 0.03), *_extent([*spans, limit]))
+    values = [*spans, limit]
+    below, above = limit - min(values), max(values) - limit
+    # how far from the limit the axis reaches: 1.5 times the side that stays in view
+    reach = 1.5 * (below if below > 0 else above) or abs(limit) or 1.0
+    frame = _Frame(*_extent(x_ends, 0.03), *_extent([max(min(values), limit - reach),
+                                                     min(max(values), limit + reach)]))
+
+    def clip(value: float) -> float:
+        return min(max(value, frame.y_low), frame.y_high)
+
     legend = [(s, STATUS_COLOURS[s], _SHAPES[s]) for s in (WITHIN, UNCLEAR, BEYOND)
               if any(p.status == s for p in points)]
     legend.append(("limit", "#cf222e", "line"))
@@ -302,12 +315,19 @@ def threshold_chart(points: Sequence[Point], result: BreakingPoint | None, *, fa
             continue
         px, colour = frame.x(float(p.x)), STATUS_COLOURS.get(p.status, _GREY)
         if math.isfinite(p.lower) and math.isfinite(p.upper):
-            out.append(f"<line x1='{px:.1f}' y1='{frame.y(p.lower):.1f}' x2='{px:.1f}' "
-                       f"y2='{frame.y(p.upper):.1f}' stroke='{colour}' stroke-width='1.5'/>")
-        out.append(f"<g><title>{escape(f'{factor} {p.x:g}: {p.status}, {p.n} replications')}"
-                   "</title>" + _marker(px, frame.y(p.mean), colour, _SHAPES.get(p.status,
-                                                                                 "circle"))
-                   + "</g>")
+            out.append(f"<line x1='{px:.1f}' y1='{frame.y(clip(p.lower)):.1f}' x2='{px:.1f}' "
+                       f"y2='{frame.y(clip(p.upper)):.1f}' stroke='{colour}' "
+                       "stroke-width='1.5'/>")
+        outside = clip(p.mean) != p.mean
+        py = frame.y(clip(p.mean))
+        tip = f"{factor} {p.x:g}: {p.status}, {p.n} replications, mean {p.mean:.4g}"
+        if outside:  # a triangle at the edge, pointing the way the value lies
+            d = -6 if p.mean > frame.y_high else 6
+            mark = (f"<path d='M{px - 5:.1f} {py - d / 2:.1f}L{px + 5:.1f} {py - d / 2:.1f}"
+                    f"L{px:.1f} {py + d / 2:.1f}Z' fill='{colour}'/>")
+        else:
+            mark = _marker(px, py, colour, _SHAPES.get(p.status, "circle"))
+        out.append(f"<g><title>{escape(tip)}</title>{mark}</g>")
     out.append("</svg>")
     return "".join(out).encode("utf-8")
 
