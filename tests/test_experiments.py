@@ -180,7 +180,7 @@ def test_restaurant_example():
     assert (spec.resolved_horizon, spec.resolved_warmup) == (480.0, 0.0)  # a terminating day
     # judged by a response (profit, with a cost response for the cheapest of equal options)
     assert spec.objective is not None and spec.objective.metric in spec.parsed_responses
-    assert "cost" in spec.parsed_responses and spec.units()["profit_per_day"] == "$"
+    assert "cost" in spec.parsed_responses and spec.units()["profit_per_day"] == "$/day"
     assert spec.precision is not None and spec.precision.metric in model.metrics
     assert spec.max_replications == spec.precision.max_replications >= spec.replications
     for config in spec.configurations_list():

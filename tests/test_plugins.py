@@ -179,7 +179,7 @@ def test_entry_point_model_through_simlab_sweep(lab):
                           env=_env(lab), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _rows(lab, "webpool_tiny")
-    assert rows.height == 4 and set(rows["code_version"]) == {"model-web_pool-1"}
+    assert rows.height == 4 and set(rows["code_version"]) == {f"model-web_pool-{MODEL.version}"}
     _assert_bit_identical(rows, MODEL, 11, 8.0, 1.0)
 
 
