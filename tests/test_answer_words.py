@@ -126,7 +126,7 @@ def test_the_restaurant_answer_reads_in_the_readers_words():
     # the decision first, then its effect on the objective against today's setting, per day
     assert sentences.startswith("Recommendation: tables 8 → 9 (9 tables, 2 waiters). Against "
                                 "today's setting (8 tables, 2 waiters) it raises profit by $")
-    assert re.search(r"raises profit by \$\d+ ± \d+ a day: \$1,0\d\d instead of \$1,0\d\d a "
+    assert re.search(r"raises profit by \$\d+ ± \d+ a day \(95 % confidence\): \$1,0\d\d instead of \$1,0\d\d a "
                      r"day\.", sentences)
     # one name for today's configuration: no "baseline", no "current", no config keys
     for word in ("baseline", "current", "tables-8_waiters-2", "tables-9_waiters-2", "_"):
@@ -172,7 +172,7 @@ def test_a_recommendation_that_is_not_the_best_sample_mean_says_why():
     first, statistics = result.answer.split("\n\n")
     assert first.startswith("Recommendation: retries 3 → 0 (pool 8, 0 retries). Against today's "
                             "setting (pool 8, 3 retries) it raises requests answered by ")
-    assert re.search(r"by [\d.]+ ± [\d.]+ points: [\d.]+ % instead of [\d.]+ %\.", first)
+    assert re.search(r"by [\d.]+ ± [\d.]+ points \(95 % confidence\): [\d.]+ % instead of [\d.]+ %\.", first)
     assert ("Pool 4, 0 retries has the highest sample mean of requests answered, but pool 8, "
             "0 retries is as good within 1 point and changes one setting less.") in first
     assert "ruled out" not in result.answer

@@ -63,7 +63,7 @@ def test_a_clear_best_is_recommended_with_evidence_and_trade_offs():
     # the change in the reader's words, then its effect against today's setting, in minutes
     assert first.startswith("Recommendation: waiters 2 → 3 (8 tables, 3 waiters). Against "
                             "today's setting (8 tables, 2 waiters) it lowers time by ")
-    assert re.search(r"lowers time by [\d.]+ ± [\d.]+ min: [\d.]+ instead of [\d.]+ min\.", first)
+    assert re.search(r"lowers time by [\d.]+ ± [\d.]+ min \(95 % confidence\): [\d.]+ instead of [\d.]+ min\.", first)
     # the trade-off in the file's units: a fraction as a percentage, its change in points
     assert re.search(r"\nIts other effects against today's setting:\n- lost [\d.]+ ± [\d.]+ "
                      r"points lower \([\d.]+ % instead of [\d.]+ %\)\n", first)

@@ -343,8 +343,10 @@ def _evidence(rec: Recommendation, words: Words, metric: str, summary: pl.DataFr
         return (f"Against {words.today()} it does not change {name} significantly "
                 f"({signed}{'; ' + means if means else ''}).")
     verb = "raises" if diff > 0 else "lowers"
+    sure = f" ({row['confidence'] * 100:g} % confidence)"  # what the ± means, said once
     return (f"Against {words.today()} it {verb} {name} by "
-            f"{format_difference(diff, _half(row), unit)}{': ' + means if means else ''}.")
+            f"{format_difference(diff, _half(row), unit)}{sure}"
+            f"{': ' + means if means else ''}.")
 
 
 def comparison_text(comparisons: pl.DataFrame, metrics: Sequence[str], *, baseline: str,
