@@ -6,13 +6,12 @@
   run landed", and every later sweep did the same). The next sweep runs only the two (each alone
   in a run: a Python plug-in is simulated in a pool worker even then, never in the sweep's own
   process, which it would kill), and once fixed they land.
-- kill -9 of a sweep's main process only (what the OOM killer does): its pool workers, fork server
-  and resource tracker end within seconds (they were left running for good); the next sweep runs
-  what is missing.
-- Ctrl-C, SIGTERM or kill -9 of the whole process group of a sweep running command-line
-  simulators (each in its own session, one with a child that left for a session of its own): every
-  process they started ends within seconds (they ran their full length); the next sweep runs what
-  is missing.
+- A sweep running command-line simulators (each in its own session, with a child that left for a
+  session of its own) stopped by Ctrl-C, SIGTERM, kill -9 of its whole process group, or kill -9
+  of its main process only (what the OOM killer does): within seconds nothing it started is left,
+  neither its pool workers, fork server and resource tracker (left running for good after kill -9
+  of the main process only) nor any process of its simulators (they ran their full length). The
+  next sweep runs what is missing.
 """
 
 import os
@@ -168,16 +167,11 @@ def _recovers(lab: Path, path: Path) -> None:
     assert "sleepy: ran 4 partitions in 2 run(s); 4 wanted in all." in out, out + err
 
 
-def test_kill_9_of_the_main_process_only_ends_the_pool_and_the_next_sweep_recovers(lab):
-    path = _sleepy(lab)
-    # the main process only, as the OOM killer does
-    _stop_mid_batch(lab, path, "oom", lambda pid: os.kill(pid, signal.SIGKILL))
-    _recovers(lab, path)
-
-
-def test_every_simulator_a_sweep_started_ends_with_it_and_the_next_sweep_recovers(lab):
+def test_whatever_stops_a_sweep_nothing_it_started_is_left_and_the_next_sweep_recovers(lab):
     path = _sleepy(lab)
     _stop_mid_batch(lab, path, "ctrl-c", lambda pid: os.killpg(pid, signal.SIGINT))
     _stop_mid_batch(lab, path, "sigterm", lambda pid: os.kill(pid, signal.SIGTERM))
     _stop_mid_batch(lab, path, "kill-9", lambda pid: os.killpg(pid, signal.SIGKILL))
+    # the main process only, as the OOM killer does
+    _stop_mid_batch(lab, path, "oom", lambda pid: os.kill(pid, signal.SIGKILL))
     _recovers(lab, path)
