@@ -117,6 +117,10 @@ def test_the_decision_uses_only_the_replications_the_candidates_were_not_chosen_
     assert shifted.means == again.means and shifted.recommended == again.recommended
     assert shifted.first_means != again.first_means
     assert again.final.simultaneous == len(state.candidates)  # Bonferroni over the candidates
+    # the statuses to show: a candidate's final one, every other configuration's first-stage one
+    shown = again.statuses
+    assert all(shown[k] == again.final.overall[k] for k in again.candidates)
+    assert all(shown[k] == again.screening.overall[k] for k in shown if k not in again.candidates)
 
 
 def test_nothing_feasible_names_the_closest_and_by_how_much():

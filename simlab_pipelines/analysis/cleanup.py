@@ -108,6 +108,15 @@ class CleanUp:
         return self.stage in (DONE, NONE)
 
     @property
+    def statuses(self) -> dict[str, str]:
+        """Every evaluated configuration's overall constraint status as it stands: a candidate's
+        final one (fresh replications) once the clean-up is done, else the first stage's."""
+        found = self.screening.overall
+        if self.final is not None:
+            found.update(self.final.overall)
+        return found
+
+    @property
     def best_first_stage(self) -> str | None:
         """The search's own best: the best first-stage mean among those not shown infeasible."""
         return self.candidates[0] if self.candidates else None

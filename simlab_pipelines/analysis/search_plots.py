@@ -35,9 +35,11 @@ _LINE, _GREY, _BAND = "#1f6fb4", "#8c959f", "#ddf4ff"
 def _label(value: float, step: float) -> str:
     if not math.isfinite(value):
         return ""
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
-    if step > 0 and round(step / 10 ** math.floor(math.log10(step)), 6) == 2.5:
-        decimals += 1
+    if step <= 0:
+        return f"{value:,.0f}"
+    exponent = math.floor(math.log10(step) + 1e-9)
+    # 0.25 needs one more decimal than 0.2; 250 none more than 200
+    decimals = max(0, -exponent + (1 if round(step / 10 ** exponent, 6) == 2.5 else 0))
     return f"{value:,.{min(decimals, 12)}f}"
 
 
