@@ -10,7 +10,8 @@ Called by the summary asset and the ``simlab sweep`` CLI; nothing here imports D
   growing).
 - ``selection``: Rinott / Bonferroni-CRN two-stage selection of the best, subset selection,
   and the recommendation (the cheapest configuration within the indifference zone of the best).
-- ``answer``: the plain-sentence answer (``units``: numbers with their units);
+- ``answer``: the plain-sentence answer (``words``: configurations and metrics as said;
+  ``units``: numbers with their units; ``caveats``: what the answer cannot speak for);
   ``plots``/``report``: the figures, the HTML report.
 - ``experiment``: ``analyse_experiment``, all of the above for one experiment in one call.
 
@@ -93,9 +94,9 @@ _SOURCES = {
     "two_stage_selection": "selection",
     "write_report": "report",
 }
-_SUBMODULES = frozenset({"answer", "comparisons", "experiment", "frames", "intervals", "plots",
-                         "report", "selection", "sensitivity", "sequential", "stationarity",
-                         "svg", "units", "warmup"})
+_SUBMODULES = frozenset({"answer", "caveats", "comparisons", "experiment", "frames", "intervals",
+                         "plots", "report", "selection", "sensitivity", "sequential",
+                         "stationarity", "svg", "units", "warmup", "words"})
 
 __all__ = [
     "COMPARISON_COLUMNS",

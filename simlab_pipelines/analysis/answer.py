@@ -13,18 +13,24 @@ The second paragraph (``answer``, ``best_sentence``, ``statistics_lead``) holds 
 intervals, pairing, replications, the selection procedures and their constants.
 
 ``comparison_text`` answers without an objective (what differs significantly from today's
-setting); ``missing_text`` and ``unstable_text`` say which configurations the answer cannot
-speak for. Everything comes from the data and the file; nothing is specific to a model.
+setting). How configurations and metrics are said is ``words.py``; the sentences on what the
+answer cannot speak for (missing, unstable, undefined) are ``caveats.py``; numbers with units are
+``units.py`` (their names are importable from here too). Everything comes from the data and the
+file; nothing is specific to a model.
 """
 
 import math
-import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
+from simlab_pipelines.analysis.caveats import (
+    NO_STEADY_STATE,
+    missing_text,
+    undefined_text,
+    unstable_text,
+)
 from simlab_pipelines.analysis.selection import Recommendation, Subset, TwoStageSelection
 from simlab_pipelines.analysis.units import (
     CURRENCIES,
@@ -36,94 +42,22 @@ from simlab_pipelines.analysis.units import (
     parse_unit,
     unit_suffix,
 )
+from simlab_pipelines.analysis.words import (
+    TODAY,
+    Words,
+    capital,
+    describe_change,
+    describe_configuration,
+    humanise,
+    setting_words,
+)
 
+# Re-exported: callers (the search's answer, the report) import these from here.
 __all__ = ["CURRENCIES", "NO_STEADY_STATE", "TODAY", "Words", "answer", "best_sentence",
            "comparison_text", "describe_change", "describe_configuration", "format_difference",
            "format_estimate", "format_quantity", "format_value", "humanise", "missing_text",
            "parse_unit", "recommendation_text", "setting_words", "statistics_lead",
            "undefined_text", "unit_suffix", "unstable_text"]
-
-TODAY = "today's setting"  # the one name of the baseline in every sentence
-NO_STEADY_STATE = "no steady state, so its numbers depend only on how long you simulate"
-
-
-def humanise(name: str) -> str:
-    """A metric's name as words: ``mean_time_in_restaurant`` -> ``mean time in restaurant``."""
-    return name.replace("_", " ")
-
-
-def describe_configuration(config: Mapping[str, Any]) -> str:
-    """``tables 8, waiters 2``: a configuration by its varying values."""
-    return ", ".join(f"{name} {value}" for name, value in config.items())
-
-
-def _value_words(value: Any) -> str:
-    """A parameter's value as said: ``not set`` for an absent one (None)."""
-    return "not set" if value is None else str(value)
-
-
-def _count_word(name: str, value: Any) -> str:
-    """``8 tables``, ``1 doctor`` for a whole number of a plural one-word parameter; else
-    ``pool size 8``."""
-    if (isinstance(value, int) and not isinstance(value, bool)
-            and re.fullmatch(r"[a-z]+[^s]s", name)):
-        return f"{value} {name[:-1] if value == 1 else name}"
-    return f"{humanise(name)} {_value_words(value)}"
-
-
-def setting_words(config: Mapping[str, Any]) -> str:
-    """``8 tables, 2 waiters``, ``pool size 8, max retries 3``: a configuration in words."""
-    return ", ".join(_count_word(name, value) for name, value in config.items())
-
-
-def describe_change(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
-    """The parameters that differ from the baseline, e.g. ``waiters 2 → 3``."""
-    changed = [f"{humanise(name)} {_value_words(baseline.get(name))} → {_value_words(value)}"
-               for name, value in config.items() if baseline.get(name) != value]
-    changed += [f"without {humanise(name)}" for name in baseline if name not in config]
-    return ", ".join(changed)
-
-
-@dataclass(frozen=True)
-class Words:
-    """How an experiment's configurations, metrics and units are said."""
-
-    configurations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    baseline: str | None = None
-    units: Mapping[str, str] = field(default_factory=dict)
-    descriptions: Mapping[str, str] = field(default_factory=dict)
-
-    def name(self, metric: str) -> str:
-        """The metric's description, else its name in words."""
-        return self.descriptions.get(metric) or humanise(metric)
-
-    def unit(self, metric: str) -> str | None:
-        return self.units.get(metric)
-
-    def setting(self, key: str) -> str:
-        """``8 tables, 3 waiters`` (the key itself when its parameters are unknown)."""
-        config = self.configurations.get(key)
-        return setting_words(config) if config else key
-
-    def today(self) -> str:
-        """``today's setting (8 tables, 2 waiters)``."""
-        if self.baseline is None:
-            return TODAY
-        return f"{TODAY} ({self.setting(self.baseline)})"
-
-    def label(self, key: str) -> str:
-        """``waiters 2 → 3 (8 tables, 3 waiters)`` against today's setting; ``today's setting
-        (...)`` for the baseline; the setting alone without a baseline."""
-        if key == self.baseline:
-            return self.today()
-        base = self.configurations.get(self.baseline) if self.baseline else None
-        config = self.configurations.get(key)
-        if base and config:
-            change = describe_change(config, base)
-            if change:
-                return f"{change} ({self.setting(key)})"
-        return self.setting(key)
-
 
 # ---------------------------------------------------------------------------- frames
 
@@ -208,7 +142,7 @@ def _why_not_best(rec: Recommendation, words: Words, metric: str, zone: str | No
                "changes one setting less" if fewer == 1 else f"changes {fewer} settings less")
     else:
         why = "comes first among the equally good"
-    return _capital(f"{words.setting(rec.best)} has the {extreme} sample mean of "
+    return capital(f"{words.setting(rec.best)} has the {extreme} sample mean of "
                     f"{words.name(metric)}, but {words.setting(rec.choice)} {equal} and {why}.")
 
 
@@ -398,83 +332,6 @@ def comparison_text(comparisons: pl.DataFrame, metrics: Sequence[str], *, baseli
         if caveats:
             text += "\n" + " ".join(caveats)
     return text
-
-
-def missing_text(missing: Mapping[str, tuple[int, int]], words: Words) -> str | None:
-    """Which configurations lack results: ``{config_key: (missing, wanted)}``; a configuration
-    with none at all is left out of the answer, one with some is answered from those."""
-    gone = {k: v for k, v in missing.items() if v[0] > 0 and v[0] >= v[1]}
-    partial = {k: v for k, v in missing.items() if 0 < v[0] < v[1]}
-    if not gone and not partial:
-        return None
-    sentences = []
-    if gone:
-        names = "; ".join(f"{words.label(k)}, all {w} replications" for k, (_, w) in gone.items())
-        sentences.append(f"No results for {names} (failed or not run): this answer is about the "
-                         "other configurations.")
-    if partial:
-        names = "; ".join(f"{words.label(k)}, {m} of {w}" for k, (m, w) in partial.items())
-        sentences.append(f"Replications missing (failed or not run) for {names}: their numbers "
-                         "are from the others.")
-    return " ".join(sentences)
-
-
-def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None) -> str | None:
-    """``1 doctor: demand exceeds capacity: the number in system keeps growing ...`` for
-    configurations whose state keeps growing over the run (``unstable``: config_key -> what
-    grows, in words); configurations where the same grows share one sentence."""
-    if not unstable:
-        return None
-    groups: dict[str, list[str]] = {}
-    for key, grows in unstable.items():
-        groups.setdefault(grows, []).append(words.setting(key))
-    sentences = []
-    for grows, names in groups.items():
-        whose = "its" if len(names) == 1 else "their"
-        what = f"{whose} {words.name(metric)}" if metric else f"{whose} results"
-        verb = "depends" if metric else "depend"
-        sentences.append(_capital(f"{'; '.join(names)}: demand exceeds capacity: the {grows} "
-                                  f"keeps growing over the run, without bound, so {what} {verb} "
-                                  "only on how long you simulate."))
-    return " ".join(sentences)
-
-
-def _capital(sentence: str) -> str:
-    """``pool size 4 has ...`` -> ``Pool size 4 has ...`` (a sentence may start with a setting)."""
-    return sentence[:1].upper() + sentence[1:]
-
-
-def _joined(items: Sequence[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def undefined_text(summary: pl.DataFrame, metrics: Sequence[str], words: Words) -> str | None:
-    """Where the answer's metrics were undefined (NaN) in some replications (``summary``: the
-    summary table with its ``undefined`` and ``n`` columns): from which replications its numbers
-    are, and which configurations are not compared on it at all."""
-    if "undefined" not in summary.columns:
-        return None
-    sentences = []
-    for metric in dict.fromkeys(metrics):
-        rows = summary.filter((pl.col("metric") == metric) & (pl.col("undefined") > 0))
-        if rows.height == 0:
-            continue
-        partial = [(k, u, n) for k, n, u in rows.select("config_key", "n", "undefined")
-                   .iter_rows() if n > 0]
-        never = [k for k, n in rows.select("config_key", "n").iter_rows() if n == 0]
-        where = ([f"{u} of {u + n} replications of {words.setting(k)}" for k, u, n in partial]
-                 + [f"every replication of {words.setting(k)}" for k in never])
-        name = words.name(metric)
-        said = []
-        if partial:
-            said.append("its numbers are from the replications with a value")
-        if never:
-            names = _joined([words.setting(k) for k in never])
-            said.append(f"{names} {'is' if len(never) == 1 else 'are'} not compared on it")
-        sentences.append(_capital(f"{name} is undefined (no value) in {_joined(where)}: "
-                                  f"{'; '.join(said)}."))
-    return " ".join(sentences) or None
 
 
 # ---------------------------------------------------------------------------- paragraph 2
