@@ -110,6 +110,9 @@ class Outcome:
     rows: tuple[dict[str, Any], ...] = ()
     failed: tuple[tuple[int, str], ...] = ()
     simulated: int = 1  # simulations run for it (a re-run block runs only what it lacks)
+    # ``data_version`` of its rows, computed in the worker: the run process has one thread for
+    # every partition's bookkeeping, the workers are many.
+    content_hash: str | None = None
 
     @property
     def all_rows(self) -> tuple[dict[str, Any], ...]:
@@ -164,7 +167,7 @@ def run_task(task: Task) -> Outcome:
         return Outcome(task, None, None, error, trace, trace_id)
     # A storage error is not the simulation's fault: it propagates, and the step is retried.
     path, identity = _store(task.results_uri).write_identified(row)
-    return Outcome(task, row, path, identity=identity)
+    return Outcome(task, row, path, identity=identity, content_hash=data_version(row))
 
 
 def _kept_rows(store: ResultStore, task: Task, name: str) -> dict[int, dict[str, Any]]:
@@ -216,7 +219,7 @@ def run_block(task: Task) -> Outcome:
         error = f"{len(failed)} of {task.last - task.replication + 1} replications failed: " + error
     return Outcome(task, ordered[0] if ordered else None, path, error, first_failure[0],
                    first_failure[1], identity, rows=ordered, failed=tuple(failed),
-                   simulated=simulated)
+                   simulated=simulated, content_hash=data_version(ordered) if ordered else None)
 
 
 def run_tasks(tasks: Sequence[Task], board: str | None = None,
