@@ -98,6 +98,16 @@ def test_missing_values_are_made_up_and_the_plan_is_deterministic():
     assert pilot["a"].target == 6 + (10 - 4)  # the pilot asks for 10 observations
 
 
+def test_a_metric_undefined_in_every_replication_of_the_pilot_gets_no_more():
+    undefined = np.full(10, math.nan)  # e.g. a mean wait with nobody served, every time
+    plans = next_round({"never": undefined, "once": np.r_[undefined[:9], 4.0]}, target=TARGET,
+                       max_replications=1000)
+    assert plans["never"].target == 10 and plans["never"].status == UNDEFINED
+    assert plans["once"].target > 10  # a value now and then: the missing ones are made up for
+    short = next_round({"a": undefined[:4]}, target=TARGET, max_replications=1000)
+    assert short["a"].target == 4 + 10  # not a whole pilot yet: it asks for 10 values
+
+
 def test_look_ahead_rule_and_arguments():
     assert look_ahead_length(50, 5) == 5 and look_ahead_length(400, 5) == 20
     with pytest.raises(ValueError, match="target"):

@@ -104,3 +104,16 @@ def test_an_experiment_whose_values_are_all_undefined_still_gets_a_summary(lab):
     # The next sweep finds it summarised, by itself.
     assert "nothing to do, all 12 partitions are materialised and summarised" in \
         sweep(path, "--workers", "1")
+
+
+def test_a_configuration_never_defined_gets_no_more_replications_than_its_pilot(lab):
+    # It got replications 4 at a time up to max_replications (here 40: 9 rounds for nothing).
+    path = _experiment(lab, "precise", precision={
+        "metric": "mean_wait", "relative_half_width": 0.5, "max_replications": 40})
+    sweep(path, "--workers", "1")
+    precision = dict((key, (replications, status)) for key, replications, status in _rows(
+        lab, "SELECT config_key, replications, status FROM precision WHERE experiment = ?",
+        "precise"))
+    assert precision["x-3"] == (4, "undefined")
+    assert all(precision[key][0] > 4 for key in ("x-1", "x-2"))  # the others grow as needed
+    assert _rows(lab, "SELECT count(*) FROM replications WHERE config_key = 'x-3'") == [(4,)]

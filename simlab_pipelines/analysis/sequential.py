@@ -30,6 +30,10 @@ Analysis*, 5th ed., §9.4.1:
    ``max_growth`` per round up to ``max_replications`` with status **undefined** (kept once the
    maximum is reached), so the caller can warn that a relative precision is meaningless for this
    metric and an absolute one is needed. A constant output (half-width 0) is *met*.
+5. A metric that is NaN (undefined) in a replication gives no observation: that replication is
+   made up for. But a configuration whose metric is undefined in *every* replication of its pilot
+   (a mean over nothing, each time) gets no more (status **undefined**): more replications would
+   not define it.
 
 Replications are added at the end: a configuration with ``current`` replications gets replication
 numbers ``current .. target-1``, and replication r always has the same random streams, so adding
@@ -155,6 +159,8 @@ def _plan(key: str, x: np.ndarray, scheduled: int, target: float, max_replicatio
     mean, half = interval.mean, interval.half_width
 
     undefined = n >= 2 and not d_n < 1.0  # the interval contains zero (or d_n is NaN)
+    if n == 0 and scheduled >= min_replications:  # undefined in every replication so far
+        return ReplicationPlan(key, scheduled, 0, scheduled, mean, half, d_n, UNDEFINED)
 
     def plan(wanted_observations: int | None, status: str) -> ReplicationPlan:
         if wanted_observations is None:
