@@ -175,7 +175,7 @@ def test_the_recommendation_is_the_best_among_the_feasible():
     assert "(limit: at most 0.2 s, met)" in first
     assert "Only the 2 of 3 configurations shown to meet every constraint were considered" in first
     assert "simultaneously for the 3 configurations" in first
-    assert "pool 4 (pool-4) misses latency p99" in first
+    assert "pool 4 misses latency p99" in first
 
 
 def test_nothing_feasible_names_the_closest_and_by_how_much():

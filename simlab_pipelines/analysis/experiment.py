@@ -186,7 +186,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                 text = " ".join(caveats) + "\n\n" + text
             if feasibility is not None:
                 text = _with_constraints(text, feasibility, recommendation, summary, units,
-                                         configurations, objective_metric, minimize)
+                                         configurations, objective_metric, minimize,
+                                         descriptions)
     elif objective_metric is None and baseline is not None and comparisons.height:
         metrics = list(tradeoffs) or sorted(set(comparisons["metric"].to_list()))[:4]
         first = comparison_text(comparisons, metrics, baseline=baseline,
@@ -255,7 +256,8 @@ def _why_chosen(recommendation: Recommendation | None, best: str,
 def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recommendation | None,
                       summary: pl.DataFrame, units: Mapping[str, str],
                       configurations: Mapping[str, Mapping[str, Any]] | None,
-                      metric: str, minimize: bool) -> str:
+                      metric: str, minimize: bool,
+                      descriptions: Mapping[str, str] | None = None) -> str:
     """The answer with what the constraints say: after the recommendation's paragraph, or first
     when nothing is feasible (so nothing is recommended)."""
     from simlab_pipelines.analysis.search_answer import constraints_text
@@ -265,7 +267,7 @@ def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recom
     said = constraints_text(feasibility, recommended=recommendation.choice if recommendation
                             else None, summary=summary, units=units,
                             configurations=configurations, objective=means, minimize=minimize,
-                            objective_metric=metric)
+                            objective_metric=metric, descriptions=descriptions)
     if recommendation is None:
         return said + "\n\n" + text
     first, _, rest = text.partition("\n\n")

@@ -3,9 +3,11 @@ the user's terms: plain words first (what to choose, what it costs, which limits
 units on every number), the statistics in a second paragraph (how it was found, the guarantee).
 
 The numbers come from the frames and results of ``analysis.constraints``, ``analysis.cleanup`` and
-``analysis.threshold``; formatting reuses ``analysis.answer`` (``format_quantity``: a value with
-its half-width rounded to the precision the half-width supports, a ``fraction`` as a percentage,
-a currency before the number).
+``analysis.threshold``; they are written as the rest of the answer writes them
+(``analysis.units``: a value with its half-width rounded to the precision the half-width supports,
+a ``fraction`` as a percentage, a currency before the number, ``$/day`` as "a day"), and
+configurations and metrics are named as it names them (``analysis.words.Words``: "24 tables,
+4 waiters", a metric by its description when the file gives one).
 """
 
 import math
@@ -14,7 +16,6 @@ from typing import Any
 
 import polars as pl
 
-from simlab_pipelines.analysis.answer import humanise, setting_words
 from simlab_pipelines.analysis.cleanup import CleanUp
 from simlab_pipelines.analysis.constraints import (
     FEASIBLE,
@@ -34,6 +35,7 @@ from simlab_pipelines.analysis.threshold import (
 from simlab_pipelines.analysis.units import format_estimate, parse_unit, unit_suffix
 from simlab_pipelines.analysis.units import format_quantity as _format_quantity
 from simlab_pipelines.analysis.units import format_value as _format_value
+from simlab_pipelines.analysis.words import Words
 
 
 def _settled(value: float, half_width: float) -> float:
@@ -86,27 +88,35 @@ def _estimate(summary: pl.DataFrame | None, key: str, metric: str,
 
 
 def constraint_clause(status: ConstraintStatus, unit: str | None,
-                      summary: pl.DataFrame | None = None) -> str:
-    """``p99 latency 0.18 ± 0.01 s (limit: at most 0.2 s, met)``."""
+                      summary: pl.DataFrame | None = None, name: str | None = None) -> str:
+    """``p99 latency 0.18 ± 0.01 s (limit: at most 0.2 s, met)`` (``name``: the metric's)."""
     mean, half = _estimate(summary, status.config_key, status.limit.metric, status)
     word = {FEASIBLE: "met", INFEASIBLE: "missed", UNDECIDED: "too close to tell"}[status.status]
-    return (f"{humanise(status.limit.metric)} {format_quantity(mean, half, unit)} "
+    name = name or Words().name(status.limit.metric)
+    return (f"{name} {format_quantity(mean, half, unit)} "
             f"(limit: {limit_text(status.limit, unit)}, {word})")
 
 
 def miss_clause(status: ConstraintStatus, unit: str | None,
-                summary: pl.DataFrame | None = None) -> str:
+                summary: pl.DataFrame | None = None, name: str | None = None) -> str:
     """``p99 latency by 0.03 s (0.23 ± 0.01 s against at most 0.2 s)``."""
     mean, half = _estimate(summary, status.config_key, status.limit.metric, status)
     if not half > 0:  # no interval: round to 3 significant digits of the mean
         half = abs(mean) * 1e-3 if mean else math.nan
-    return (f"{humanise(status.limit.metric)} by {format_value(status.miss, half, unit)} "
+    name = name or Words().name(status.limit.metric)
+    return (f"{name} by {format_value(status.miss, half, unit)} "
             f"({format_quantity(mean, half, unit)} against {limit_text(status.limit, unit)})")
 
 
-def _label(key: str, configurations: Mapping[str, Mapping[str, Any]] | None) -> str:
-    config = (configurations or {}).get(key)
-    return f"{setting_words(config)} ({key})" if config else key
+def _words(units: Mapping[str, str] | None, descriptions: Mapping[str, str] | None,
+           configurations: Mapping[str, Mapping[str, Any]] | None) -> Words:
+    return Words(dict(configurations or {}), None, dict(units or {}), dict(descriptions or {}))
+
+
+def _label(key: str, words: Words) -> str:
+    """``24 tables, 4 waiters (tables-24_waiters-4)``: the setting, and the key to look it up."""
+    setting = words.setting(key)
+    return f"{setting} ({key})" if setting != key else key
 
 
 def _confidence_words(result: Feasibility) -> str:
@@ -122,34 +132,36 @@ def constraints_text(result: Feasibility, *, recommended: str | None,
                      units: Mapping[str, str] | None = None,
                      configurations: Mapping[str, Mapping[str, Any]] | None = None,
                      objective: Mapping[str, float] | None = None, minimize: bool = True,
-                     objective_metric: str | None = None, max_items: int = 3) -> str:
+                     objective_metric: str | None = None, max_items: int = 3,
+                     descriptions: Mapping[str, str] | None = None) -> str:
     """What the constraints say about an experiment's configurations: how many meet them, the
     recommended one's values against each limit, the better-looking ones that miss a limit (and
     which), and when none meets them all, the one closest to meeting them and by how much each
-    limit is missed."""
-    units = dict(units or {})
+    limit is missed. ``descriptions``: metric -> how the answer names it."""
+    words = _words(units, descriptions, configurations)
     overall = result.overall
     total = len(overall)
     counts = {s: sum(1 for v in overall.values() if v == s) for s in (FEASIBLE, INFEASIBLE,
                                                                        UNDECIDED)}
     sentences = []
     if recommended is not None and recommended in result.statuses:
-        clauses = "; ".join(constraint_clause(s, units.get(s.limit.metric), summary)
+        clauses = "; ".join(constraint_clause(s, words.unit(s.limit.metric), summary,
+                                              words.name(s.limit.metric))
                             for s in result.statuses[recommended])
         sentences.append(f"It meets every constraint: {clauses}.")
     elif counts[FEASIBLE] == 0:
         closest = closest_to_feasible(result, objective, minimize)
-        limits_said = "; ".join(f"{humanise(lim.metric)} "
-                                f"{limit_text(lim, units.get(lim.metric))}"
+        limits_said = "; ".join(f"{words.name(lim.metric)} "
+                                f"{limit_text(lim, words.unit(lim.metric))}"
                                 for lim in result.limits)
         sentences.append(f"No configuration is shown to meet every constraint ({limits_said}), "
                          "so none is recommended.")
         if closest is not None:
             missed = result.missed(closest)
-            parts = [miss_clause(s, units.get(s.limit.metric), summary)
-                     for s in missed if s.miss > 0]
-            close = [humanise(s.limit.metric) for s in missed if not s.miss > 0]
-            text = f"Closest to meeting them: {_label(closest, configurations)}"
+            parts = [miss_clause(s, words.unit(s.limit.metric), summary,
+                                 words.name(s.limit.metric)) for s in missed if s.miss > 0]
+            close = [words.name(s.limit.metric) for s in missed if not s.miss > 0]
+            text = f"Closest to meeting them: {_label(closest, words)}"
             if parts:
                 text += ", which misses " + "; ".join(parts)
             if close:
@@ -169,13 +181,12 @@ def constraints_text(result: Feasibility, *, recommended: str | None,
                      + f"; {_confidence_words(result)}.")
     if objective and recommended is not None:
         sentences.append(_better_but_missing(result, recommended, objective, minimize,
-                                             objective_metric, units, configurations, max_items))
+                                             objective_metric, words, max_items))
     return " ".join(s for s in sentences if s)
 
 
 def _better_but_missing(result: Feasibility, recommended: str, objective: Mapping[str, float],
-                        minimize: bool, metric: str | None, units: Mapping[str, str],
-                        configurations: Mapping[str, Mapping[str, Any]] | None,
+                        minimize: bool, metric: str | None, words: Words,
                         max_items: int) -> str | None:
     """The configurations with a better objective mean than the recommendation that miss (or may
     miss) a constraint, and which."""
@@ -190,12 +201,12 @@ def _better_but_missing(result: Feasibility, recommended: str, objective: Mappin
     parts = []
     for key in better[:max_items]:
         missed = result.missed(key)
-        words = ", ".join(humanise(s.limit.metric) + ("" if s.status == INFEASIBLE
-                                                      else " (too close to tell)")
+        which = ", ".join(words.name(s.limit.metric) + ("" if s.status == INFEASIBLE
+                                                        else " (too close to tell)")
                           for s in missed)
-        parts.append(f"{_label(key, configurations)} misses {words}")
+        parts.append(f"{words.setting(key)} misses {which}")
     more = len(better) - len(parts)
-    name = humanise(metric) if metric else "the objective"
+    name = words.name(metric) if metric else "the objective"
     return (f"Better on {name} but not shown to meet every constraint: " + "; ".join(parts)
             + (f"; and {more} more" if more else "") + ".")
 
@@ -207,25 +218,26 @@ def _half_width(status: ConstraintStatus, confidence: float) -> float:
     return float(t_quantile(confidence, status.n - 1)) * status.stddev / math.sqrt(status.n)
 
 
-def _limit_clause(status: ConstraintStatus, unit: str | None, confidence: float) -> str:
+def _limit_clause(status: ConstraintStatus, words: Words, confidence: float) -> str:
     """``p99 latency 0.18 ± 0.01 s (limit 0.2 s, met with 95 % confidence)``."""
+    unit = words.unit(status.limit.metric)
     value = format_quantity(status.mean, _half_width(status, confidence), unit)
     bound = limit_text(status.limit, unit)
     word = {FEASIBLE: f"met with {percent(status.limit.confidence)} confidence",
             INFEASIBLE: "missed", UNDECIDED: "too close to tell"}[status.status]
-    return f"{humanise(status.limit.metric)} {value} (limit: {bound}, {word})"
+    return f"{words.name(status.limit.metric)} {value} (limit: {bound}, {word})"
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _best_words(metric: str, minimize: bool, unit: str | None, constraints: int) -> str:
+def _best_words(name: str, minimize: bool, unit: str | None, constraints: int) -> str:
     """``Cheapest configuration that meets both service levels`` and the like."""
     if parse_unit(unit).before and minimize:  # a currency: the least is the cheapest
         head = "Cheapest configuration"
     else:
-        head = f"{'Lowest' if minimize else 'Highest'} {humanise(metric)}"
+        head = f"{'Lowest' if minimize else 'Highest'} {name}"
     if constraints == 0:
         return head + " found"
     levels = {1: "the service level", 2: "both service levels"}.get(
@@ -237,7 +249,8 @@ def search_text(result: CleanUp, *, metric: str,
                 configurations: Mapping[str, Mapping[str, Any]],
                 units: Mapping[str, str] | None = None, evaluated: int,
                 space_size: int | None = None, simulations: int,
-                search_simulations: int | None = None, max_items: int = 3) -> str:
+                search_simulations: int | None = None, max_items: int = 3,
+                descriptions: Mapping[str, str] | None = None) -> str:
     """The answer of a search, once its clean-up is done (``analysis.cleanup.CleanUp``).
 
     First paragraph, in the user's terms: the recommended configuration, its objective and each
@@ -247,10 +260,11 @@ def search_text(result: CleanUp, *, metric: str,
     guarantee of the clean-up's selection. ``configurations``: config_key -> the factors'
     values; ``evaluated``: configurations the search evaluated; ``space_size``: how many it
     could have (None: a continuous factor); ``simulations``: all of them, clean-up included;
-    ``search_simulations``: the search rounds' share.
+    ``search_simulations``: the search rounds' share; ``descriptions``: metric -> its name in
+    the answer.
     """
-    units = dict(units or {})
-    unit = units.get(metric)
+    words = _words(units, descriptions, configurations)
+    unit = words.unit(metric)
     confidence = result.confidence
     limits = result.screening.limits
     final = result.final
@@ -260,30 +274,29 @@ def search_text(result: CleanUp, *, metric: str,
         interval = result.intervals.get(key)
         value = (format_quantity(interval.mean, interval.half_width, unit) if interval
                  else format_quantity(result.means.get(key, math.nan), math.nan, unit))
-        parts = [f"{_best_words(metric, result.minimize, unit, len(limits))}: "
-                 f"{_label(key, configurations)} — {value}"]
-        parts += [_limit_clause(st, units.get(st.limit.metric), confidence)
+        parts = [f"{_best_words(words.name(metric), result.minimize, unit, len(limits))}: "
+                 f"{_label(key, words)} — {value}"]
+        parts += [_limit_clause(st, words, confidence)
                   for st in (final.statuses[key] if final else ())]
         sentences.append("; ".join(parts) + ".")
-        runners = _runners_up(result, configurations, units, metric, max_items)
+        runners = _runners_up(result, words, metric, max_items)
         if runners:
             sentences.append(runners)
     else:
-        sentences.append(_nothing_feasible(result, configurations, units))
+        sentences.append(_nothing_feasible(result, words))
     plain = " ".join(sentences)
     return plain + "\n\n" + _search_statistics(result, metric, unit, evaluated, space_size,
                                                  simulations, search_simulations)
 
 
-def _runners_up(result: CleanUp, configurations: Mapping[str, Mapping[str, Any]],
-                units: Mapping[str, str], metric: str, max_items: int) -> str | None:
+def _runners_up(result: CleanUp, words: Words, metric: str, max_items: int) -> str | None:
     sign = 1.0 if result.minimize else -1.0
     others = sorted((k for k in result.candidates if k != result.recommended
                      and math.isfinite(result.means.get(k, math.nan))),
                     key=lambda k: (sign * result.means[k], k))
     if not others:
         return None
-    unit = units.get(metric)
+    unit = words.unit(metric)
     parts = []
     for key in others[:max_items]:
         interval = result.intervals.get(key)
@@ -294,21 +307,20 @@ def _runners_up(result: CleanUp, configurations: Mapping[str, Mapping[str, Any]]
             tail = "meets every limit" if result.screening.limits else ""
         else:
             tail = "but " + "; ".join(
-                (f"misses {humanise(st.limit.metric)} ("
-                 f"{format_quantity(st.mean, _half_width(st, result.confidence), units.get(st.limit.metric))}"
-                 f", limit: {limit_text(st.limit, units.get(st.limit.metric))})")
+                (f"misses {words.name(st.limit.metric)} ("
+                 f"{format_quantity(st.mean, _half_width(st, result.confidence), words.unit(st.limit.metric))}"
+                 f", limit: {limit_text(st.limit, words.unit(st.limit.metric))})")
                 if st.status == INFEASIBLE else
-                f"is too close to the {humanise(st.limit.metric)} limit to tell"
+                f"is too close to the {words.name(st.limit.metric)} limit to tell"
                 for st in missed)
-        parts.append(f"{_label(key, configurations)} — {value}" + (f", {tail}" if tail else ""))
+        parts.append(f"{words.setting(key)} — {value}" + (f", {tail}" if tail else ""))
     more = len(others) - len(parts)
     return ("Runners-up: " + "; ".join(parts) + (f"; and {more} more" if more else "") + ".")
 
 
-def _nothing_feasible(result: CleanUp, configurations: Mapping[str, Mapping[str, Any]],
-                      units: Mapping[str, str]) -> str:
+def _nothing_feasible(result: CleanUp, words: Words) -> str:
     limits = result.screening.limits
-    said = "; ".join(f"{humanise(lim.metric)} {limit_text(lim, units.get(lim.metric))}"
+    said = "; ".join(f"{words.name(lim.metric)} {limit_text(lim, words.unit(lim.metric))}"
                      for lim in limits)
     text = (f"No configuration the search evaluated is shown to meet every service level "
             f"({said}), so none is recommended.")
@@ -318,13 +330,13 @@ def _nothing_feasible(result: CleanUp, configurations: Mapping[str, Mapping[str,
     source = result.final if result.final is not None and key in result.final.statuses \
         else result.screening
     missed = source.missed(key)
-    parts = [f"{humanise(st.limit.metric)} by "
-             f"{format_value(st.miss, _half_width(st, result.confidence), units.get(st.limit.metric))}"
-             f" ({format_quantity(st.mean, _half_width(st, result.confidence), units.get(st.limit.metric))}"
-             f" against {limit_text(st.limit, units.get(st.limit.metric))})"
+    parts = [f"{words.name(st.limit.metric)} by "
+             f"{format_value(st.miss, _half_width(st, result.confidence), words.unit(st.limit.metric))}"
+             f" ({format_quantity(st.mean, _half_width(st, result.confidence), words.unit(st.limit.metric))}"
+             f" against {limit_text(st.limit, words.unit(st.limit.metric))})"
              for st in missed if st.miss > 0]
-    close = [humanise(st.limit.metric) for st in missed if not st.miss > 0]
-    text += f" Closest to meeting them: {_label(key, configurations)}"
+    close = [words.name(st.limit.metric) for st in missed if not st.miss > 0]
+    text += f" Closest to meeting them: {_label(key, words)}"
     if parts:
         text += ", which misses " + "; ".join(parts)
     if close:
@@ -380,13 +392,15 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
 
 
 def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = None,
-                   factor_unit: str | None = None, points: int | None = None) -> str:
+                   factor_unit: str | None = None, points: int | None = None,
+                   descriptions: Mapping[str, str] | None = None) -> str:
     """The breaking point in plain words, then how it was found:
-    ``p95 wait stays within 2 s up to arrival rate 1.62 (1.60–1.64, 95 %).``"""
-    units = dict(units or {})
-    unit = units.get(result.metric)
-    metric = humanise(result.metric) or "the metric"
-    factor = humanise(result.factor) or "the factor"
+    ``p95 wait stays within 2 s up to arrival rate 1.62 (1.60–1.64, 95 %).``
+    (``descriptions``: metric -> its name in the answer.)"""
+    words = _words(units, descriptions, None)
+    unit = words.unit(result.metric)
+    metric = (words.name(result.metric) if result.metric else "") or "the metric"
+    factor = Words().name(result.factor) or "the factor"
     limit = format_quantity(result.limit, 0.0, unit)
     level = percent(result.confidence)
     suffix = unit_suffix(factor_unit)
@@ -436,7 +450,8 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
 
 def constraints_section(result: Feasibility, *, units: Mapping[str, str] | None = None,
                         configurations: Mapping[str, Mapping[str, Any]] | None = None,
-                        recommended: str | None = None) -> tuple[str, str]:
+                        recommended: str | None = None,
+                        descriptions: Mapping[str, str] | None = None) -> tuple[str, str]:
     """The report's section on the constraints: (heading, HTML) with one row per configuration
     (recommended first, then feasible, undecided, infeasible) and one column per constraint
     (the mean with the one-sided bound it was judged by, and the status)."""
@@ -444,15 +459,15 @@ def constraints_section(result: Feasibility, *, units: Mapping[str, str] | None 
 
     from simlab_pipelines.analysis.report import html_table
 
-    units = dict(units or {})
+    words = _words(units, descriptions, configurations)
     order = {FEASIBLE: 1, UNDECIDED: 2, INFEASIBLE: 3}
     overall = result.overall
     keys = sorted(result.statuses, key=lambda k: (k != recommended, order[overall[k]], k))
-    columns: dict[str, list[str]] = {"configuration": [_label(k, configurations) for k in keys],
+    columns: dict[str, list[str]] = {"configuration": [_label(k, words) for k in keys],
                                      "status": [overall[k] for k in keys]}
     for i, limit in enumerate(result.limits):
-        unit = units.get(limit.metric)
-        name = f"{humanise(limit.metric)} ({limit_text(limit, unit)})"
+        unit = words.unit(limit.metric)
+        name = f"{words.name(limit.metric)} ({limit_text(limit, unit)})"
         cells = []
         for key in keys:
             st = result.statuses[key][i]
