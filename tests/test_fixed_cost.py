@@ -1,5 +1,5 @@
 """A sweep's fixed cost (issue 24): the pool's fork server starts before the command's heavy
-imports; the summary step writes its HTML report from the analysis it has just made; a report
+imports and preloads what a worker's first result file needs; the summary step writes its HTML report from the analysis it has just made; a report
 without a design or a search loads neither scipy.stats nor the search."""
 
 import json
@@ -15,6 +15,27 @@ cli._start_pool_server(int(sys.argv[1]))
 pid = forkserver._forkserver._forkserver_pid
 heavy = sorted(m for m in ("dagster", "polars", "duckdb", "engine") if m in sys.modules)
 print(json.dumps({"server": pid, "heavy": heavy}))
+"""
+
+# A pool worker is forked from the fork server, which imported pool_server.PRELOAD: its first
+# result file (a real simulation, written as a worker writes it) must import nothing heavy.
+WORKER = """
+import importlib, json, sys
+from simlab_pipelines import pool_server
+for name in pool_server.PRELOAD:
+    importlib.import_module(name)
+before = set(sys.modules)
+from simlab_pipelines import batch
+task = batch.Task(experiment="w", config_key="servers-1", replication=0,
+                  partition_key="servers-1|0", model="mmck",
+                  params={"servers": 1, "arrival_rate": 0.5, "service_rate": 1.0},
+                  seed=7, horizon=50.0, warmup=5.0, common_random_numbers=True,
+                  series_interval=None, inputs_hash="h", code_version="c", run_id="r",
+                  results_uri=sys.argv[1], traceparent=None)
+outcome = batch.run_task(task)
+assert outcome.error is None, outcome.error
+packages = {m.split(".")[0] for m in before}
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} - packages)))
 """
 
 REPORT = """
@@ -39,6 +60,12 @@ def test_the_fork_server_starts_before_the_heavy_imports():
 
 def test_no_fork_server_for_a_sweep_without_a_pool():
     assert _python(START, "1")["server"] is None
+
+
+def test_a_pool_worker_first_result_file_needs_nothing_beyond_the_preload(tmp_path):
+    """pyarrow imports pandas at its first conversion of Python values (~0.4 CPU-s): the fork
+    server preloads it, once for all the workers."""
+    assert _python(WORKER, str(tmp_path)) == []  # no package it had not loaded yet
 
 
 def test_the_report_module_loads_no_statistics_it_may_not_need():
