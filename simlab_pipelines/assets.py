@@ -167,8 +167,8 @@ def add_partition_metadata(context: dg.AssetExecutionContext,
 def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: SimlabStorage,
            traceparent: str | None, keys: Sequence[str] | None = None) -> list[batch.Task]:
     configs = {c.key: c for c in spec.configurations_list()}
-    if plan.is_search(spec):  # a search's proposals, replayed from the results
-        configs = {c.key: c for c in current_configurations(spec, storage.store())}
+    if plan.is_search(spec):  # a search's proposals: read from their keys, else replayed
+        configs = _search_configurations(spec, storage, context.partition_keys)
     hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
     tasks = []
     for key in context.partition_keys if keys is None else keys:
@@ -193,6 +193,23 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             last_replication=last if last != replication else None,
         ))
     return tasks
+
+
+def _search_configurations(spec: ExperimentSpec, storage: SimlabStorage, keys
+                           ) -> dict[str, Any]:
+    """The run's configurations of a search: from their readable keys when every key names
+    one (no replay: a run process need not rebuild the optimiser), else the search replayed
+    from the results."""
+    from simlab_pipelines.search import configuration_of_key
+
+    found = {}
+    for key in keys:
+        config_key = str(key).rpartition("|")[0]
+        if config_key not in found:
+            found[config_key] = configuration_of_key(spec, config_key)
+    if all(c is not None for c in found.values()):
+        return found
+    return {c.key: c for c in current_configurations(spec, storage.store())}
 
 
 def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,

@@ -36,6 +36,7 @@ and the first-stage values it used.
 
 import itertools
 import math
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -55,9 +56,13 @@ BUDGET_CONFIGURATIONS = "budget.configurations"
 BUDGET_SIMULATIONS = "budget.simulations"
 SPACE_EXHAUSTED = "space exhausted"
 NOTHING_NEW = "no new proposals"
-# Asks without a new configuration before the search gives up (the optimiser has converged, or
+# A round asks again for proposals that repeat an earlier configuration (told its values at once)
+# or that the model rejects, up to this many times its size: each round gets its new
+# configurations, rather than many rounds a few each.
+ASKS_PER_PROPOSAL = 4
+# Rounds without a new configuration before the search gives up (the optimiser has converged, or
 # keeps proposing configurations the model rejects).
-MAX_FRUITLESS_ROUNDS = 10
+MAX_FRUITLESS_ROUNDS = 3
 # A constraint whose first-stage mean is undefined is told as violated by this much.
 UNDEFINED_VIOLATION = 1.0
 
@@ -139,6 +144,48 @@ def first_stage(spec: ExperimentSpec, observations: pl.DataFrame | None
     return out
 
 
+def configuration_of_key(spec: ExperimentSpec, key: str) -> Configuration | None:
+    """The configuration a readable key names (``pool_size-4_timeout-1.5``), without replaying
+    the search: what a run needs of its keys, cheaply. None when the key is shortened (a hash),
+    does not name exactly the search's factors, or names values outside its space; the caller
+    then asks the replay."""
+    names = sorted(spec.search_space.names)
+    found = re.fullmatch("_".join(f"{re.escape(n)}-([^_]+)" for n in names), key)
+    if found is None:
+        return None
+    varying = {name: _parse_value(text) for name, text in zip(names, found.groups(), strict=True)}
+    if config_key(varying) != key or not all(
+            _in_space(spec.search_space, name, value) for name, value in varying.items()):
+        return None
+    try:
+        return configuration(spec, varying)
+    except ParameterError:
+        return None
+
+
+def _parse_value(text: str) -> Any:
+    if text == "none":
+        return None
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _in_space(space: SearchSpace, name: str, value: Any) -> bool:
+    if space.threshold is not None:
+        t = space.threshold
+        return isinstance(value, int | float) and t.min <= value <= t.max
+    factor = next(f for f in space.factors if f.name == name)
+    if factor.kind == "values":
+        return any(value == v and type(value) is type(v) for v in factor.values)
+    if factor.kind == "int" and not isinstance(value, int):
+        return False
+    return isinstance(value, int | float) and factor.min <= value <= factor.max
+
+
 def configuration(spec: ExperimentSpec, varying: Mapping[str, Any]) -> Configuration:
     """The configuration of proposed values (ParameterError when the model rejects them)."""
     params = spec.resolved_model.validate({**spec.parameters, **varying})
@@ -153,14 +200,19 @@ class _Grid:
     """Every combination of the finite factors, first factor slowest (a factorial's order)."""
 
     def __init__(self, space: SearchSpace) -> None:
-        self._combos = itertools.product(*(f.grid() for f in space.factors))
+        self._levels = [f.grid() for f in space.factors]
         self._names = space.names
+        self._size = math.prod(len(levels) for levels in self._levels)
         self._count = 0
 
     def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
         out = []
-        for combo in itertools.islice(self._combos, n):
-            out.append((self._count, dict(zip(self._names, combo, strict=True))))
+        while len(out) < n and self._count < self._size:
+            index, combo = self._count, []
+            for levels in reversed(self._levels):  # the last factor fastest
+                index, digit = divmod(index, len(levels))
+                combo.append(levels[digit])
+            out.append((self._count, dict(zip(self._names, reversed(combo), strict=True))))
             self._count += 1
         return out
 
@@ -175,7 +227,6 @@ class _Optuna:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._optuna = optuna
         self.space = space
         self.minimize = spec.objective.direction == "minimize"
         self.limits = [_limit(c) for c in file_constraints(spec)]
@@ -203,7 +254,9 @@ class _Optuna:
 
     def tell(self, number: int, stage: FirstStage | None) -> None:
         trial = self._trials.pop(number)
-        failed = self._optuna.trial.TrialState.FAIL
+        from optuna.trial import TrialState
+
+        failed = TrialState.FAIL
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if stage is None or not math.isfinite(stage.objective):
@@ -312,46 +365,125 @@ def replay(spec: ExperimentSpec, observations: pl.DataFrame | None = None) -> Re
     return found
 
 
+@dataclass
+class _State:
+    """The replay after its completed rounds: where the next replay may continue from."""
+
+    number: int                          # the next round
+    proposer: Any
+    evaluated: dict[str, Configuration]
+    round_of: dict[str, int]
+    proposals: list[Proposal]
+    fruitless: int
+    used: dict[str, FirstStage]          # the values told so far
+
+    def copy(self) -> "_State":
+        import copy
+
+        return _State(self.number, copy.deepcopy(self.proposer), dict(self.evaluated),
+                      dict(self.round_of), list(self.proposals), self.fruitless,
+                      dict(self.used))
+
+
+# The latest completed state of each search (by spec hash): a sweep's next round, or a sensor's,
+# asks only the new round's proposals instead of replaying every round again.
+_STATES: "OrderedDict[str, _State]" = OrderedDict()
+
+
+def _resume(spec_hash: str, stages: Mapping[str, FirstStage]) -> "_State | None":
+    """The remembered state, if the values it was told are among ``stages`` unchanged."""
+    with _LOCK:
+        state = _STATES.get(spec_hash)
+    if state is None or any(stages.get(k) != v for k, v in state.used.items()):
+        return None
+    return state.copy()
+
+
+def _remember(spec_hash: str, state: _State) -> None:
+    with _LOCK:
+        _STATES[spec_hash] = state
+        _STATES.move_to_end(spec_hash)
+        while len(_STATES) > _CACHE_SIZE:
+            _STATES.popitem(last=False)
+
+
 def _replay(spec: ExperimentSpec, space: SearchSpace, stages: Mapping[str, FirstStage]
             ) -> Replay:
-    proposer = _Grid(space) if space.method == "grid" else _Optuna(spec, space)
-    evaluated: dict[str, Configuration] = {}
-    round_of: dict[str, int] = {}
-    proposals: list[Proposal] = []
-    pending, stopped, fruitless = None, None, 0
+    digest = spec.spec_hash()
+    state = _resume(digest, stages) or _State(
+        0, _Grid(space) if space.method == "grid" else _Optuna(spec, space), {}, {}, [], 0, {})
+    proposer, evaluated, round_of, proposals = (state.proposer, state.evaluated, state.round_of,
+                                                state.proposals)
+    pending, stopped, fruitless = None, None, state.fruitless
     size = space.size
-    for number in itertools.count():
+    for number in itertools.count(state.number):
         asks, why = _round_size(space, len(evaluated))
         if size is not None and len(evaluated) >= size:
             asks, why = 0, SPACE_EXHAUSTED
         if asks <= 0:
             stopped = why
             break
-        asked = proposer.ask(asks)
-        if not asked:
+        if not stages.keys() - evaluated.keys():
+            # Nothing told yet that this round could use: it will wait for its results, and the
+            # next replay (once they are in) continues from here instead of from round 0.
+            _remember(digest, _State(number, proposer, evaluated, round_of, proposals,
+                                     fruitless, {k: stages[k] for k in evaluated}).copy())
+        new, held, exhausted = _ask_round(spec, proposer, number, asks, evaluated, round_of,
+                                          proposals, stages)
+        if not new and exhausted:
             stopped = SPACE_EXHAUSTED
             break
-        this_round: list[tuple[int, str | None]] = []
-        for trial, varying in asked:
-            proposal = _propose(spec, number, trial, varying, evaluated)
-            proposals.append(proposal)
-            if proposal.status == "new":
-                evaluated[proposal.config_key] = configuration(spec, varying)
-                round_of[proposal.config_key] = number
-            this_round.append((trial, proposal.config_key))
-        new = [p.config_key for p in proposals if p.round == number and p.status == "new"]
         if any(k not in stages for k in new):
             pending = number
             break
-        for trial, key in this_round:
+        for trial, key in held:
             proposer.tell(trial, stages.get(key) if key is not None else None)
         fruitless = 0 if new else fruitless + 1
         if fruitless >= MAX_FRUITLESS_ROUNDS:
             stopped = NOTHING_NEW
             break
+        if exhausted:
+            stopped = SPACE_EXHAUSTED
+            break
     rounds = (pending + 1) if pending is not None else number
     return Replay(tuple(evaluated.values()), round_of, tuple(proposals), rounds, pending, stopped,
                   {k: stages[k] for k in evaluated if k in stages}, space.method)
+
+
+def _ask_round(spec: ExperimentSpec, proposer: Any, number: int, wanted: int,
+               evaluated: dict[str, Configuration], round_of: dict[str, int],
+               proposals: list[Proposal], stages: Mapping[str, FirstStage]
+               ) -> tuple[list[str], list[tuple[int, str | None]], bool]:
+    """Ask for round ``number``'s ``wanted`` new configurations: a proposal that repeats an
+    earlier round's configuration is told its values at once, one the model rejects is told
+    failed, and both are asked again (at most ASKS_PER_PROPOSAL times ``wanted`` asks in all).
+    Returns the new configurations' keys, the trials told at the round's end (the new ones, and
+    repeats of them), and whether the optimiser ran out of proposals."""
+    new: list[str] = []
+    held: list[tuple[int, str | None]] = []
+    asked_in_all, exhausted = 0, False
+    while len(new) < wanted and asked_in_all < ASKS_PER_PROPOSAL * wanted:
+        asked = proposer.ask(wanted - len(new))
+        if not asked:
+            exhausted = True
+            break
+        asked_in_all += len(asked)
+        for trial, varying in asked:
+            proposal = _propose(spec, number, trial, varying, evaluated)
+            proposals.append(proposal)
+            key = proposal.config_key
+            if proposal.status == "new":
+                evaluated[key] = configuration(spec, varying)
+                round_of[key] = number
+                new.append(key)
+                held.append((trial, key))
+            elif proposal.status == "invalid":
+                proposer.tell(trial, None)
+            elif round_of[key] < number:  # an earlier round's: its values are known
+                proposer.tell(trial, stages.get(key))
+            else:  # this round's: told with it
+                held.append((trial, key))
+    return new, held, exhausted
 
 
 def _round_size(space: SearchSpace, evaluated: int) -> tuple[int, str | None]:

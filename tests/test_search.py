@@ -116,7 +116,11 @@ def _observations(spec, done: search_local.LocalSearch, keys=None, shuffle_seed=
         obs = obs.filter(pl.col("config_key").is_in(list(keys)))
     if shuffle_seed is not None:
         obs = obs.sample(fraction=1.0, shuffle=True, seed=shuffle_seed)
-    search._CACHE.clear()  # a replay from scratch, as another process would do it
+    # a replay from scratch, as another process would do it (the run's own continued from
+    # the state its previous round left: the same proposals either way)
+    search._CACHE.clear()
+    search._PROGRESS.clear()
+    search._STATES.clear()
     return obs
 
 
@@ -165,6 +169,15 @@ def _first_stage(done: search_local.LocalSearch) -> int:
     """Simulations of the search rounds (the clean-up's come after)."""
     return done.simulations - done.progress.cleanup.simulations(
         {k: t.replications for k, t in done.targets.items()})
+
+
+def test_a_run_reads_its_configurations_from_their_keys(finished):
+    spec, done = finished
+    for config in done.replay.configurations:
+        assert search.configuration_of_key(spec, config.key) == config
+    for key in ("capacity-4_servers-99", "capacity-5_servers-3", "servers-3", "abc_0123456789",
+                "capacity-4_servers-3.0", "capacity-4_servers-3_x-1"):
+        assert search.configuration_of_key(spec, key) is None, key
 
 
 def test_duplicates_are_told_not_run_and_the_budgets_hold():

@@ -41,7 +41,7 @@ Loc = tuple[str | int, ...]
 
 # Bump when the replay proposes other configurations for the same file and optimiser version
 # (part of the spec hash).
-SEARCH_VERSION = "1"
+SEARCH_VERSION = "2"  # 2: a round asks again for repeated proposals
 METHODS = ("tpe", "gp", "cmaes", "random", "grid", "threshold")
 OPTIMISERS = ("tpe", "gp", "cmaes", "random")  # proposals from an Optuna sampler
 MAX_SEARCH_CONFIGURATIONS = 10_000  # as a factorial's limit
