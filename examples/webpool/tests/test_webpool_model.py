@@ -89,3 +89,29 @@ def test_retries_without_cancellation_keep_the_storm_going(cancel):
         assert result.metrics["final_success_rate"] > 0.9
     else:
         assert result.metrics["final_success_rate"] < 0.1
+
+
+def test_every_metric_says_its_unit_and_which_way_is_better():
+    # the answer writes every number with its unit and knows which way each metric is better
+    assert set(MODEL.units) == set(MODEL.metrics) == set(MODEL.better)
+
+
+def test_the_backlog_grows_in_a_retry_storm_and_settles_after_a_recovery():
+    # Recorded only when asked (series_interval); the steady-state check reads it. A storm (3
+    # retries, nothing cancelled) keeps piling attempts up to the end; without retries and with
+    # cancellation the backlog is back to its old level after the slowdown.
+    base = {"arrival_rate": 20.0, "service_time": 0.1, "db_cores": 4, "pool_size": 8,
+            "timeout": 1.0, "backoff": 0.2, "slowdown_factor": 4.0, "slowdown_start": 60.0,
+            "slowdown_duration": 15.0}
+
+    def backlog(**changes):
+        record = engine.simulate(MODEL, base | changes, replication=0, seed=1, horizon=240,
+                                 warmup=30, series_interval=10)
+        return record.series["database_backlog"]
+
+    storm = backlog(max_retries=3, cancel_abandoned=0)
+    calm = backlog(max_retries=0, cancel_abandoned=1)
+    assert np.mean(storm[-6:]) > 1.2 * np.mean(storm[-12:-6]) > 100  # still growing at the end
+    assert np.mean(calm[-6:]) < 10  # back to a few attempts in flight
+    assert engine.simulate(MODEL, base, replication=0, seed=1, horizon=60,
+                           warmup=0).series is None  # not asked: not recorded
