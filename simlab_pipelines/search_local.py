@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from simlab_pipelines import partitions, plan
+from simlab_pipelines import plan
 from simlab_pipelines.experiments import Configuration, ExperimentSpec
 from simlab_pipelines.experiments.keys import canonical_json
 from simlab_pipelines.search import Progress, Replay, progress
@@ -53,7 +53,7 @@ def run_locally(spec: ExperimentSpec, simulate: Simulation | None = None) -> Loc
             schema_overrides={"replication": pl.Int64})
         obs = long_format(wide, spec)
         targets = plan.replication_targets(spec, obs)
-        todo = [partitions.split_key(k) for k in plan.wanted_partitions(spec, targets)]
+        todo = [pair for k in plan.wanted_partitions(spec, targets) for pair in _replications(k)]
         todo = [k for k in todo if k not in metrics]
         if not todo:
             return LocalSearch(progress(spec, obs), obs, targets, len(metrics))
@@ -73,3 +73,11 @@ def _engine_simulation(spec: ExperimentSpec) -> Simulation:
                                common_random_numbers=spec.common_random_numbers).metrics
 
     return run
+
+
+def _replications(key: str) -> list[tuple[str, int]]:
+    """(config_key, replication) of each replication a partition key covers: ``key|r``, or a
+    block ``key|first-last`` of several replications."""
+    config_key, _, replications = str(key).rpartition("|")
+    first, _, last = replications.partition("-")
+    return [(config_key, r) for r in range(int(first), int(last or first) + 1)]
