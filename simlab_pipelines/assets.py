@@ -299,6 +299,14 @@ def configurations_table(spec: ExperimentSpec) -> dg.TableMetadataValue:
     """The spec's configurations: key, whether it is the baseline, the varying parameters (a
     search's factors instead: its configurations are proposed as it runs)."""
     space = spec.search_space
+    if space is not None and space.threshold is not None:
+        t = space.threshold
+        return ui.records_table([{
+            "factor": t.factor, "kind": "int" if t.integer else "float",
+            "range": f"{t.min} .. {t.max}",
+            "breaking point": f"{t.metric} {'<=' if t.increasing else '>='} {t.limit:g} "
+                              f"to within {t.tolerance:g}"}],
+            {"factor": "the breaking point's factor (method threshold)"})
     if space is not None:
         return ui.records_table([{
             "factor": f.name, "kind": f.kind,
