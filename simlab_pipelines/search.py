@@ -10,6 +10,9 @@ proposed so far, and the proposals are *replayed* from the results every time th
              that take them) and ask the next batch -> Ck
     ...      until budget.configurations or budget.simulations is spent, the space is
              exhausted, or the optimiser only proposes configurations already evaluated
+    then:    the clean-up's replications of its candidates (``progress``: S2's
+             ``analysis.cleanup.clean_up``), or, for ``method: threshold``, the breaking-point
+             search's rounds (``analysis.threshold.threshold_round``) replayed the same way
 
 The optimiser is rebuilt from its seed on every replay (Optuna's ask-and-tell with in-memory
 storage), and it is told exactly the values of the result files, in round order, so the same file
@@ -19,7 +22,9 @@ resumes where it stopped and re-simulates nothing. The result files of a round c
 of the round: their values are all the replay needs.
 
 - A proposal equal to a configuration already proposed (same key) is not run again: its trial is
-  told that configuration's values.
+  told that configuration's values (at once for an earlier round's, with the round for its own),
+  and the round asks again, so that each round brings ``batch`` new configurations (at most
+  ASKS_PER_PROPOSAL asks per configuration wanted).
 - A proposal the model rejects (a cross-parameter rule, e.g. M/M/c/K's capacity >= servers) is
   told as a failed trial and not run; as is a configuration whose objective is undefined (NaN).
 - Floats are rounded to 6 significant digits before they become parameters, so keys stay short.
@@ -31,7 +36,10 @@ of the round: their values are all the replay needs.
 
 Replication r of every configuration has the same random streams (common random numbers), so the
 comparisons between proposals are paired. The replay is cached in the process by the spec's hash
-and the first-stage values it used.
+and the first-stage values it used, and remembers the optimiser's state (a deep copy of the study)
+before a round that waits for its results: the next replay in the process continues from there
+when the values it was told are unchanged, so a sweep's round costs the new round's asks, not
+all of them again. A run needs no replay for a readable key (``configuration_of_key``).
 """
 
 import itertools
