@@ -352,6 +352,7 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     ``beyond``: keys of results outside the plan (reported, not used); ``report``: the HTML
     report's path."""
     # Here, not at the top: the analysis loads scipy, which a run of simulations never needs.
+    from simlab_pipelines.analysis.answer import one_line_lists
     from simlab_pipelines.analysis.report import highlight_roles, tradeoff_records
 
     metric = headline_metric(spec)
@@ -363,8 +364,9 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
         footnote = (f"\n\n(Not used: {len(beyond)} replication(s) beyond the plan, see notes.)"
                     if beyond else "")
         # Text, not markdown: the UI shows text inline whatever its length, but puts markdown of
-        # 1,000 characters or more (most answers) behind a "[Show Markdown]" link.
-        metadata["answer"] = dg.MetadataValue.text(outcome.answer + footnote)
+        # 1,000 characters or more (most answers) behind a "[Show Markdown]" link. It shows no
+        # line breaks either, so the answer's lists are put on their lines as "•" items.
+        metadata["answer"] = dg.MetadataValue.text(one_line_lists(outcome.answer) + footnote)
     stats = outcome.statistics
     roles = highlight_roles(spec.baseline_key, stats.recommendation,
                             stats.subset.best if stats.subset else None)

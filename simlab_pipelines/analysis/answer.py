@@ -56,8 +56,8 @@ from simlab_pipelines.analysis.words import (
 __all__ = ["CURRENCIES", "NO_STEADY_STATE", "TODAY", "Words", "answer", "best_sentence",
            "comparison_text", "describe_change", "describe_configuration", "format_difference",
            "format_estimate", "format_quantity", "format_value", "humanise", "missing_text",
-           "parse_unit", "recommendation_text", "setting_words", "statistics_lead",
-           "undefined_text", "unit_suffix", "unstable_text"]
+           "one_line_lists", "parse_unit", "recommendation_text", "setting_words",
+           "statistics_lead", "undefined_text", "unit_suffix", "unstable_text"]
 
 # ---------------------------------------------------------------------------- frames
 
@@ -458,3 +458,16 @@ def best_sentence(selection: Subset | TwoStageSelection | None, metric: str,
                          "fewer changes")
         text += f"; the recommendation, {recommended}, {why}"
     return text + "."
+
+
+def one_line_lists(text: str) -> str:
+    """``text`` for a place that shows no line breaks (the Dagster UI's text metadata): each
+    paragraph's "- " lines become "• " items on its line; paragraphs stay apart."""
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        lines = paragraph.split("\n")
+        joined = lines[0]
+        for line in lines[1:]:
+            joined += f" • {line[2:]}" if line.startswith("- ") else f" {line}"
+        paragraphs.append(joined)
+    return "\n\n".join(paragraphs)
