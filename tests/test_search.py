@@ -323,7 +323,43 @@ def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     with duckdb.connect(str(lab / "data" / "simlab.duckdb"), read_only=True) as con:
         keys = [r[0] for r in con.execute("SELECT config_key FROM configurations WHERE "
                                           "experiment = ?", [spec.name]).fetchall()]
+        stages = dict(con.execute("SELECT stage, count(*) FROM search WHERE experiment = ? "
+                                  "GROUP BY stage", [spec.name]).fetchall())
+        (recommended, procedure), = con.execute(
+            "SELECT recommended, selection_procedure FROM answers WHERE experiment = ?",
+            [spec.name]).fetchall()
     assert sorted(keys) == sorted(c.key for c in uninterrupted.configurations)
+    # the search table: every configuration's first stage, and the clean-up's candidates again
+    cleanup = done.progress.cleanup
+    assert stages == {"first": len(keys), "second": len(cleanup.candidates)}
+    assert procedure == "clean-up" and recommended == cleanup.recommended
+
+
+def test_a_breaking_point_search_runs_and_is_tabled():
+    """M/M/1 (service rate 1): mean wait lambda / (1 - lambda) passes 1 at lambda = 0.5."""
+    from simlab_pipelines.search_tables import summarise_search
+
+    spec = parse_experiment({
+        "name": "knee", "model": "mmck", "seed": 5, "horizon": 300, "warmup": 30,
+        "common_random_numbers": False, "parameters": {"servers": 1, "service_rate": 1.0},
+        "search": {"method": "threshold", "factor": "arrival_rate", "min": 0.1, "max": 0.9,
+                   "metric": "mean_wait", "limit": 1.0, "tolerance": 0.1, "replications": 5,
+                   "max_replications": 20}})
+    done = search_local.run_locally(spec)
+    plan_ = done.progress.threshold
+    assert done.progress.done and plan_.result is not None
+    xs = [c.varying["arrival_rate"] for c in done.replay.configurations]
+    assert {0.1, 0.5, 0.9} <= set(xs) and len(xs) == len(set(xs))
+    assert done.simulations == sum(t.replications for t in done.targets.values())
+    tables = summarise_search(spec, done.progress, done.observations)
+    point = tables.tables["breaking_point"].row(0, named=True)
+    assert point["factor"] == "arrival_rate" and point["metric"] == "mean_wait"
+    assert point["simulations"] == done.simulations
+    low = point["ci_low"] if point["ci_low"] is not None else 0.1
+    high = point["ci_high"] if point["ci_high"] is not None else 0.9
+    assert low <= point["estimate"] <= high
+    assert tables.tables["search"].height == len(xs) and "threshold_plot" in tables.charts
+    assert "arrival rate" in tables.answer
 
 
 def test_configurations_of_a_search_are_not_fixed_at_load():
