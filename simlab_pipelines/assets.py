@@ -353,7 +353,11 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     report's path."""
     # Here, not at the top: the analysis loads scipy, which a run of simulations never needs.
     from simlab_pipelines.analysis.answer import one_line_lists
-    from simlab_pipelines.analysis.report import highlight_roles, tradeoff_records
+    from simlab_pipelines.analysis.report import (
+        highlight_roles,
+        tradeoff_records,
+        tradeoff_schema,
+    )
 
     metric = headline_metric(spec)
     outcome = result.analysis
@@ -373,11 +377,12 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
     units = spec.units()
     headline = ([spec.objective.metric] if spec.objective else []) + headline_responses(spec)
     if headline and summary.height:  # the decision's trade-offs, one row per configuration
+        # Headed by names (the UI's tables do not wrap headers), described in the schema.
         metadata["tradeoffs"] = ui.records_table(tradeoff_records(
             summary, headline, configurations={c.key: c.varying
                                                for c in outcome.configurations},
-            units=units, roles=roles, descriptions=descriptions(spec),
-            missing=outcome.missing))
+            units=units, roles=roles, missing=outcome.missing),
+            tradeoff_schema(headline, units, descriptions(spec)))
     if "constraints" in result.tables:  # each configuration on each constraint
         metadata["constraints"] = ui.table(
             result.tables["constraints"], ["config_key", "metric", "mean", "ci_low", "ci_high",

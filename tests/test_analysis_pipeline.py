@@ -189,7 +189,10 @@ def test_summary_tables_answer_plots_and_report(lab):
     # the trade-offs: the recommended configuration first, numbers with their intervals
     tradeoffs = [r.data for r in metadata["tradeoffs"].records]
     assert tradeoffs[0]["configuration"] == "servers-2" and tradeoffs[0]["role"] == "recommended"
-    assert " ± " in tradeoffs[0]["mean wait before service (time units)"]  # its description
+    assert " ± " in tradeoffs[0]["mean wait (time units)"]
+    # headed by names (the UI does not wrap headers), each described in the table's schema
+    schema = {c.name: c.description for c in metadata["tradeoffs"].schema.columns}
+    assert schema["mean wait (time units)"] == "mean wait before service"
     assert metadata["unit"].value == "time units"
     for name in ("intervals_plot", "differences_plot"):
         text = metadata[name].value

@@ -160,6 +160,15 @@ def tradeoff_records(summary: pl.DataFrame, metrics: Sequence[str], *,
     return out
 
 
+def tradeoff_schema(metrics: Sequence[str], units: Mapping[str, str] | None = None,
+                    descriptions: Mapping[str, str] | None = None) -> dict[str, str]:
+    """For a trade-off table headed by names (``tradeoff_records`` without ``descriptions``,
+    as the UI shows it: its tables do not wrap their headers): each column's description."""
+    units, descriptions = units or {}, descriptions or {}
+    return {humanise(m) + _header_unit(units.get(m)): descriptions[m]
+            for m in metrics if descriptions.get(m)}
+
+
 TRADEOFF_FOOTNOTE = (
     "Each cell: a configuration's mean over its replications ± the half-width of its "
     "{confidence:g} % confidence interval. The answer's differences have a narrower ±: they are "
