@@ -28,7 +28,8 @@ _PER = {"s": "a second", "sec": "a second", "second": "a second", "ms": "a milli
         "month": "a month", "year": "a year", "yr": "a year"}
 # Units of time: a difference in one is "longer"/"shorter" rather than "higher"/"lower".
 TIME_UNITS = frozenset({"ms", "s", "sec", "second", "seconds", "min", "minute", "minutes", "h",
-                        "hr", "hour", "hours", "d", "day", "days", "week", "weeks"})
+                        "hr", "hour", "hours", "d", "day", "days", "week", "weeks",
+                        "time unit", "time units"})
 
 
 def format_estimate(value: float, half_width: float) -> tuple[str, str]:
