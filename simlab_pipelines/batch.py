@@ -150,11 +150,23 @@ def _simulate_one(task: Task) -> tuple[dict[str, Any] | None, str | None, str | 
                 span.trace_id if span is not None else None)
     row = replication_row(
         experiment=task.experiment, config_key=task.config_key, partition_key=task.partition_key,
-        result=result.to_dict(), code_version=task.code_version, run_id=task.run_id,
+        result=_record(result), code_version=task.code_version, run_id=task.run_id,
         trace_id=span.trace_id, span_id=span.span_id, started_at=started_at,
         inputs_hash=task.inputs_hash,
     )
     return row, None, None, span.trace_id
+
+
+def _record(result: engine.SimulationResult) -> dict[str, Any]:
+    """``result.to_dict()`` without its deep copy (dataclasses.asdict: 14% of a short
+    simulation's worker time): replication_row only reads it."""
+    if not isinstance(result, engine.SimulationResult):
+        return result.to_dict()
+    return {"model": result.model, "params": result.params, "replication": result.replication,
+            "seed": {"entropy": result.seed.entropy, "spawn_key": list(result.seed.spawn_key)},
+            "horizon": result.horizon, "warmup": result.warmup, "metrics": result.metrics,
+            "events": result.events, "wall_seconds": result.wall_seconds,
+            "engine_version": result.engine_version, "series": result.series}
 
 
 def run_task(task: Task) -> Outcome:
