@@ -520,8 +520,10 @@ def _warmups(spec: ExperimentSpec, series: pl.DataFrame) -> list[Warmup]:
 
 
 def _limits(spec: ExperimentSpec) -> list:
-    """The file's constraints for the analysis (each at its confidence, or the file's)."""
-    if not spec.constraints:
+    """The file's constraints for the analysis (each at its confidence, or the file's). None for
+    a search: its statuses and recommendation are the clean-up's (the ``search`` table), and
+    statuses judged over every proposal at once would contradict them."""
+    if not spec.constraints or plan.is_search(spec):
         return []
     from simlab_pipelines.analysis.constraints import limits
 
