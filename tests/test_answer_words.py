@@ -250,6 +250,19 @@ def test_with_constraints_the_options_say_which_miss_one_and_no_zone_is_claimed(
     assert "indifference zone of $2 of it" not in statistics
 
 
+def test_the_constraints_sentence_is_on_the_recommendations_line_not_under_a_list():
+    from simlab_pipelines.analysis.constraints import Limit
+
+    # every configuration waits far below the limit: all feasible, today's setting changes
+    result = _restaurant(constraints=[Limit("slow", None, 0.5, 0.95)])
+    first = result.answer.split("\n\n")[0]
+    lines = first.split("\n")
+    assert lines[0].startswith("Recommendation: tables 8 → 9")
+    assert "It meets every constraint: parties waiting over 5 min for a table" in lines[0]
+    assert "Its other effects against today's setting:" in first  # a list follows it
+    assert not [line for line in lines[1:] if "constraint:" in line or "considered" in line]
+
+
 def test_undefined_values_are_said_in_the_answer_and_the_trade_off_table():
     from simlab_pipelines.analysis.report import tradeoff_records
 

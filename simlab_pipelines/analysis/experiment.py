@@ -271,9 +271,10 @@ def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recom
     if recommendation is None:
         return said + "\n\n" + text
     first, _, rest = text.partition("\n\n")
-    # before the options' lines, which read against the recommendation
-    head, options, lines = first.partition("\nThe other options")
-    return head + " " + said + options + lines + ("\n\n" + rest if rest else "")
+    # on the recommendation's own line, before its effects' and the options' lines (after the
+    # last of them it read as if about that line's configuration)
+    line, newline, lines = first.partition("\n")
+    return line + " " + said + newline + lines + ("\n\n" + rest if rest else "")
 
 
 def _recommend(summary: pl.DataFrame, rows: pl.DataFrame, metric: str, *, minimize: bool,
