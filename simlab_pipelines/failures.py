@@ -7,12 +7,15 @@ its seed, comes after: ``engine.command.CommandFailed``), so a thousand partitio
 reason are one row.
 """
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 # A run records at most this many reasons (the rest are counted under the last row).
 MAX_REASONS = 20
+# A process id in a reason (a dead pool worker's: batch._death) differs for every partition.
+_PID = re.compile(r" \(pid \d+\)")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ def group_failures(failures: Iterable[tuple[str, str]]) -> list[FailureGroup]:
     appearance; reasons beyond MAX_REASONS are counted as one row."""
     counts: dict[str, list[Any]] = {}
     for key, error in failures:
-        reason = first_line(error) or "unknown reason"
+        # without the pid, eight partitions whose workers died the same way are one row
+        reason = _PID.sub("", first_line(error)) or "unknown reason"
         if reason not in counts and len(counts) >= MAX_REASONS:
             reason = "other reasons (see the run's logs)"
         entry = counts.setdefault(reason, [0, key])

@@ -114,6 +114,12 @@ def test_failures_group_by_the_first_line_of_their_reason():
     merged = merge_groups([*groups, *group_failures([("c|0", "E: two")])])
     assert [(g.reason, g.partitions) for g in merged][:2] == [("E: one", 2), ("E: two", 2)]
     assert first_line("x" * 400).endswith("…") and len(first_line("x" * 400)) == 300
+    died = group_failures((f"m|{i}", f"WorkerDied: its pool worker (pid {100 + i}) was killed by "
+                                     "signal 11 (SIGSEGV) while simulating this partition")
+                          for i in range(3))
+    assert [(g.reason, g.partitions) for g in died] == [
+        ("WorkerDied: its pool worker was killed by signal 11 (SIGSEGV) while simulating this "
+         "partition", 3)]
 
 
 def test_a_malformed_command_is_refused_once_before_anything_runs(lab):
