@@ -116,8 +116,9 @@ def run_with_time_limit(fn: Callable[[], T], seconds: float | None, what: str = 
         finally:
             watchdog.disarm(token)  # after this, nothing is raised in this thread
     except _Expired:
-        raise SimulationTimeout(f"{what} stopped: it ran longer than its time limit of "
-                                f"{seconds:g} s (timeout_seconds)") from None
+        # worded like a command simulator's timeout (engine.command), so the two read alike
+        raise SimulationTimeout(f"{what} timed out after {seconds:g} s (timeout_seconds) and "
+                                "was stopped") from None
 
 
 __all__ = ["SimulationTimeout", "run_with_time_limit"]

@@ -236,8 +236,8 @@ def test_a_simulation_past_its_time_limit_fails_alone(tmp_path, workers):
     assert time.monotonic() - started < 30
     slow = outcomes["arrival_rate-20.0|0"]
     assert slow.row is None and slow.error.startswith("SimulationTimeout: simulation of model "
-                                                      "'mmck' stopped")
-    assert "time limit of 0.5 s (timeout_seconds)" in slow.error
+                                                      "'mmck' timed out after 0.5 s")
+    assert "timed out after 0.5 s (timeout_seconds)" in slow.error
     assert not os.path.exists(os.path.join(tmp_path, "slow", "arrival_rate-20.0"))
     for key in ("arrival_rate-0.001|0", "arrival_rate-0.001|1"):
         assert outcomes[key].error is None and os.path.exists(outcomes[key].path)
@@ -319,7 +319,7 @@ def test_the_experiments_time_limit_reaches_its_simulations(tiny, materialize):
     assert fast.success and not slow.success
     failure = slow.get_step_failure_events()[0].step_failure_data.error
     assert "arrival_rate-20.0|0: SimulationTimeout" in failure.message
-    assert "time limit of 0.5 s (timeout_seconds)" in failure.message
+    assert "timed out after 0.5 s (timeout_seconds)" in failure.message
 
 
 def test_an_experiment_file_is_validated_once_per_content(lab):
@@ -357,5 +357,5 @@ def test_the_time_limit_holds_in_any_thread_and_through_a_models_except():
     thread.start()
     thread.join(30)
     assert not thread.is_alive()
-    assert caught == ["simulation of model 'stubborn' stopped: it ran longer than its time limit "
-                      "of 0.3 s (timeout_seconds)"]
+    assert caught == ["simulation of model 'stubborn' timed out after 0.3 s (timeout_seconds) "
+                      "and was stopped"]
