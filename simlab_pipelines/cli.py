@@ -373,10 +373,11 @@ def new_model(name: str, directory: Path) -> None:
 def query(sql: str, db: Path | None, as_json: bool, timeout: float, memory_limit: str) -> None:
     """Run SQL read-only against the DuckDB file and print a table.
 
-    Tables: experiments, configurations, replications, observations, series, summary,
-    comparisons, precision, warmup, answers (each has an experiment column). Several statements
-    (separated by ';') print one table each, in order. The query runs under a time and a memory
-    limit (--timeout, --memory-limit).
+    Tables: experiments, configurations, metrics, replications, observations, series, summary,
+    comparisons, precision, warmup, steady_state, sensitivity, metamodel, constraints, search,
+    breaking_point, answers (each has an experiment column; some exist only once an experiment
+    needs them: docs/observatory.md). Several statements (separated by ';') print one table
+    each, in order. The query runs under a time and a memory limit (--timeout, --memory-limit).
     """
     from simlab_pipelines.query import (  # DuckDB only: fast
         BadLimit,
