@@ -62,11 +62,14 @@ def stale_reasons(spec: ExperimentSpec, store: ResultStore) -> list[str]:
     if store.is_local and not os.path.isdir(os.path.join(store.root, spec.name)):
         return []  # a first sweep: nothing to read (not even the manifest)
     from simlab_pipelines import plan
-    from simlab_pipelines.summary import read_all_replications
+    from simlab_pipelines.summary import landed_rows
 
     if plan.is_search(spec):  # a search's configurations come from the results themselves
         return []
-    frame = read_all_replications(spec, store)
+    # As planning reads them (the runs' fragments and the manifest, no stat of every file):
+    # a sweep with nothing to do reads no more than that.
+    frame = landed_rows(spec, store, ["code_version", "model", "seed_entropy", "horizon",
+                                      "warmup", "params", "inputs_hash"])
     if frame.is_empty() or "inputs_hash" not in frame.columns:
         return []
     configurations = {c.key: c for c in spec.configurations_list()}

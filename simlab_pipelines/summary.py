@@ -347,6 +347,14 @@ def landed_replications(spec: ExperimentSpec, store: ResultStore, values: bool =
     fragments and the manifest without reading or stat-ing every file (``manifest.landed``);
     one row per replication."""
     columns = ["experiment", "inputs_hash", "params", "metrics"] if values else ["inputs_hash"]
+    frame = landed_rows(spec, store, columns)
+    return _current(spec, frame) if frame.height else frame
+
+
+def landed_rows(spec: ExperimentSpec, store: ResultStore, columns: list[str]) -> pl.DataFrame:
+    """``columns`` (with config_key and replication) of every row of ``spec``'s result files,
+    stale or not, as planning reads them: from the runs' fragments and the manifest where they
+    account for a file (``manifest.landed``: no stat of every file), else from the files."""
     files = _files(spec, store)
     if store.is_local:
         frame = landed(store.root, spec.name, files, columns,
@@ -357,7 +365,7 @@ def landed_replications(spec: ExperimentSpec, store: ResultStore, values: bool =
         frame = _read_files(spec.name, keys, store) if keys else pl.DataFrame()
     if frame.is_empty():
         return frame
-    return _current(spec, frame.filter(pl.col("replication") < spec.max_replications))
+    return frame.filter(pl.col("replication") < spec.max_replications)
 
 
 def current_results(spec: ExperimentSpec, store: ResultStore
