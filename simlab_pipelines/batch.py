@@ -501,6 +501,10 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
         board.close()
 
 
+# How long a broken pool waits for a stop in progress to be told (the failure path only).
+STOP_GRACE_SECONDS = 1.0
+UNKNOWN_STATUS = 255  # what multiprocessing reports when the fork server cannot say
+
 # Pool breaks in a row with no partition running in the dead worker (it died between two, or in
 # its initializer) after which the remaining partitions are failed rather than tried again.
 MAX_UNEXPLAINED_BREAKS = 2
@@ -556,7 +560,10 @@ def _pool_round(tasks: Sequence[Task], todo: Sequence[int], workers: int, board:
         broken = True
         manager = getattr(pool, "_executor_manager_thread", None)  # (shutdown forgets it)
         _drop(key, pool, wait=False)
-        if _CANCELLED.is_set():
+        # A stop that reached the workers too (SIGTERM to the whole process group, as systemd or
+        # `kill -TERM -PGID` send it) can break the pool before the main thread's handler has
+        # cancelled: the workers did not die of their partitions then.
+        if _CANCELLED.wait(STOP_GRACE_SECONDS):
             raise _interrupted(len(tasks) - len(todo) + received, len(tasks)) from None
         for future, indexes in chunks.items():  # results that arrived with the break
             if future.done() and not future.cancelled() and future.exception() is None:
@@ -588,6 +595,8 @@ def _casualties(tasks: Sequence[Task], todo: Sequence[int], board: Board,
     if manager is not None:
         manager.join(timeout=60)
     codes = {pid: process.exitcode for pid, process in list(processes.items())}
+    if len(codes) > 1 and set(codes.values()) == {UNKNOWN_STATUS}:
+        return  # the fork server, which reports the workers' statuses, is gone: none is known
     for index in todo:
         pid = board.marks[index]
         code = codes.get(pid) if pid > 0 else None

@@ -144,16 +144,19 @@ def _pids(lab: Path) -> set[int]:
     return {int(p) for p in pids.read_text().split()} if pids.exists() else set()
 
 
-def _stop_mid_batch(lab: Path, path: Path, name: str, stop) -> None:
-    """A sweep stopped by ``stop(pid)`` while two simulators run: then nothing it started, in
-    its session (pool workers, fork server, resource tracker) or in the simulators' own, is left
-    within seconds."""
+def _stop_mid_batch(lab: Path, path: Path, name: str, stop, code: int | None = None) -> None:
+    """A sweep stopped by ``stop(pid)`` while two simulators run (exiting with ``code``, if
+    given, and blaming no partition): then nothing it started, in its session (pool workers, fork
+    server, resource tracker) or in the simulators' own, is left within seconds."""
     before = _pids(lab)
     sweep = _start(path, name=name)
     _wait_for(lambda: len(_pids(lab) - before) >= 8, "two simulators to run", process=sweep)
     simulators = _pids(lab) - before
     stop(sweep.pid)
-    _finish(sweep)
+    exit_code, out, err = _finish(sweep)
+    if code is not None:
+        assert exit_code == code, out + err
+        assert "stopped by" in err and "WorkerDied" not in out + err, out + err
     _wait_for(lambda: not _session_processes(sweep.pid), f"the pool to end ({name})", 10)
     _wait_for(lambda: not [p for p in simulators if _alive(p)], f"the simulators to end ({name})",
               10)
@@ -169,8 +172,10 @@ def _recovers(lab: Path, path: Path) -> None:
 
 def test_whatever_stops_a_sweep_nothing_it_started_is_left_and_the_next_sweep_recovers(lab):
     path = _sleepy(lab)
-    _stop_mid_batch(lab, path, "ctrl-c", lambda pid: os.killpg(pid, signal.SIGINT))
-    _stop_mid_batch(lab, path, "sigterm", lambda pid: os.kill(pid, signal.SIGTERM))
+    _stop_mid_batch(lab, path, "ctrl-c", lambda pid: os.killpg(pid, signal.SIGINT), 130)
+    # to every process of the group, as systemd stops a service: the workers and the fork server
+    # die of it too, which is no partition's fault
+    _stop_mid_batch(lab, path, "sigterm", lambda pid: os.killpg(pid, signal.SIGTERM), 143)
     _stop_mid_batch(lab, path, "kill-9", lambda pid: os.killpg(pid, signal.SIGKILL))
     # the main process only, as the OOM killer does
     _stop_mid_batch(lab, path, "oom", lambda pid: os.kill(pid, signal.SIGKILL))
