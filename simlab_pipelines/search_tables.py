@@ -67,6 +67,23 @@ def summarise_search(spec: ExperimentSpec, progress: Progress, observations: pl.
     return _optimiser(spec, progress, arrays, summary)
 
 
+def _in_progress(spec: ExperimentSpec, progress: Progress,
+                 arrays: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """What a summary built before the search is over says (the answer comes at its end)."""
+    replay = progress.replay
+    simulations = sum(next(iter(v.values())).size for k, v in arrays.items()
+                      if k in replay.round_of and v)
+    if spec.search_space.threshold is not None:
+        what = "the breaking point is decided"
+    elif replay.finished:
+        what = "the clean-up has checked its candidates again"
+    else:
+        what = "the search's rounds are over and its candidates are checked again"
+    return (f"Search in progress: {len(replay.configurations)} configurations proposed in "
+            f"{replay.rounds} round(s), {simulations:,} simulations so far. The answer comes once "
+            f"{what}.")
+
+
 def _factor_values(spec: ExperimentSpec, progress: Progress) -> dict[str, dict[str, Any]]:
     return {c.key: dict(c.varying) for c in progress.replay.configurations}
 
@@ -110,7 +127,7 @@ def _optimiser(spec: ExperimentSpec, progress: Progress,
                              final, key, CLEANUP, SECOND, spec))
     table = pl.DataFrame(rows, schema_overrides=_schema(spec), infer_schema_length=None) \
         if rows else pl.DataFrame(schema=_schema(spec))
-    answer, recommended = None, None
+    answer, recommended = _in_progress(spec, progress, arrays), None
     if cleanup is not None and cleanup.done:
         from simlab_pipelines.analysis.search_answer import search_text
 
@@ -218,7 +235,7 @@ def _threshold(spec: ExperimentSpec, progress: Progress,
               "objective_half_width": pl.Float64, "decision": pl.String, "stage": pl.String}
     tables = {"search": pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
               if rows else pl.DataFrame(schema=schema)}
-    answer, charts = None, {}
+    answer, charts = _in_progress(spec, progress, arrays), {}
     result = plan.result.named(threshold.factor, threshold.metric) if plan.result else None
     if result is not None:
         from simlab_pipelines.analysis.search_answer import threshold_text
