@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -207,6 +208,27 @@ LISTING_SCHEMA = {"config_key": pl.String, "file": pl.String, "first": pl.Int64,
                   "last": pl.Int64}
 
 
+# The last listings of a few experiments: configuration directory -> (its mtime, its files).
+_LISTINGS: dict[str, dict[str, tuple[int, pl.DataFrame]]] = {}
+_LISTINGS_KEPT = 8
+_SETTLED_NS = 2_000_000_000
+
+
+def _parse_listing(names: pl.DataFrame) -> pl.DataFrame:
+    """(config_key, name) of directory entries -> the result files among them (LISTING_SCHEMA)."""
+    parts = (pl.col("name").str.strip_suffix(".parquet")
+             .str.extract_groups(r"^([0-9]+)(?:-([0-9]+))?$"))
+    return (names.filter(pl.col("name").str.ends_with(".parquet"))
+            .with_columns(parts.alias("_parts"))
+            .select("config_key",
+                    pl.col("name").str.strip_suffix(".parquet").alias("file"),
+                    pl.col("_parts").struct.field("1").cast(pl.Int64).alias("first"),
+                    pl.col("_parts").struct.field("2").cast(pl.Int64).alias("last"))
+            .filter(pl.col("first").is_not_null())  # skips temporary files
+            .with_columns(pl.coalesce("last", "first").alias("last"))
+            .filter(pl.col("last") >= pl.col("first")))
+
+
 class CorruptResultFile(ValueError):
     """A replication file that cannot be read as one (truncated, garbage, not a replication)."""
 
@@ -318,45 +340,49 @@ class ResultStore:
 
     def listing(self, experiment: str) -> pl.DataFrame:
         """The result files of ``experiment`` as a frame: config_key, file (the stem), first and
-        last replication; sorted, without a Python object per file (a million files)."""
-        frames = []
-        if self.is_local:
-            root = os.path.join(self.root, experiment)
-            try:
-                directories = [e.name for e in os.scandir(root)
-                               if e.is_dir() and not e.name.startswith(".")]
-            except FileNotFoundError:
-                directories = []
-            for config_key in directories:
-                try:
-                    with os.scandir(os.path.join(root, config_key)) as entries:
-                        names = [entry.name for entry in entries]
-                except FileNotFoundError:  # removed while listing
-                    continue
-                frames.append(pl.DataFrame({"name": names}, schema={"name": pl.String})
-                              .with_columns(pl.lit(config_key).alias("config_key")))
-        else:
+        last replication; sorted, without a Python object per file (a million files). On a local
+        disk a configuration's directory is listed again only when its modification time
+        changed (a file written, renamed in or removed changes it): a sweep looks at its results
+        more than once (the staleness note, each round), and re-lists only what runs wrote."""
+        if not self.is_local:
             self.fs.invalidate_cache()
             pairs = [path.rsplit("/", 2)[-2:]
                      for path in self.fs.glob(f"{self.root}/{experiment}/*/*.parquet")]
-            frames.append(pl.DataFrame({"config_key": [p[0] for p in pairs],
-                                        "name": [p[1] for p in pairs]},
-                                       schema={"config_key": pl.String, "name": pl.String}))
+            return _parse_listing(pl.DataFrame(
+                {"config_key": [p[0] for p in pairs], "name": [p[1] for p in pairs]},
+                schema={"config_key": pl.String, "name": pl.String}))
+        root = os.path.join(self.root, experiment)
+        known = _LISTINGS.pop(root, {})
+        seen: dict[str, tuple[int, pl.DataFrame]] = {}
+        try:
+            directories = [e for e in os.scandir(root)
+                           if e.is_dir() and not e.name.startswith(".")]
+        except FileNotFoundError:
+            directories = []
+        # A directory changed in the last seconds is listed again whatever its mtime says: a
+        # file system with coarse timestamps (some network ones) could give a change made just
+        # after the last listing the same mtime.
+        settled = time.time_ns() - _SETTLED_NS
+        for entry in directories:
+            try:
+                mtime = entry.stat().st_mtime_ns
+                cached = known.get(entry.name)
+                if cached is None or cached[0] != mtime or mtime > settled:
+                    with os.scandir(entry.path) as files:
+                        names = [f.name for f in files]
+                    cached = (mtime, _parse_listing(pl.DataFrame(
+                        {"config_key": [entry.name] * len(names), "name": names},
+                        schema={"config_key": pl.String, "name": pl.String})))
+            except FileNotFoundError:  # removed while listing
+                continue
+            seen[entry.name] = cached
+        _LISTINGS[root] = seen
+        while len(_LISTINGS) > _LISTINGS_KEPT:
+            _LISTINGS.pop(next(iter(_LISTINGS)))
+        frames = [frame for _, frame in seen.values() if frame.height]
         if not frames:
             return pl.DataFrame(schema=LISTING_SCHEMA)
-        parts = (pl.col("name").str.strip_suffix(".parquet")
-                 .str.extract_groups(r"^([0-9]+)(?:-([0-9]+))?$"))
-        return (pl.concat(frames, how="diagonal")
-                .filter(pl.col("name").str.ends_with(".parquet"))
-                .with_columns(parts.alias("_parts"))
-                .select("config_key",
-                        pl.col("name").str.strip_suffix(".parquet").alias("file"),
-                        pl.col("_parts").struct.field("1").cast(pl.Int64).alias("first"),
-                        pl.col("_parts").struct.field("2").cast(pl.Int64).alias("last"))
-                .filter(pl.col("first").is_not_null())  # skips temporary files
-                .with_columns(pl.coalesce("last", "first").alias("last"))
-                .filter(pl.col("last") >= pl.col("first"))
-                .sort("config_key", "first"))
+        return pl.concat(frames).sort("config_key", "first")
 
     def read(self, experiment: str, config_key: str, replication: int | str
              ) -> pl.DataFrame | None:
