@@ -167,7 +167,8 @@ def _sweep_command(path: Path, workers: int | None, batch_size: int | None) -> N
             bar.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    _print_counts(spec.name, report)
+    _print_counts(spec.name, report, "search" if spec.search is not None
+                  else "sequential procedure")
     if report.beyond:  # as the summary's notes say: reported, not used
         from simlab_pipelines.assets import beyond_plan_note
 
@@ -213,8 +214,9 @@ def _print_failures(report, path: Path) -> None:
                f"--log-format json); `simlab sweep {path}` runs what is missing again.", err=True)
 
 
-def _print_counts(name: str, report) -> None:
-    """What landed (materialised, with its file), not what was tried."""
+def _print_counts(name: str, report, rounds_of: str = "sequential procedure") -> None:
+    """What landed (materialised, with its file), not what was tried; ``rounds_of``: what the
+    rounds belong to (a search, or the sequential procedure)."""
     if report.still_missing and not report.missing:
         click.echo(f"{name}: {report.still_missing} of {report.total} wanted partitions are "
                    "missing and none ran.")
@@ -226,7 +228,7 @@ def _print_counts(name: str, report) -> None:
                    else "the summary could not be rebuilt (below)")
         click.echo(f"{name}: all {report.total} partitions are materialised; {rebuilt}.")
     else:
-        rounds = (f" over {len(report.rounds)} rounds of the sequential procedure "
+        rounds = (f" over {len(report.rounds)} rounds of the {rounds_of} "
                   f"({' + '.join(map(str, report.rounds))})" if len(report.rounds) > 1 else "")
         noun = "partition" if report.missing == 1 else "partitions"
         if report.landed == report.missing:
@@ -268,6 +270,33 @@ def _report_path(instance, name: str) -> str | None:
     return path if path and Path(path).exists() else None
 
 
+SEARCH_ROWS = 10  # the best configurations a search's closing table shows
+
+
+def _print_search_best(spec) -> bool:
+    """A search's best configurations by objective, the clean-up's (fresh replications) first,
+    each with its constraints' statuses (the summary of every proposal is in DuckDB); False
+    when there is no search table yet."""
+    objective = spec.objective
+    statuses = "".join(f', "{c.metric}_status" AS "{c.metric}"' for c in spec.constraints)
+    order = "ASC" if objective.direction == "minimize" else "DESC"
+    columns, rows = _rows(
+        # a constant objective (a cost of the parameters alone) has a rounding-noise half-width
+        "SELECT config_key, stage, n, objective_mean AS mean, CASE WHEN objective_half_width "
+        "<= 1e-9 * abs(objective_mean) THEN 0.0 ELSE objective_half_width END AS "
+        f"half_width{statuses} FROM search WHERE experiment = ? "
+        "QUALIFY row_number() OVER (PARTITION BY config_key ORDER BY stage DESC) = 1 "
+        f"ORDER BY stage = 'second' DESC, objective_mean {order} NULLS LAST, config_key",
+        [spec.name])
+    if not rows:
+        return False
+    shown = rows[:SEARCH_ROWS]
+    _table(columns, shown, title=f"{spec.name}: the best {len(shown)} of {len(rows)} "
+                                 f"configurations by {objective.metric} ({objective.direction}),"
+                                 " the clean-up's first (fresh replications)")
+    return True
+
+
 def _print_outcome(spec, checks: dict[str, bool], instance=None) -> None:
     """The summary of the headline metric, precision, warnings, checks, and last the answer."""
     from simlab_pipelines.analysis.headline import headline_metric
@@ -284,8 +313,11 @@ def _print_outcome(spec, checks: dict[str, bool], instance=None) -> None:
     if not rows:
         click.echo(f"no summary for {spec.name} in {settings.duckdb_path()}", err=True)
         return
-    _table(columns, rows, title=f"{spec.name}: {metric}, mean and {spec.confidence:.0%} "
-                                "confidence interval")
+    # a search: its best candidates as it judged them, not every proposal by name
+    if not (spec.search is not None and spec.search.method != "threshold" and spec.objective
+            and _print_search_best(spec)):
+        _table(columns, rows, title=f"{spec.name}: {metric}, mean and {spec.confidence:.0%} "
+                                    "confidence interval")
     if spec.search is None:  # what decides feasibility, beside the objective (often a cost)
         for constraint in spec.constraints:
             if constraint.metric != metric:

@@ -333,6 +333,13 @@ def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     cleanup = done.progress.cleanup
     assert stages == {"first": len(keys), "second": len(cleanup.candidates)}
     assert procedure == "clean-up" and recommended == cleanup.recommended
+    # the sweep closes with the search's best, the clean-up's candidates first, each with its
+    # constraints' statuses (not every proposal's summary by key), and counts rounds as a search's
+    closing = final.stdout.split(f"{spec.name}: the best ", 1)[1]
+    listed = [("second" in row, row) for row in closing.splitlines() if row.startswith("│")]
+    assert [second for second, _ in listed] == sorted((s for s, _ in listed), reverse=True)
+    assert any(second and recommended in row for second, row in listed), final.stdout
+    assert "of the sequential procedure" not in final.stdout
 
 
 def test_a_breaking_point_search_runs_and_is_tabled():
