@@ -109,13 +109,15 @@ def _partition_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
 
 def _block_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
     """A block partition's metadata: its counts, time, file, first and last trace ids and each
-    metric's mean over the block (every replication's own values are in its row, in DuckDB)."""
+    metric's mean over the block (every replication's own values are in its row, in DuckDB).
+    Kept short (no parameters: the spec's configurations table has them): it is stored twice
+    per partition in a SQLite instance, and a block's partitions are the ones that run by the
+    hundred thousand."""
     rows, task = outcome.all_rows, outcome.task
     metadata: dict[str, Any] = {
         "replications": len(rows),
         "simulated": outcome.simulated,  # a re-run simulates only what a previous one lacked
         "seed_entropy": rows[0]["seed_entropy"],
-        "params": dg.MetadataValue.json(json.loads(rows[0]["params"])),
         "wall_seconds": ui.rounded(sum(r["wall_seconds"] for r in rows), 3),
         "events": sum(r["events"] for r in rows),
         "path": dg.MetadataValue.path(store.url(task.experiment, task.config_key,
