@@ -415,6 +415,7 @@ if not request:  # the process is gone (not a normal exit): it may have been sta
 """
 _GUARD: dict[int, tuple[str, subprocess.Popen]] = {}  # by pid: a forked child gets its own
 _GUARD_LOCK = threading.Lock()
+_RELEASED_AT_EXIT: set[int] = set()  # the processes that release their guardian at exit
 _RUNNING: set[subprocess.Popen] = set()  # this process's simulators not yet reaped
 
 
@@ -436,7 +437,8 @@ def _guard_token() -> str | None:
                 start_new_session=True)
         except OSError:
             return None
-        if not _GUARD:
+        if os.getpid() not in _RELEASED_AT_EXIT:
+            _RELEASED_AT_EXIT.add(os.getpid())
             atexit.register(_release_guardian)  # the main process of a sweep or a run
             # a pool worker ends with os._exit: multiprocessing runs its finalizers, not atexit's
             multiprocessing.util.Finalize(None, _release_guardian, exitpriority=0)
