@@ -136,7 +136,8 @@ def _block_metadata(outcome: batch.Outcome, store) -> dict[str, Any]:
 
 
 def add_partition_metadata(context: dg.AssetExecutionContext,
-                           metadata: dict[str, dict[str, Any]]) -> None:
+                           metadata: dict[str, dict[str, Any]],
+                           targeted: Sequence[str] | None = None) -> None:
     """Give each partition of the step's asset its own metadata, as
     ``context.add_asset_metadata(values, partition_key=key)`` for every key would.
 
@@ -145,9 +146,11 @@ def add_partition_metadata(context: dg.AssetExecutionContext,
     ten times that at 1,000. Here the keys are checked once, against ``context.partition_keys``,
     and handed to the step's metadata accumulator in one step (the same accumulator the public
     call fills, read by Dagster when it builds the per-partition materializations). Should a
-    Dagster release move that accumulator, the public call is used instead.
+    Dagster release move that accumulator, the public call is used instead. ``targeted``: the
+    run's partition keys if the caller has them (``context.partition_keys`` resolves the range
+    again on every call: 0.7 s for 400 keys of a grid of 100 x 1,000).
     """
-    targeted = set(context.partition_keys)
+    targeted = {str(key) for key in (context.partition_keys if targeted is None else targeted)}
     unknown = [key for key in metadata if key not in targeted]
     if unknown:
         raise dg.DagsterInvariantViolationError(
@@ -160,8 +163,9 @@ def add_partition_metadata(context: dg.AssetExecutionContext,
             context.add_asset_metadata(values, partition_key=key)
         return
     merged = dict(accumulator.per_output_metadata)
+    asset_key = context.asset_key  # a property that resolves the step's asset on every call
     for key, values in metadata.items():
-        handle = AssetMetadataHandle(asset_key=context.asset_key, partition_key=key)
+        handle = AssetMetadataHandle(asset_key=asset_key, partition_key=key)
         merged[handle] = {**merged.get(handle, {}), **values}
     step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)
 
@@ -226,7 +230,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
     run_tags = context.run.tags
     workers = storage.pool_size(run_tags)
     store = storage.store()
-    keys = context.partition_keys
+    keys = targeted = context.partition_keys  # resolved once: each call resolves the range
     # Partitions another unfinished run of the experiment holds (it started first), or did
     # since this run was created, are left to it: never run twice at once (claims.py).
     left = claims.held_elsewhere(context.instance, context.run_id, context.asset_key, keys,
@@ -259,7 +263,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
     manifest.record_run(store, spec.name, context.run_id, succeeded + failures)
     if not failures and not left:  # all of the run's partitions: one result, batched
         add_partition_metadata(context, {o.task.partition_key: _partition_metadata(o, store)
-                                         for o in succeeded})
+                                         for o in succeeded}, targeted)
         yield dg.MaterializeResult()
         return
     for outcome in succeeded:
