@@ -38,10 +38,18 @@ def expected_values(params: dict) -> tuple[dict[str, float], list[str]]:
 
 def expected_partitions(spec: ExperimentSpec, duckdb_path: str) -> set[str]:
     """The partitions wanted now: the file's replications, plus the sequential rounds so far."""
+    return _expected(spec, duckdb_path)[0]
+
+
+def _expected(spec: ExperimentSpec, duckdb_path: str) -> tuple[set[str], int]:
+    """The partitions wanted now, and the replications they hold (more than the partitions
+    when a partition is a block of replications)."""
     with duckdb.connect(duckdb_path, read_only=True) as con:
         obs = con.sql("SELECT experiment, config_key, replication, metric, value "
                       "FROM observations WHERE experiment = ?", params=[spec.name]).pl()
-    return set(plan.wanted_partitions(spec, plan.replication_targets(spec, obs)))
+    targets = plan.replication_targets(spec, obs)
+    replications = sum(last - first + 1 for _, first, last in plan.wanted_blocks(spec, targets))
+    return set(plan.wanted_partitions(spec, targets)), replications
 
 
 def experiment_checks(spec: ExperimentSpec) -> list[dg.AssetChecksDefinition]:
@@ -50,7 +58,7 @@ def experiment_checks(spec: ExperimentSpec) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=summary_key(name), name="no_missing_replications",
                     description="Every configuration x replication is materialised and summarised.")
     def no_missing(context: dg.AssetCheckExecutionContext, simlab: SimlabStorage) -> dg.AssetCheckResult:
-        expected = expected_partitions(spec, simlab.duckdb_path)
+        expected, replications = _expected(spec, simlab.duckdb_path)
         materialized = context.instance.get_materialized_partitions(replications_key(name))
         missing = sorted(expected - set(materialized))
         with duckdb.connect(simlab.duckdb_path, read_only=True) as con:
@@ -61,8 +69,10 @@ def experiment_checks(spec: ExperimentSpec) -> list[dg.AssetChecksDefinition]:
             config = key.rsplit("|", 1)[0]
             by_configuration[config] = by_configuration.get(config, 0) + 1
         return dg.AssetCheckResult(
-            passed=not missing and rows[0] == len(expected) and rows[1] == rows[0],
-            metadata={"expected": len(expected), "missing": len(missing),
+            # rows are replications: a block partition holds several
+            passed=not missing and rows[0] == replications and rows[1] == rows[0],
+            metadata={"expected": len(expected), "expected_replications": replications,
+                      "missing": len(missing),
                       "rows_in_duckdb": rows[0], "distinct_in_duckdb": rows[1],
                       "missing_by_configuration": dg.MetadataValue.json(by_configuration),
                       "first_missing": dg.MetadataValue.json(missing[:20])},
