@@ -261,6 +261,7 @@ def materialize_batch(context: dg.AssetExecutionContext, spec: ExperimentSpec,
                 context.log.info(f"{spec.name}: {done}/{len(tasks)} simulations done")
     # The summary need not re-read these files; a failed block's file holds its other rows.
     manifest.record_run(store, spec.name, context.run_id, succeeded + failures)
+    batch.simulated(not failures)  # a sweep may plan its next round from the files now
     if not failures and not left:  # all of the run's partitions: one result, batched
         add_partition_metadata(context, {o.task.partition_key: _partition_metadata(o, store)
                                          for o in succeeded}, targeted)

@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
@@ -437,6 +437,20 @@ def _queued() -> None:
     event = getattr(_QUEUED, "event", None)
     if event is not None:
         event.set()
+
+
+def on_simulated(callback: Callable[[bool], None]) -> None:
+    """Call ``callback(clean)`` once a batch run later in this thread has every simulation's
+    outcome recorded (``clean``: none failed), before it writes its events: a sweep then plans
+    its next round from the result files, so the pool does not wait for that bookkeeping."""
+    _QUEUED.simulated = callback
+
+
+def simulated(clean: bool) -> None:
+    """Tell this thread's ``on_simulated`` callback, if any, that the batch's outcomes are in."""
+    callback = getattr(_QUEUED, "simulated", None)
+    if callback is not None:
+        callback(clean)
 
 
 def cancel() -> None:

@@ -24,6 +24,7 @@ failure; ``simlab sweep`` waits for the other runs before it summarises (``wait_
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -48,11 +49,13 @@ def run_partitions(run: dg.DagsterRun, partitions_def: dg.PartitionsDefinition,
                    instance: dg.DagsterInstance) -> set[str]:
     """The partition keys ``run`` covers (its range or partition tags, or its subset)."""
     tags = run.tags
+    start, end = (tags.get("dagster/asset_partition_range_start"),
+                  tags.get("dagster/asset_partition_range_end"))
     try:
         if run.partitions_subset is not None:
-            return {str(k) for k in run.partitions_subset.get_partition_keys()}
-        start, end = (tags.get("dagster/asset_partition_range_start"),
-                      tags.get("dagster/asset_partition_range_end"))
+            # A dynamic partitions definition's subset is read through the instance.
+            with dg.partition_loading_context(datetime.now(UTC), instance):
+                return {str(k) for k in run.partitions_subset.get_partition_keys()}
         if start and end:
             return {str(k) for k in partitions_def.get_partition_keys_in_range(
                 dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance)}

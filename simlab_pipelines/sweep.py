@@ -54,7 +54,7 @@ from simlab_pipelines.sensors import (
     replications_job_name,
     spec_is_current,
 )
-from simlab_pipelines.summary import query
+from simlab_pipelines.summary import current_results, query
 
 
 @functools.lru_cache(maxsize=4)
@@ -222,12 +222,21 @@ class _Run:
         # Set when the run's step has queued all its simulations on the pool (or the run ended):
         # from then on the next run may start, its set-up overlapping these simulations.
         self.queued = threading.Event()
+        # Set when the step has every simulation's outcome recorded (its result files and
+        # fragment written), before the run writes its events; ``clean``: none failed.
+        self.simulated = threading.Event()
+        self.clean = False
         self.thread = threading.Thread(target=self._execute, name=f"simlab-run-{job_name}",
                                        daemon=True)
         self.thread.start()
 
+    def _outcomes_in(self, clean: bool) -> None:
+        self.clean = clean
+        self.simulated.set()
+
     def _execute(self) -> None:
         batch.on_queued(self.queued)
+        batch.on_simulated(self._outcomes_in)
         try:
             # The run's own events go to the instance (and the UI); the terminal gets its
             # warnings as JSON, or nothing in text format (simlab sweep reports what failed).
@@ -239,6 +248,7 @@ class _Run:
             self.outcome["error"] = exc
         finally:
             self.queued.set()
+            self.simulated.set()  # (``clean`` stays False if the step did not say so)
 
     def done(self) -> bool:
         return not self.thread.is_alive()
@@ -423,37 +433,10 @@ def _sweep(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance, sweep
                          args=("simlab_pipelines.analysis.experiment",)).start()
         if not spec_is_current(instance, spec):  # the lineage root, once per new definition
             record(_run(path, f"{spec.name}_spec", instance, base_tags))
-        configurations = [c.key for c in spec.configurations_list()]
-        done = landed = 0  # partitions run, and of them those that landed (the progress bar's)
         with _overlapping(instance) as twin:
-            while missing and not report.failed_runs and not _stopped():
-                if report.rounds:
-                    configs = len({key.split("|")[0] for key in missing})
-                    what = "search" if plan.is_search(spec) else "sequential procedure"
-                    say(f"{spec.name}: round {len(report.rounds) + 1} of the {what}: "
-                        f"{len(missing)} more replications for {configs} configuration(s)")
-                report.rounds.append(len(missing))
-                total = landed + len(missing)
-                if progress:
-                    progress(landed, total)
-                # A sequential experiment's partitions are dynamic: its round's keys first.
-                order = add_partitions(instance, spec, targets)
-                for run, part in _round(path, spec, twin or instance, base_tags,
-                                        batches(missing, size, order, configurations),
-                                        attempted, overlap=twin is not None):
-                    result = run.result()
-                    report.runs.append(result.run_id)
-                    record(result)
-                    done += len(part)
-                    landed += _landed(result, part, report)
-                    if progress:
-                        progress(landed, total)
-                if not plan.uses_results(spec) or _stopped():
-                    break
-                before = missing
-                targets, missing = missing_partitions(instance, spec)
-                if missing == before:  # nothing landed: stop rather than loop
-                    break
+            done = _rounds(_Rounds(path, spec, twin or instance, instance, base_tags, size,
+                                   overlap=twin is not None), report, attempted, targets,
+                           missing, progress, say, record)
         # The workers are not needed by the summary: they shut (flushing their spans) meanwhile.
         closing = threading.Thread(target=batch.shutdown_pools, name="simlab-pool-shutdown")
         closing.start()
@@ -509,31 +492,130 @@ def _landed(result, part: Batch, report: SweepReport) -> int:
     return landed
 
 
-def _round(path: Path, spec: ExperimentSpec, instance: dg.DagsterInstance,
-           base_tags: dict[str, str], parts: list[Batch], attempted: set[str], overlap: bool
-           ) -> Iterator[tuple[_Run, Batch]]:
-    """Execute a round's runs, yielding each (run, its partitions) when it has ended, in order;
-    ``attempted`` gets the partitions of every run started.
+@dataclass
+class _Rounds:
+    """What a sweep's rounds of replication runs share: where the runs go (``instance``: the
+    overlapping twin, or the instance) and where to plan (``planning``: the instance)."""
 
-    With ``overlap`` the next run starts as soon as the previous one has queued all its
-    simulations on the shared pool, so the pool never waits while a run writes its events or
-    the next one is created; at most two runs are in flight."""
-    pending: list[tuple[_Run, Batch]] = []
-    sweep_id = base_tags["simlab/sweep"]
-    for part in parts:
-        if _stopped():
-            break
-        _watch(instance, sweep_id, lambda: _room(pending, overlap))
-        while pending and pending[0][0].done():
-            yield pending.pop(0)
-        if _stopped():
-            break
-        pending.append((_Run(path, replications_job_name(spec.name), instance,
-                             {**base_tags, **part.tags()}), part))
-        attempted.update(part.keys)
-    while pending:
-        _watch(instance, sweep_id, pending[0][0].done)
-        yield pending.pop(0)
+    path: Path
+    spec: ExperimentSpec
+    instance: dg.DagsterInstance
+    planning: dg.DagsterInstance
+    base_tags: dict[str, str]
+    size: int
+    overlap: bool
+    configurations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.configurations = [c.key for c in self.spec.configurations_list()]
+
+    def start(self, part: Batch) -> "_Run":
+        return _Run(self.path, replications_job_name(self.spec.name), self.instance,
+                    {**self.base_tags, **part.tags()})
+
+    def plan(self, landing: set[str]) -> tuple[dict[str, plan.Target], list[str]]:
+        """The targets and missing partitions as ``missing_partitions`` finds them once the
+        ``landing`` partitions' runs (simulated, writing their events) have ended."""
+        targets, present = current_results(self.spec, default_storage().store())
+        materialized = self.planning.get_materialized_partitions(
+            replications_key(self.spec.name)) | landing
+        return targets, plan.missing_partitions(self.spec, targets, materialized, present)
+
+
+def _rounds(rounds: _Rounds, report: SweepReport, attempted: set[str],
+            targets: dict[str, plan.Target], missing: list[str],
+            progress: Callable[[int, int], None] | None, say: Callable[[str], None],
+            record: Callable) -> int:
+    """Run the missing partitions, in rounds while the experiment's targets depend on its
+    results; the number of partitions run.
+
+    With ``overlap`` a run starts as soon as the previous one has queued all its simulations on
+    the shared pool (at most two in flight), and the next round is planned as soon as the
+    current round's simulations are all in, from their result files (``_Rounds.plan``): its
+    first run starts while the last one writes its events, so the pool never waits for a
+    run's bookkeeping, the plan or the next run's creation. A round with failed simulations is
+    the last (as is the round after which nothing new is wanted)."""
+    spec, sweep_id = rounds.spec, rounds.base_tags["simlab/sweep"]
+    sequential = plan.uses_results(spec)
+    parts: list[Batch] = []  # this round's batches not started yet
+    pending: list[tuple[_Run, Batch]] = []  # started, in order
+    current: list[_Run] = []  # this round's runs
+    done = landed = in_flight = total = 0  # total: the progress bar's (what landed + may land)
+
+    def start_round(targets: dict[str, plan.Target], missing: list[str]) -> None:
+        if report.rounds:
+            configs = len({key.split("|")[0] for key in missing})
+            what = "search" if plan.is_search(spec) else "sequential procedure"
+            say(f"{spec.name}: round {len(report.rounds) + 1} of the {what}: "
+                f"{len(missing)} more replications for {configs} configuration(s)")
+        nonlocal total
+        report.rounds.append(len(missing))
+        total = landed + in_flight + len(missing)
+        if progress:
+            progress(landed, total)
+        # A sequential experiment's partitions are dynamic: its round's keys first.
+        order = add_partitions(rounds.planning, spec, targets)
+        parts.extend(batches(missing, rounds.size, order, rounds.configurations))
+        current.clear()
+
+    def planned_ahead() -> bool:
+        """Plan the next round if this one's simulations are all in; whether it was planned."""
+        nonlocal targets, missing
+        if parts or not current or not all(run.simulated.is_set() for run in current):
+            return False
+        landing = {key for run, part in pending if not run.done() for key in part.keys}
+        if not all(run.clean for run in current) or report.failed_runs or _stopped():
+            current.clear()  # no next round: what is pending ends the sweep
+            return True
+        before = missing
+        targets, missing = rounds.plan(landing)
+        current.clear()
+        if missing and missing != before:  # (nothing landed: stop rather than loop)
+            start_round(targets, missing)
+        return True
+
+    def ready() -> bool:
+        return bool((pending and pending[0][0].done())
+                    or (parts and _room(pending, rounds.overlap))
+                    or (sequential and not parts and current
+                        and all(run.simulated.is_set() for run in current)))
+
+    if missing:
+        start_round(targets, missing)
+    while (parts or pending) and not _stopped():
+        if parts and _room(pending, rounds.overlap):  # (a failed run ends only the rounds)
+            part = parts.pop(0)
+            run = rounds.start(part)
+            pending.append((run, part))
+            current.append(run)
+            attempted.update(part.keys)
+            in_flight += len(part.keys)
+            continue
+        if sequential and planned_ahead():
+            continue
+        if pending and pending[0][0].done():
+            run, part = pending.pop(0)
+            result = run.result()
+            report.runs.append(result.run_id)
+            record(result)
+            done += len(part.keys)
+            in_flight -= len(part.keys)
+            landed += _landed(result, part, report)
+            if progress:
+                progress(landed, total)
+            continue
+        _watch(rounds.instance, sweep_id, lambda: ready() or _stopped())
+    while pending:  # stopped: what was started ends (CANCELED) and is counted
+        run, part = pending.pop(0)
+        _watch(rounds.instance, sweep_id, run.done)
+        result = run.result()
+        report.runs.append(result.run_id)
+        record(result)
+        done += len(part.keys)
+        landed += _landed(result, part, report)
+        if progress:
+            progress(landed, total)
+    return done
 
 
 def _room(pending: list[tuple["_Run", Batch]], overlap: bool) -> bool:

@@ -2,6 +2,7 @@
 imports and preloads what a worker's first result file needs; the summary step writes its HTML report from the analysis it has just made; a report
 without a design or a search loads neither scipy.stats nor the search."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -91,3 +92,36 @@ def test_the_summary_writes_the_report_simlab_report_would(tiny, materialize, tm
         written = Path(event.asset_materialization.metadata["report"].path)
     rebuilt = write_experiment_report(spec.name, Path(storage.duckdb_path), tmp_path / "r.html")
     assert written.read_text() == rebuilt.read_text()
+
+
+def test_the_next_round_starts_while_the_last_run_writes_its_events(lab, monkeypatch):
+    """A sequential sweep plans its next round as soon as a round's simulations are in (from
+    their result files) and starts it while the round's last run is still recording them: here
+    that bookkeeping is made to last a second, and every round's run starts before the
+    previous one ends. The rounds are the ones the results call for, and all of them land."""
+    import shutil
+    import time
+
+    import dagster as dg
+
+    import simlab_pipelines.assets as assets
+    from simlab_pipelines.sweep import sweep
+
+    path = lab / "experiments" / "tiny_sequential.yaml"
+    shutil.copy(Path(__file__).parent / "fixtures" / "sequential" / "tiny_sequential.yaml", path)
+    recording = assets.add_partition_metadata
+
+    def slow(*args, **kwargs):  # runs after the step's outcomes are in (batch.simulated)
+        time.sleep(1.0)
+        return recording(*args, **kwargs)
+
+    monkeypatch.setattr(assets, "add_partition_metadata", slow)
+    with dg.DagsterInstance.get() as instance:
+        report = sweep(path, instance, workers=2)
+        records = sorted(instance.get_run_records(dg.RunsFilter(
+            job_name="tiny_sequential_replications")), key=lambda r: r.start_time)
+    assert len(report.rounds) >= 2 and len(records) == len(report.rounds)  # one run a round
+    assert not report.failed_runs and report.still_missing == 0
+    assert report.landed == report.missing == sum(report.rounds) == report.total
+    for previous, following in itertools.pairwise(records):
+        assert following.start_time < previous.end_time
