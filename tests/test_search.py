@@ -82,6 +82,13 @@ def test_each_bad_field_is_rejected_by_its_path(change, path, words):
     assert words in errors[path]
 
 
+def test_a_default_batch_beyond_the_budget_says_it_is_the_default():
+    data = _with(budget={"configurations": 6})
+    del data["search"]["batch"]  # the default, 8
+    assert "(the default: set batch)" in _errors(data)["search.batch"]
+    assert "default" not in _errors(_with(batch=20))["search.batch"]
+
+
 def test_a_search_excludes_other_ways_of_giving_configurations():
     for field, value in (("factors", {"servers": [1, 2]}),
                          ("configurations", [{"servers": 1}]),

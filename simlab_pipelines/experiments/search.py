@@ -267,8 +267,9 @@ def _check_budget(search: Search, space_size: int | None, loc: Loc,
                            "points of one factor: give budget.simulations only"))
         return None, simulations
     if configurations is not None and search.batch > configurations:
-        errors.append(((*loc, "batch"), f"{search.batch} proposals per round is more than the "
-                       f"budget of {configurations} configurations"))
+        default = "" if "batch" in search.model_fields_set else " (the default: set batch)"
+        errors.append(((*loc, "batch"), f"{search.batch} proposals per round{default} is more "
+                       f"than the budget of {configurations} configurations"))
     if simulations is not None and simulations < search.replications:
         errors.append(((*loc, "budget", "simulations"), f"{simulations} is less than one "
                        f"configuration's first stage (search.replications = "
