@@ -251,14 +251,15 @@ def rebuild_summary(env: dict[str, str], path: Path, log: Path) -> dict:
             "import simlab_pipelines.analysis.experiment\n"
             "spec = load_experiment(sys.argv[1]); before = resource.getrusage(0).ru_maxrss\n"
             "start = time.perf_counter(); build_experiment_summary(spec, default_storage())\n"
-            "print('SUMMARY', time.perf_counter() - start, before / 1024)\n")
+            "print('SUMMARY', time.perf_counter() - start, before / 1024,\n"
+            "      resource.getrusage(0).ru_maxrss / 1024)\n")
     out = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True,
                          text=True, check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("SUMMARY"))
-    _, seconds, before = line.split()
+    _, seconds, before, peak = line.split()
     with open(log, "a") as handle:
         handle.write(out.stdout + out.stderr)
-    return {"wall_s": float(seconds), "rss_before_mb": float(before)}
+    return {"wall_s": float(seconds), "rss_before_mb": float(before), "peak_rss_mb": float(peak)}
 
 
 def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool) -> dict:
