@@ -260,7 +260,8 @@ def test_the_constraints_sentence_is_on_the_recommendations_line_not_under_a_lis
     assert lines[0].startswith("Recommendation: tables 8 → 9")
     assert "It meets every constraint: parties waiting over 5 min for a table" in lines[0]
     assert "Its other effects against today's setting:" in first  # a list follows it
-    assert not [line for line in lines[1:] if "constraint:" in line or "considered" in line]
+    assert not [line for line in lines[1:] if "constraint:" in line or "shown to" in line]
+    assert "All 4 configurations are shown to meet every constraint;" in lines[0]  # not "Only"
 
 
 def test_undefined_values_are_said_in_the_answer_and_the_trade_off_table():

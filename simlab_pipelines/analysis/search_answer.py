@@ -167,7 +167,9 @@ def constraints_text(result: Feasibility, *, recommended: str | None,
             if close:
                 text += (", and is within noise of the limit on " + ", ".join(close))
             sentences.append(text + ".")
-    counted = (f"Only the {counts[FEASIBLE]} of {total} configurations shown to meet every "
+    counted = (f"All {total} configurations are shown to meet every constraint"
+               if counts[FEASIBLE] == total > 1 else
+               f"Only the {counts[FEASIBLE]} of {total} configurations shown to meet every "
                "constraint were considered" if recommended is not None else
                f"{counts[FEASIBLE]} of {total} configurations are shown to meet every constraint")
     rest = []
