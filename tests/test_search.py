@@ -73,6 +73,7 @@ def _with(**search) -> dict:
     ({"factor": "servers"}, "search.factor", "only for method threshold"),
     ({"method": "threshold", "factors": None}, "search.metric", "required for method threshold"),
     ({"max_replications": 3}, "search.max_replications", ">= search.replications"),
+    ({"max_replications": 5}, "search.max_replications", "fewer than 2 fresh"),
     ({"seed": 2**40}, "search.seed", "less than or equal"),
     ({"bogus": 1}, "search.bogus", "unknown key"),
 ])

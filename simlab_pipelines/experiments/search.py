@@ -227,6 +227,10 @@ def check_search(search: Search, parameters: Mapping[str, Parameter], fixed: Col
     elif max_replications < search.replications:
         errors.append(((*loc, "max_replications"), f"{max_replications} must be >= "
                        f"search.replications ({search.replications})"))
+    elif method != "threshold" and max_replications < search.replications + 2:
+        errors.append(((*loc, "max_replications"), f"{max_replications} leaves the clean-up "
+                       f"fewer than 2 fresh replications after the first stage of "
+                       f"{search.replications}: give at least {search.replications + 2}"))
     elif max_replications > max_replications_cap:
         errors.append(((*loc, "max_replications"), f"{max_replications} is more than "
                        f"{max_replications_cap}"))
