@@ -178,6 +178,19 @@ def test_the_recommendation_is_the_best_among_the_feasible():
     assert "pool 4 misses latency p99" in first
 
 
+def test_a_better_configuration_too_close_to_a_limit_is_not_said_to_miss_it():
+    latency = {**LATENCY, "pool-4": 0.2}  # its mean on the limit: undecided, not infeasible
+    result = analyse_experiment(
+        _observations(latency, COST), experiment="e", baseline=None, objective_metric="cost",
+        minimize=True, indifference_zone=2.0, configurations=CONFIGS,
+        units={"cost": "$", "latency_p99": "s"}, constraints=[Limit("latency_p99", None, 0.2,
+                                                                   0.95)])
+    assert result.feasibility.overall["pool-4"] == UNDECIDED
+    first = result.answer.split("\n\n")[0]
+    assert "pool 4 may miss latency p99 (too close to the limit to tell)" in first
+    assert "pool 4 misses" not in first
+
+
 def test_nothing_feasible_names_the_closest_and_by_how_much():
     result = analyse_experiment(
         _observations(LATENCY, COST), experiment="e", baseline=None, objective_metric="cost",

@@ -203,10 +203,12 @@ def _better_but_missing(result: Feasibility, recommended: str, objective: Mappin
     parts = []
     for key in better[:max_items]:
         missed = result.missed(key)
-        which = ", ".join(words.name(s.limit.metric) + ("" if s.status == INFEASIBLE
-                                                        else " (too close to tell)")
-                          for s in missed)
-        parts.append(f"{words.setting(key)} misses {which}")
+        sure = [words.name(s.limit.metric) for s in missed if s.status == INFEASIBLE]
+        unsure = [words.name(s.limit.metric) for s in missed if s.status != INFEASIBLE]
+        # an undecided one is not said to miss: its mean is within noise of the limit
+        said = ([f"misses {', '.join(sure)}"] if sure else []) + (
+            [f"may miss {', '.join(unsure)} (too close to the limit to tell)"] if unsure else [])
+        parts.append(f"{words.setting(key)} {' and '.join(said)}")
     more = len(better) - len(parts)
     name = words.name(metric) if metric else "the objective"
     return (f"Better on {name} but not shown to meet every constraint: " + "; ".join(parts)
