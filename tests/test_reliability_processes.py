@@ -118,7 +118,8 @@ SLEEPY = textwrap.dedent('''
     echo $$ >> pids
     if [ -e SLOW ]; then
         sleep 120 & echo $! >> pids
-        setsid sleep 120 & echo $! >> pids
+        if command -v setsid > /dev/null; then setsid sleep 120 & else sleep 120 & fi
+        echo $! >> pids
         sleep 120 & echo $! >> pids
         wait
     fi
