@@ -308,6 +308,9 @@ def test_env_configmap_points_pods_at_the_collector_and_the_storage(rendered, me
     assert data["SIMLAB_DATA_DIR"] == merged["storage"]["mountPath"]
     assert data["SIMLAB_DUCKDB_PATH"].startswith(merged["storage"]["mountPath"] + "/")
     assert int(data["SIMLAB_MAX_PARTITIONS_PER_RUN"]) == merged["simulation"]["maxPartitionsPerRun"]
+    # production plans up to 10 million simulations; elsewhere the pod's memory decides
+    assert data.get("SIMLAB_MAX_SIMULATIONS") == (
+        "10000000" if environment == "production" else None)
     if environment == "production":
         assert data["SIMLAB_RESULTS_URI"].startswith("s3://")
         assert data["AWS_REGION"] == merged["storage"]["objectStore"]["region"]
