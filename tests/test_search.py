@@ -266,9 +266,20 @@ def test_the_sequential_sensor_drives_the_search_round_by_round(lab, monkeypatch
     done = search_local.run_locally(spec)
     local = done.replay
     # the search's rounds, then the clean-up's, exactly as decided in this process
-    assert rounds[:local.rounds] == [{f"{key}|{r}" for key, k in local.round_of.items()
-                                      if k == n for r in range(4)} for n in range(local.rounds)]
+    assert [_replications(r) for r in rounds[:local.rounds]] == [
+        {(key, r) for key, k in local.round_of.items() if k == n for r in range(4)}
+        for n in range(local.rounds)]
     assert set().union(*rounds) == set(plan.wanted_partitions(spec, done.targets))
+
+
+def _replications(keys) -> set[tuple[str, int]]:
+    """(config_key, replication) of partition keys: ``key|r``, or blocks ``key|first-last``."""
+    out = set()
+    for key in keys:
+        config, _, span = key.rpartition("|")
+        first, _, last = span.partition("-")
+        out |= {(config, r) for r in range(int(first), int(last or first) + 1)}
+    return out
 
 
 def _files(results: Path) -> dict[str, tuple[int, int]]:
