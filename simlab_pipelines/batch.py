@@ -616,8 +616,10 @@ def _casualties(tasks: Sequence[Task], todo: Sequence[int], board: Board,
         code = codes.get(pid) if pid > 0 else None
         if code is None or code == -signal.SIGTERM:
             continue  # not started, done (its outcome lost with the pool), or stopped by the pool
+        death = _death(pid, code)
         yield index, Outcome(tasks[index], None, None,
-                             f"WorkerDied: {_death(pid, code)} while simulating this partition")
+                             f"WorkerDied: {death} while simulating this partition",
+                             f"(no traceback: {death}; the run process saw it go)")
 
 
 def _death(pid: int, code: int) -> str:
