@@ -13,11 +13,9 @@ Only the standard library is imported here: ``simlab sweep`` calls it before any
 import multiprocessing
 from multiprocessing import forkserver
 
-# What the fork server imports before it forks workers (batch.py's pools use the same list).
-# pandas: pyarrow imports it at its first conversion of Python values (``pa.array`` checks
-# whether they are pandas objects), i.e. every worker's first result file cost it ~0.4 CPU-s;
-# imported once here, the workers share it.
-PRELOAD = ["simlab_pipelines.batch", "pandas"]
+# What the fork server imports before it forks workers (batch.py's pools use the same list):
+# everything a worker's first result file needs (tests/test_fixed_cost.py checks it).
+PRELOAD = ["simlab_pipelines.batch"]
 
 
 def start() -> None:

@@ -18,10 +18,11 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fsspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -129,11 +130,65 @@ def _arrow_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table | None:
     if set(columns) != set(SCHEMA_COLUMNS) or metrics is None or not all(
             tuple(row) == columns and tuple(row["metrics"]) == metrics for row in rows):
         return None
+    schema = _arrow_schema(columns, metrics)
     try:
-        return pa.Table.from_pydict({c: [row[c] for row in rows] for c in columns},
-                                    schema=_arrow_schema(columns, metrics))
-    except (pa.ArrowException, TypeError, ValueError):  # a value of another type: polars' way
+        return pa.Table.from_arrays([_arrow_column([row[c] for row in rows], schema.field(c).type)
+                                     for c in columns], schema=schema)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):  # another type: polars'
         return None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _arrow_column(values: list, kind: pa.DataType) -> pa.Array:
+    """``values`` as an Arrow array of type ``kind``, assembled from buffers.
+
+    ``pa.array`` (and ``from_pydict``, ``scalar``) first asks whether the values are pandas
+    objects, which imports pandas (~0.4 CPU-s) in every process that writes or collects rows,
+    the sweep's own included; buffers ask nothing. Raises ValueError or TypeError for values it
+    does not take (then the rows go through polars)."""
+    count = len(values)
+    if pa.types.is_struct(kind):
+        return pa.StructArray.from_arrays(
+            [_arrow_column([row[f.name] for row in values], f.type) for f in kind],
+            fields=list(kind))
+    if pa.types.is_large_list(kind):
+        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=count)
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        flat = [x for v in values for x in v]
+        return pa.LargeListArray.from_arrays(_buffers(pa.int64(), offsets),
+                                             _arrow_column(flat, kind.value_type))
+    if pa.types.is_timestamp(kind):
+        if not all(isinstance(v, datetime) and v.tzinfo is not None for v in values):
+            raise ValueError("timestamps must be timezone-aware datetimes")
+        return _buffers(kind, np.fromiter(((v - _EPOCH) // _MICROSECOND for v in values),
+                                          dtype=np.int64, count=count))
+    if kind == pa.int64():
+        if not all(type(v) is int for v in values):
+            raise TypeError("int64 column with other values")
+        return _buffers(kind, np.array(values, dtype=np.int64))
+    if kind == pa.float64():
+        if not all(isinstance(v, float | int) and not isinstance(v, bool) for v in values):
+            raise TypeError("float64 column with other values")
+        return _buffers(kind, np.array(values, dtype=np.float64))
+    if kind == pa.large_string():
+        if not all(v is None or isinstance(v, str) for v in values):
+            raise TypeError("string column with other values")
+        encoded = [b"" if v is None else v.encode() for v in values]
+        offsets = np.concatenate(([0], np.cumsum([len(b) for b in encoded], dtype=np.int64)))
+        valid = None
+        if any(v is None for v in values):
+            valid = pa.py_buffer(np.packbits(np.array([v is not None for v in values]),
+                                             bitorder="little").tobytes())
+        return pa.Array.from_buffers(kind, count, [valid, pa.py_buffer(offsets.astype(np.int64)),
+                                                   pa.py_buffer(b"".join(encoded))])
+    raise TypeError(f"no buffers for Arrow type {kind}")
+
+
+def _buffers(kind: pa.DataType, data: np.ndarray) -> pa.Array:
+    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
 
 
 def encode_rows(rows: Sequence[Mapping[str, Any]]) -> bytes:

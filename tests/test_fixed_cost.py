@@ -64,8 +64,9 @@ def test_no_fork_server_for_a_sweep_without_a_pool():
 
 
 def test_a_pool_worker_first_result_file_needs_nothing_beyond_the_preload(tmp_path):
-    """pyarrow imports pandas at its first conversion of Python values (~0.4 CPU-s): the fork
-    server preloads it, once for all the workers."""
+    """Nothing a worker's first file needs is left to import then (pyarrow, for one, imports
+    pandas at its first conversion of Python values, ~0.4 CPU-s: storage builds its Arrow
+    arrays from buffers)."""
     assert _python(WORKER, str(tmp_path)) == []  # no package it had not loaded yet
 
 
