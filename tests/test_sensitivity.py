@@ -176,6 +176,8 @@ def test_regression_recovers_the_coefficients_of_a_linear_response():
     sentence = sensitivity_sentence(result.table, "y", metamodel=result.metamodel)
     assert sentence.startswith("x1 explains") and sentence.index("x2 ") < sentence.index("x3 ")
     assert "no evidence of lack of fit" in sentence
+    # the factors not listed are named
+    assert "(x3 less)" in sensitivity_sentence(result.table, "y", max_factors=2)
 
 
 def test_lack_of_fit_is_detected_when_the_metamodel_is_wrong():

@@ -412,10 +412,12 @@ def sensitivity_sentence(table: pl.DataFrame, metric: str, *,
     shown = [m for m in mains[:max_factors] if m["value"] >= 0.01] or mains[:1]
     parts = [f"{shown[0]['factor']} explains {_share(shown[0])} of the variance of {metric}"]
     parts += [f"{m['factor']} {_share(m)}" for m in shown[1:]]
-    rest = len(mains) - len(shown)
+    rest = [m["factor"] for m in mains[len(shown):]]  # shown is a prefix of mains
     sentence = ", ".join(parts)
-    if rest:
-        sentence += f" (the other {rest} factor{'s' if rest > 1 else ''} less)"
+    if rest:  # named while few ("the other 1 factor less" hid which)
+        named = (rest[0] if len(rest) == 1 else ", ".join(rest[:-1]) + " and " + rest[-1]
+                 if len(rest) <= 3 else f"the other {len(rest)} factors")
+        sentence += f" ({named} less)"
     sentence += "; " + _interactions(rows, method, threshold)
     sentence += f" ({confidence} intervals, {_how(method)})."
     if metamodel is not None:
