@@ -98,10 +98,14 @@ def held_elsewhere(instance: dg.DagsterInstance, run_id: str, asset_key: dg.Asse
         return {}
     wanted = [str(k) for k in keys]
 
+    sweep = mine.dagster_run.tags.get("simlab/sweep")
+
     def overlapping() -> list[tuple[dg.RunRecord, set[str]]]:
         found, mine_set = [], set(wanted)
         for record in instance.get_run_records(dg.RunsFilter(statuses=_UNFINISHED)):
             run = record.dagster_run
+            if sweep is not None and run.tags.get("simlab/sweep") == sweep:
+                continue  # one sweep's runs are disjoint by construction: not worth reading
             if run.run_id != run_id and targets(run, asset_key):
                 shared = mine_set & run_partitions(run, partitions_def, instance)
                 if shared:
