@@ -297,6 +297,26 @@ def _print_search_best(spec) -> bool:
     return True
 
 
+MAX_TABLE_ROWS = 20  # more configurations than this: the closing tables show FIRST_ROWS of them
+
+
+FIRST_ROWS = 10
+
+
+def _first_rows(spec, metric: str, rows: list[tuple]) -> tuple[list[tuple], str]:
+    """The headline table's rows a terminal shows (config_key first, mean third): all of them up
+    to MAX_TABLE_ROWS, else the FIRST_ROWS best by the objective (in key order without one), and
+    words for the title saying which."""
+    if len(rows) <= MAX_TABLE_ROWS:
+        return rows, ""
+    objective = spec.objective
+    if objective is not None and objective.metric == metric:
+        sign = 1.0 if objective.direction == "minimize" else -1.0
+        rows = sorted(rows, key=lambda row: (row[2] is None, sign * (row[2] or 0.0), row[0]))
+        return rows[:FIRST_ROWS], f"the best {FIRST_ROWS} of {len(rows)}"
+    return rows[:FIRST_ROWS], f"the first {FIRST_ROWS} of {len(rows)}"
+
+
 def _print_outcome(spec, checks: dict[str, bool], instance=None) -> None:
     """The summary of the headline metric, precision, warnings, checks, and last the answer."""
     from simlab_pipelines.analysis.headline import headline_metric
@@ -313,26 +333,36 @@ def _print_outcome(spec, checks: dict[str, bool], instance=None) -> None:
     if not rows:
         click.echo(f"no summary for {spec.name} in {settings.duckdb_path()}", err=True)
         return
+    rows, more = _first_rows(spec, metric, rows)
+    shown = {row[0]: i for i, row in enumerate(rows)}  # the other tables: the same, in order
+
+    def same(found: list[tuple]) -> list[tuple]:
+        return sorted((row for row in found if row[0] in shown), key=lambda row: shown[row[0]])
+
     # a search: its best candidates as it judged them, not every proposal by name
     if not (spec.search is not None and spec.search.method != "threshold" and spec.objective
             and _print_search_best(spec)):
         _table(columns, rows, title=f"{spec.name}: {metric}, mean and {spec.confidence:.0%} "
-                                    "confidence interval")
+                                    "confidence interval" + (more and f", {more}"))
+        if more:  # a terminal's worth, and the way to the rest
+            click.echo(f"(the rest: simlab query \"SELECT config_key, n, mean, ci_low, ci_high "
+                       f"FROM summary WHERE experiment = '{spec.name}' AND metric = '{metric}' "
+                       "ORDER BY mean\")")
     if spec.search is None:  # what decides feasibility, beside the objective (often a cost)
         for constraint in spec.constraints:
             if constraint.metric != metric:
-                columns, rows = _rows(
+                columns, found = _rows(
                     "SELECT config_key, n, mean, ci_low, ci_high FROM summary WHERE "
                     "experiment = ? AND metric = ? ORDER BY config_key",
                     [spec.name, constraint.metric])
-                _table(columns, rows, title=f"constraint {constraint.describe()}: mean, "
-                                            f"{spec.confidence:.0%} CI")
+                _table(columns, same(found), title=f"constraint {constraint.describe()}: mean, "
+                                                   f"{spec.confidence:.0%} CI")
     if spec.precision is not None:
-        columns, rows = _rows(
+        columns, found = _rows(
             "SELECT config_key, replications, rounds, status, relative_half_width, "
             "target_relative_half_width FROM precision WHERE experiment = ? ORDER BY config_key",
             [spec.name])
-        _table(columns, rows, title=f"sequential replications on {spec.precision.metric}")
+        _table(columns, same(found), title=f"sequential replications on {spec.precision.metric}")
     _, warnings = _rows("SELECT warning FROM warmup WHERE experiment = ? AND warning IS NOT NULL "
                         "ORDER BY config_key, series", [spec.name])
     for (warning,) in warnings:

@@ -122,6 +122,20 @@ def test_failures_group_by_the_first_line_of_their_reason():
          "partition", 3)]
 
 
+def test_many_configurations_close_with_the_best_ten_by_the_objective():
+    from simlab_pipelines.cli import _first_rows
+    from simlab_pipelines.experiments import parse_experiment
+
+    spec = parse_experiment({"name": "many", "model": "mmck", "seed": 1, "replications": 2,
+                             "factors": {"servers": list(range(1, 26))},
+                             "objective": {"metric": "mean_wait", "direction": "minimize"}})
+    rows = [(f"servers-{s}", 2, 1.0 / s, 0.0, 1.0, 0.1) for s in range(1, 26)]
+    shown, words = _first_rows(spec, "mean_wait", rows)
+    assert [row[0] for row in shown] == [f"servers-{s}" for s in range(25, 15, -1)]
+    assert words == "the best 10 of 25"
+    assert _first_rows(spec, "mean_wait", rows[:20]) == (rows[:20], "")  # a screen's worth: all
+
+
 def test_a_malformed_command_is_refused_once_before_anything_runs(lab):
     path = _experiment(lab, "malformed", [0])
     path.write_text(path.read_text().replace("- sh\n", "- sh {mode\n", 1))
