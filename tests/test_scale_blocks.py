@@ -12,6 +12,7 @@ import pytest
 import yaml
 from lab import observations, sweep
 from test_reliability_runs import slow  # noqa: F401  (the fixture: ~1 s simulations)
+from test_s3_results import s3  # noqa: F401  (the moto S3 fixture)
 
 import engine
 from simlab_pipelines import plan
@@ -143,3 +144,22 @@ def test_kill_9_mid_block_then_the_next_sweep_resumes_exactly(lab, slow):  # noq
     assert code == 0, out + err
     _assert_clean(instance)
     _assert_exact(lab, slow)  # 6 rows, every value the engine's
+
+
+def test_blocks_in_an_object_store_one_object_each_and_a_rerun_does_nothing(lab, s3):  # noqa: F811
+    """Results in S3 (moto): the tiny experiment's 2 x 6 replications in blocks of 3 are 4
+    objects of 3 rows, the DuckDB rows are every replication once, and a second sweep runs
+    nothing and writes no object."""
+    from test_s3_results import PREFIX, _objects
+
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    path.write_text(path.read_text() + "replications_per_partition: 3\n")
+    assert "ran 4 partitions" in sweep(path, "--workers", "2")
+    objects = {k: v for k, v in _objects(s3).items() if k.endswith(".parquet")}
+    assert sorted(objects) == sorted(f"{PREFIX}/tiny_mmck/servers-{c}/{b}.parquet"
+                                     for c in (1, 2) for b in ("0-2", "3-5"))
+    rows = observations(lab / "data" / "simlab.duckdb")
+    assert sorted({(c, r) for c, r, _, _ in rows}) == [
+        (f"servers-{c}", r) for c in (1, 2) for r in range(6)]
+    assert "nothing to do" in sweep(path, "--workers", "2")
+    assert {k: v for k, v in _objects(s3).items() if k.endswith(".parquet")} == objects
