@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import select
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -238,9 +239,13 @@ def run_tasks(tasks: Sequence[Task], board: str | None = None,
               indexes: Sequence[int] = ()) -> list[Outcome]:
     """Several partitions in one pool task (each as ``run_task``: its own span, file, error),
     each marked started and done on the ``board`` (a ``Board``'s path) at its index."""
-    if board is None:
+    marks = None
+    if board is not None:
+        with suppress(OSError):  # gone (another host's clean-up?): run it unmarked
+            marks = _board_view(board)
+    if marks is None:
         return [run_task(task) for task in tasks]
-    marks, pid = _board_view(board), os.getpid()
+    pid = os.getpid()
     outcomes = []
     for task, index in zip(tasks, indexes, strict=True):
         marks[index] = pid
@@ -254,9 +259,13 @@ class Board:
     the run process and the workers map: 0 not started, ``pid`` while worker ``pid`` runs it,
     ``-pid`` once it is done. Read only when a worker dies."""
 
+    PREFIX = "simlab-board-"
+
     def __init__(self, size: int) -> None:
-        self.path: str | None = os.path.join(tempfile.gettempdir(),
-                                              f"simlab-board-{uuid.uuid4().hex}")
+        directory = tempfile.gettempdir()
+        _remove_orphans(directory, self.PREFIX)
+        self.path: str | None = os.path.join(
+            directory, f"{self.PREFIX}{os.getpid()}_{uuid.uuid4().hex}_{socket.gethostname()}")
         self._map: mmap.mmap | bytearray
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -280,6 +289,20 @@ class Board:
             self._map.close()  # type: ignore[union-attr]
             with suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def _remove_orphans(directory: str, prefix: str) -> None:
+    """Remove the boards that run processes of this host left when they were killed."""
+    host = socket.gethostname()
+    with suppress(OSError):
+        for name in os.listdir(directory):
+            if not name.startswith(prefix):
+                continue
+            owner, _, rest = name[len(prefix):].partition("_")
+            if (rest.partition("_")[2] == host and owner.isdigit()
+                    and not _alive(int(owner))):
+                with suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
 
 
 @functools.lru_cache(maxsize=4)

@@ -3,6 +3,8 @@ land in the same batch, and the next batch gets a new pool."""
 
 import os
 import signal
+import socket
+import subprocess
 import threading
 import time
 
@@ -59,3 +61,20 @@ def test_a_killed_worker_fails_only_its_partition_and_the_next_batch_gets_a_new_
     assert sorted(o.task.replication for o in outcomes) == [0, 1, 2, 3]
     assert all(o.error is None for o in outcomes)
     batch.shutdown_pools()
+
+
+def test_a_killed_run_process_board_is_removed_by_the_next_batch_of_this_host(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr(batch.tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no live process has (a run process killed with its board)
+    host = socket.gethostname()
+    left = tmp_path / f"simlab-board-{dead.pid}_0f_{host}"
+    elsewhere = tmp_path / f"simlab-board-{dead.pid}_0f_{host}-other"  # another host's
+    alive = tmp_path / f"simlab-board-{os.getpid()}_0f_{host}"
+    for path in (left, elsewhere, alive):
+        path.write_bytes(b"\0" * 8)
+    board = batch.Board(2)
+    assert not left.exists() and elsewhere.exists() and alive.exists()
+    board.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([elsewhere.name, alive.name])
