@@ -22,6 +22,7 @@ misses, probability <= 3 x 0.05^2 < 0.01).
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,8 +36,12 @@ from simlab_pipelines.analysis.threshold import (
     UNCLEAR_END,
     WIDE,
     WITHIN_THROUGHOUT,
+    decision_budget,
     threshold_round,
 )
+from simlab_pipelines.experiments import load_experiment
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "experiments"
 
 LOW, HIGH, LIMIT = 0.2, 1.95, 2.0
 
@@ -88,6 +93,8 @@ def test_the_interval_covers_the_root_at_its_nominal_rate(correlation):
     # it narrows down: the intervals are near the tolerance, far below the range
     assert np.median([p.result.ci_high - p.result.ci_low for p in plans]) < 0.2
     assert all(p.result.ci_low <= p.result.estimate <= p.result.ci_high for p in plans)
+    # never more values than the coverage argument (and the partition plan) counts on
+    assert max(len(p.points) for p in plans) <= plans[0].decisions
 
 
 def test_the_first_round_asks_for_both_ends_and_the_middle():
@@ -148,6 +155,16 @@ def test_a_falling_metric_and_an_integer_factor():
     assert result.status == FOUND and (result.ci_low, result.ci_high, result.estimate) == (
         10, 10, 10)
     assert all(isinstance(p.x, int) for p in plan.points)
+
+
+def test_the_example_plans_its_partitions_from_the_procedures_bound():
+    """The breaking-point example's spec counts at most D values (not a search's 10,000), so its
+    replications are not grouped into blocks."""
+    spec = load_experiment(EXAMPLES / "mmck_breaking_point.yaml")
+    threshold = spec.search_space.threshold
+    assert threshold.max_points == decision_budget(threshold.min, threshold.max,
+                                                   threshold.tolerance, threshold.integer) == 15
+    assert spec.block_size == 1
 
 
 def test_the_same_results_give_the_same_plan():

@@ -25,7 +25,7 @@ decision is not yet clear:
    at min) or within it (still at max), or when the decision budget (below) is spent.
 
 Coverage. At most D points are ever decided: D = 3 (round 0) + twice the bisections from the
-middle down to the tolerance (both edges of a stretch of unclear points) + ``RESERVE``; each
+middle down to the tolerance (both edges of a stretch of unclear points) + 2; each
 has at most L looks. Every
 test is at ``beta = (1 - confidence) / (D L)``. A wrong test is a point declared within while
 g(x) > limit, or beyond while g(x) <= limit; a point at exactly the limit is within (only
@@ -54,6 +54,7 @@ import numpy as np
 from scipy import special
 
 from simlab_pipelines.analysis.intervals import check_confidence
+from simlab_pipelines.experiments.search import threshold_points
 
 WITHIN, BEYOND, PENDING, UNCLEAR = "within", "beyond", "pending", "unclear"
 # Result statuses
@@ -65,7 +66,6 @@ BUDGET = "budget"              # the decision budget ran out first
 BEYOND_THROUGHOUT = "beyond_throughout"
 WITHIN_THROUGHOUT = "within_throughout"
 UNCLEAR_END = "unclear_end"    # an end of the range sits within noise of the limit
-RESERVE = 2  # decisions beyond bisecting both edges of an unclear stretch
 SIGNIFICANT_DIGITS = 6  # as a search's proposals: short, readable configuration keys
 
 
@@ -136,11 +136,10 @@ def look_schedule(replications: int, max_replications: int) -> tuple[int, ...]:
 
 def decision_budget(low: float, high: float, tolerance: float, integer: bool) -> int:
     """D: round 0's three points, twice the bisections from half the range down to the
-    tolerance (a stretch of unclear points has two edges to narrow down), and RESERVE."""
-    step = max(tolerance, 1.0) if integer else tolerance
-    halvings = max(0, math.ceil(math.log2((high - low) / 2 / step))) if high - low > 2 * step \
-        else 0
-    return 3 + 2 * halvings + RESERVE
+    tolerance (a stretch of unclear points has two edges to narrow down), and 2 more. The
+    formula lives with the schema (``experiments.search.threshold_points``), which also bounds
+    the experiment's partitions by it without loading scipy."""
+    return threshold_points(low, high, tolerance, integer)
 
 
 def round_value(x: float, integer: bool) -> float:

@@ -103,6 +103,20 @@ class Search(BaseModel):
 _THRESHOLD_FIELDS = ("factor", "min", "max", "metric", "limit", "tolerance")
 
 
+THRESHOLD_RESERVE = 2  # decisions beyond bisecting both edges of a stretch of unclear values
+
+
+def threshold_points(low: float, high: float, tolerance: float, integer: bool) -> int:
+    """The most factor values a breaking-point search decides (``analysis/threshold.py``, whose
+    coverage argument counts on it): round 0's three, twice the halvings from half the range
+    down to the tolerance (a stretch of values within noise of the limit has two edges to
+    narrow down), and THRESHOLD_RESERVE."""
+    step = max(tolerance, 1.0) if integer else tolerance
+    span = (high - low) / 2
+    halvings = max(0, math.ceil(math.log2(span / step))) if span > step else 0
+    return 3 + 2 * halvings + THRESHOLD_RESERVE
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A threshold search, resolved: the largest ``factor`` in [min, max] whose ``metric`` stays
@@ -117,6 +131,11 @@ class Threshold:
     tolerance: float
     integer: bool  # the factor is an integer parameter
     increasing: bool = True  # the metric grows with the factor (search.direction)
+
+    @property
+    def max_points(self) -> int:
+        """The most factor values the search can evaluate (``threshold_points``)."""
+        return threshold_points(self.min, self.max, self.tolerance, self.integer)
 
 
 @dataclass(frozen=True)

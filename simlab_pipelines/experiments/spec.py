@@ -294,6 +294,8 @@ class ExperimentSpec(BaseModel):
     def _planned_configurations(self) -> int:
         if self._search is None:
             return max(1, len(self._configurations))
+        if self._search.threshold is not None:  # a breaking point: its procedure's bound
+            return self._search.threshold.max_points
         budget = self.search.budget if self.search is not None else None
         return (budget.configurations if budget is not None and budget.configurations
                 else MAX_SEARCH_CONFIGURATIONS)
