@@ -16,9 +16,10 @@ replications step, as it starts (``held_elsewhere``), leaves out
 Both are judged from the instance, so the rule holds for every launcher and on Kubernetes. A run
 that sees another unfinished run over its partitions first waits until ``SETTLE_SECONDS`` after
 its own start, so that a run started just before it has recorded its start by then: of two runs
-started together, each sees the other's start and exactly one keeps the partitions. A run that
-has not started yet when this one looks (queued) is not waited for: when it starts, it sees this
-one started earlier and leaves these partitions. What a run leaves out is in its log, not a
+started together, each sees the other's start and exactly one keeps the partitions (only runs
+about to start, NOT_STARTED or STARTING, are waited for: a STARTED run's start is recorded, and a
+QUEUED one starts after this one). A run that has not started yet when this one looks (queued)
+is not waited for: when it starts, it sees this one started earlier and leaves these partitions. What a run leaves out is in its log, not a
 failure; ``simlab sweep`` waits for the other runs before it summarises (``wait_for_others``).
 """
 
@@ -34,6 +35,7 @@ _UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED,
                dg.DagsterRunStatus.CANCELING]
 _RUNNING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
             dg.DagsterRunStatus.CANCELING]
+_ABOUT_TO_START = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 # Longer than it takes a run to record its start in the instance (milliseconds; a second of
 # margin for a busy SQLite file). Paid only by a run that overlaps another unfinished run.
 SETTLE_SECONDS = 1.0
@@ -113,7 +115,10 @@ def held_elsewhere(instance: dg.DagsterInstance, run_id: str, asset_key: dg.Asse
         return found
 
     others = overlapping()
-    if others:  # let a run started just before this one record its start (the docstring)
+    # A run about to start (NOT_STARTED, STARTING) may have started just before this one without
+    # its start recorded yet: let it record it (the docstring). A STARTED run's start is known,
+    # and a QUEUED one starts after this one.
+    if any(record.dagster_run.status in _ABOUT_TO_START for record, _ in others):
         wait = (mine.start_time or time.time()) + SETTLE_SECONDS - time.time()
         if wait > 0:
             time.sleep(wait)
