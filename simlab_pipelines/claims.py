@@ -14,13 +14,14 @@ replications step, as it starts (``held_elsewhere``), leaves out
   queue while a sweep did its work: the work is done).
 
 Both are judged from the instance, so the rule holds for every launcher and on Kubernetes. A run
-that sees another unfinished run over its partitions first waits until ``SETTLE_SECONDS`` after
-its own start, so that a run started just before it has recorded its start by then: of two runs
-started together, each sees the other's start and exactly one keeps the partitions (only runs
-about to start, NOT_STARTED or STARTING, are waited for: a STARTED run's start is recorded, and a
-QUEUED one starts after this one). A run that has not started yet when this one looks (queued)
-is not waited for: when it starts, it sees this one started earlier and leaves these partitions. What a run leaves out is in its log, not a
-failure; ``simlab sweep`` waits for the other runs before it summarises (``wait_for_others``).
+that sees another run over its partitions about to start (NOT_STARTED, STARTING) first waits
+until ``SETTLE_SECONDS`` after its own start, so that a run started just before it has recorded
+its start by then: of two runs started together, each sees the other's start and exactly one
+keeps the partitions. A STARTED run's start is recorded already; a QUEUED run starts after this
+one, and when it does it sees this one started earlier and leaves these partitions. What a run
+leaves out is in its log, not a failure; ``simlab sweep`` waits for the other runs before it
+summarises (``wait_for_others``). Left open: a partition another run finishes between a sweep's
+look at what is missing and the creation of its run is run again, after (not at once).
 """
 
 import time
@@ -37,7 +38,7 @@ _RUNNING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
             dg.DagsterRunStatus.CANCELING]
 _ABOUT_TO_START = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 # Longer than it takes a run to record its start in the instance (milliseconds; a second of
-# margin for a busy SQLite file). Paid only by a run that overlaps another unfinished run.
+# margin for a busy SQLite file). Paid only by a run that overlaps a run about to start.
 SETTLE_SECONDS = 1.0
 
 
