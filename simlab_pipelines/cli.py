@@ -386,7 +386,10 @@ def _print_outcome(spec, checks: dict[str, bool], instance=None) -> None:
               help="Where to write the report [default: NAME.html next to the DuckDB file].")
 def report(name: str, db: Path | None, output: Path | None) -> None:
     """Write a self-contained HTML report (answer, tables, plots) of experiment NAME."""
+    import duckdb
+
     from simlab_pipelines.experiments import ExperimentError
+    from simlab_pipelines.query import lock_conflict
     from simlab_pipelines.report import write_experiment_report
 
     db = db or settings.duckdb_path()
@@ -394,6 +397,11 @@ def report(name: str, db: Path | None, output: Path | None) -> None:
         path = write_experiment_report(name, db, output)
     except (FileNotFoundError, KeyError) as exc:
         raise click.ClickException(exc.args[0] if exc.args else str(exc)) from None
+    except duckdb.IOException as exc:  # the file held open by another writer: say by whom
+        held = lock_conflict(str(exc))
+        if held is None:
+            raise
+        raise click.ClickException(held) from None
     except ExperimentError as exc:  # e.g. its model cannot be imported here
         raise click.ClickException(f"{exc} (run simlab report where the experiment's model "
                                    "can be imported)") from None

@@ -165,6 +165,9 @@ def test_a_duckdb_file_held_by_another_writer_is_named_in_one_line(lab):
         failed = [line for line in result.stderr.splitlines() if line.startswith("run ")]
         assert len(failed) == 1 and held in failed[0], result.stderr
         assert "confidence interval" not in result.stdout  # no stale summary shown
+        report = CliRunner().invoke(main, ["report", "tiny_mmck"])
+        assert report.exit_code == 1 and report.stderr.startswith(f"Error: {held}"), \
+            report.output
     # Once it is closed, the ordinary commands work.
     assert "summary rebuilt" in sweep(path, "--workers", "1")
     done = _query(db, "--json", "SELECT question FROM experiments")
