@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sweep_throughput import _children, _cpu, _simulations, become_subreaper, load, reap
+from sweep_throughput import (
+    _children,
+    _cpu,
+    _simulations,
+    become_subreaper,
+    command_environment,
+    load,
+    reap,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -92,7 +100,7 @@ def _timed(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
 
 
 def _environment(home: Path, data: Path, cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SIMLAB_"))}
+    env = {k: v for k, v in command_environment().items() if not k.startswith("SIMLAB_")}
     env.update({"DAGSTER_HOME": str(home), "SIMLAB_DATA_DIR": str(data),
                 "SIMLAB_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"})
     return env
@@ -106,7 +114,7 @@ def _new_home(path: Path) -> Path:
 
 
 def run_reference(scratch: Path) -> dict[str, Any]:
-    return _timed([sys.executable, "-c", REFERENCE], dict(os.environ), scratch)
+    return _timed([sys.executable, "-c", REFERENCE], command_environment(), scratch)
 
 
 def run_sweep(experiment: Path, home: Path, data: Path, cache: Path,

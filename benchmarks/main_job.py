@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from sweep_throughput import become_subreaper, load, run_simlab
+from sweep_throughput import become_subreaper, command_environment, load, run_simlab
 
 from simlab_pipelines.experiments import load_experiment
 
@@ -85,7 +85,7 @@ def run_floor(jobs: list, observed: list) -> float:
         jobs_file.write_text(json.dumps(jobs))
         start = time.perf_counter()
         subprocess.run([sys.executable, str(script), str(jobs_file), str(out)], check=True,
-                       cwd=ROOT)
+                       cwd=ROOT, env=command_environment())
         seconds = time.perf_counter() - start
         metrics = {(k, r): m for k, r, m in json.loads(out.read_text())}
     for key, replication, metric, value in observed:

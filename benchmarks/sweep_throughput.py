@@ -323,6 +323,14 @@ def check_database(db: Path, expected: int,
     return len(values)
 
 
+def command_environment() -> dict[str, str]:
+    """This process's environment for a measured command, as on a user's machine: no OTEL_*
+    variables, and Python writing its bytecode caches (a PYTHONDONTWRITEBYTECODE inherited from
+    a tool's shell made every simlab module compile again in every process, ~0.4 CPU-s)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("OTEL_") and k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_simlab(path: Path, workers: int, extra_env: dict[str, str] | None = None,
                check: dict[tuple[str, int], dict[str, float]] | None = None,
                expected: int | None = None,
@@ -340,7 +348,7 @@ def run_simlab(path: Path, workers: int, extra_env: dict[str, str] | None = None
         home = scratch / "home"
         home.mkdir()
         shutil.copy(instance_yaml or ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env = command_environment()
         env.update({"DAGSTER_HOME": str(home), "SIMLAB_DATA_DIR": str(scratch / "data")})
         for name in ("SIMLAB_RESULTS_URI", "SIMLAB_DUCKDB_PATH", "SIMLAB_MAX_PARTITIONS_PER_RUN",
                      "SIMLAB_WORKERS"):
