@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from simlab_pipelines.experiments import Configuration, ExperimentSpec
-from simlab_pipelines.partitions import blocks, partition_key, round_blocks
+from simlab_pipelines.partitions import blocks, round_blocks
 
 # The procedures are imported where they run: they load scipy (~0.3 s), which the processes that
 # only read targets of fixed-size experiments (a sweep's start, a run, a sensor) never need.
@@ -218,7 +218,28 @@ def wanted_blocks(spec: ExperimentSpec, targets: Mapping[str, Target]
 def wanted_partitions(spec: ExperimentSpec, targets: Mapping[str, Target]) -> list[str]:
     """Partition keys wanted now, in configuration then replication order (a search's: in
     order of proposal; without targets, its first round's)."""
-    return [partition_key(key, first, last) for key, first, last in wanted_blocks(spec, targets)]
+    return wanted_frame(spec, targets)["key"].to_list()
+
+
+_KEY = pl.concat_str("config_key", pl.lit("|"), pl.col("first").cast(pl.String),
+                     pl.when(pl.col("last") > pl.col("first"))
+                     .then(pl.lit("-") + pl.col("last").cast(pl.String)).otherwise(pl.lit("")))
+
+
+def wanted_frame(spec: ExperimentSpec, targets: Mapping[str, Target]) -> pl.DataFrame:
+    """``wanted_blocks`` as a frame (config_key, first, last, key), built without a Python
+    object per partition where the grid allows (every configuration the same blocks)."""
+    schema = {"config_key": pl.String, "first": pl.Int64, "last": pl.Int64}
+    keys = _wanted_keys(spec, targets)
+    totals = {targets[k].replications if k in targets else spec.replications for k in keys}
+    if not is_sequential(spec) and len(totals) == 1:
+        spans = blocks(0, totals.pop(), spec.block_size)
+        frame = pl.DataFrame({"config_key": keys}, schema={"config_key": pl.String}).join(
+            pl.DataFrame(spans, orient="row", schema={"first": pl.Int64, "last": pl.Int64}),
+            how="cross")
+    else:
+        frame = pl.DataFrame(list(wanted_blocks(spec, targets)), orient="row", schema=schema)
+    return frame.with_columns(_KEY.alias("key"))
 
 
 def wanted_replications(spec: ExperimentSpec, targets: Mapping[str, Target]
@@ -245,8 +266,7 @@ def missing_partitions(spec: ExperimentSpec, targets: Mapping[str, Target],
     made from other inputs). Counted per partition in polars: a million results cost no
     Python object each, and memory goes with what exists and what is missing, not with the
     experiment's whole space."""
-    wanted = pl.DataFrame(list(wanted_blocks(spec, targets)), orient="row",
-                          schema={"config_key": pl.String, "first": pl.Int64, "last": pl.Int64})
+    wanted = wanted_frame(spec, targets)
     if wanted.is_empty():
         return []
     present = on_disk if isinstance(on_disk, pl.DataFrame) else pl.DataFrame(
@@ -259,12 +279,15 @@ def missing_partitions(spec: ExperimentSpec, targets: Mapping[str, Target],
                          by="config_key", strategy="backward", check_sortedness=False)
               .filter(pl.col("replication") <= pl.col("last"))
               .group_by("_partition").len("_found"))
-    key = pl.concat_str("config_key", pl.lit("|"), pl.col("first").cast(pl.String),
-                        pl.when(pl.col("last") > pl.col("first"))
-                        .then(pl.lit("-") + pl.col("last").cast(pl.String)).otherwise(pl.lit("")))
     done = pl.Series("done", list(materialized), dtype=pl.String)
     return (wanted.join(landed, on="_partition", how="left").sort("_partition")
-            .with_columns(key.alias("_key"))
             .filter((pl.col("_found").fill_null(0) < pl.col("last") - pl.col("first") + 1)
-                    | ~pl.col("_key").is_in(done))
-            ["_key"].to_list())
+                    | ~pl.col("key").is_in(done))
+            ["key"].to_list())
+
+
+def unmaterialized(spec: ExperimentSpec, targets: Mapping[str, Target],
+                   materialized: Collection[str]) -> list[str]:
+    """Wanted partitions not materialised, in order (when every result is known to be there)."""
+    done = pl.Series("done", list(materialized), dtype=pl.String)
+    return wanted_frame(spec, targets).filter(~pl.col("key").is_in(done))["key"].to_list()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -13,11 +14,11 @@ import sqlalchemy as sa
 
 from simlab_pipelines import metadata as ui
 from simlab_pipelines import partitions, plan, recovery
-from simlab_pipelines.assets import replications_key, spec_key
+from simlab_pipelines.assets import replications_key, spec_key, summary_key
 from simlab_pipelines.experiments import ExperimentSpec, load_experiments
 from simlab_pipelines.partitions import batches
 from simlab_pipelines.resources import default_storage
-from simlab_pipelines.summary import current_results
+from simlab_pipelines.summary import OBSERVATION_SCHEMA, current_results, summarised_counts
 
 log = logging.getLogger("simlab.sensors")
 
@@ -28,7 +29,13 @@ NO_RETRY_TAGS = {"dagster/retry_on_asset_or_op_failure": "false"}
 
 
 def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
-    """The storage id of the asset's latest materialization (None if never materialised).
+    """The storage id of the asset's latest materialization (None if never materialised)."""
+    latest = _latest(instance, key)
+    return latest[0] if latest else None
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[int, str] | None:
+    """(storage id, run id) of the asset's latest materialization.
 
     Asked of the SQL event log directly where it is one (SQLite, PostgreSQL): fetching the
     record would deserialize the whole event, and a summary's carries its plots (0.1 s)."""
@@ -36,16 +43,18 @@ def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey) -> in
     try:
         from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as Events
 
-        table_query = sa.select(sa.func.max(Events.c.id)).where(
+        table_query = sa.select(Events.c.id, Events.c.run_id).where(
             Events.c.asset_key == key.to_string(),
-            Events.c.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value)
+            Events.c.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value
+        ).order_by(Events.c.id.desc()).limit(1)
         query = storage._add_assets_wipe_filter_to_query(  # as Dagster's own reads: after a wipe
             table_query, storage._get_assets_details([key]), [key])
         with storage.index_connection() as connection:
-            return connection.execute(query).scalar()
+            row = connection.execute(query).first()
+        return (row[0], row[1]) if row else None
     except (ImportError, AttributeError):  # not a SQL event log, or Dagster moved these
         records = instance.fetch_materializations(key, limit=1).records
-        return records[0].storage_id if records else None
+        return (records[0].storage_id, records[0].run_id) if records else None
 
 
 def replications_job_name(name: str) -> str:
@@ -64,11 +73,54 @@ def plan_state(instance: dg.DagsterInstance, spec: ExperimentSpec
                ) -> tuple[dict[str, plan.Target], list[str], list[str]]:
     """``missing_partitions``, and the keys of results beyond the plan (``beyond_plan``), from
     one look at the results: memory in proportion to what exists and what is missing, not to the
-    experiment's whole space."""
+    experiment's whole space. When the summary says it all (``_summarised``), no result row is
+    read."""
+    summarised = _summarised(instance, spec)
+    if summarised is not None:
+        return summarised
     targets, present = current_results(spec, default_storage().store())
     materialized = instance.get_materialized_partitions(replications_key(spec.name))
     return (targets, plan.missing_partitions(spec, targets, materialized, present),
             _beyond(targets, present))
+
+
+def _summarised(instance: dg.DagsterInstance, spec: ExperimentSpec
+                ) -> tuple[dict[str, plan.Target], list[str], list[str]] | None:
+    """``plan_state`` from the counts in DuckDB, without reading a result row, when they are
+    the whole story: a fixed experiment whose summary is current (built after the last
+    replication and the spec landed, from this definition) and whose result files have not
+    changed since its run started (the configurations' directories' mtimes), with every
+    configuration's replications all there. None otherwise (then the rows are read): a million
+    rows are seconds and hundreds of MB, these counts a few milliseconds."""
+    storage = default_storage()
+    store = storage.store()
+    if plan.uses_results(spec) or not store.is_local:
+        return None
+    summary = _latest(instance, summary_key(spec.name))
+    if summary is None or any(
+            other is not None and other >= summary[0]
+            for other in (latest_materialization(instance, replications_key(spec.name)),
+                          latest_materialization(instance, spec_key(spec.name)))):
+        return None
+    record = instance.get_run_record_by_id(summary[1])
+    if record is None or record.start_time is None:
+        return None
+    counts = summarised_counts(spec, store, Path(storage.duckdb_path), record.start_time)
+    targets = plan.replication_targets(spec, pl.DataFrame(schema=OBSERVATION_SCHEMA))
+    if counts is None or any(counts.get(key) != (t.replications, 0, t.replications - 1)
+                             for key, t in targets.items()):
+        return None
+    materialized = instance.get_materialized_partitions(replications_key(spec.name))
+    missing = plan.unmaterialized(spec, targets, materialized)
+    # Files beyond the plan are not in DuckDB: their names say which (the listing is cached).
+    limits = {k: t.replications for k, t in targets.items()}
+    files = store.listing(spec.name).join(
+        pl.DataFrame({"config_key": list(limits), "_limit": list(limits.values())},
+                     schema={"config_key": pl.String, "_limit": pl.Int64}), on="config_key")
+    extra = ((key, r) for key, first, last, limit in files.filter(
+        pl.col("last") >= pl.col("_limit")).select("config_key", "first", "last", "_limit")
+        .iter_rows() for r in range(max(first, limit), last + 1))
+    return targets, missing, partitions.beyond_plan(limits, extra)
 
 
 def _beyond(targets: Mapping[str, plan.Target], present: pl.DataFrame) -> list[str]:

@@ -62,9 +62,17 @@ def stale_reasons(spec: ExperimentSpec, store: ResultStore) -> list[str]:
     if store.is_local and not os.path.isdir(os.path.join(store.root, spec.name)):
         return []  # a first sweep: nothing to read (not even the manifest)
     from simlab_pipelines import plan
-    from simlab_pipelines.summary import landed_rows
+    from simlab_pipelines.resources import default_storage
+    from simlab_pipelines.summary import landed_rows, summarised_counts
 
     if plan.is_search(spec):  # a search's configurations come from the results themselves
+        return []
+    # A summary of this definition holding every replication, no result file changed since:
+    # no file can hold another definition's result (it would be missing from the counts).
+    counts = summarised_counts(spec, store, default_storage().duckdb_path)
+    if counts is not None and all(counts.get(key) == (spec.replications, 0,
+                                                      spec.replications - 1)
+                                  for key in spec.config_keys()):
         return []
     # As planning reads them (the runs' fragments and the manifest, no stat of every file):
     # a sweep with nothing to do reads no more than that.

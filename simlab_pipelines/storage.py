@@ -439,6 +439,23 @@ class ResultStore:
             return pl.DataFrame(schema=LISTING_SCHEMA)
         return pl.concat(frames).sort("config_key", "first")
 
+    def unchanged_since(self, experiment: str, when: float, config_keys: Iterable[str]) -> bool:
+        """Whether no result file of ``experiment`` was written, renamed or removed after
+        ``when`` (a timestamp, seconds), judged by its configurations' directories' modification
+        times (every write renames a file into one), each of ``config_keys`` having its
+        directory; False when that cannot be told (an object store, a directory missing)."""
+        if not self.is_local:
+            return False
+        root = os.path.join(self.root, experiment)
+        limit = int(when * 1e9) - _SETTLED_NS  # coarse timestamps: a margin
+        try:
+            found = {e.name: e.stat().st_mtime_ns for e in os.scandir(root)
+                     if e.is_dir() and not e.name.startswith(".")}
+        except FileNotFoundError:
+            return False
+        return all(key in found for key in config_keys) and all(
+            mtime < limit for mtime in found.values())
+
     def read(self, experiment: str, config_key: str, replication: int | str
              ) -> pl.DataFrame | None:
         """One replication file's rows (``replication``: its number or stem); None when the
