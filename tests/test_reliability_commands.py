@@ -306,9 +306,10 @@ def test_simlab_commands_started_together_on_a_new_instance_create_it_once(lab, 
     assert observations(lab / "data" / "simlab.duckdb") == before
 
 
-# The hand-launched run's step pauses 20 s after its simulation, still STARTED and holding its
-# partition, longer than the sweep takes to start that partition's run on a loaded machine (a
-# longer simulation would do the same, at a cost in CPU).
+# The hand-launched run's step pauses after its simulation, still STARTED and holding its
+# partition, until the sweep's run of that partition has started and 5 s more (so that the sweep
+# finds it still running when it is about to summarise); a longer simulation would do the same,
+# at a cost in CPU.
 _HOLD = textwrap.dedent("""
     import os, time
     if os.environ.pop("SIMLAB_TEST_HOLD", None):
@@ -317,7 +318,13 @@ _HOLD = textwrap.dedent("""
         record = manifest.record_run
 
         def held(*args, **kwargs):
-            time.sleep(20)
+            import dagster as dg
+
+            instance, deadline = dg.DagsterInstance.get(), time.time() + 120
+            while time.time() < deadline and not instance.get_runs(filters=dg.RunsFilter(
+                    job_name="tiny_mmck_replications", statuses=[dg.DagsterRunStatus.STARTED])):
+                time.sleep(0.1)
+            time.sleep(5)
             return record(*args, **kwargs)
 
         manifest.record_run = held
