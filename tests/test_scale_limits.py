@@ -107,3 +107,30 @@ def test_more_partitions_than_dagster_recommends_is_warned_about_once(caplog):
         "Dagster recommends at most 100,000 partitions per asset (its UI and daemon slow down "
         "past it); replications_per_partition: auto keeps them within it"]
     assert auto.block_size == 2 and auto.partitions_warning() is None
+
+
+def test_nothing_to_do_is_told_by_the_summary_and_a_removed_file_still_runs_again(lab,
+                                                                                 monkeypatch):
+    """After a complete sweep, the next one plans from DuckDB's counts without reading a result
+    row; a result file removed since changes its directory, so the one after reads the rows
+    and runs exactly that partition."""
+    import os
+    import time
+
+    from lab import sweep
+
+    from simlab_pipelines import manifest, storage, summary
+
+    monkeypatch.setattr(storage, "_SETTLED_NS", 0)  # no margin for coarse timestamps here
+    path = lab / "experiments" / "tiny_mmck.yaml"
+    assert "ran 12 partitions" in sweep(path, "--workers", "1")
+    time.sleep(0.05)  # directories' mtimes strictly before the next sweep's checks
+    reads: list[str] = []
+    original = manifest.landed
+    monkeypatch.setattr(summary, "landed", lambda *a, **k: reads.append("rows") or original(
+        *a, **k))
+    assert "nothing to do" in sweep(path, "--workers", "1")
+    assert reads == []  # planned from the counts in DuckDB
+    os.unlink(lab / "data" / "results" / "tiny_mmck" / "servers-2" / "4.parquet")
+    assert "ran 1 partition in 1 run(s)" in sweep(path, "--workers", "1")
+    assert reads  # the rows were read: the directory changed
