@@ -55,9 +55,12 @@ NAME = "scale_linear"
 FLOOR_FILE_ROWS = 100
 
 
-def experiment(directory: Path, configs: int, replications: int) -> Path:
-    """``configs`` configurations (x1 0..9 x x2 0..configs/10-1) of ``linear`` with noise."""
+def experiment(directory: Path, configs: int, replications: int, block: int | None = None
+               ) -> Path:
+    """``configs`` configurations (x1 0..9 x x2 0..configs/10-1) of ``linear`` with noise;
+    ``block`` forces ``replications_per_partition`` (default auto)."""
     spec = {"name": NAME, "model": "linear", "seed": 11, "replications": replications,
+            **({"replications_per_partition": block} if block else {}),
             "parameters": {"noise_sd": 1.0, "b2": 0.5},
             "factors": {"x1": [float(i) for i in range(10)],
                         "x2": [float(i) for i in range(max(1, configs // 10))]},
@@ -262,7 +265,8 @@ def rebuild_summary(env: dict[str, str], path: Path, log: Path) -> dict:
     return {"wall_s": float(seconds), "rss_before_mb": float(before), "peak_rss_mb": float(peak)}
 
 
-def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool) -> dict:
+def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool,
+             block: int | None = None) -> dict:
     replications = size // configs
     scratch = Path(tempfile.mkdtemp(prefix=f"simlab-scale-{size}-"))
     try:
@@ -270,7 +274,7 @@ def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool) -> 
         for d in (home, data, exp):
             d.mkdir()
         shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-        path = experiment(exp, configs, replications)
+        path = experiment(exp, configs, replications, block)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SIMLAB_"))}
         env.update({"DAGSTER_HOME": str(home), "SIMLAB_DATA_DIR": str(data),
                     "SIMLAB_EXPERIMENTS_DIR": str(exp),
@@ -325,6 +329,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--configs", type=int, default=100, help="a multiple of 10")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--block", type=int, default=None,
+                        help="replications_per_partition (default: auto)")
     parser.add_argument("--ui", action="store_true", help="time the UI's GraphQL queries")
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild the summary in a fresh process (time, peak memory)")
@@ -333,7 +339,7 @@ def main() -> None:
     if args.configs % 10:
         parser.error("--configs must be a multiple of 10")
     subreaper = become_subreaper()
-    results = [one_size(size, args.configs, args.workers, args.ui, args.rebuild)
+    results = [one_size(size, args.configs, args.workers, args.ui, args.rebuild, args.block)
                for size in args.sizes]
     args.output.mkdir(parents=True, exist_ok=True)
     out = args.output / "scale.json"
