@@ -130,6 +130,7 @@ def _optimiser(spec: ExperimentSpec, progress: Progress,
     answer, recommended = _in_progress(spec, progress, arrays), None
     if cleanup is not None and cleanup.done:
         from simlab_pipelines.analysis.search_answer import search_text
+        from simlab_pipelines.experiments.responses import descriptions
 
         recommended = cleanup.recommended
         simulations = sum(np.asarray(v.get(metric, np.empty(0))).size
@@ -137,7 +138,8 @@ def _optimiser(spec: ExperimentSpec, progress: Progress,
         answer = search_text(cleanup, metric=metric, configurations=factors,
                              units=spec.units(), evaluated=len(factors),
                              space_size=space.size, simulations=simulations,
-                             search_simulations=len(factors) * R)
+                             search_simulations=len(factors) * R,
+                             descriptions=descriptions(spec))  # the file's words, as a grid's
     charts = _optimiser_charts(spec, progress, arrays, statuses, factors, recommended)
     return SearchSummary({"search": table}, answer, recommended, charts, dict(statuses))
 

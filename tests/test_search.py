@@ -361,6 +361,19 @@ def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     assert "of the sequential procedure" not in final.stdout
 
 
+def test_the_search_answer_names_metrics_by_their_descriptions():
+    from simlab_pipelines.search_tables import summarise_search
+
+    data = _data()
+    data["constraints"] = [{"metric": "mean_wait", "max": 10.0}]
+    spec = parse_experiment(data)
+    done = search_local.run_locally(spec)
+    answer = summarise_search(spec, done.progress, done.observations).answer
+    # the model's words for mean_wait, as a grid's answer says them (not "mean wait")
+    assert "; mean wait before service " in answer and "; mean wait " not in answer.replace(
+        "; mean wait before", ""), answer
+
+
 def test_a_breaking_point_search_runs_and_is_tabled():
     """M/M/1 (service rate 1): mean wait lambda / (1 - lambda) passes 1 at lambda = 0.5."""
     from simlab_pipelines.search_tables import summarise_search
