@@ -150,6 +150,19 @@ def test_the_best_few_feasible_are_candidates_even_far_from_a_lucky_one():
                       max_candidates=2) == ["lucky", "a"]
 
 
+def test_a_crowded_window_keeps_the_best_configurations_not_the_worst():
+    """More configurations within the window than max_candidates: the candidates are the best
+    ones (the best feasible first among them), never the window's tail."""
+    values = {f"c{i:02d}": {"cost": 80.0 + 0.1 * i + np.array([0.0, 1.0, -1.0]),
+                            "latency": np.array([.1, .1, .1])} for i in range(14)}
+    screening = feasibility(values, LIMITS, simultaneous=1)
+    means = {k: float(v["cost"].mean()) for k, v in values.items()}
+    assert candidates(screening, means, minimize=True, indifference_zone=DELTA) == [
+        f"c{i:02d}" for i in range(10)]
+    assert candidates(screening, means, minimize=True, indifference_zone=DELTA,
+                      max_candidates=4) == ["c00", "c01", "c02", "c03"]
+
+
 def test_replication_arrays_index_values_by_replication():
     frame = pl.DataFrame({"experiment": ["e"] * 4, "config_key": ["a", "a", "a", "b"],
                           "replication": [0, 2, 1, 0], "metric": ["cost"] * 4,

@@ -167,10 +167,9 @@ def candidates(screening: Feasibility, first_means: Mapping[str, float], *, mini
     # The best few feasible always get their second look: the best one may be feasible only by
     # chance (a limit missed by a hair passes the screen at rate 1 - c), and then the window
     # around its mean could leave out every configuration that is feasible in truth.
+    # Reserved first, then the window's best others: a cut at max_candidates drops the tail.
     reserved = feasible[:min(FEASIBLE_RESERVE, max_candidates)]
-    room = max(max_candidates - sum(1 for k in reserved if k not in chosen[:max_candidates]), 0)
-    chosen = list(dict.fromkeys([*[k for k in chosen if k not in reserved][:room], *reserved]))
-    chosen = chosen[:max(1, max_candidates)]
+    chosen = [*reserved, *(k for k in chosen if k not in reserved)][:max(1, max_candidates)]
     return sorted(chosen, key=lambda k: (sign * first_means[k], k))
 
 
