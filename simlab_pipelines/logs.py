@@ -186,6 +186,25 @@ def _not_printed_below_root(record: logging.LogRecord) -> bool:
     return True
 
 
+def _export_errors_once(record: logging.LogRecord) -> bool:
+    """In text format, the first OpenTelemetry export error of this process, reworded, and no
+    later one: with the collector down the exporter logs a line every few seconds in every
+    process, which buried the sweep's own lines. JSON lines are all kept."""
+    if (_FORMAT["current"] != "text" or not record.name.startswith("opentelemetry")
+            or "export" not in record.getMessage().lower()):
+        return True
+    if _EXPORT_ERRORS["said"]:
+        return False
+    _EXPORT_ERRORS["said"] = True
+    record.msg = (f"traces are not exported ({record.getMessage()[:300]}); later export errors "
+                  "of this process are not shown, and results are unaffected")
+    record.args = ()
+    return True
+
+
+_EXPORT_ERRORS = {"said": False}  # this process has printed its export error
+
+
 def _level(level: int | str) -> int:
     if isinstance(level, int):
         return level
@@ -233,6 +252,7 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None,
     else:
         handler = _JsonHandler(stream if stream is not None else sys.stderr)
         handler.addFilter(_not_printed_below_root)
+        handler.addFilter(_export_errors_once)
         root.addHandler(handler)
     handler.setFormatter(TextFormatter() if chosen == "text" else JsonFormatter())
     _FORMAT["current"] = chosen

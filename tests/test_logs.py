@@ -203,6 +203,27 @@ def test_text_format_for_a_person_and_run_lines_kept_off_the_terminal(output, mo
     assert logs.log_format("TEXT") == "text"
 
 
+def test_at_a_terminal_a_collector_down_is_said_once(output, monkeypatch):
+    monkeypatch.setitem(logs._EXPORT_ERRORS, "said", False)
+    exporter = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    configure_logging("INFO", stream=output, fmt="text")
+    try:
+        for delay in (0.8, 1.2, 2.4):
+            exporter.warning("Transient error %s encountered while exporting spans batch, "
+                             "retrying in %ss.", "Connection refused", delay)
+        logging.getLogger("opentelemetry.sdk.trace.export").error("Failed to export spans batch")
+        logging.getLogger("simlab.x").warning("disk nearly full")
+    finally:
+        configure_logging("INFO", stream=output)  # JSON again: every export error is a line
+    exporter.warning("Transient error encountered while exporting spans batch")
+    lines = output.getvalue().splitlines()
+    assert lines[0].startswith("warning: traces are not exported (Transient error Connection "
+                               "refused encountered while exporting spans batch, retrying in "
+                               "0.8s.); later export errors of this process are not shown")
+    assert lines[1] == "warning: disk nearly full"
+    assert json.loads(lines[2])["logger"] == exporter.name and len(lines) == 3
+
+
 @dg.asset
 def shouting_asset(context: dg.AssetExecutionContext) -> None:
     context.log.error("a simulation failed")
