@@ -179,6 +179,21 @@ def _first_stage(done: search_local.LocalSearch) -> int:
         {k: t.replications for k, t in done.targets.items()})
 
 
+@pytest.mark.parametrize("method", ["cmaes", "random", "grid"])
+def test_every_method_replays_to_the_same_proposals(method):
+    data = _data()
+    data["constraints"] = [{"metric": "mean_wait", "max": 0.5}]  # cmaes: the penalty's path
+    data["search"].update(method=method, budget={"configurations": 8})
+    spec = parse_experiment(data)
+    done = search_local.run_locally(spec)
+    assert len(done.replay.configurations) == 8 and done.progress.done
+    again = search.replay(spec, _observations(spec, done, shuffle_seed=1))
+    assert again.proposals == done.replay.proposals
+    if method == "grid":  # factorial order, first factor slowest
+        assert [c.varying for c in again.configurations][:2] == [
+            {"servers": 1, "capacity": 4}, {"servers": 1, "capacity": 8}]
+
+
 def test_a_run_reads_its_configurations_from_their_keys(finished):
     spec, done = finished
     for config in done.replay.configurations:
