@@ -229,6 +229,16 @@ def test_an_unstable_configuration_gets_a_warning_and_no_numbers():
            "simulate\n" in first + "\n"
 
 
+def test_an_unstable_configurations_cost_of_parameters_is_not_said_to_depend_on_the_run():
+    result = _restaurant(objective_metric="cost", minimize=True,
+                         unstable={"tables-8_waiters-3": "number in system"})
+    first = result.answer.split("\n\n")[0]
+    assert ("8 tables, 3 waiters: demand exceeds capacity: the number in system keeps growing "
+            "over the run, without bound, so its results depend only on how long you "
+            "simulate.") in first
+    assert "cost depends only on" not in first
+
+
 def test_with_constraints_the_options_say_which_miss_one_and_no_zone_is_claimed():
     from simlab_pipelines.analysis.constraints import Limit
 

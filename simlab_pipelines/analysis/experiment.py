@@ -154,7 +154,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
         comparisons = compare(frame, against, confidence=confidence)
     words = Words(configurations or {}, baseline, units, descriptions or {})
     said = [objective_metric] if objective_metric is not None else []
-    caveats = [c for c in (unstable_text(unstable or {}, words, objective_metric),
+    caveats = [c for c in (unstable_text(unstable or {}, words,
+                                         _run_dependent(summary, objective_metric, unstable)),
                            missing_text(missing or {}, words),
                            undefined_text(table, [*said, *tradeoffs], words)) if c]
     recommendation = None
@@ -203,6 +204,18 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
             text += f" Nothing is compared with {TODAY} until it has results."
     return ExperimentAnalysis(experiment, table, comparisons, subset, selection, text,
                               recommendation, feasibility)
+
+
+def _run_dependent(summary: pl.DataFrame, metric: str | None,
+                   unstable: Mapping[str, str] | None) -> str | None:
+    """``metric``, unless it is the same in every replication of the unstable configurations (a
+    cost of their parameters alone, which no run length changes): the unstable sentence then
+    speaks of their results, not of it."""
+    if metric is None or not unstable:
+        return metric
+    spread = summary.filter((pl.col("metric") == metric)
+                            & pl.col("config_key").is_in(list(unstable)))["stddev"]
+    return None if spread.len() and bool((spread.fill_null(0.0) == 0.0).all()) else metric
 
 
 def _statistics_lead(summary: pl.DataFrame, comparisons: pl.DataFrame, metric: str,
