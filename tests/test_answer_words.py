@@ -296,6 +296,17 @@ def test_undefined_values_are_said_in_the_answer_and_the_trade_off_table():
         " (5 of 60 undefined)")
 
 
+def test_an_absent_parameter_value_reads_not_set_in_the_trade_off_table():
+    from simlab_pipelines.analysis.report import tradeoff_records
+
+    configurations = {key: {**c, "capacity": None if c["tables"] == 9 else 10}
+                      for key, c in RESTAURANT.items()}
+    rows = {r["configuration"]: r for r in tradeoff_records(
+        _restaurant().summary, ["visit"], configurations=configurations, units=UNITS)}
+    assert rows["tables-9_waiters-2"]["capacity"] == "not set"
+    assert rows[TODAY]["capacity"] == "10"
+
+
 def test_without_results_for_today_nothing_is_compared_and_the_analysts_read_the_rule():
     obs = _observations(MEANS, SPREAD).filter(pl.col("config_key") != TODAY)
     result = _restaurant(observations=obs, missing={TODAY: (60, 60)})

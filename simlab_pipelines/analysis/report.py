@@ -142,7 +142,10 @@ def tradeoff_records(summary: pl.DataFrame, metrics: Sequence[str], *,
     out = []
     for key in keys:
         record: dict[str, Any] = {"configuration": key, "role": roles.get(key, "")}
-        record |= {p: str(configurations.get(key, {}).get(p, "")) for p in params}
+        config = configurations.get(key, {})
+        # an absent value (M/M/c/K's capacity None: infinite) as the answer says it, not "None"
+        record |= {p: "not set" if p in config and config[p] is None else str(config.get(p, ""))
+                   for p in params}
         for m in shown:
             mean, half = cells.get((key, m), (None, None))
             words = descriptions.get(m)
