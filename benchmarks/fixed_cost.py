@@ -19,6 +19,8 @@ discarded warm-up of each; medians and ratios to the reference's median are prin
 written to ``benchmarks/results/fixed_cost.json``. Targets: warm <= 1.5x, fresh <= 2x.
 
     .venv/bin/python benchmarks/fixed_cost.py --repeats 5
+    git archive <commit> | tar -x -C /tmp/before   # then, a before/after in the same run:
+    .venv/bin/python benchmarks/fixed_cost.py --repeats 5 --compare /tmp/before
 """
 
 import argparse
@@ -118,11 +120,15 @@ def run_reference(scratch: Path) -> dict[str, Any]:
 
 
 def run_sweep(experiment: Path, home: Path, data: Path, cache: Path,
-              workers: int) -> dict[str, Any]:
-    """One ``simlab sweep`` (``data`` emptied first) with its timeline."""
+              workers: int, tree: Path | None = None) -> dict[str, Any]:
+    """One ``simlab sweep`` (``data`` emptied first) with its timeline; ``tree``: the simlab
+    source tree to run instead of this one (an earlier commit, for a before/after)."""
     shutil.rmtree(data, ignore_errors=True)
+    env = _environment(home, data, cache)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     run = _timed([str(BIN / "simlab"), "sweep", str(experiment), "--workers", str(workers)],
-                 _environment(home, data, cache), experiment.parent)
+                 env, experiment.parent)
     intervals = _simulations(data / "simlab.duckdb")
     if len(intervals) != 4:
         raise RuntimeError(f"{len(intervals)} simulations in DuckDB, expected 4")
@@ -150,26 +156,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
+                        help="also run the sweeps from this source tree (e.g. `git archive` of "
+                             "an earlier commit), interleaved: a before/after in one run")
     args = parser.parse_args()
     become_subreaper()
     scratch = Path(tempfile.mkdtemp(prefix="simlab-fixed-cost-"))
     experiment = scratch / f"{NAME}.yaml"
     experiment.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
-    cache, warm_home = scratch / "cache", _new_home(scratch / "warm-home")
+    cache = scratch / "cache"
     results: dict[str, list[dict[str, Any]]] = {"reference": [], "warm": [], "fresh": []}
+    trees: dict[str, Path | None] = {"": None}
+    if args.compare is not None:
+        results.update({"warm (compared)": [], "fresh (compared)": []})
+        trees[" (compared)"] = args.compare.resolve()
+    homes = {suffix: _new_home(scratch / f"warm-home{i}") for i, suffix in enumerate(trees)}
     loads = [load()]
     try:
         # Discarded: page cache and bytecode, the template, the warm instance's first use.
         run_reference(scratch)
-        run_sweep(experiment, warm_home, scratch / "data", cache, args.workers)
-        run_sweep(experiment, _new_home(scratch / "fresh-home"), scratch / "data", cache,
-                  args.workers)
+        for suffix, tree in trees.items():
+            run_sweep(experiment, homes[suffix], scratch / "data", cache, args.workers, tree)
+            run_sweep(experiment, _new_home(scratch / "fresh-home"), scratch / "data", cache,
+                      args.workers, tree)
         for i in range(args.repeats):
             results["reference"].append(run_reference(scratch))
-            results["warm"].append(run_sweep(experiment, warm_home, scratch / "data", cache,
-                                             args.workers))
-            results["fresh"].append(run_sweep(experiment, _new_home(scratch / "fresh-home"),
-                                              scratch / "data", cache, args.workers))
+            for suffix, tree in trees.items():
+                results["warm" + suffix].append(run_sweep(
+                    experiment, homes[suffix], scratch / "data", cache, args.workers, tree))
+                results["fresh" + suffix].append(run_sweep(
+                    experiment, _new_home(scratch / "fresh-home"), scratch / "data", cache,
+                    args.workers, tree))
             loads.append(load())
             print(f"repeat {i + 1}: " + ", ".join(
                 f"{kind} {runs[-1]['wall']:.2f} s ({runs[-1]['cpu']:.2f} CPU-s)"
@@ -189,7 +206,11 @@ def main() -> None:
         "warm_over_reference_cpu": medians["warm"]["cpu"] / medians["reference"]["cpu"],
         "fresh_over_reference_cpu": medians["fresh"]["cpu"] / medians["reference"]["cpu"],
         "nproc": len(os.sched_getaffinity(0)),
+        "compared_tree": str(args.compare) if args.compare else None,
     }
+    if args.compare is not None:
+        result.update({f"{kind}_compared_over_reference": medians[f"{kind} (compared)"]["wall"]
+                       / reference for kind in ("warm", "fresh")})
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "fixed_cost.json").write_text(json.dumps(result, indent=2))

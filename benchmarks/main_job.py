@@ -16,11 +16,13 @@ after a discarded warm-up of each; medians of wall seconds and their ratio are r
 written to ``benchmarks/results/main_job.json``. Target: simlab <= 2x the floor.
 
     .venv/bin/python benchmarks/main_job.py --repeats 3
+    .venv/bin/python benchmarks/main_job.py --repeats 3 --compare /tmp/before  # a before/after
 """
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from sweep_throughput import become_subreaper, command_environment, load, run_simlab
+from sweep_throughput import _cpu, become_subreaper, command_environment, load, run_simlab
 
 from simlab_pipelines.experiments import load_experiment
 
@@ -77,16 +79,19 @@ def simulations(db: Path, experiment: str, crn: bool) -> dict[str, Any]:
     return {"jobs": jobs, "observed": observed}
 
 
-def run_floor(jobs: list, observed: list) -> float:
-    """Wall seconds of the floor process over ``jobs``; raises unless its metrics match."""
+def run_floor(jobs: list, observed: list) -> tuple[float, float]:
+    """Wall and CPU seconds of the floor process over ``jobs`` (its pool workers included);
+    raises unless its metrics match."""
     with tempfile.TemporaryDirectory(prefix="simlab-main-floor-") as tmp:
         script, jobs_file, out = Path(tmp, "floor.py"), Path(tmp, "jobs.json"), Path(tmp, "o.json")
         script.write_text(FLOOR)
         jobs_file.write_text(json.dumps(jobs))
+        cpu = _cpu(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([sys.executable, str(script), str(jobs_file), str(out)], check=True,
                        cwd=ROOT, env=command_environment())
         seconds = time.perf_counter() - start
+        cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu
         metrics = {(k, r): m for k, r, m in json.loads(out.read_text())}
     for key, replication, metric, value in observed:
         theirs = metrics.get((key, replication), {}).get(metric)
@@ -94,7 +99,7 @@ def run_floor(jobs: list, observed: list) -> float:
             continue  # a response or derived value the engine does not return
         if value != theirs and not (value != value and theirs != theirs):
             raise RuntimeError(f"{key}|{replication} {metric}: simlab {value!r} != floor {theirs!r}")
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -105,6 +110,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--file", type=Path, default=EXPERIMENT_FILE)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
+                        help="also run simlab from this source tree (e.g. `git archive` of an "
+                             "earlier commit), interleaved: a before/after in one run")
     args = parser.parse_args()
     become_subreaper()
     spec = load_experiment(args.file)
@@ -114,30 +122,50 @@ def main() -> None:
         seen.update(simulations(db, spec.name, spec.common_random_numbers))
         return len(seen["jobs"])
 
-    simlab, floor, details = [], [], []
-    run_simlab(args.file, args.workers, inspect=inspect)  # warm-up, discarded
+    variants = {"simlab": None}
+    if args.compare is not None:
+        variants["compared"] = {"PYTHONPATH": str(args.compare.resolve())}
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    details: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    floor, floor_cpu = [], []
+    for extra in variants.values():  # warm-up, discarded
+        run_simlab(args.file, args.workers, inspect=inspect, extra_env=extra)
     run_floor(seen["jobs"][:40], [])
     for i in range(args.repeats):
         before = load()
-        seconds, detail = run_simlab(args.file, args.workers, inspect=inspect)
-        simlab.append(seconds)
-        details.append(detail)
-        floor.append(run_floor(seen["jobs"], seen["observed"]))
-        print(f"repeat {i + 1}: simlab {seconds:.1f} s ({detail['cpu_seconds']:.0f} CPU-s, "
-              f"{len(seen['jobs'])} simulations, {detail['replication_run_count']} replication "
-              f"runs), floor {floor[-1]:.1f} s, ratio {seconds / floor[-1]:.2f} "
-              f"(load {before} -> {load()})", flush=True)
-        print("    simlab breakdown: " + ", ".join(
-            f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in detail.items()),
-            flush=True)
-    result = {"simlab_seconds": simlab, "floor_seconds": floor,
+        for name, extra in variants.items():
+            seconds, detail = run_simlab(args.file, args.workers, inspect=inspect,
+                                         extra_env=extra)
+            runs[name].append(seconds)
+            details[name].append(detail)
+        seconds, cpu = run_floor(seen["jobs"], seen["observed"])
+        floor.append(seconds)
+        floor_cpu.append(cpu)
+        print(f"repeat {i + 1}: floor {floor[-1]:.2f} s ({cpu:.1f} CPU-s), " + ", ".join(
+            f"{name} {runs[name][-1]:.2f} s ({details[name][-1]['cpu_seconds']:.1f} CPU-s, "
+            f"ratio {runs[name][-1] / floor[-1]:.2f})" for name in variants)
+            + f"; {len(seen['jobs'])} simulations (load {before} -> {load()})", flush=True)
+        for name in variants:
+            print(f"    {name} breakdown: " + ", ".join(
+                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in details[name][-1].items()), flush=True)
+    simlab = runs["simlab"]
+    result = {"simlab_seconds": simlab, "floor_seconds": floor, "floor_cpu_seconds": floor_cpu,
               "median_simlab": statistics.median(simlab), "median_floor": statistics.median(floor),
               "ratio_of_medians": statistics.median(simlab) / statistics.median(floor),
               "ratios": [s / f for s, f in zip(simlab, floor, strict=True)],
-              "simulations": len(seen["jobs"]), "details": details,
+              "simulations": len(seen["jobs"]), "details": details["simlab"],
               "nproc": len(os.sched_getaffinity(0))}
-    print(f"median simlab {result['median_simlab']:.1f} s, floor {result['median_floor']:.1f} s: "
-          f"{result['ratio_of_medians']:.2f}x (target <= 2x)")
+    if args.compare is not None:
+        result.update({"compared_tree": str(args.compare), "compared_seconds": runs["compared"],
+                       "compared_details": details["compared"],
+                       "median_compared": statistics.median(runs["compared"]),
+                       "compared_ratio_of_medians": statistics.median(runs["compared"])
+                       / statistics.median(floor)})
+    print(f"median simlab {result['median_simlab']:.2f} s, floor {result['median_floor']:.2f} s: "
+          f"{result['ratio_of_medians']:.2f}x (target <= 2x)"
+          + (f"; compared tree {result['median_compared']:.2f} s: "
+             f"{result['compared_ratio_of_medians']:.2f}x" if args.compare else ""))
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "main_job.json").write_text(json.dumps(result, indent=2))
 

@@ -20,9 +20,10 @@ import click
 from simlab_pipelines import settings
 
 
-def _instance():
+def _instance(capture_logs: bool = True):
     """The instance of DAGSTER_HOME, opened under the instance lock (two commands on a new
-    DAGSTER_HOME must not create its schema at once); a damaged one is named, not a traceback."""
+    DAGSTER_HOME must not create its schema at once); a damaged one is named, not a traceback.
+    ``capture_logs=False``: without capturing runs' stdout/stderr (``open_instance``)."""
     from alembic.util.exc import CommandError
 
     from simlab_pipelines.instance import open_instance
@@ -32,7 +33,7 @@ def _instance():
         os.environ["DAGSTER_HOME"] = str(home)
         click.echo(f"DAGSTER_HOME not set: using {home}", err=True)
     try:
-        return open_instance()
+        return open_instance(capture_logs=capture_logs)
     except CommandError as exc:  # e.g. "Version table 'alembic_version' has more than one head"
         raise click.ClickException(
             f"the Dagster instance in {os.environ['DAGSTER_HOME']} is damaged ({exc}); "
@@ -133,7 +134,8 @@ def _sweep_command(path: Path, workers: int | None, batch_size: int | None) -> N
         spec = load_experiment(path)
     except ExperimentError as exc:
         raise click.UsageError(str(exc)) from None
-    instance = _instance()
+    # The sweep's runs execute in its threads and print to its terminal: no capture, one instance.
+    instance = _instance(capture_logs=False)
     _print_stale(spec)
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), transient=False)

@@ -89,7 +89,7 @@ def exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def open_instance() -> dg.DagsterInstance:
+def open_instance(*, capture_logs: bool = True) -> dg.DagsterInstance:
     """``DagsterInstance.get()`` (the instance of DAGSTER_HOME), opened holding the instance lock
     so that processes starting together on a new DAGSTER_HOME create its storage one at a time
     (the module's docstring). Dagster builds every storage, and creates its schema, when the
@@ -99,7 +99,16 @@ def open_instance() -> dg.DagsterInstance:
         return dg.DagsterInstance.get()  # Dagster's own error says what is missing
     with exclusive(lock_directory(home) / "instance.lock"):
         from_template(Path(home))
-        return dg.DagsterInstance.get()
+        if capture_logs:
+            return dg.DagsterInstance.get()
+        # As DagsterInstance.get(), without the run's stdout/stderr capture (simlab sweep's
+        # runs overlap in its threads: sweep._overlapping), so that the sweep needs no second
+        # instance (its own storages: ~0.1 CPU-s to open).
+        from dagster._core.instance.ref import InstanceRef
+
+        ref = InstanceRef.from_dir(home)
+        return dg.DagsterInstance.from_ref(ref._replace(compute_logs_data=ConfigurableClassData(
+            "dagster._core.storage.noop_compute_log_manager", "NoOpComputeLogManager", "{}\n")))
 
 
 # --- a new instance from a template ---------------------------------------------------------

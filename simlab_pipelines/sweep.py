@@ -297,7 +297,9 @@ def _overlapping(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance | 
       for the module lock: a deadlock. Without ``python_logs`` handlers there is nothing to
       install; with them, runs do not overlap.
 
-    Only a persistent instance (with a ref) can be opened twice."""
+    Only a persistent instance (with a ref) can be opened twice. An instance opened without
+    capture (``instance.open_instance(capture_logs=False)``, as ``simlab sweep`` opens it) is
+    its own twin."""
     try:
         ref = instance.get_ref()
     except Exception:  # an ephemeral instance
@@ -306,7 +308,16 @@ def _overlapping(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance | 
     if instance.get_python_log_dagster_handler_config():
         yield None
         return
+    from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
     from dagster._serdes import ConfigurableClassData
+
+    if isinstance(instance.compute_log_manager, NoOpComputeLogManager):
+        instance.get_yaml_python_handlers = lambda: []  # type: ignore[method-assign]
+        try:
+            yield instance
+        finally:
+            del instance.get_yaml_python_handlers  # the class's method again
+        return
 
     twin = dg.DagsterInstance.from_ref(ref._replace(compute_logs_data=ConfigurableClassData(
         "dagster._core.storage.noop_compute_log_manager", "NoOpComputeLogManager", "{}\n")))

@@ -126,3 +126,28 @@ def test_the_next_round_starts_while_the_last_run_writes_its_events(lab, monkeyp
     assert report.landed == report.missing == sum(report.rounds) == report.total
     for previous, following in itertools.pairwise(records):
         assert following.start_time < previous.end_time
+
+
+def test_simlab_sweep_opens_one_instance_for_all_its_overlapping_runs(lab, monkeypatch):
+    """simlab sweep opens the instance once, without capturing the runs' output, and its
+    overlapping runs share it (a second instance cost ~0.1 CPU-s to open); four runs of three
+    partitions, two at a time, all land."""
+    import dagster as dg
+    from dagster._core.instance import factory
+
+    from tests.lab import sweep
+
+    opened = []
+    create = factory.create_instance_from_ref  # every way of opening an instance ends here
+
+    def counted(ref, *args, **kwargs):
+        opened.append(ref)
+        return create(ref, *args, **kwargs)
+
+    monkeypatch.setattr(factory, "create_instance_from_ref", counted)
+    output = sweep(lab / "experiments" / "tiny_mmck.yaml", "--workers", "2", "--batch-size", "3")
+    assert "ran 12 partitions in 4 run(s)" in output
+    assert len(opened) == 1
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records(dg.RunsFilter(job_name="tiny_mmck_replications"))
+    assert len(records) == 4 and all(r.dagster_run.is_success for r in records)
