@@ -52,7 +52,8 @@ def _generator(seed: int, crn: bool, size: int = 400, spread: float = 2.0
                 "latency": LATENCY[k] + rng.normal(0.0, 0.03, size)} for k in COST}
 
 
-def _run(seed: int, crn: bool = True, first_stage: int = 10, limits=LIMITS, spread: float = 2.0):
+def _run(seed: int, crn: bool = True, first_stage: int = 10, limits=LIMITS, spread: float = 2.0,
+         max_replications: int = 400):
     """Replay the clean-up round by round, adding the replications it asks for."""
     full = _generator(seed, crn, spread=spread)
     have = dict.fromkeys(full, first_stage)
@@ -60,7 +61,7 @@ def _run(seed: int, crn: bool = True, first_stage: int = 10, limits=LIMITS, spre
         values = {k: {m: v[:have[k]] for m, v in full[k].items()} for k in full}
         state = clean_up(values, objective="cost", minimize=True, indifference_zone=DELTA,
                          limits=limits, confidence=0.95, first_stage=first_stage,
-                         max_replications=400, common_random_numbers=crn)
+                         max_replications=max_replications, common_random_numbers=crn)
         if state.done:
             return state, have
         for key, total in state.targets.items():

@@ -70,6 +70,29 @@ def test_a_runner_up_that_misses_a_limit_says_which():
             or clause.group(1) == "is too close to the latency limit to tell")
 
 
+def test_the_selection_claim_names_its_proviso_and_is_not_made_when_cut():
+    """The selection's probability covers the cheapest feasible candidate only when that one is
+    itself shown to meet the limits (one within noise of a limit is never recommended), and
+    nothing at all once the second stage was cut at max_replications."""
+    for seed in range(40):  # a seed where a candidate stays too close to the limit to tell
+        state, have = _run(seed)
+        if UNDECIDED in state.final.overall.values():
+            break
+    else:
+        pytest.fail("no candidate was ever undecided")
+    undecided = sum(s == UNDECIDED for s in state.final.overall.values())
+    statistics = search_text(state, metric="cost", configurations=CONFIGS, units=UNITS,
+                             evaluated=8, simulations=sum(have.values())).split("\n\n")[1]
+    assert ("with probability ≥ 0.95, provided that configuration is itself shown to meet "
+            "every limit") in statistics, statistics
+    assert f"{undecided} of the {len(state.candidates)} candidates " in statistics, statistics
+    cut = _run(1, max_replications=24)[0]
+    assert cut.capped and cut.recommended is not None
+    statistics = search_text(cut, metric="cost", configurations=CONFIGS, units=UNITS,
+                             evaluated=8, simulations=100).split("\n\n")[1]
+    assert "probability ≥" not in statistics and "does not hold" in statistics, statistics
+
+
 def test_nothing_feasible_says_so_and_how_far_the_closest_is():
     state, have = _run(3, limits=[Limit("latency", None, 0.05, 0.95)])
     text = search_text(state, metric="cost", configurations=CONFIGS, units=UNITS, evaluated=8,

@@ -368,11 +368,25 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
         procedure = ("Clark & Yang's two-stage procedure with common random numbers"
                      if result.selection.procedure == "bonferroni-crn"
                      else "Rinott's two-stage procedure")
-        sentences.append(
-            f"A selection among the {k} best ({procedure}, on {_count(result.n0, 'fresh replication')} "
-            f"each and then up to {max(result.targets.values()) - result.first_stage:,}) says it is "
-            f"within {zone} of the {best} feasible configuration among them with probability "
-            f"≥ {result.confidence:g}.")
+        said = (f"A selection among the {k} best ({procedure}, on "
+                f"{_count(result.n0, 'fresh replication')} each and then up to "
+                f"{max(result.targets.values()) - result.first_stage:,})")
+        if result.capped:  # the guarantee needs the full second stage: no probability claimed
+            sentences.append(said + " picked it.")
+        else:
+            # Only a candidate shown feasible can be recommended, so the selection's probability
+            # covers the best feasible candidate only when it is shown feasible too.
+            proviso = ""
+            if result.screening.limits:
+                proviso = ", provided that configuration is itself shown to meet every limit"
+                unsure = sum(s == UNDECIDED for s in (result.final.overall.values()
+                                                      if result.final else ()))
+                if unsure:
+                    proviso += (f" ({unsure} of the {k} candidates "
+                                f"{'is' if unsure == 1 else 'are'} too close to a limit to tell)")
+            sentences.append(
+                f"{said} says it is within {zone} of the {best} feasible configuration among "
+                f"them with probability ≥ {result.confidence:g}{proviso}.")
     elif result.recommended is not None and result.indifference_zone is None and k > 1:
         sentences.append(f"It has the best mean of the {k} best on "
                          f"{_count(result.n0, 'fresh replication')}; without an "
