@@ -234,12 +234,12 @@ _OPEN_TOGETHER = textwrap.dedent("""
         where, count = meet.rsplit(":", 1)
         opener = cli._instance
 
-        def together():
+        def together(*args, **kwargs):
             open(os.path.join(where, str(os.getpid())), "w").close()
             deadline = time.time() + 120
             while len(os.listdir(where)) < int(count) and time.time() < deadline:
                 time.sleep(0.002)
-            opener()
+            opener(*args, **kwargs)
             print("opened", flush=True)
             os._exit(0)
 
