@@ -132,6 +132,38 @@ def test_the_breaking_point_in_words():
                           ).startswith("Mean wait stays within 1.05 min from servers 10 (95 %).")
 
 
+def test_a_breaking_point_with_common_random_numbers_claims_no_proven_coverage():
+    """The coverage argument needs independent streams at each value (analysis/threshold.py):
+    the answer of a breaking-point search with common random numbers (the file's default) says
+    so instead of claiming the probability, from the summary's tables as from the function."""
+    from simlab_pipelines import search_local
+    from simlab_pipelines.experiments import parse_experiment
+    from simlab_pipelines.search_tables import summarise_search
+
+    result = _search(1).result.named("arrival_rate", "wait_p95")
+    crn = threshold_text(result, units={"wait_p95": "s"}, common_random_numbers=True)
+    assert "covers the breaking point with probability" not in crn
+    assert "common random numbers, which that argument does not cover" in crn
+    for common in (True, False):
+        spec = parse_experiment({
+            "name": "knee", "model": "mmck", "seed": 5, "common_random_numbers": common,
+            "parameters": {"servers": 1, "service_rate": 1.0},
+            "search": {"method": "threshold", "factor": "arrival_rate", "min": 0.1, "max": 0.9,
+                       "metric": "mean_wait", "limit": 1.0, "tolerance": 0.2,
+                       "replications": 5, "max_replications": 20}})
+        rng = np.random.default_rng(3)
+
+        def simulate(config, replication, spec=spec, rng=rng):
+            rate = config.params["arrival_rate"]
+            return {m: 0.0 for m in spec.resolved_model.metrics} | {
+                "mean_wait": rate / (1 - rate) + rng.normal(0, 0.1)}
+
+        done = search_local.run_locally(spec, simulate)
+        answer = summarise_search(spec, done.progress, done.observations).answer
+        assert ("the interval covers the breaking point with probability ≥ 0.95" in answer) \
+            is not common, answer
+
+
 def _svg(data: bytes) -> ET.Element:
     root = ET.fromstring(data.decode("utf-8"))
     assert root.tag == f"{SVG}svg"

@@ -411,10 +411,12 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
 
 def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = None,
                    factor_unit: str | None = None, points: int | None = None,
-                   descriptions: Mapping[str, str] | None = None) -> str:
+                   descriptions: Mapping[str, str] | None = None,
+                   common_random_numbers: bool = False) -> str:
     """The breaking point in plain words, then how it was found:
     ``p95 wait stays within 2 s up to arrival rate 1.62 (1.60–1.64, 95 %).``
-    (``descriptions``: metric -> its name in the answer.)"""
+    (``descriptions``: metric -> its name in the answer; ``common_random_numbers``: the
+    experiment's, for which the coverage argument of ``analysis/threshold.py`` is not proven.)"""
     words = _words(units, descriptions, None)
     unit = words.unit(result.metric)
     metric = (words.name(result.metric) if result.metric else "") or "the metric"
@@ -456,12 +458,17 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
         span = f"{low}–{high}, " if low != high else ""
         plain = (f"{metric.capitalize()} stays within {limit} {up} {factor} "
                  f"{at(result.estimate, half)} ({span}{level}).")
+    why = ("(each decision's error bounded and added up over every decision the search could "
+           "make, Bonferroni)")
+    covers = (f"the interval covers the breaking point with probability ≥ {result.confidence:g} "
+              f"{why}." if not common_random_numbers else
+              f"with independent streams at each value the interval would cover the breaking "
+              f"point with probability ≥ {result.confidence:g} {why}; this experiment uses "
+              "common random numbers, which that argument does not cover (set "
+              "common_random_numbers: false for the guarantee).")
     how = [f"Found by bisection on one-sided intervals with "
            f"{_count(result.simulations, 'simulation')}"
-           + (f" at {_count(points, 'value')} of {factor}" if points else "")
-           + f"; the interval covers the breaking point with probability ≥ {result.confidence:g} "
-           "(each decision's error bounded and added up over every decision the search could "
-           "make, Bonferroni)."]
+           + (f" at {_count(points, 'value')} of {factor}" if points else "") + "; " + covers]
     how += [note[:1].upper() + note[1:] + "." for note in result.notes]
     return plain + "\n\n" + " ".join(how)
 
