@@ -132,6 +132,21 @@ def test_the_breaking_point_in_words():
                           ).startswith("Mean wait stays within 1.05 min from servers 10 (95 %).")
 
 
+def test_the_breaking_points_interval_is_rounded_outwards():
+    """The printed interval must still contain the computed one (which has the coverage):
+    1.075 at two decimals is 1.08 as an upper end, not 1.07; a lower end rounds down."""
+    import dataclasses
+
+    result = dataclasses.replace(_search(1).result.named("arrival_rate", "wait_p95"),
+                                 estimate=1.0304, ci_low=0.992968, ci_high=1.075)
+    plain = threshold_text(result, units={"wait_p95": "s"}).split("\n\n")[0]
+    assert "(0.99–1.08, 95 %)" in plain, plain
+    result = dataclasses.replace(result, ci_low=1.0051, ci_high=1.0749)
+    assert "(1.00–1.08, 95 %)" in threshold_text(result, units={"wait_p95": "s"}), result
+    open_above = dataclasses.replace(result, estimate=None, ci_low=1.0051, ci_high=None)
+    assert "at least 1.005 " in threshold_text(open_above, units={"wait_p95": "s"})
+
+
 def test_a_breaking_point_with_common_random_numbers_claims_no_proven_coverage():
     """The coverage argument needs independent streams at each value (analysis/threshold.py):
     the answer of a breaking-point search with common random numbers (the file's default) says

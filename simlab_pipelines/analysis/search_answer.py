@@ -433,6 +433,17 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
     def at(value: float, half: float) -> str:
         return number(value, half) + suffix
 
+    def end(value: float, half: float, up: bool) -> str:
+        """An end of the interval, rounded outwards: what is printed still contains the
+        interval the coverage is about (1.075 is 1.08 as an upper end, not 1.07)."""
+        text = number(value, half)
+        if isinstance(value, int) or text == "n/a":
+            return text
+        decimals = len(text.partition(".")[2])
+        scaled = value * 10**decimals
+        rounded = (math.ceil(scaled - 1e-9) if up else math.floor(scaled + 1e-9)) / 10**decimals
+        return f"{rounded:.{decimals}f}"
+
     width = ((result.ci_high - result.ci_low) / 2
              if result.ci_low is not None and result.ci_high is not None else math.nan)
     half = width if width > 0 else result.tolerance / 2
@@ -451,10 +462,11 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
         known = result.ci_high if result.ci_low is None else result.ci_low
         side = "at most" if result.ci_low is None else "at least"
         plain = (f"{metric.capitalize()} stays within {limit} {up} a breaking point of "
-                 f"{factor} {side} {at(known, half)} ({level} confidence); the other side "
+                 f"{factor} {side} {end(known, half, result.ci_low is None)}{suffix} "
+                 f"({level} confidence); the other side "
                  "could not be pinned down.")
     else:
-        low, high = number(result.ci_low, half), number(result.ci_high, half)
+        low, high = end(result.ci_low, half, False), end(result.ci_high, half, True)
         span = f"{low}–{high}, " if low != high else ""
         plain = (f"{metric.capitalize()} stays within {limit} {up} {factor} "
                  f"{at(result.estimate, half)} ({span}{level}).")
