@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from test_cleanup import COST, _run
-from test_threshold import _search
+from test_threshold import LIMIT, _search
 
 from simlab_pipelines.analysis.constraints import FEASIBLE, INFEASIBLE, UNDECIDED, Limit
 from simlab_pipelines.analysis.search_answer import search_text, threshold_text
@@ -145,6 +145,17 @@ def test_the_breaking_points_interval_is_rounded_outwards():
     assert "(1.00–1.08, 95 %)" in threshold_text(result, units={"wait_p95": "s"}), result
     open_above = dataclasses.replace(result, estimate=None, ci_low=1.0051, ci_high=None)
     assert "at least 1.005 " in threshold_text(open_above, units={"wait_p95": "s"})
+
+
+def test_a_metric_within_noise_of_the_limit_everywhere_is_said_not_crashed_on():
+    """Every value searched stays unclear (the mean sits at the limit across the range): no
+    end of the interval is known, and the answer says so."""
+    plan = _search(3, mean=lambda x: LIMIT, max_replications=40)
+    assert plan.result.ci_low is None and plan.result.ci_high is None
+    plain = threshold_text(plan.result.named("arrival_rate", "wait_p95"),
+                           units={"wait_p95": "s"}).split("\n\n")[0]
+    assert plain.startswith("Wait p95 could not be told apart from 2 s anywhere from arrival "
+                            "rate 0.2 to 1.95"), plain
 
 
 def test_a_breaking_point_with_common_random_numbers_claims_no_proven_coverage():

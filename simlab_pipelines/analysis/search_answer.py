@@ -458,6 +458,12 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
         plain = (f"{metric.capitalize()} stays within {limit} {up} {factor} "
                  f"{end:g}{suffix}, the {'highest' if result.increasing else 'lowest'} value "
                  f"searched ({level} confidence): the breaking point is {towards} the range.")
+    elif result.ci_low is None and result.ci_high is None:
+        # every value searched within noise of the limit: no end of the interval is known
+        plain = (f"{metric.capitalize()} could not be told apart from {limit} anywhere from "
+                 f"{factor} {result.low:g} to {result.high:g}{suffix}, so no breaking point can "
+                 "be given: more replications (search.max_replications) or a wider range "
+                 "would tell.")
     elif result.estimate is None or result.ci_low is None or result.ci_high is None:
         known = result.ci_high if result.ci_low is None else result.ci_low
         side = "at most" if result.ci_low is None else "at least"
