@@ -110,7 +110,9 @@ def check_model(model: Any, where: str) -> Model:
     ``where`` names what was loaded (an entry point or a reference), for the message.
     """
     if not isinstance(model, Model):
-        raise ModelError(where, f"{where} is a {type(model).__name__}, not an engine.Model")
+        kind = type(model).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"  # "an int", "a dict"
+        raise ModelError(where, f"{where} is {article} {kind}, not an engine.Model")
     problems: list[str] = []
     if not isinstance(model.name, str) or not NAME_PATTERN.fullmatch(model.name):
         problems.append(f"name {model.name!r} must match [a-z][a-z0-9_]*")

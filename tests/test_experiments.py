@@ -77,6 +77,7 @@ BAD_FILES = {
     "yaml_syntax_error.yaml": ("", "expected ',' or ']'"),
     "not_a_mapping.yaml": ("", "expected a mapping of experiment fields (name: ..., model: ...), got a list"),
     "empty_file.yaml": ("", "got an empty document"),
+    "a_number.yaml": ("", "got an int"),
     "duplicate_yaml_key.yaml": ("seed", "duplicate key 'seed' at line 6 (first given at line 3)"),
     "not_utf8.yaml": ("", "cannot read the file: not UTF-8 text"),
     "non_string_key.yaml": ("factors", "key True must be a string (quote it in the YAML)"),

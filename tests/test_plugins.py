@@ -240,6 +240,7 @@ BROKEN = {
     "broken_import": ("raise ImportError('no module named clinic_utils')\n",
                       "cannot be imported", "ImportError: no module named clinic_utils"),
     "broken_type": ("MODEL = {'name': 'x'}\n", "is a dict, not an engine.Model", None),
+    "broken_int": ("MODEL = 3\n", "is an int, not an engine.Model", None),
     "broken_declaration": (CLINIC.replace('name="clinic"', 'name="Clinic Two"'),
                            "bad model declaration", "must match [a-z][a-z0-9_]*"),
     "broken_shadow": (CLINIC.replace('name="clinic"', 'name="mmck"'),

@@ -206,7 +206,9 @@ def parse_experiment(data: Mapping[str, Any], source: Path | str | None = None) 
 def _parse(data: Any, source: Path | None, lines: dict[str, int],
            extra: list[tuple[str, str]] | None = None) -> ExperimentSpec:
     if not isinstance(data, Mapping):
-        kind = "an empty document" if data is None else f"a {type(data).__name__}"
+        name = type(data).__name__
+        kind = ("an empty document" if data is None
+                else f"{'an' if name[:1] in 'aeiou' else 'a'} {name}")  # "an int", "a list"
         raise ExperimentError(source, [("", f"expected a mapping of experiment fields "
                                         f"(name: ..., model: ...), got {kind}")])
     errors = list(extra or [])
