@@ -333,7 +333,9 @@ def sequential_sensor(loaded: dict[str, ExperimentSpec], batch_size_of,
                 digest = ",".join(f"{k}={t.replications}" for k, t in sorted(targets.items()))
                 requests += run_requests(spec, missing, batch_size_of(spec),
                                          f"{spec.name}:seq:{digest}", order)
-                notes.append(f"{spec.name}: {len(missing)} more replications requested")
+                count = sum(last - first + 1  # a partition may be a block of replications
+                            for _, first, last in map(partitions.split_block, missing))
+                notes.append(f"{spec.name}: {count} more replications requested")
             else:
                 states = sorted({t.status for t in targets.values()})
                 notes.append(f"{spec.name}: no more replications needed ({', '.join(states)})")

@@ -43,7 +43,7 @@ from simlab_pipelines.build import batch_size as default_batch_size
 from simlab_pipelines.build import build_definitions
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
 from simlab_pipelines.failures import FailureGroup, first_line, groups_from_metadata
-from simlab_pipelines.partitions import Batch, batches
+from simlab_pipelines.partitions import Batch, batches, split_block
 from simlab_pipelines.resources import default_storage
 from simlab_pipelines.sensors import (
     NO_RETRY_TAGS,
@@ -555,10 +555,12 @@ def _rounds(rounds: _Rounds, report: SweepReport, attempted: set[str],
 
     def start_round(targets: dict[str, plan.Target], missing: list[str]) -> None:
         if report.rounds:
-            configs = len({key.split("|")[0] for key in missing})
+            spans = [split_block(key) for key in missing]  # a partition may be a block
+            configs = len({config for config, _, _ in spans})
+            count = sum(last - first + 1 for _, first, last in spans)
             what = "search" if plan.is_search(spec) else "sequential procedure"
             say(f"{spec.name}: round {len(report.rounds) + 1} of the {what}: "
-                f"{len(missing)} more replications for {configs} configuration(s)")
+                f"{count} more replications for {configs} configuration(s)")
         nonlocal total
         report.rounds.append(len(missing))
         total = landed + in_flight + len(missing)

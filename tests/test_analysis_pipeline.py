@@ -8,6 +8,7 @@ and that every path (sweep, sensor, report) agrees.
 
 import base64
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -58,6 +59,8 @@ def _counts(db):
 
 
 def test_sweep_adds_replications_until_the_precision_target_is_met(lab, sequential):
+    # In blocks of 3 replications: the rounds' lines count replications, not partitions.
+    sequential.write_text(sequential.read_text() + "replications_per_partition: 3\n")
     spec = load_experiment(sequential)
     precision = spec.precision
     output = _sweep(sequential, "--workers", "2")
@@ -68,6 +71,9 @@ def test_sweep_adds_replications_until_the_precision_target_is_met(lab, sequenti
     assert set(counts) == set(table) == {"servers-1", "servers-2"}
     assert max(counts.values()) > spec.replications, "the target must need more than the pilot"
     assert "rounds of the sequential procedure" in output
+    added = [int(m.group(1)) for m in re.finditer(
+        r"of the sequential procedure: (\d+) more replications for", output)]
+    assert added and sum(added) == sum(counts.values()) - spec.replications * len(counts), output
     for key, (replications, status, rounds) in table.items():
         # every replication wanted is in DuckDB, and no other
         assert counts[key] == replications
