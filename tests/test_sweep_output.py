@@ -161,3 +161,23 @@ def test_a_stale_result_is_explained_by_what_changed():
     assert _changes(older, spec, config.params) == (
         f"engine version 0.0.1 → {ENGINE_VERSION}, seed 8 → 7, warm-up 10 → 20, "
         "arrival_rate 0.7 → 0.8")
+
+
+def test_a_rerun_with_nothing_to_do_still_shows_the_last_summarys_failed_checks(lab):
+    # y = the replication's number (0, 1): a 1 % interval cannot be reached in 2 replications,
+    # so precision_reached fails on the summary whatever the seed.
+    path = lab / "experiments" / "imprecise.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "imprecise", "seed": 5, "replications": 2, "horizon": 1, "warmup": 0,
+        "model": {"name": "counter", "command": ["sh", "-c", "echo '{{\"y\": {replication}}}'"],
+                  "metrics": ["y"], "parameters": {"k": {"type": "int", "minimum": 0}}},
+        "factors": {"k": [0]},
+        "precision": {"metric": "y", "relative_half_width": 0.01, "max_replications": 2}}))
+    first = _sweep(path)
+    assert first.exit_code == 0, first.output
+    assert "check precision_reached: FAILED" in first.output
+    assert "check no_missing_replications: passed" in first.output
+    again = _sweep(path)
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
+    checks = [line for line in again.output.splitlines() if line.startswith("check ")]
+    assert checks == ["check precision_reached (last summary): FAILED"], again.output
