@@ -447,14 +447,17 @@ class ResultStore:
         if not self.is_local:
             return False
         root = os.path.join(self.root, experiment)
-        limit = int(when * 1e9) - _SETTLED_NS  # coarse timestamps: a margin
+        limit = int(when * 1e9)
         try:
             found = {e.name: e.stat().st_mtime_ns for e in os.scandir(root)
                      if e.is_dir() and not e.name.startswith(".")}
         except FileNotFoundError:
             return False
+        # A whole-second mtime may come from a file system with coarse timestamps, where a
+        # change just after ``when`` can read as before it: such a directory needs a margin.
         return all(key in found for key in config_keys) and all(
-            mtime < limit for mtime in found.values())
+            mtime < (limit - _SETTLED_NS if mtime % 1_000_000_000 == 0 else limit)
+            for mtime in found.values())
 
     def read(self, experiment: str, config_key: str, replication: int | str
              ) -> pl.DataFrame | None:
