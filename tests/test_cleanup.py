@@ -100,6 +100,33 @@ def test_the_second_stage_is_what_keeps_the_crn_selection_right():
     assert min(max(r.targets.values()) for r in runs) > 40  # a real second stage
 
 
+def test_several_candidates_infeasible_by_a_hair_are_recommended_at_most_at_the_error_rate():
+    """Five cheaper candidates each violate the latency limit by a hair: judged one at a time
+    (level c each), one of them would pass about 1 - 0.95^5 = 23 % of the time and be
+    recommended; the final check's Bonferroni over the k candidates keeps the recommendation
+    infeasible at most 1 - c = 5 % of the time (99.9 % binomial bound, fixed seeds)."""
+    traps = {f"trap{i}": 70.0 + i for i in range(5)}
+    cost = {"best": 80.0, "rival": 82.0, **traps}
+    trials, infeasible = 200, 0
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        common = rng.normal(0.0, 3.0, 150)
+        full = {k: {"cost": c + common + rng.normal(0.0, 2.0, 150),
+                    "latency": (0.2 + 1e-9 if k in traps else 0.15) + rng.normal(0.0, 0.03, 150)}
+                for k, c in cost.items()}
+        have = dict.fromkeys(full, 10)
+        for _ in range(4):
+            state = clean_up({k: {m: v[:have[k]] for m, v in full[k].items()} for k in full},
+                             objective="cost", minimize=True, indifference_zone=DELTA,
+                             limits=LIMITS, confidence=0.95, first_stage=10, max_replications=150)
+            if state.done:
+                break
+            have.update(state.targets)
+        assert state.done and not state.capped
+        infeasible += state.recommended in traps
+    assert infeasible <= stats.binom.ppf(0.999, trials, 0.05), infeasible / trials
+
+
 def test_the_rounds_ask_for_fresh_replications_then_the_second_stage():
     full = _generator(11, True)
     first = {k: {m: v[:10] for m, v in full[k].items()} for k in full}
