@@ -3,6 +3,7 @@
 import multiprocessing
 
 import dagster as dg
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
 from simlab_pipelines.instance import FastSqliteEventLogStorage
 
@@ -42,7 +43,7 @@ def test_project_instance_settings_fit_a_small_machine(lab):
     instance = dg.DagsterInstance.get()
     home = str(lab / "dagster_home")
     # every SQLite database and local file inside DAGSTER_HOME
-    assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+    assert isinstance(instance.run_storage, SqliteRunStorage)  # simlab's FastSqliteRunStorage
     assert type(instance.schedule_storage).__name__ == "SqliteScheduleStorage"
     for conn in (instance.run_storage._conn_string, instance.schedule_storage._conn_string):
         assert conn.startswith(f"sqlite:///{home}/"), conn
