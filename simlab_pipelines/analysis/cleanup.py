@@ -35,17 +35,18 @@ statements the same way):
 - *Feasibility*: the recommendation violates constraint j with probability at most
   ``1 - c_j``: a violating candidate is declared feasible with probability at most
   ``(1 - c_j)/k``, and there are at most k of them.
-- *Selection*: when the best feasible candidate's mean is at least the indifference zone better
-  than every other candidate's, it has the best of the k final means with probability at least
-  the file's confidence P* (Rinott: the best beats all k - 1 others at once with probability
-  >= P*; Clark & Yang: each of its k - 1 pairwise comparisons fails with probability at most
-  (1 - P*)/(k - 1)). Both events concern the best against *each* other candidate, so they still
-  hold when the comparison is restricted to the candidates declared feasible: if the best
-  feasible candidate is declared feasible, it is recommended with probability >= P*.
-  Otherwise the recommendation's mean is within the indifference zone of the best feasible one.
-- Together (Bonferroni): both hold with probability at least ``P* - sum_j (1 - c_j)``. A
-  candidate whose constraint mean is within noise of its limit may stay *undecided*; it is
-  then not recommended, and the answer says so.
+- *Selection*: let b be the best candidate feasible in truth. With probability at least the
+  file's confidence P*, b's final mean beats that of every candidate at least the indifference
+  zone worse than b, whatever the means (Rinott: the product bound over those candidates, at
+  most k - 1 factors; Clark & Yang: each of b's k - 1 pairwise comparisons fails with
+  probability at most (1 - P*)/(k - 1)). The recommendation is the best final mean among the
+  candidates declared feasible, so when b is among them the recommendation's mean is within
+  the indifference zone of b's (b itself when every other candidate is a zone worse): with
+  probability at least ``P* - P(b is not declared feasible)``. That last term is small when b
+  meets its limits by more than noise, and up to 1 when b's mean sits at a limit (b then stays
+  *undecided* and is never recommended; the answer says how many candidates are undecided).
+- Together (Bonferroni): the recommendation is feasible and within the zone of b with
+  probability at least ``P* - sum_j (1 - c_j) - P(b is not declared feasible)``.
 
 The guarantee is about the candidates: a configuration the search never proposed, or one it
 screened out on its first stage, is not covered.
