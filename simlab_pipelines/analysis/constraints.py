@@ -25,7 +25,8 @@ constraint's confidence and ``m`` the number of configurations the statement is 
   probability at most ``1 - c_j`` — whatever the number of configurations or constraints;
 - every status of the ``m`` configurations is right at once with probability at least
   ``1 - sum_j (1 - c_j)`` (Bonferroni over the file's constraints; a two-sided constraint counts
-  twice). A configuration whose mean is exactly at a limit may come out *undecided*, never wrong.
+  twice). A configuration whose mean is exactly at a limit is feasible: it often comes out
+  *undecided* (no claim), and is declared infeasible at most at the rate above.
 
 This is the feasibility check of Andradóttir & Kim (2010), "Fully sequential procedures for
 comparing constrained systems via simulation", Naval Research Logistics 57(5):403–421, in its
