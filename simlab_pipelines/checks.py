@@ -3,37 +3,16 @@ enough, every configuration in a steady state, and (with ``check_theory``, mmck 
 with queueing theory."""
 
 import json
-import math
 
 import dagster as dg
 import duckdb
 
 from simlab_pipelines import analysis, plan
+from simlab_pipelines.analysis.theory import THEORY_FAMILY_ALPHA, compare_with_theory
+from simlab_pipelines.analysis.theory import expected_values as expected_values  # public here
 from simlab_pipelines.assets import replications_key, summary_key
 from simlab_pipelines.experiments import Configuration, ExperimentSpec
 from simlab_pipelines.resources import SimlabStorage
-
-# The theory check tests every (configuration, metric) at once; Bonferroni keeps the chance of a
-# false alarm on a correct engine at most 1% per check evaluation.
-THEORY_FAMILY_ALPHA = 0.01
-# A wait percentile p this close to P(no wait) sits on the jump of the waiting time's distribution
-# (its atom at 0): the sample percentile is then 0 in some replications and not in others, and no
-# t interval describes it. Those percentiles are left out of the check (and listed).
-QUANTILE_ATOM_MARGIN = 0.03
-
-
-def expected_values(params: dict) -> tuple[dict[str, float], list[str]]:
-    """The closed-form value of every mmck metric that has one (means, percentiles of the wait
-    and the time in system, fraction_wait_over), and the wait percentiles left out because they
-    sit on the atom at 0. Raises ValueError without a steady state."""
-    from engine import theory  # here: it loads scipy, which only the theory check needs
-
-    expected = theory.expected_metrics(params) | theory.expected_quantiles(params)
-    no_wait = theory.wait_distribution(params["servers"], params.get("capacity"),
-                                       params["arrival_rate"], params["service_rate"]).no_wait
-    on_atom = [f"wait_p{p}" for p in theory.PERCENTILES
-               if abs(p / 100 - no_wait) < QUANTILE_ATOM_MARGIN]
-    return {k: v for k, v in expected.items() if k not in on_atom}, on_atom
 
 
 def expected_partitions(spec: ExperimentSpec, duckdb_path: str) -> set[str]:
@@ -153,14 +132,6 @@ def _table_check(duckdb_path: str, experiment: str, table: str, condition: str,
                   table: dg.MetadataValue.md(analysis.markdown_table(rows, columns))})
 
 
-def _no_block_is_plausible(params: dict, horizon: float, n: int, probability: float,
-                           alpha: float) -> bool:
-    """Whether seeing no blocked arrival at all in ``n`` replications is consistent with a
-    blocking probability of ``probability``: blocked arrivals are about Poisson with mean
-    ``lambda · horizon · n · probability``, so P(none) = exp(-mean) must be at least ``alpha``."""
-    return math.exp(-params["arrival_rate"] * horizon * n * probability) >= alpha
-
-
 def theory_check(spec: ExperimentSpec, duckdb_path: str) -> dg.AssetCheckResult:
     """Every simulated mean's Bonferroni-adjusted t interval must contain the closed-form value.
 
@@ -182,40 +153,23 @@ def theory_check(spec: ExperimentSpec, duckdb_path: str) -> dg.AssetCheckResult:
                        for key, params, varying in con.execute(
                            "SELECT config_key, params, varying FROM configurations "
                            "WHERE experiment = ?", [spec.name]).fetchall()}
-    expected, unstable, on_atom = {}, [], []
-    for key, config in configs.items():
-        try:
-            expected[key], skipped = expected_values(config.params)
-        except ValueError:  # infinite room and rho >= 1: no steady state to compare with
-            unstable.append(key)
-            continue
-        on_atom += [f"{key}/{metric}" for metric in skipped]
-    tested = [(k, m, n, mean, sd) for k, m, n, mean, sd in rows if m in expected.get(k, {})]
-    if not tested:
+    comparison = compare_with_theory(rows, {k: c.params for k, c in configs.items()},
+                                     spec.resolved_horizon)
+    if not comparison.rows:
         return dg.AssetCheckResult(passed=False, metadata={
-            "reason": "no summary rows to test", "no_steady_state": dg.MetadataValue.json(unstable)})
-    level = 1 - THEORY_FAMILY_ALPHA / len(tested)
-    from scipy import stats  # here: scipy.stats takes ~0.3 s to load, and only this check uses it
-
-    failures, table = [], ["| configuration | metric | simulated | theory | half-width |",
-                           "|---|---|---|---|---|"]
-    for key, metric, n, mean, sd in tested:
-        truth = expected[key][metric]
-        half = stats.t.ppf(0.5 + level / 2, n - 1) * (sd or 0.0) / n**0.5 if n > 1 else float("inf")
-        ok = abs(mean - truth) <= half + 1e-9 * (1 + abs(truth))
-        if not ok and not sd and metric == "blocking_probability" and mean == 0.0:
-            ok = _no_block_is_plausible(configs[key].params, spec.resolved_horizon, n, truth,
-                                        1 - level)
-        table.append(f"| {key} | {metric} | {mean:.5g} | {truth:.5g} | {half:.3g} |"
-                     + ("" if ok else " **outside**"))
-        if not ok:
-            failures.append(f"{key}/{metric}")
+            "reason": "no summary rows to test",
+            "no_steady_state": dg.MetadataValue.json(comparison.unstable)})
+    table = ["| configuration | metric | simulated | theory | half-width |", "|---|---|---|---|---|"]
+    table += [f"| {r.config_key} | {r.metric} | {r.mean:.5g} | {r.theory:.5g} | "
+              f"{r.half_width:.3g} |" + ("" if r.within else " **outside**")
+              for r in comparison.rows]
     return dg.AssetCheckResult(
-        passed=not failures,
+        passed=comparison.agrees,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"intervals": len(tested), "outside": len(failures),
-                  "per_interval_confidence": level, "failures": dg.MetadataValue.json(failures),
-                  "no_steady_state": dg.MetadataValue.json(unstable),
-                  "not_tested_on_atom": dg.MetadataValue.json(on_atom),
+        metadata={"intervals": len(comparison.rows), "outside": len(comparison.failures),
+                  "per_interval_confidence": comparison.level,
+                  "failures": dg.MetadataValue.json(comparison.failures),
+                  "no_steady_state": dg.MetadataValue.json(comparison.unstable),
+                  "not_tested_on_atom": dg.MetadataValue.json(comparison.on_atom),
                   "comparison": dg.MetadataValue.md("\n".join(table))},
     )

@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +105,7 @@ class Analysis:
     trends: list["Trend"] = dataclasses.field(default_factory=list)  # steady-state trend tests
     # with a search: its tables, answer, recommendation and charts (search_tables.py)
     search: "SearchSummary | None" = None
+    theory: str | None = None  # with check_theory: simulated against closed forms, in words
 
     @property
     def answer(self) -> str | None:
@@ -112,7 +113,9 @@ class Analysis:
             # The clean-up's answer: analyse_experiment's compares unequal replications.
             return self.search.answer
         parts = [self.statistics.answer, self.sensitivity.answer if self.sensitivity else None]
-        return " ".join(p for p in parts if p) or None
+        rest = " ".join(p for p in parts if p) or None
+        # check_theory asks "does the simulator agree with theory?": that answer comes first
+        return "\n\n".join(p for p in (self.theory, rest) if p) or None
 
 
 @dataclass(frozen=True)
@@ -460,8 +463,24 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         from simlab_pipelines.search_tables import summarise_search
 
         searched = summarise_search(spec, progress, obs, result.summary)
+    theory = _theory(spec, configurations, result.summary) if spec.check_theory else None
     return Analysis(targets, obs, series, result, warmups, notes, sensitivity, configurations,
-                    missing, trends, searched)
+                    missing, trends, searched, theory)
+
+
+def _theory(spec: ExperimentSpec, configurations: Sequence[Configuration],
+            summary: pl.DataFrame) -> str | None:
+    """With ``check_theory``: each configuration's simulated values against their closed forms,
+    in words (the comparison the ``agrees_with_theory`` check judges)."""
+    from simlab_pipelines.analysis.theory import compare_with_theory, theory_text
+    from simlab_pipelines.analysis.words import Words
+
+    comparison = compare_with_theory(
+        summary.select("config_key", "metric", "n", "mean", "stddev").iter_rows(),
+        {c.key: c.params for c in configurations}, spec.resolved_horizon)
+    words = Words({c.key: c.varying for c in configurations}, None, spec.units(),
+                  descriptions(spec))
+    return theory_text(comparison, words)
 
 
 def _search_progress(spec: ExperimentSpec, obs: pl.DataFrame):
