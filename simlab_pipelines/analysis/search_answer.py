@@ -404,8 +404,9 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
     if result.capped:
         sentences.append("The second stage was cut at the file's max_replications, so the "
                          "selection's guarantee does not hold; raise search.max_replications.")
-    sentences.append("Configurations the search never proposed are not covered by these "
-                     "statements.")
+    sentences.append(f"Configurations the search never proposed, or left out of the clean-up "
+                     f"after their first {_count(result.first_stage, 'replication')}, are not "
+                     "covered by these statements.")
     return " ".join(sentences)
 
 
