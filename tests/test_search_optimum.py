@@ -3,7 +3,7 @@ whose every configuration's true cost and mean wait come from ``engine.theory``'
 
 The problem: 4 arrivals per unit time, service rate 1; servers 1..16 x capacity 1..40 (520
 valid configurations); cost = 10 per server + 0.5 per place + 300 x blocking probability + 2 x
-mean number in system; mean wait at most 0.3. The true optimum is 5 servers and 10 places
+mean number in system; mean wait at most 0.3. The true optimum is 5 servers and capacity 11
 (cost 75.2); nine configurations are within the indifference zone of 3.
 
 The search runs in this process with ``search_local.run_locally``: the same decisions as ``simlab
