@@ -308,12 +308,13 @@ def _start(path: Path, lab: Path, name: str) -> subprocess.Popen:
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _kill_when(process: subprocess.Popen, results: Path, count: int) -> dict:
+def _kill_when(process: subprocess.Popen, results: Path, condition) -> dict:
+    """kill -9 of the sweep's process group as soon as ``condition()``; the files then."""
     deadline = time.monotonic() + TIMEOUT
-    while len(_files(results)) < count:
+    while not condition():
         assert process.poll() is None, "the sweep ended before it could be killed"
         assert time.monotonic() < deadline, "timed out waiting for results"
-        time.sleep(0.01)
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
     return _files(results)
@@ -332,11 +333,16 @@ def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     def recorded() -> set[str]:
         return set(instance.get_materialized_partitions(key))
 
-    # kill -9 once the first round's 16 results exist (between rounds, or just after), then
-    # in the middle of a later round
-    before_first = _kill_when(_start(path, lab, "first"), results, 16)
+    done = search_local.run_locally(spec)  # the uninterrupted search's decisions
+    uninterrupted = done.replay
+    first_round = 4 * sum(1 for k in uninterrupted.round_of.values() if k == 0)
+    # kill -9 once the first round is recorded (between rounds, or as the next one starts),
+    # then once more of the next round is recorded (in the middle of it)
+    before_first = _kill_when(_start(path, lab, "first"), results,
+                              lambda: len(_replications(recorded())) >= first_round)
     kept_first = {k: v for k, v in before_first.items() if k in recorded()}
-    before_second = _kill_when(_start(path, lab, "second"), results, 28)
+    before_second = _kill_when(_start(path, lab, "second"), results,
+                               lambda: len(_replications(recorded())) > first_round)
     kept_second = {k: v for k, v in before_second.items() if k in recorded()}
     final = subprocess.run([SIMLAB, "sweep", str(path), "--workers", "2"], capture_output=True,
                            text=True, timeout=TIMEOUT)
@@ -350,8 +356,6 @@ def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     events = instance.fetch_materializations(key, limit=10_000).records
     partitions = [e.partition_key for e in events]
     assert len(partitions) == len(set(partitions))
-    done = search_local.run_locally(spec)
-    uninterrupted = done.replay
     expected = set(plan.wanted_partitions(spec, done.targets))
     assert set(after) == expected == set(partitions)
     with duckdb.connect(str(lab / "data" / "simlab.duckdb"), read_only=True) as con:
