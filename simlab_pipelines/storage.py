@@ -8,6 +8,7 @@ written to a temporary name in the same directory and renamed, so a killed run n
 file; an object-store PUT is atomic by itself. A re-run overwrites with identical content.
 """
 
+import array
 import functools
 import io
 import itertools
@@ -142,6 +143,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+_INT64, _FLOAT64, _STRING = pa.int64(), pa.float64(), pa.large_string()
+
+
 def _arrow_column(values: list, kind: pa.DataType) -> pa.Array:
     """``values`` as an Arrow array of type ``kind``, assembled from buffers.
 
@@ -150,44 +154,42 @@ def _arrow_column(values: list, kind: pa.DataType) -> pa.Array:
     the sweep's own included; buffers ask nothing. Raises ValueError or TypeError for values it
     does not take (then the rows go through polars)."""
     count = len(values)
+    if kind == _STRING:
+        if not all(v is None or type(v) is str for v in values):
+            raise TypeError("string column with other values")
+        encoded = [b"" if v is None else v.encode() for v in values]
+        valid = None
+        if None in values:
+            valid = pa.py_buffer(np.packbits(np.array([v is not None for v in values]),
+                                             bitorder="little").tobytes())
+        offsets = array.array("q", itertools.accumulate((len(b) for b in encoded), initial=0))
+        return pa.Array.from_buffers(kind, count, [valid, pa.py_buffer(offsets),
+                                                   pa.py_buffer(b"".join(encoded))])
+    if kind == _FLOAT64:
+        if not all(isinstance(v, float | int) and type(v) is not bool for v in values):
+            raise TypeError("float64 column with other values")
+        return _buffers(kind, array.array("d", values))
+    if kind == _INT64:
+        if not all(isinstance(v, int) and type(v) is not bool for v in values):
+            raise TypeError("int64 column with other values")
+        return _buffers(kind, array.array("q", values))  # OverflowError beyond int64
     if pa.types.is_struct(kind):
         return pa.StructArray.from_arrays(
             [_arrow_column([row[f.name] for row in values], f.type) for f in kind],
             fields=list(kind))
     if pa.types.is_large_list(kind):
-        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=count)
-        offsets = np.concatenate(([0], np.cumsum(lengths)))
-        flat = [x for v in values for x in v]
-        return pa.LargeListArray.from_arrays(_buffers(pa.int64(), offsets),
-                                             _arrow_column(flat, kind.value_type))
+        offsets = array.array("q", itertools.accumulate((len(v) for v in values), initial=0))
+        return pa.LargeListArray.from_arrays(_buffers(_INT64, offsets),
+                                             _arrow_column([x for v in values for x in v],
+                                                           kind.value_type))
     if pa.types.is_timestamp(kind):
         if not all(isinstance(v, datetime) and v.tzinfo is not None for v in values):
             raise ValueError("timestamps must be timezone-aware datetimes")
-        return _buffers(kind, np.fromiter(((v - _EPOCH) // _MICROSECOND for v in values),
-                                          dtype=np.int64, count=count))
-    if kind == pa.int64():
-        if not all(type(v) is int for v in values):
-            raise TypeError("int64 column with other values")
-        return _buffers(kind, np.array(values, dtype=np.int64))
-    if kind == pa.float64():
-        if not all(isinstance(v, float | int) and not isinstance(v, bool) for v in values):
-            raise TypeError("float64 column with other values")
-        return _buffers(kind, np.array(values, dtype=np.float64))
-    if kind == pa.large_string():
-        if not all(v is None or isinstance(v, str) for v in values):
-            raise TypeError("string column with other values")
-        encoded = [b"" if v is None else v.encode() for v in values]
-        offsets = np.concatenate(([0], np.cumsum([len(b) for b in encoded], dtype=np.int64)))
-        valid = None
-        if any(v is None for v in values):
-            valid = pa.py_buffer(np.packbits(np.array([v is not None for v in values]),
-                                             bitorder="little").tobytes())
-        return pa.Array.from_buffers(kind, count, [valid, pa.py_buffer(offsets.astype(np.int64)),
-                                                   pa.py_buffer(b"".join(encoded))])
+        return _buffers(kind, array.array("q", ((v - _EPOCH) // _MICROSECOND for v in values)))
     raise TypeError(f"no buffers for Arrow type {kind}")
 
 
-def _buffers(kind: pa.DataType, data: np.ndarray) -> pa.Array:
+def _buffers(kind: pa.DataType, data: array.array) -> pa.Array:
     return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
 
 
