@@ -35,8 +35,13 @@ Caveats:
 - A worker's parent is fixed when the pool starts: use one pool per batch span, or pass a
   traceparent with each task and wrap it in ``attach_traceparent`` (the current span wins).
 - A worker that is killed (SIGKILL, OOM, a broken pool) loses the spans still in its queue.
-- With the collector unreachable, each worker's exit waits for the exporter's timeout
-  (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default) and the pool's shutdown with it.
+- With the collector unreachable, the exporter retries each batch for up to its timeout
+  (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default) in its background thread. At exit
+  (``shutdown_tracing``: a worker's finalizer, the main process's ``atexit``) the collector's
+  address is tried first (a TCP connection, at most ``_PROBE_TIMEOUT`` seconds): when nothing
+  answers, the export in progress is cut short and the queued spans are dropped, so a process
+  without its collector exits within a second or two instead of waiting out every retry; when
+  it answers, every queued span is flushed as before.
 - The global OpenTelemetry provider is set once per process (an API rule): simlab's own spans
   always go through ``tracer()``, which follows reconfiguration; third-party ones may not.
 - ``fork`` works (a child builds its own provider), but forking a process that runs exporter
@@ -44,6 +49,7 @@ Caveats:
   ``worker_initargs()``.
 """
 
+import atexit
 import functools
 import logging
 import multiprocessing
@@ -51,11 +57,13 @@ import multiprocessing.util
 import numbers
 import os
 import re
+import socket
 import threading
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -65,7 +73,8 @@ from opentelemetry.sdk.resources import (
     OTELResourceDetector,
     Resource,
 )
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -134,6 +143,9 @@ _SUPPORTED_PROTOCOLS = ("http/protobuf", "grpc")
 # The flush of a worker runs in multiprocessing's first finalizer pass (priorities >= 0).
 _FLUSH_EXIT_PRIORITY = 0
 _FLUSH_TIMEOUT_MILLIS = 30_000
+# At exit: how long the collector may take to accept a TCP connection before its spans are given
+# up (a refused connection is immediate; a host that drops packets costs this much).
+_PROBE_TIMEOUT = 1.0
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -147,7 +159,9 @@ class _State:
         self.provider: TracerProvider | None = None
         self.tracer: trace.Tracer | None = None
         self.protocol: str | None = None
+        self.exporter: _Exporter | None = None
         self.finalizer_pid: int | None = None
+        self.atexit_pid: int | None = None
         self.worker_parent: otel_context.Context | None = None
         self.warned_keys: set[str] = set()
 
@@ -176,6 +190,64 @@ def _resource(service_name: str) -> Resource:
     return defaults.merge(OTELResourceDetector().detect())
 
 
+class _Exporter(SpanExporter):
+    """The OTLP exporter, which ``shutdown_tracing`` can cut short: ``drop()`` interrupts the
+    retries of the export in progress (the exporter's own shutdown does) and fails every later
+    batch at once, without a log line each."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.dropping = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.dropping:
+            return SpanExportResult.FAILURE
+        return self.inner.export(spans)
+
+    def drop(self) -> None:
+        self.dropping = True
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        with self._lock:  # once: a second call would log "already shutdown"
+            if self._closed:
+                return
+            self._closed = True
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _collector_address(protocol: str) -> tuple[str, int] | None:
+    """(host, port) of the collector the exporter sends to, from OTEL_*; None if unclear."""
+    endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint is None:
+        return None
+    try:
+        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        port = parts.port or (443 if parts.scheme == "https" else
+                              4317 if protocol == "grpc" else 80)
+    except ValueError:  # a malformed port
+        return None
+    return (parts.hostname, port) if parts.hostname else None
+
+
+def _collector_answers(protocol: str) -> bool:
+    """Whether the collector accepts a TCP connection within _PROBE_TIMEOUT seconds (True when
+    its address is unclear: then the exporter's own timeouts decide, as before)."""
+    address = _collector_address(protocol)
+    if address is None:
+        return True
+    try:
+        with socket.create_connection(address, timeout=_PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
 def _make_exporter(protocol: str) -> Any:
     """The OTLP span exporter for ``protocol``; it reads endpoint, headers, TLS... from OTEL_*."""
     # Imported here: the grpc stack is heavy and most processes export over HTTP or not at all.
@@ -186,8 +258,9 @@ def _make_exporter(protocol: str) -> Any:
     return OTLPSpanExporter()
 
 
-def _build_provider(service_name: str) -> tuple[TracerProvider, str | None]:
-    """A new SDK provider from the OTEL_* environment, and the protocol it exports with."""
+def _build_provider(service_name: str) -> tuple[TracerProvider, str | None, _Exporter | None]:
+    """A new SDK provider from the OTEL_* environment, the protocol it exports with and its
+    exporter."""
     exporter_kind = (_env("OTEL_TRACES_EXPORTER") or "otlp").lower()
     if exporter_kind not in ("otlp", "none"):
         raise ValueError(
@@ -201,15 +274,17 @@ def _build_provider(service_name: str) -> tuple[TracerProvider, str | None]:
             f"{', '.join(_SUPPORTED_PROTOCOLS)} (http/json is not implemented by the Python SDK)"
         )
     # The provider reads OTEL_TRACES_SAMPLER(_ARG), OTEL_SDK_DISABLED and OTEL_SPAN_*_LIMIT itself.
-    provider = TracerProvider(resource=_resource(service_name))
+    # Not its own atexit shutdown: shutdown_tracing's, which does not wait for a missing collector.
+    provider = TracerProvider(resource=_resource(service_name), shutdown_on_exit=False)
     endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
     disabled = _env("OTEL_SDK_DISABLED") == "true"
     if endpoint is None or exporter_kind == "none" or disabled:
-        return provider, None
+        return provider, None, None
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider.add_span_processor(BatchSpanProcessor(_make_exporter(protocol)))
-    return provider, protocol
+    exporter = _Exporter(_make_exporter(protocol))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider, protocol, exporter
 
 
 def configure_tracing(service_name: str = "simlab") -> None:
@@ -224,8 +299,9 @@ def configure_tracing(service_name: str = "simlab") -> None:
     with _state.lock:
         if _state.pid == pid and _state.provider is not None:
             return
-        provider, protocol = _build_provider(service_name)
+        provider, protocol, exporter = _build_provider(service_name)
         _state.provider, _state.protocol, _state.pid = provider, protocol, pid
+        _state.exporter = exporter
         _state.tracer = provider.get_tracer("simlab", ENGINE_VERSION)
         _state.worker_parent = None
         # Make it the global provider too (for any third-party instrumentation), but only if
@@ -237,22 +313,37 @@ def configure_tracing(service_name: str = "simlab") -> None:
         if multiprocessing.parent_process() is not None and _state.finalizer_pid != pid:
             multiprocessing.util.Finalize(None, shutdown_tracing, exitpriority=_FLUSH_EXIT_PRIORITY)
             _state.finalizer_pid = pid
+        elif multiprocessing.parent_process() is None and _state.atexit_pid != pid:
+            atexit.register(shutdown_tracing)  # in place of the provider's own (see above)
+            _state.atexit_pid = pid
     _log.debug("tracing configured: service %s, export %s", service_name, protocol or "off")
 
 
 def shutdown_tracing() -> None:
     """Export every finished span still queued and stop the exporter; safe to call twice.
 
-    Call it at the end of a run (the parent process); pool workers do it by themselves at exit.
-    Spans started afterwards go to a new provider (made on first use).
+    Call it at the end of a run (the parent process); pool workers do it by themselves at exit,
+    and the main process at its exit. Spans started afterwards go to a new provider (made on
+    first use). When the collector does not accept a connection, the queued spans are dropped
+    rather than retried for the exporter's whole timeout (``_collector_answers``).
     """
     with _state.lock:
-        provider = _state.provider if _state.pid == os.getpid() else None
+        mine = _state.pid == os.getpid()
+        provider = _state.provider if mine else None
+        exporter, protocol = (_state.exporter, _state.protocol) if mine else (None, None)
         _state.provider = _state.tracer = _state.protocol = _state.pid = None
-        _state.worker_parent = None
-    if provider is not None:
+        _state.exporter = _state.worker_parent = None
+    if provider is None:
+        return
+    if exporter is not None and not _collector_answers(protocol or ""):
+        address = _collector_address(protocol or "")
+        _log.info("traces are not exported: no trace collector answers at %s; this process's "
+                  "queued spans are dropped (results are unaffected)",
+                  f"{address[0]}:{address[1]}" if address else "its endpoint")
+        exporter.drop()
+    else:
         provider.force_flush(_FLUSH_TIMEOUT_MILLIS)
-        provider.shutdown()
+    provider.shutdown()
 
 
 def tracer_provider() -> TracerProvider:

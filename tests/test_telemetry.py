@@ -345,3 +345,59 @@ def test_grpc_protocol_exports_over_grpc():
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["protocol"] == "grpc"
     assert outcome["received"] == [["simlab.run", outcome["trace_id"]]]
+
+
+# A process that makes spans and exits without calling shutdown_tracing: its atexit flushes them.
+# OTEL_BSP_SCHEDULE_DELAY=10 (ms) starts an export at once, so with no collector an export is
+# retrying when the process exits (the case that waited out the exporter's timeout).
+_EXIT_SCRIPT = textwrap.dedent("""
+    import json, time
+    from simlab_pipelines import telemetry
+    telemetry.configure_tracing()
+    ids = []
+    for _ in range(3):
+        with telemetry.batch_span("simlab.run", {}) as run:
+            ids.append(run.span_id)
+    time.sleep(0.5)
+    print(json.dumps({"protocol": telemetry.exporter_protocol(), "spans": ids}))
+""")
+
+
+def _exit_with_spans(endpoint: str, timeout: float) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="10",
+               OTEL_EXPORTER_OTLP_TIMEOUT="120")
+    done = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=Path(__file__).parent.parent, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_process_exits_without_waiting_for_a_missing_collector():
+    """With the exporter's timeout at 120 s, the exit used to wait ~30 s (the processor's join)
+    for an export retrying against nothing; now the collector is tried once (refused at once),
+    the retry is cut short and the process exits: far within the 20 s allowed here."""
+    with otlp_receiver() as receiver:
+        endpoint = receiver.endpoint
+    # the receiver is closed: nothing listens at its address any more
+    outcome = _exit_with_spans(endpoint, timeout=20)
+    assert outcome["protocol"] == "http/protobuf" and len(outcome["spans"]) == 3
+
+
+def test_a_process_exits_with_its_spans_delivered_when_the_collector_is_there():
+    with otlp_receiver() as receiver:
+        outcome = _exit_with_spans(receiver.endpoint, timeout=60)
+        received = receiver.spans("simlab.run")
+    assert sorted(span.span_id for span in received) == sorted(outcome["spans"])
+
+
+def test_the_collector_address_comes_from_the_otel_endpoint(monkeypatch):
+    _clear_otel_env(monkeypatch)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318/")
+    assert telemetry._collector_address("http/protobuf") == ("collector.example", 4318)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector.example")
+    assert telemetry._collector_address("grpc") == ("collector.example", 4317)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector.example/v1/traces")
+    assert telemetry._collector_address("http/protobuf") == ("collector.example", 443)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://host:notaport")
+    assert telemetry._collector_address("http/protobuf") is None  # unclear: the old behaviour
