@@ -160,6 +160,19 @@ def test_a_falling_metric_and_an_integer_factor():
     assert all(isinstance(p.x, int) for p in plan.points)
 
 
+def test_an_integer_factors_estimate_is_one_of_its_values():
+    """With a tolerance of several steps the interval spans several integers; the estimate is
+    the integer the interpolation points to (the smallest within the limit for a falling
+    metric: 10 / c <= 1.05 from c = 10), never a fraction of a server."""
+    result = _search(8, mean=lambda c: 10.0 / c, sd=0.05, low=1, high=40, limit=1.05,
+                     tolerance=4, integer=True, increasing=False).result
+    assert result.status == FOUND and result.ci_high - result.ci_low > 1
+    assert isinstance(result.estimate, int) and result.ci_low <= result.estimate <= result.ci_high
+    rising = _search(8, mean=lambda c: c / 10.0, sd=0.05, low=1, high=40, limit=1.05,
+                     tolerance=4, integer=True).result
+    assert isinstance(rising.estimate, int) and rising.ci_low <= rising.estimate <= rising.ci_high
+
+
 def test_the_example_plans_its_partitions_from_the_procedures_bound():
     """The breaking-point example's spec counts at most D values (not a search's 10,000), so its
     replications are not grouped into blocks."""

@@ -313,6 +313,11 @@ def _result(decided: list[Point], lo: Point | None, hi: Point | None, unclear: l
         estimate = _interpolate(span, limit, u)
         if estimate is None:
             estimate = (lo.x + hi.x) / 2
+        if isinstance(lo.x, int) and isinstance(hi.x, int):
+            # an integer factor's breaking point is one of its values: the last within the limit
+            # before the crossing (the first after it, for a falling metric), inside [lo, hi)
+            step = math.floor(estimate + 1e-9) if increasing else math.ceil(estimate - 1e-9)
+            estimate = min(max(step, min(lo.x, hi.x)), max(lo.x, hi.x))
         # adjacent integers: the breaking point is the value within the limit
         if isinstance(lo.x, int) and isinstance(hi.x, int) and abs(hi.x - lo.x) == 1:
             estimate = ci_low = ci_high = lo.x
