@@ -25,7 +25,8 @@ def test_paired_and_welch_intervals_match_scipy_on_common_replications():
     config = {r: 12 + common[r] + rng.normal(0, 0.5) for r in range(25) if r != 7}
     config[40] = 99.0  # a replication the baseline lacks: not paired, so not used at all
     out = compare(frame({"base": base, "new": config}), "base", confidence=0.9)
-    assert out.columns == [*COMPARISON_COLUMNS, "stddev", "half_width"]
+    assert out.columns == [*COMPARISON_COLUMNS, "stddev", "half_width", "mean_config",
+                           "mean_baseline"]
     reps = [r for r in range(25) if r != 7]
     x, y = np.array([config[r] for r in reps]), np.array([base[r] for r in reps])
     paired = out.filter(pl.col("paired")).row(0, named=True)
@@ -35,6 +36,10 @@ def test_paired_and_welch_intervals_match_scipy_on_common_replications():
     assert paired["n"] == welch["n"] == 24
     assert (paired["config_key"], paired["baseline_key"]) == ("new", "base")
     assert paired["mean_difference"] == pytest.approx((x - y).mean())
+    # each side's mean over the same replications as the difference (not over all of its own)
+    assert (paired["mean_config"], paired["mean_baseline"]) == pytest.approx((x.mean(), y.mean()))
+    assert paired["mean_config"] - paired["mean_baseline"] == pytest.approx(
+        paired["mean_difference"])
     assert (paired["ci_low"], paired["ci_high"]) == pytest.approx(tuple(want_p))
     assert (welch["ci_low"], welch["ci_high"]) == pytest.approx(tuple(want_w))
     assert paired["confidence"] == 0.9

@@ -350,3 +350,29 @@ def test_every_kind_of_answer_keeps_its_units_and_never_contradicts_itself():
         assert unitless_numbers(first, [s for s in settings if s]) == [], case
         for word in ("None", "nan", "ruled out"):
             assert word not in result.answer, case
+
+
+def test_the_means_beside_a_difference_are_over_the_replications_it_is_paired_over():
+    # The recommendation has 40 replications, today's setting 60, and today's last 20 are 30
+    # points slower to seat and $300 less profitable: over all of its own replications today's
+    # means differ from its means over the 40 paired ones. The bracket must quote the latter.
+    obs = _observations(MEANS, SPREAD)
+    choice = "tables-9_waiters-2"
+    late = (pl.col("config_key") == TODAY) & (pl.col("replication") >= 40)
+    obs = obs.filter((pl.col("config_key") != choice) | (pl.col("replication") < 40)).with_columns(
+        pl.when(late & (pl.col("metric") == "slow")).then(pl.col("value") + 0.3)
+        .when(late & (pl.col("metric") == "profit")).then(pl.col("value") - 300.0)
+        .otherwise(pl.col("value")).alias("value"))
+    result = _restaurant(obs)
+    assert result.recommendation.choice == choice
+    first = result.answer.split("\n\n")[0]
+    slow = re.search(r"- parties waiting over 5 min for a table ([\d.]+) ± [\d.]+ points lower "
+                     r"\(([\d.]+) % instead of ([\d.]+) %\)", first)
+    assert slow, first
+    difference, mine, theirs = map(float, slow.groups())
+    assert abs((theirs - mine) - difference) < 0.5, slow.group(0)  # rounding only, not 10 points
+    profit = re.search(r"raises profit by \$(\d+) ± \d+ a day \(95 % confidence\): \$([\d,]+) "
+                       r"instead of \$([\d,]+) a day", first)
+    assert profit, first
+    difference, mine, theirs = (float(g.replace(",", "")) for g in profit.groups())
+    assert abs((mine - theirs) - difference) <= 2, profit.group(0)

@@ -73,7 +73,9 @@ def _estimate(summary: pl.DataFrame, key: str, metric: str) -> tuple[float, floa
 def _difference(comparisons: pl.DataFrame | None, key: str, reference: str,
                 metric: str) -> dict[str, Any] | None:
     """``key - reference`` on ``metric`` (paired when there is a paired row), whichever way the
-    frame holds the pair; keys mean_difference, ci_low, ci_high, n, paired, confidence."""
+    frame holds the pair; keys mean_difference, ci_low, ci_high, n, paired, confidence, and
+    mean_key, mean_reference: each side's mean over the same replications (None when the frame
+    does not hold them, e.g. the DuckDB table)."""
     if comparisons is None or comparisons.height == 0:
         return None
     for config, base, sign in ((key, reference, 1.0), (reference, key, -1.0)):
@@ -83,9 +85,24 @@ def _difference(comparisons: pl.DataFrame | None, key: str, reference: str,
         if rows.height and rows["mean_difference"][0] is not None:
             row = rows.row(0, named=True)
             low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+            means = (row.get("mean_config"), row.get("mean_baseline"))
+            mine, theirs = means if sign > 0 else means[::-1]
             return row | {"mean_difference": sign * row["mean_difference"], "ci_low": low,
-                          "ci_high": high}
+                          "ci_high": high, "mean_key": mine, "mean_reference": theirs}
     return None
+
+
+def _paired(row: Mapping[str, Any] | None, mine: tuple[float, float] | None,
+            theirs: tuple[float, float] | None
+            ) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """The two means to quote beside ``row``'s difference: over the same replications as the
+    difference (a configuration with more replications than the other has a different mean
+    over all of its own), rounded as the summary's would be."""
+    if row is None or row.get("mean_key") is None or row.get("mean_reference") is None:
+        return mine, theirs
+    nan = float("nan")
+    return ((row["mean_key"], mine[1] if mine else nan),
+            (row["mean_reference"], theirs[1] if theirs else nan))
 
 
 def _instead(mine: tuple[float, float], theirs: tuple[float, float], unit: str | None) -> str:
@@ -109,8 +126,10 @@ def _half(row: Mapping[str, Any]) -> float:
 
 def _effect(words: Words, metric: str, row: Mapping[str, Any] | None,
             mine: tuple[float, float] | None, theirs: tuple[float, float] | None) -> str | None:
-    """``- parties lost 4.3 ± 1.1 points lower (16.5 % instead of 20.8 %)``."""
+    """``- parties lost 4.3 ± 1.1 points lower (16.5 % instead of 20.8 %)``, the means over the
+    replications the difference is paired over."""
     unit = words.unit(metric)
+    mine, theirs = _paired(row, mine, theirs)
     means = f" ({_instead(mine, theirs, unit)})" if mine and theirs else ""
     if row is None:
         return f"- {words.name(metric)}{means}" if means else None
@@ -267,7 +286,8 @@ def _evidence(rec: Recommendation, words: Words, metric: str, summary: pl.DataFr
                      f"{words.setting(rec.best)}")
         return text + "."
     row = _difference(comparisons, choice, baseline, metric)
-    theirs = _estimate(summary, baseline, metric)
+    # the means over the replications the difference is paired over
+    mine, theirs = _paired(row, mine, _estimate(summary, baseline, metric))
     means = _instead(mine, theirs, unit) if mine and theirs else ""
     if row is None:
         return f"Against {words.today()}: {name} {means}." if means else None

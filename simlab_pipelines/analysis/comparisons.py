@@ -31,7 +31,9 @@ from simlab_pipelines.analysis.intervals import check_confidence, t_quantile
 
 COMPARISON_COLUMNS = ("experiment", "config_key", "baseline_key", "metric", "n", "mean_difference",
                       "ci_low", "ci_high", "paired", "confidence")
-EXTRA_COLUMNS = ("stddev", "half_width")
+# mean_config, mean_baseline: each side's mean over the same (paired) replications as the
+# difference, so that words beside a difference quote means that match it.
+EXTRA_COLUMNS = ("stddev", "half_width", "mean_config", "mean_baseline")
 
 
 def compare(observations: pl.DataFrame, baseline: str | Mapping[str, str] | None = None, *,
@@ -46,8 +48,9 @@ def compare(observations: pl.DataFrame, baseline: str | Mapping[str, str] | None
     ``metrics`` restricts the metrics compared.
 
     Returns a polars DataFrame with the ``comparisons`` columns (experiment, config_key,
-    baseline_key, metric, n, mean_difference, ci_low, ci_high, paired, confidence) plus stddev
-    and half_width, sorted by experiment, baseline_key, config_key, metric, paired (paired first).
+    baseline_key, metric, n, mean_difference, ci_low, ci_high, paired, confidence) plus stddev,
+    half_width, and mean_config and mean_baseline (each side's mean over the same replications),
+    sorted by experiment, baseline_key, config_key, metric, paired (paired first).
     Raises ValueError when the baseline is missing or unknown.
     """
     confidence = check_confidence(confidence)
@@ -70,6 +73,8 @@ def compare(observations: pl.DataFrame, baseline: str | Mapping[str, str] | None
         .agg(
             pl.len().alias("n"),
             pl.col("diff").mean().alias("mean_difference"),
+            pl.col("value").mean().alias("mean_config"),
+            pl.col("base_value").mean().alias("mean_baseline"),
             pl.col("diff").var(ddof=1).alias("var_diff"),
             pl.col("value").var(ddof=1).alias("var_config"),
             pl.col("base_value").var(ddof=1).alias("var_base"),
@@ -97,7 +102,7 @@ def compare(observations: pl.DataFrame, baseline: str | Mapping[str, str] | None
         half_unpaired = np.where((sd_unpaired == 0) & (n >= 2), 0.0, half_unpaired)
 
     keys = stats.select("experiment", "config_key", "baseline_key", "metric", "n",
-                        "mean_difference")
+                        "mean_difference", "mean_config", "mean_baseline")
     rows = []
     for paired, sd, half in ((True, sd_paired, half_paired), (False, sd_unpaired, half_unpaired)):
         rows.append(keys.with_columns(
@@ -163,5 +168,6 @@ def _empty() -> pl.DataFrame:
     schema = {"experiment": pl.String, "config_key": pl.String, "baseline_key": pl.String,
               "metric": pl.String, "n": pl.Int64, "mean_difference": pl.Float64,
               "ci_low": pl.Float64, "ci_high": pl.Float64, "paired": pl.Boolean,
-              "confidence": pl.Float64, "stddev": pl.Float64, "half_width": pl.Float64}
+              "confidence": pl.Float64, "stddev": pl.Float64, "half_width": pl.Float64,
+              "mean_config": pl.Float64, "mean_baseline": pl.Float64}
     return pl.DataFrame(schema=schema)
