@@ -255,7 +255,8 @@ def _threshold(spec: ExperimentSpec, progress: Progress,
         units = spec.units()
         answer = threshold_text(result, units=units, factor_unit=units.get(threshold.factor),
                                 points=len(plan.points),
-                                common_random_numbers=spec.common_random_numbers)
+                                common_random_numbers=spec.common_random_numbers,
+                                decisions=plan.points)
     if plan.points:
         from simlab_pipelines.analysis.search_plots import threshold_chart
 

@@ -151,6 +151,16 @@ def test_the_breaking_points_interval_is_rounded_outwards():
     assert "at least 1.005 " in threshold_text(open_above, units={"wait_p95": "s"})
 
 
+def test_a_metric_against_its_declared_direction_is_said_not_called_within_throughout():
+    plan = _search(8, mean=lambda c: 10.0 / c, sd=0.05, low=1, high=40, limit=1.05,
+                   tolerance=1, integer=True)
+    plain = threshold_text(plan.result.named("servers", "mean_wait"), units={"mean_wait": "min"},
+                           decisions=plan.points).split("\n\n")[0]
+    assert plain == ("Mean wait does not grow with servers here: it is beyond 1.05 min at "
+                     "servers 1 but within it at 40, so no breaking point can be given (if it "
+                     "falls as servers grows, set search.direction: decreasing)."), plain
+
+
 def test_a_metric_within_noise_of_the_limit_everywhere_is_said_not_crashed_on():
     """Every value searched stays unclear (the mean sits at the limit across the range): no
     end of the interval is known, and the answer says so."""

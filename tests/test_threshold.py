@@ -35,6 +35,7 @@ from engine import simulate, theory
 from simlab_pipelines.analysis.threshold import (
     BEYOND_THROUGHOUT,
     FOUND,
+    NOT_MONOTONE,
     UNCLEAR,
     UNCLEAR_END,
     WIDE,
@@ -158,6 +159,16 @@ def test_a_falling_metric_and_an_integer_factor():
     assert result.status == FOUND and (result.ci_low, result.ci_high, result.estimate) == (
         10, 10, 10)
     assert all(isinstance(p.x, int) for p in plan.points)
+
+
+def test_a_metric_that_falls_when_it_was_declared_rising_gives_no_breaking_point():
+    """A wait that falls with the servers, searched with the default direction (increasing):
+    beyond the limit at 1 server, within it at 40. That is no breaking point "beyond the range"
+    (the metric is not within the limit throughout): the search stops and says so."""
+    result = _search(8, mean=lambda c: 10.0 / c, sd=0.05, low=1, high=40, limit=1.05,
+                     tolerance=1, integer=True).result
+    assert result.status == NOT_MONOTONE
+    assert (result.estimate, result.ci_low, result.ci_high) == (None, None, None)
 
 
 def test_an_integer_factors_estimate_is_one_of_its_values():

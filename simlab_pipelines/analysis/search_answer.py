@@ -11,7 +11,7 @@ configurations and metrics are named as it names them (``analysis.words.Words``:
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -28,7 +28,10 @@ from simlab_pipelines.analysis.constraints import (
 )
 from simlab_pipelines.analysis.intervals import t_quantile
 from simlab_pipelines.analysis.threshold import (
+    BEYOND,
     BEYOND_THROUGHOUT,
+    NOT_MONOTONE,
+    WITHIN,
     WITHIN_THROUGHOUT,
     BreakingPoint,
 )
@@ -413,11 +416,13 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
 def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = None,
                    factor_unit: str | None = None, points: int | None = None,
                    descriptions: Mapping[str, str] | None = None,
-                   common_random_numbers: bool = False) -> str:
+                   common_random_numbers: bool = False,
+                   decisions: Sequence[Any] = ()) -> str:
     """The breaking point in plain words, then how it was found:
     ``p95 wait stays within 2 s up to arrival rate 1.62 (1.60–1.64, 95 %).``
     (``descriptions``: metric -> its name in the answer; ``common_random_numbers``: the
-    experiment's, for which the coverage argument of ``analysis/threshold.py`` is not proven.)"""
+    experiment's, for which the coverage argument of ``analysis/threshold.py`` is not proven;
+    ``decisions``: the plan's points, to say where a metric moves against its direction.)"""
     words = _words(units, descriptions, None)
     unit = words.unit(result.metric)
     metric = (words.name(result.metric) if result.metric else "") or "the metric"
@@ -449,7 +454,18 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
              if result.ci_low is not None and result.ci_high is not None else math.nan)
     half = width if width > 0 else result.tolerance / 2
     up, towards = ("up to", "beyond") if result.increasing else ("from", "below")
-    if result.status == BEYOND_THROUGHOUT:
+    if result.status == NOT_MONOTONE:
+        grows, other = ("grow", "decreasing") if result.increasing else ("fall", "increasing")
+        beyond = [p.x for p in decisions if p.status == BEYOND]
+        within = [p.x for p in decisions if p.status == WITHIN]
+        where = (f": it is beyond {limit} at {factor} {min(beyond):g}{suffix} but within it at "
+                 f"{max(within):g}{suffix}" if result.increasing and beyond and within else
+                 f": it is beyond {limit} at {factor} {max(beyond):g}{suffix} but within it at "
+                 f"{min(within):g}{suffix}" if beyond and within else "")
+        plain = (f"{metric.capitalize()} does not {grows} with {factor} here{where}, so no "
+                 f"breaking point can be given (if it {'falls' if result.increasing else 'grows'}"
+                 f" as {factor} grows, set search.direction: {other}).")
+    elif result.status == BEYOND_THROUGHOUT:
         end = result.low if result.increasing else result.high
         plain = (f"{metric.capitalize()} is already beyond {limit} at {factor} "
                  f"{end:g}{suffix}, the {'lowest' if result.increasing else 'highest'} value "

@@ -66,6 +66,9 @@ BUDGET = "budget"              # the decision budget ran out first
 BEYOND_THROUGHOUT = "beyond_throughout"
 WITHIN_THROUGHOUT = "within_throughout"
 UNCLEAR_END = "unclear_end"    # an end of the range sits within noise of the limit
+# Beyond the limit below a value within it and nothing beyond above: the metric does not move in
+# the declared direction (search.direction), or a decision was wrong; no interval is given.
+NOT_MONOTONE = "not_monotone"
 SIGNIFICANT_DIGITS = 6  # as a search's proposals: short, readable configuration keys
 
 
@@ -94,6 +97,7 @@ class BreakingPoint:
     ci_high: float | None      # None: at or above max
     confidence: float
     status: str  # found | wide | budget | beyond_throughout | within_throughout | unclear_end
+    #              | not_monotone
     simulations: int
     limit: float
     low: float                 # the searched range
@@ -249,6 +253,8 @@ def _next(lo: Point | None, hi: Point | None, unclear: list[Point], u: Mapping[f
           ends: tuple[float, float], low: float, high: float) -> tuple[str, float | None]:
     """(status if stopping, the next value to evaluate or None)."""
     start_u, end_u = sorted((sign * ends[0], sign * ends[1]))
+    if hi is None and lo is not None and any(p.status == BEYOND for p in decided):
+        return NOT_MONOTONE, None
     if lo is None and hi is not None and u[hi.x] == start_u:
         return BEYOND_THROUGHOUT, None
     if hi is None and lo is not None and u[lo.x] == end_u:
@@ -307,8 +313,11 @@ def _result(decided: list[Point], lo: Point | None, hi: Point | None, unclear: l
         ci_low, ci_high = within_end, beyond_end
     else:
         ci_low, ci_high = beyond_end, within_end
+    if status == NOT_MONOTONE:
+        ci_low = ci_high = None
     estimate = None
-    if status not in (BEYOND_THROUGHOUT, WITHIN_THROUGHOUT) and lo is not None and hi is not None:
+    if status not in (BEYOND_THROUGHOUT, WITHIN_THROUGHOUT, NOT_MONOTONE) and lo is not None \
+            and hi is not None:
         span = [p for p in decided if u[lo.x] <= u[p.x] <= u[hi.x]]
         estimate = _interpolate(span, limit, u)
         if estimate is None:
@@ -328,6 +337,7 @@ def _result(decided: list[Point], lo: Point | None, hi: Point | None, unclear: l
                          low, high, tolerance, increasing, tuple(notes))
 
 
-__all__ = ["BEYOND", "BEYOND_THROUGHOUT", "BUDGET", "FOUND", "PENDING", "UNCLEAR", "UNCLEAR_END",
+__all__ = ["BEYOND", "BEYOND_THROUGHOUT", "BUDGET", "FOUND", "NOT_MONOTONE", "PENDING", "UNCLEAR",
+           "UNCLEAR_END",
            "WIDE", "WITHIN", "WITHIN_THROUGHOUT", "BreakingPoint", "Point", "ThresholdPlan",
            "decision_budget", "look_schedule", "round_value", "threshold_round"]
