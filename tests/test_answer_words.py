@@ -258,6 +258,10 @@ def test_with_constraints_the_options_say_which_miss_one_and_no_zone_is_claimed(
     # pool 4 is $14 cheaper: the recommendation is not "within the zone" of it
     assert "pool-8, is the best of the configurations shown to meet every constraint" in statistics
     assert "indifference zone of $2 of it" not in statistics
+    # the analysts' differences are against the recommendation, not the infeasible pool 4
+    assert "Against the recommendation pool-8 (95 % CI, paired over 30 replications)" in statistics
+    assert "Against the best configuration" not in statistics
+    assert "pool-4 (pool 8 → 4) lowers cost by $" in statistics
 
 
 def test_the_constraints_sentence_is_on_the_recommendations_line_not_under_a_list():

@@ -168,14 +168,23 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                 indifference_zone=indifference_zone, subset=subset, baseline=baseline,
                 configurations=configurations, cost_metric=cost_metric,
                 feasible=feasibility.feasible if feasibility is not None else None)
-            text = _statistics(summary, rows, objective_metric, minimize=minimize,
-                               against=against, reference=reference, subset=subset,
+            versus = (compare(frame, recommendation.choice, confidence=confidence,
+                              metrics=[objective_metric, *tradeoffs])
+                      if recommendation is not None else None)
+            analysed, versus_key, versus_words = rows, against, reference
+            if (feasibility is not None and baseline is None and versus is not None
+                    and recommendation.choice != against):
+                # The best sample mean is not shown feasible: the analysts' differences are
+                # against the recommendation (the best of the feasible), not against it.
+                analysed = versus.filter((pl.col("metric") == objective_metric)
+                                         & (pl.col("baseline_key") == recommendation.choice))
+                versus_key, versus_words = recommendation.choice, "the recommendation"
+            text = _statistics(summary, analysed, objective_metric, minimize=minimize,
+                               against=versus_key, reference=versus_words, subset=subset,
                                selection=selection, recommendation=recommendation,
                                configurations=configurations, units=units,
                                precision=precision)
             if recommendation is not None:
-                versus = compare(frame, recommendation.choice, confidence=confidence,
-                                 metrics=[objective_metric, *tradeoffs])
                 first = recommendation_text(
                     recommendation, metric=objective_metric, summary=summary,
                     comparisons=comparisons, baseline=baseline, configurations=configurations,
