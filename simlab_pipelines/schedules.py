@@ -3,8 +3,8 @@ agreement with queueing theory shows up as a failed asset check the next morning
 
 import dagster as dg
 
+from simlab_pipelines import plan
 from simlab_pipelines.experiments import ExperimentSpec
-from simlab_pipelines.partitions import partition_key
 from simlab_pipelines.sensors import replications_job_name, run_requests
 
 VALIDATION_EXPERIMENT = "mmck_validation"
@@ -16,8 +16,7 @@ def validation_schedule(spec: ExperimentSpec, batch_size: int, job) -> dg.Schedu
                  description=f"Re-runs every partition of '{spec.name}' at 03:00 UTC; the summary "
                              "and its theory check follow automatically.")
     def schedule(context: dg.ScheduleEvaluationContext):
-        keys = [partition_key(c.key, r) for c in spec.configurations_list()
-                for r in range(spec.replications)]
+        keys = plan.wanted_partitions(spec, {})  # every partition (blocks, if it has them)
         stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
         return run_requests(spec, keys, batch_size, f"nightly:{stamp}")
 
