@@ -672,7 +672,8 @@ def _threshold_progress(spec: ExperimentSpec, space: SearchSpace,
             low=threshold.min, high=threshold.max, limit=threshold.limit,
             tolerance=threshold.tolerance, replications=space.replications,
             max_replications=space.max_replications, confidence=spec.confidence,
-            integer=threshold.integer, increasing=threshold.increasing)
+            integer=threshold.integer, increasing=threshold.increasing,
+            simulations=space.budget_simulations)
         if step.done:
             break
         for x in step.wanted:

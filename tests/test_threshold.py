@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 
 from engine import simulate, theory
@@ -36,6 +37,7 @@ from simlab_pipelines.analysis.threshold import (
     BEYOND_THROUGHOUT,
     FOUND,
     NOT_MONOTONE,
+    SIMULATION_BUDGET,
     UNCLEAR,
     UNCLEAR_END,
     WIDE,
@@ -43,7 +45,7 @@ from simlab_pipelines.analysis.threshold import (
     decision_budget,
     threshold_round,
 )
-from simlab_pipelines.experiments import load_experiment
+from simlab_pipelines.experiments import load_experiment, parse_experiment
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -60,7 +62,7 @@ ROOT = 0.2 + math.sqrt((LIMIT - 0.5) / 1.5)  # 1.2
 def _search(seed: int, *, mean=_mean, correlation: float = 0.0, sd: float = 0.4,
             low: float = LOW, high: float = HIGH, limit: float = LIMIT, tolerance: float = 0.05,
             integer: bool = False, increasing: bool = True, replications: int = 10,
-            max_replications: int = 160):
+            max_replications: int = 160, simulations: int | None = None):
     """Replay the search round by round on the synthetic generator."""
     rng = np.random.default_rng(seed)
     common = rng.normal(0.0, 1.0, max_replications)
@@ -69,7 +71,8 @@ def _search(seed: int, *, mean=_mean, correlation: float = 0.0, sd: float = 0.4,
     for _ in range(100):
         plan = threshold_round(points, low=low, high=high, limit=limit, tolerance=tolerance,
                                replications=replications, max_replications=max_replications,
-                               confidence=0.95, integer=integer, increasing=increasing)
+                               confidence=0.95, integer=integer, increasing=increasing,
+                               simulations=simulations)
         if plan.done:
             return plan
         for x, n in plan.wanted.items():
@@ -99,6 +102,36 @@ def test_the_interval_covers_the_root_at_its_nominal_rate(correlation):
     assert all(p.result.ci_low <= p.result.estimate <= p.result.ci_high for p in plans)
     # never more values than the coverage argument (and the partition plan) counts on
     assert max(len(p.points) for p in plans) <= plans[0].decisions
+
+
+def test_a_simulation_budget_stops_the_search_with_an_interval_that_still_covers():
+    """budget.simulations: no round starts that would pass it (round 0 excepted), and the
+    bracket it stops with is still an interval at the confidence (every decision made stands):
+    coverage over 100 seeded searches at the 0.1 % binomial bound, as above. The example's file
+    with a budget of 300 runs at most 300 simulations through the replay."""
+    trials = 100
+    plans = [_search(seed, sd=0.6, simulations=200) for seed in range(trials)]
+    assert max(p.result.simulations for p in plans) <= 200
+    assert any(p.result.status == SIMULATION_BUDGET for p in plans)
+    assert all("budget.simulations (200)" in " ".join(p.result.notes) for p in plans
+               if p.result.status == SIMULATION_BUDGET)
+    covered = sum(_covers(p.result, ROOT) for p in plans)
+    assert covered >= stats.binom.ppf(0.001, trials, 0.95), covered / trials
+
+    from simlab_pipelines import search_local
+
+    data = yaml.safe_load((EXAMPLES / "mmck_breaking_point.yaml").read_text())
+    data["search"]["budget"] = {"simulations": 300}
+    spec = parse_experiment(data)
+    rng = np.random.default_rng(5)
+
+    def stand_in(config, replication):
+        rate = config.params["arrival_rate"]
+        return {m: 0.0 for m in spec.resolved_model.metrics} | {
+            "wait_p95": 2.0 * rate / 1.03 + rng.normal(0.0, 0.5)}
+
+    done = search_local.run_locally(spec, stand_in)
+    assert done.progress.done and done.simulations <= 300
 
 
 def test_the_first_round_asks_for_both_ends_and_the_middle():

@@ -69,6 +69,7 @@ UNCLEAR_END = "unclear_end"    # an end of the range sits within noise of the li
 # Beyond the limit below a value within it and nothing beyond above: the metric does not move in
 # the declared direction (search.direction), or a decision was wrong; no interval is given.
 NOT_MONOTONE = "not_monotone"
+SIMULATION_BUDGET = "simulation_budget"  # the next round would pass budget.simulations
 SIGNIFICANT_DIGITS = 6  # as a search's proposals: short, readable configuration keys
 
 
@@ -97,7 +98,7 @@ class BreakingPoint:
     ci_high: float | None      # None: at or above max
     confidence: float
     status: str  # found | wide | budget | beyond_throughout | within_throughout | unclear_end
-    #              | not_monotone
+    #              | not_monotone | simulation_budget
     simulations: int
     limit: float
     low: float                 # the searched range
@@ -180,15 +181,17 @@ def _decide(x: float, values: np.ndarray, limit: float, beta: float, looks: Sequ
 def threshold_round(points: Mapping[float, Sequence[float] | np.ndarray], *, low: float,
                     high: float, limit: float, tolerance: float, replications: int,
                     max_replications: int, confidence: float = 0.95, integer: bool = False,
-                    increasing: bool = True) -> ThresholdPlan:
+                    increasing: bool = True, simulations: int | None = None) -> ThresholdPlan:
     """The next round of a breaking-point search (see the module docstring).
 
     ``points``: factor value -> the metric's values over replications 0..n-1 of that value
     (empty for round 0). ``low``/``high``: the factor's range; ``limit``: the metric's;
     ``tolerance``: the interval's width to reach; ``replications``: R, the first look;
     ``max_replications``: the last look (a point's cap); ``integer``: the factor takes integers;
-    ``increasing``: the metric grows with the factor. Returns the values wanted next (with their
-    total replications), and the answer once ``done``. A pure function of its arguments.
+    ``increasing``: the metric grows with the factor; ``simulations``: budget.simulations, which
+    no round but the first may pass (the search then stops with the interval it has: every
+    decision made stands, so its coverage too). Returns the values wanted next (with their total
+    replications), and the answer once ``done``. A pure function of its arguments.
     """
     confidence = check_confidence(confidence)
     if not low < high:
@@ -225,17 +228,29 @@ def threshold_round(points: Mapping[float, Sequence[float] | np.ndarray], *, low
     def inside(p: Point) -> bool:
         return (lo is None or u[p.x] > u[lo.x]) and (hi is None or u[p.x] < u[hi.x])
 
-    pending = {p.x: p.next_look for p in decided if p.status == PENDING and inside(p)}
-    if pending:
-        return ThresholdPlan({x: n for x, n in pending.items() if n}, False, **plan,
-                             bracket=_bracket(lo, hi, sign), notes=tuple(notes))
+    spent = sum(p.n for p in decided)
+
+    def affordable(wanted: Mapping[float, int]) -> bool:
+        have = {p.x: p.n for p in decided}
+        more = sum(max(0, n - have.get(x, 0)) for x, n in wanted.items())
+        return simulations is None or spent + more <= simulations
+
     unclear = sorted((p for p in decided if p.status == UNCLEAR and inside(p)),
                      key=lambda p: u[p.x])
-    status, nxt = _next(lo, hi, unclear, u, decided, budget, tolerance, integer, sign,
-                        ends, low, high)
-    if nxt is not None:
-        return ThresholdPlan({nxt: replications}, False, **plan, bracket=_bracket(lo, hi, sign),
+    pending = {p.x: p.next_look for p in decided if p.status == PENDING and inside(p)}
+    if pending:
+        status, wanted = SIMULATION_BUDGET, {x: n for x, n in pending.items() if n}
+    else:
+        status, nxt = _next(lo, hi, unclear, u, decided, budget, tolerance, integer, sign,
+                            ends, low, high)
+        wanted = {nxt: replications} if nxt is not None else {}
+    if wanted and affordable(wanted):
+        return ThresholdPlan(wanted, False, **plan, bracket=_bracket(lo, hi, sign),
                              notes=tuple(notes))
+    if wanted:
+        status = SIMULATION_BUDGET
+        notes.append(f"budget.simulations ({simulations:,}) would be passed by the next round, "
+                     "so the search stopped with the interval it had")
     result = _result(decided, lo, hi, unclear, status, limit, confidence, low, high, tolerance,
                      increasing, notes, max_replications)
     return ThresholdPlan({}, True, **plan, result=result, bracket=_bracket(lo, hi, sign),
@@ -337,7 +352,7 @@ def _result(decided: list[Point], lo: Point | None, hi: Point | None, unclear: l
                          low, high, tolerance, increasing, tuple(notes))
 
 
-__all__ = ["BEYOND", "BEYOND_THROUGHOUT", "BUDGET", "FOUND", "NOT_MONOTONE", "PENDING", "UNCLEAR",
-           "UNCLEAR_END",
+__all__ = ["BEYOND", "BEYOND_THROUGHOUT", "BUDGET", "FOUND", "NOT_MONOTONE", "PENDING",
+           "SIMULATION_BUDGET", "UNCLEAR", "UNCLEAR_END",
            "WIDE", "WITHIN", "WITHIN_THROUGHOUT", "BreakingPoint", "Point", "ThresholdPlan",
            "decision_budget", "look_schedule", "round_value", "threshold_round"]
