@@ -46,7 +46,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ PLACEHOLDERS = ("replication", "horizon", "warmup", "seed_entropy", "seed")
 KEYS = ("name", "command", "version", "parameters", "metrics", "timeout", "description",
         "default_horizon", "default_warmup")
 PARAMETER_KEYS = ("type", "default", "minimum", "maximum", "exclusive_minimum", "help")
+METRIC_KEYS = ("unit", "better", "description")  # a metric declared as a mapping
+BETTER = ("lower", "higher")
 STDERR_TAIL_BYTES = 2048
 # A simulator's output is read as it comes and only what the contract needs is kept: the last
 # non-empty line of stdout (at most RESULT_LINE_LIMIT bytes) and the last 2 KB of stderr.
@@ -127,6 +129,10 @@ class Declaration:
     description: str
     default_horizon: float | None
     default_warmup: float
+    # with ``metrics`` as a mapping: metric -> unit, which way is better, what it is in words
+    units: Mapping[str, str] = field(default_factory=dict)
+    better: Mapping[str, str] = field(default_factory=dict)
+    descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +183,50 @@ def _parameter(name: Any, spec: Any, errors: list[tuple[Loc, str]]) -> Parameter
             errors.append(((*loc, "default"), str(exc)))
             return None
     return parameter
+
+
+_METRICS_WHAT = ("metrics must be a non-empty list of names ([A-Za-z_][A-Za-z0-9_]*), or a "
+                 "mapping of name to {unit, better, description}")
+
+
+def _metrics(raw: Any, errors: list[tuple[Loc, str]]
+             ) -> tuple[tuple[str, ...] | None, dict[str, dict[str, str]]]:
+    """The declared metric names, and per metric its unit, better and description (a mapping
+    ``{mean_wait: {unit: min, better: lower, description: ...}}``; a list declares names only)."""
+    if isinstance(raw, list):
+        if not raw or not all(isinstance(m, str) and METRIC_NAME.fullmatch(m) for m in raw):
+            errors.append((("metrics",), _METRICS_WHAT))
+            return None, {}
+        if len(set(raw)) != len(raw):
+            errors.append((("metrics",), "a metric is listed twice"))
+        return tuple(raw), {}
+    if not isinstance(raw, Mapping) or not raw:
+        errors.append((("metrics",), _METRICS_WHAT))
+        return None, {}
+    names, details = [], {}
+    for name, spec in raw.items():
+        loc: Loc = ("metrics", str(name))
+        if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
+            errors.append((loc, f"metric name {name!r} must match [A-Za-z_][A-Za-z0-9_]*"))
+            continue
+        names.append(name)
+        spec = {} if spec is None else spec  # `mean_wait:` alone: a name, nothing more
+        if not isinstance(spec, Mapping):
+            errors.append((loc, "expected a mapping like {unit: min, better: lower, "
+                                "description: mean wait for a server}, or nothing"))
+            continue
+        for key, value in spec.items():
+            if key not in METRIC_KEYS:
+                errors.append(((*loc, str(key)), f"unknown key {key!r} (allowed: "
+                                                 f"{', '.join(METRIC_KEYS)})"))
+            elif key == "better" and value not in BETTER:
+                errors.append(((*loc, key), f"better must be 'lower' or 'higher', got {value!r}"))
+            elif not isinstance(value, str) or not value.strip():
+                errors.append(((*loc, str(key)), f"{key} must be a non-empty string, got "
+                                                 f"{value!r}"))
+        details[name] = {k: v.strip() for k, v in spec.items()
+                         if k in METRIC_KEYS and isinstance(v, str) and v.strip()}
+    return tuple(names), details
 
 
 def _placeholders(argument: str) -> Iterator[str | None]:
@@ -235,15 +285,7 @@ def parse_declaration(data: Any, builtin_names: frozenset[str] | set[str] = froz
             parameter = _parameter(pname, pspec, errors)
             if parameter is not None:
                 parameters.append(parameter)
-    metrics = data.get("metrics")
-    if "metrics" in data:
-        if (not isinstance(metrics, list) or not metrics
-                or not all(isinstance(m, str) and METRIC_NAME.fullmatch(m) for m in metrics)):
-            errors.append((("metrics",), "metrics must be a non-empty list of names "
-                                         "([A-Za-z_][A-Za-z0-9_]*)"))
-            metrics = None
-        elif len(set(metrics)) != len(metrics):
-            errors.append((("metrics",), "a metric is listed twice"))
+    metrics, details = _metrics(data["metrics"], errors) if "metrics" in data else (None, {})
     timeout = data.get("timeout")
     if timeout is not None and (not _number(timeout) or timeout <= 0):
         errors.append((("timeout",), f"timeout must be a number of seconds > 0, got {timeout!r}"))
@@ -277,6 +319,9 @@ def parse_declaration(data: Any, builtin_names: frozenset[str] | set[str] = froz
         default_horizon=(float(data["default_horizon"]) if data.get("default_horizon") is not None
                          else None),
         default_warmup=float(data.get("default_warmup") or 0.0),
+        units={m: d["unit"] for m, d in details.items() if "unit" in d},
+        better={m: d["better"] for m, d in details.items() if "better" in d},
+        descriptions={m: d["description"] for m, d in details.items() if "description" in d},
     )
 
 
@@ -293,7 +338,10 @@ def command_model(data: Mapping[str, Any] | Declaration, directory: str | Path |
         name=declaration.name,
         description=declaration.description,
         parameters=declaration.parameters,
-        metrics={m: f"reported by {declaration.command[0]}" for m in declaration.metrics},
+        metrics={m: declaration.descriptions.get(m) or f"reported by {declaration.command[0]}"
+                 for m in declaration.metrics},
+        units=dict(declaration.units),
+        better=dict(declaration.better),
         run=functools.partial(run_command, declaration, cwd),
         # No default run length: an experiment gives its horizon (NaN is rejected when run).
         default_horizon=(declaration.default_horizon if declaration.default_horizon is not None

@@ -71,6 +71,16 @@ BASE = {"name": "sim", "command": ["./sim", "{rate}"], "version": "1",
      "model.parameters.rate.default", ">= 0"),
     ({"parameters": {"rate": {"type": "str"}}}, "model.parameters.rate.type", "'int' or 'float'"),
     ({"shell": True}, "model.shell", "unknown key 'shell'"),
+    ({"metrics": {"mean_wait": {"better": "smaller"}}}, "model.metrics.mean_wait.better",
+     "'lower' or 'higher', got 'smaller'"),
+    ({"metrics": {"mean_wait": {"units": "min"}}}, "model.metrics.mean_wait.units",
+     "unknown key 'units' (allowed: unit, better, description)"),
+    ({"metrics": {"mean_wait": {"unit": 5}}}, "model.metrics.mean_wait.unit",
+     "non-empty string"),
+    ({"metrics": {"mean_wait": "min"}}, "model.metrics.mean_wait", "expected a mapping"),
+    ({"metrics": {"mean wait": {}}}, "model.metrics.mean wait", "must match"),
+    ({"metrics": {}}, "model.metrics", "or a mapping of name to {unit, better, description}"),
+    ({"metrics": {"value": {"unit": "s"}}}, "model.metrics.value", "a column of the results'"),
 ])
 def test_a_bad_declaration_names_its_field(change, field, fragment):
     with pytest.raises(ExperimentError) as info:
@@ -78,6 +88,28 @@ def test_a_bad_declaration_names_its_field(change, field, fragment):
                           "replications": 2, "horizon": 10})
     assert any(f == field and fragment in reason for f, reason in info.value.errors), \
         info.value.errors
+
+
+def test_a_commands_metrics_may_declare_units_better_and_descriptions():
+    declared = {**BASE, "metrics": {
+        "mean_wait": {"unit": "min", "better": "lower", "description": "mean wait for a server"},
+        "utilisation": {"unit": "fraction"},
+        "served": None}}
+    spec = parse_experiment({"name": "e", "model": declared, "seed": 1, "replications": 2,
+                             "horizon": 10, "parameters": {"rate": 1.0}})
+    from simlab_pipelines.experiments.responses import descriptions
+
+    assert spec.units() == {"mean_wait": "min", "utilisation": "fraction"}
+    assert spec.better() == {"mean_wait": "lower"}
+    assert descriptions(spec)["mean_wait"] == "mean wait for a server"
+    model = spec.resolved_model
+    assert list(model.metrics) == ["mean_wait", "utilisation", "served"]
+    assert model.metrics["served"] == "reported by ./sim"
+    # how a metric is read is not what is simulated: the results stay current
+    listed = parse_experiment({"name": "e", "model": {**BASE, "metrics": list(declared["metrics"])},
+                               "seed": 1, "replications": 2, "horizon": 10,
+                               "parameters": {"rate": 1.0}})
+    assert listed.simulation_hash() == spec.simulation_hash()
 
 
 def test_a_command_without_default_horizon_needs_the_experiments():

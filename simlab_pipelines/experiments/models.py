@@ -71,9 +71,13 @@ class ExperimentModel:
 
 def identity(value: str | Mapping[str, Any]) -> Any:
     """What of ``model:`` a simulation depends on (for the simulation hash): the name or
-    reference, or a command's declaration without its timeout and description."""
+    reference, or a command's declaration without its timeout and description, its metrics by
+    name only (a unit, a direction or a description changes no result)."""
     if isinstance(value, Mapping):
-        return {k: v for k, v in value.items() if k not in _NOT_INPUTS}
+        out = {k: v for k, v in value.items() if k not in _NOT_INPUTS}
+        if isinstance(out.get("metrics"), Mapping):
+            out["metrics"] = list(out["metrics"])
+        return out
     return value
 
 
@@ -90,7 +94,8 @@ def resolve_model(value: Any, directory: Path | None) -> ExperimentModel:
         except command.DeclarationError as exc:
             raise SpecErrors([(("model", *loc), reason) for loc, reason in exc.errors]) from None
         ref = registry.ModelRef.for_command(value, folder)
-        _check_metric_names(declaration.metrics, ("model", "metrics"))
+        _check_metric_names(declaration.metrics, ("model", "metrics"),
+                            by_name=isinstance(value.get("metrics"), Mapping))
         return ExperimentModel(command.command_model(declaration, folder), ref, "command")
     if not isinstance(value, str):
         raise SpecErrors([(("model",), _WHAT)])
@@ -107,14 +112,15 @@ def resolve_model(value: Any, directory: Path | None) -> ExperimentModel:
     return ExperimentModel(model, registry.ModelRef(value), "package")
 
 
-def _check_metric_names(metrics: tuple[str, ...], loc: Loc, declared_by: str | None = None
-                        ) -> None:
+def _check_metric_names(metrics: tuple[str, ...], loc: Loc, declared_by: str | None = None,
+                        by_name: bool = False) -> None:
     """SpecErrors for metrics named like a column of the long-format tables: at
-    ``model.metrics[i]`` for a command's list, at ``model`` for a plug-in (``declared_by``)."""
+    ``model.metrics[i]`` for a command's list (``model.metrics.<name>`` for its mapping,
+    ``by_name``), at ``model`` for a plug-in (``declared_by``)."""
     errors: list[tuple[Loc, str]] = []
     for i, metric in enumerate(metrics):
         if metric in RESERVED_NAMES:
-            where = (*loc, i) if declared_by is None else loc
+            where = (*loc, metric if by_name else i) if declared_by is None else loc
             by = f"{declared_by} declares a metric" if declared_by else "metric"
             errors.append((where, f"{by} named {metric!r}, a column of the results' tables "
                                   f"({', '.join(RESERVED_NAMES)}); rename the metric"))
