@@ -172,14 +172,23 @@ _STATUS_EVENTS = frozenset(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
 
 @contextmanager
 def _status_guard(instance: dg.DagsterInstance) -> Iterator[None]:
-    """While inside, ``instance`` writes run status changes under ``_STATUS``."""
+    """While inside, ``instance`` writes run status changes under ``_STATUS``; after a stop, a
+    run marked canceling before it had started stays canceling when it starts."""
     handle = instance.handle_new_event
 
     def guarded(event, *args, **kwargs):
-        if event.is_dagster_event and event.dagster_event_type in _STATUS_EVENTS:
-            with _STATUS:
-                return handle(event, *args, **kwargs)
-        return handle(event, *args, **kwargs)
+        if not (event.is_dagster_event and event.dagster_event_type in _STATUS_EVENTS):
+            return handle(event, *args, **kwargs)
+        with _STATUS:
+            # A run created just before a stop was marked canceling while NOT_STARTED; its
+            # start would make it STARTED again, and the canceled batch then failed it.
+            run = (instance.get_run_by_id(event.run_id)
+                   if _stopped() and event.dagster_event_type == dg.DagsterEventType.RUN_START
+                   else None)
+            result = handle(event, *args, **kwargs)
+            if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
+                instance.report_run_canceling(run, "simlab sweep stopped by a signal")
+            return result
 
     instance.handle_new_event = guarded  # type: ignore[method-assign]
     try:
