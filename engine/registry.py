@@ -26,19 +26,26 @@ goes on (the code location that loads every experiment file among them). The thr
 itself (a daemon thread; its module stays half-imported, so the plug-in is refused at once until
 it finishes). A thread costs ~1 ms a plug-in; importing in a child process first cost ~1 s of
 wall time and 0.25 s of CPU per plug-in in every process that loads it (each run's and each
-pool worker's). A plug-in that installs signal handlers at import time cannot be imported from a
-thread: do that in its ``run``.
+pool worker's). A hang is noted in the temporary directory (named after the module's files, their
+sizes and times), so the other processes that load the experiments (each run's, the code
+server's) refuse it at once instead of waiting the timeout each, until its files change or
+``HUNG_NOTE_SECONDS`` pass. A plug-in that installs signal handlers at import time cannot be
+imported from a thread: do that in its ``run``.
 """
 
 import functools
+import hashlib
 import importlib
+import importlib.machinery
 import importlib.metadata
 import json
 import math
 import os
 import re
 import sys
+import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,11 +180,76 @@ def import_timeout() -> float:
 # refused at once while it is alive.
 _HUNG: dict[str, tuple[threading.Thread, float]] = {}
 _BLOCKING = "a plug-in must not block at import time (a sleep, a network call, input())"
+# Other processes (each run's, each code server's) learn of a hang from a note in the temporary
+# directory, so they do not wait the timeout again: valid while the module's files are unchanged,
+# for at most this long (a hang that came from outside, a network down, is tried again later).
+HUNG_NOTE_SECONDS = 600.0
+_NOTES = "simlab-plugin-imports"
+
+
+def _module_files(top: str) -> list[Path] | None:
+    """The files of top-level module ``top`` as the import would find them (a package: its
+    ``.py`` files, at most 1,000), without importing it; None when it cannot be told."""
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(top, sys.path)
+    except (ImportError, ValueError, OSError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        files = [f for place in spec.submodule_search_locations for f in Path(place).rglob("*.py")]
+        return sorted(files)[:1000] if files else None
+    return [Path(spec.origin)] if spec.origin and Path(spec.origin).is_file() else None
+
+
+def _note_path(top: str) -> Path | None:
+    """Where the note on an import of ``top`` lives: named after its files and their sizes and
+    modification times, so an edited plug-in is tried again at once."""
+    files = _module_files(top)
+    if not files:
+        return None
+    digest = hashlib.sha256(top.encode())
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            return None
+        digest.update(f"\0{file}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return Path(tempfile.gettempdir()) / _NOTES / f"{digest.hexdigest()[:24]}.json"
+
+
+def _noted_hang(note: Path | None) -> dict[str, Any] | None:
+    """A recent note that this module's import hung, if there is one."""
+    if note is None:
+        return None
+    try:
+        noted = json.loads(note.read_text())
+        if time.time() - float(noted["at"]) < HUNG_NOTE_SECONDS:
+            return noted
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _note_hang(note: Path | None, timeout: float) -> None:
+    """Leave the note (atomically: a reader sees all of it or none)."""
+    if note is None:
+        return
+    try:
+        note.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=note.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as out:
+            json.dump({"at": time.time(), "timeout": timeout, "pid": os.getpid()}, out)
+        os.replace(tmp, note)
+    except OSError:
+        pass  # only an optimisation: the next process waits the timeout again
 
 
 def _bounded_import(module: str, where: str, load):
     """``load()`` (an import) in a daemon thread; ModelError for ``where`` if it does not finish
-    within ``import_timeout()`` seconds. Its exception, if it raises, is re-raised here."""
+    within ``import_timeout()`` seconds, or if it did not in another process lately (a note in
+    the temporary directory, while its files are unchanged). Its exception, if it raises, is
+    re-raised here."""
     top = module.split(".")[0]
     stuck, given = _HUNG.get(top, (None, 0.0))
     if stuck is not None and stuck.is_alive():
@@ -185,6 +257,15 @@ def _bounded_import(module: str, where: str, load):
                                 f"finish within {given:g} s ({IMPORT_TIMEOUT_VARIABLE}), nor "
                                 f"since; {_BLOCKING}")
     timeout = import_timeout()
+    note = _note_path(top)
+    noted = _noted_hang(note)
+    if noted is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(float(noted["at"])))
+        raise ModelError(where, f"{where} cannot be imported: the import of {top!r} did not "
+                                f"finish within {float(noted['timeout']):g} s "
+                                f"({IMPORT_TIMEOUT_VARIABLE}) in process {noted.get('pid')} at "
+                                f"{when}; not tried again until its files change or "
+                                f"{HUNG_NOTE_SECONDS / 60:g} minutes pass; {_BLOCKING}")
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -198,6 +279,7 @@ def _bounded_import(module: str, where: str, load):
     thread.join(timeout)
     if thread.is_alive():
         _HUNG[top] = (thread, timeout)
+        _note_hang(note, timeout)
         raise ModelError(where, f"{where} cannot be imported: the import of {top!r} did not "
                                 f"finish within {timeout:g} s ({IMPORT_TIMEOUT_VARIABLE}); "
                                 f"{_BLOCKING}")

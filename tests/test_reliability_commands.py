@@ -5,6 +5,8 @@
 - A DuckDB file held open for writing by another process (a DuckDB shell, a notebook):
   `simlab query` and a sweep's summary say so in one line naming the holder's PID, with no
   traceback and no false "summary rebuilt"; once it is closed, the same commands work.
+- A plug-in whose import hangs: after the first process waited its timeout, the next processes
+  refuse it at once until its file changes.
 - `simlab query` runs under a time and a memory limit (defaults, flags to change them): a
   runaway query stops at its time limit, one that needs more memory fails saying which limit.
 
@@ -40,6 +42,7 @@ from test_reliability_runs import (
     _wait_for,
 )
 
+from engine.registry import IMPORT_TIMEOUT_VARIABLE
 from simlab_pipelines import query
 from simlab_pipelines.assets import experiment_assets
 from simlab_pipelines.cli import main
@@ -377,3 +380,33 @@ def test_a_sweep_leaves_a_partition_to_the_run_that_started_it_first(lab, tmp_pa
     assert left == [f"1 of this run's 6 partitions left out (e.g. {key}): held by run "
                     f"{held.run_id} (__ASSET_JOB, STARTED), which started first; never run "
                     "twice at once"]
+
+
+def test_a_hanging_plug_in_is_refused_at_once_by_the_next_processes(tmp_path):
+    """Every process that loads the experiments (the code server, each run's process) waited the
+    plug-in import timeout again: the first one's note makes the next refuse it at once, until
+    the plug-in's file changes; then it is imported again (here: fixed, it runs)."""
+    plugin = tmp_path / "hangs.py"
+    plugin.write_text("import time\n\ntime.sleep(3600)\n")
+    env = {**os.environ, IMPORT_TIMEOUT_VARIABLE: "2", "TMPDIR": str(tmp_path)}
+    engine_cli = str(Path(sys.executable).with_name("simlab-engine"))
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([engine_cli, "run", "--path", str(tmp_path), "hangs:MODEL",
+                               "--seed", "1", "--replication", "0", "--horizon", "50", "--json"],
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    first = run()
+    assert first.returncode == 2
+    assert "model 'hangs:MODEL' (from " in first.stderr
+    assert "the import of 'hangs' did not finish within 2 s (SIMLAB_PLUGIN_IMPORT_TIMEOUT); a " \
+           "plug-in must not block at import time" in first.stderr
+    second = run()
+    assert second.returncode == 2
+    assert "did not finish within 2 s (SIMLAB_PLUGIN_IMPORT_TIMEOUT) in process " in second.stderr
+    assert "not tried again until its files change or 10 minutes pass" in second.stderr
+    plugin.write_text("import dataclasses\n\nfrom engine.models import MODELS\n\n"
+                      "MODEL = dataclasses.replace(MODELS['mmck'], name='quick', version='1')\n")
+    fixed = run()
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)["model"] == "quick"
