@@ -134,3 +134,17 @@ def test_nothing_to_do_is_told_by_the_summary_and_a_removed_file_still_runs_agai
     os.unlink(lab / "data" / "results" / "tiny_mmck" / "servers-2" / "4.parquet")
     assert "ran 1 partition in 1 run(s)" in sweep(path, "--workers", "1")
     assert reads  # the rows were read: the directory changed
+
+
+def test_the_projects_experiments_keep_one_replication_a_partition():
+    """Blocks change nothing at a restaurant's size: auto stays 1, keys and files as before."""
+    from pathlib import Path
+
+    from simlab_pipelines import plan
+
+    root = Path(__file__).resolve().parent.parent / "experiments"
+    for name in ("restaurant_staffing", "mmck_validation", "mmck_capacity_screening"):
+        spec = load_experiment(root / f"{name}.yaml")
+        assert spec.block_size == 1, name
+        keys = plan.wanted_partitions(spec, {})
+        assert keys[:2] == [f"{spec.config_keys()[0]}|0", f"{spec.config_keys()[0]}|1"]
