@@ -180,12 +180,20 @@ def check_identical(db: Path, floor_root: str, simulations: int) -> int:
 def summary_run_seconds(home: Path) -> float | None:
     import dagster as dg
 
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_run_records(filters=dg.RunsFilter(job_name=f"{NAME}_summary"),
-                                        limit=1)
-        if not runs or runs[0].start_time is None or runs[0].end_time is None:
-            return None
-        return runs[0].end_time - runs[0].start_time
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)  # the instance file's storage is relative to it
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = instance.get_run_records(filters=dg.RunsFilter(job_name=f"{NAME}_summary"),
+                                            limit=1)
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+    if not runs or runs[0].start_time is None or runs[0].end_time is None:
+        return None
+    return runs[0].end_time - runs[0].start_time
 
 
 def _graphql(port: int, query: str) -> tuple[float, dict]:
