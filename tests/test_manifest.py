@@ -247,3 +247,25 @@ def test_results_in_s3_leave_no_fragment_and_are_read_every_time(tiny, s3, reads
     assert [len(keys) for keys in reads] == [2, 2]
     names = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert names == {f"{PREFIX}/{spec.name}/{config.key}/{r}.parquet" for r in range(2)}
+
+
+def test_planning_trusts_the_runs_rows_without_a_stat_and_reads_only_what_they_lack(recorded):
+    """manifest.landed (what a sweep plans from): the fragment's rows stand for their files, a
+    file two writes disagree about is looked at, and a file nobody recorded is read once."""
+    spec, store, configs, reads, _ = recorded
+    listing = store.listing(spec.name)
+
+    def landed():
+        return summary.landed_rows(spec, store, ["inputs_hash", "metrics"])
+
+    assert landed().height == 6 and reads == []  # from the fragment alone
+    # A second run rewrote one file with another value: the file decides between the two rows.
+    record_run(store, spec.name, "run-2", [_write(spec, store, configs[0], 1, 41.0)])
+    values = _values(landed())
+    assert values[(configs[0].key, 1)] == 41.0 and reads == []
+    # A file written without a run's rows (by hand): read once, then remembered.
+    _write(spec, store, configs[1], 3, 3.0)
+    assert _values(landed())[(configs[1].key, 3)] == 3.0
+    assert reads == [[(configs[1].key, "3")]]
+    assert _values(landed())[(configs[1].key, 3)] == 3.0 and len(reads) == 1
+    assert listing.height == 6 and store.listing(spec.name).height == 7
