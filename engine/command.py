@@ -62,7 +62,7 @@ METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PLACEHOLDERS = ("replication", "horizon", "warmup", "seed_entropy", "seed")
 KEYS = ("name", "command", "version", "parameters", "metrics", "timeout", "description",
         "default_horizon", "default_warmup")
-PARAMETER_KEYS = ("type", "default", "minimum", "maximum", "exclusive_minimum", "help")
+PARAMETER_KEYS = ("type", "default", "minimum", "maximum", "exclusive_minimum", "help", "unit")
 METRIC_KEYS = ("unit", "better", "description")  # a metric declared as a mapping
 BETTER = ("lower", "higher")
 STDERR_TAIL_BYTES = 2048
@@ -170,11 +170,15 @@ def _parameter(name: Any, spec: Any, errors: list[tuple[Loc, str]]) -> Parameter
         errors.append(((*loc, "exclusive_minimum"), "exclusive_minimum must be true or false"))
     if not isinstance(spec.get("help", ""), str):
         errors.append(((*loc, "help"), "help must be a string"))
+    if "unit" in spec and (not isinstance(spec["unit"], str) or not spec["unit"].strip()):
+        errors.append(((*loc, "unit"), f"unit must be a non-empty string (e.g. min, s, "
+                                       f"requests/s), got {spec['unit']!r}"))
     if len(errors) > before or kind is None:
         return None
     parameter = Parameter(name, kind, spec.get("help", ""), default=spec.get("default"),
                           minimum=spec.get("minimum"), maximum=spec.get("maximum"),
-                          exclusive_minimum=spec.get("exclusive_minimum", False))
+                          exclusive_minimum=spec.get("exclusive_minimum", False),
+                          unit=spec["unit"].strip() if spec.get("unit") else None)
     if parameter.default is not None:
         try:
             parameter = Parameter(**{**parameter.__dict__,

@@ -22,7 +22,11 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class Parameter:
-    """One model parameter: its type, default, bounds and a help text."""
+    """One model parameter: its type, default, bounds, a help text and its unit.
+
+    ``unit`` is how a person reads its values (``min``, ``s``, ``parties/min``, ``$``; see
+    ``simlab_pipelines/analysis/units.py``): answers print ``patience 15 min``. It changes no
+    result."""
 
     name: str
     type: type  # int or float
@@ -32,6 +36,7 @@ class Parameter:
     maximum: float | None = None
     exclusive_minimum: bool = False
     optional: bool = False  # None is a valid value (e.g. infinite capacity)
+    unit: str | None = None  # e.g. "min", "requests/s"; None: a count or a pure number
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` converted to the parameter's type, or raise ParameterError."""
@@ -88,6 +93,7 @@ class Parameter:
             "exclusive_minimum": self.exclusive_minimum,
             "optional": self.optional,
             "help": self.help,
+            "unit": self.unit,
         }
 
 

@@ -139,7 +139,8 @@ def _optimiser(spec: ExperimentSpec, progress: Progress,
                              units=spec.units(), evaluated=len(factors),
                              space_size=space.size, simulations=simulations,
                              search_simulations=len(factors) * R,
-                             descriptions=descriptions(spec))  # the file's words, as a grid's
+                             descriptions=descriptions(spec),  # the file's words, as a grid's
+                             parameter_units=spec.parameter_units())
     charts = _optimiser_charts(spec, progress, arrays, statuses, factors, recommended)
     return SearchSummary({"search": table}, answer, recommended, charts, dict(statuses))
 
@@ -253,7 +254,8 @@ def _threshold(spec: ExperimentSpec, progress: Progress,
             "ci_high": pl.Float64, "confidence": pl.Float64, "simulations": pl.Int64,
             "status": pl.String, "notes": pl.String})
         units = spec.units()
-        answer = threshold_text(result, units=units, factor_unit=units.get(threshold.factor),
+        factor_unit = spec.parameter_units().get(threshold.factor) or units.get(threshold.factor)
+        answer = threshold_text(result, units=units, factor_unit=factor_unit,
                                 points=len(plan.points),
                                 common_random_numbers=spec.common_random_numbers,
                                 decisions=plan.points)

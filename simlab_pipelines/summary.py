@@ -447,7 +447,7 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
         compare_pairs=spec.design is None, constraints=_limits(spec),
         descriptions=descriptions(spec), missing=missing, unstable=_growing(trends),
-        precision=_precision_words(spec))
+        precision=_precision_words(spec), parameter_units=spec.parameter_units())
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
     notes += [f"{t.config_key}: no steady state: the {t.words()} keeps growing "
@@ -479,7 +479,7 @@ def _theory(spec: ExperimentSpec, configurations: Sequence[Configuration],
         summary.select("config_key", "metric", "n", "mean", "stddev").iter_rows(),
         {c.key: c.params for c in configurations}, spec.resolved_horizon)
     words = Words({c.key: c.varying for c in configurations}, None, spec.units(),
-                  descriptions(spec))
+                  descriptions(spec), spec.parameter_units())
     return theory_text(comparison, words)
 
 

@@ -10,6 +10,7 @@ outcomes hold for any seed.
 """
 
 import re
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -380,3 +381,31 @@ def test_the_means_beside_a_difference_are_over_the_replications_it_is_paired_ov
     assert profit, first
     difference, mine, theirs = (float(g.replace(",", "")) for g in profit.groups())
     assert abs((mine - theirs) - difference) <= 2, profit.group(0)
+
+
+def test_parameter_values_are_said_with_their_unit_and_the_digits_they_need():
+    from simlab_pipelines.analysis.units import format_setting, setting_digits
+    from simlab_pipelines.analysis.words import Words
+    from simlab_pipelines.experiments import load_experiment
+    from simlab_pipelines.experiments.responses import descriptions
+
+    assert format_setting(1.14501, "s") == "1.15 s"  # a search's proposal, rounded to 6 digits
+    assert format_setting(0.3, "parties/min") == "0.3 parties a minute"
+    assert format_setting(15.0, "min") == "15 min" and format_setting(1.0, "time units") == \
+        "1 time unit"
+    assert format_setting(8) == "8" and format_setting(None, "min") == "not set"
+    # 3 significant digits unless two values shown together would then read the same
+    assert setting_digits([1.14501, 2.0]) == 3
+    assert setting_digits([1.14501, 1.14523]) == 5
+    proposals = {"a": {"pool": 8, "timeout": 1.14501}, "b": {"pool": 8, "timeout": 1.14523},
+                 "c": {"pool": 9, "timeout": 2.0}}
+    words = Words(proposals, "c", parameter_units={"timeout": "s"})
+    assert words.setting("a") == "pool 8, timeout 1.145 s"  # and b: 1.1452 s
+    assert words.setting("a") != words.setting("b")
+    assert words.label("a") == "pool 9 → 8, timeout 2 s → 1.145 s (pool 8, timeout 1.145 s)"
+    assert Words({"x": {"timeout": 1.02031}}).setting("x") == "timeout 1.02"
+    # the built-in models declare their parameters' units; a description naming one says it
+    spec = load_experiment(Path(__file__).resolve().parent.parent / "experiments"
+                           / "restaurant_staffing.yaml")
+    assert spec.parameter_units()["patience"] == "min"
+    assert "longer than the wait threshold (5 min)" in descriptions(spec)["fraction_wait_over"]

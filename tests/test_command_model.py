@@ -81,6 +81,8 @@ BASE = {"name": "sim", "command": ["./sim", "{rate}"], "version": "1",
     ({"metrics": {"mean wait": {}}}, "model.metrics.mean wait", "must match"),
     ({"metrics": {}}, "model.metrics", "or a mapping of name to {unit, better, description}"),
     ({"metrics": {"value": {"unit": "s"}}}, "model.metrics.value", "a column of the results'"),
+    ({"parameters": {"rate": {"type": "float", "unit": ""}}}, "model.parameters.rate.unit",
+     "unit must be a non-empty string"),
 ])
 def test_a_bad_declaration_names_its_field(change, field, fragment):
     with pytest.raises(ExperimentError) as info:
@@ -110,6 +112,13 @@ def test_a_commands_metrics_may_declare_units_better_and_descriptions():
                                "seed": 1, "replications": 2, "horizon": 10,
                                "parameters": {"rate": 1.0}})
     assert listed.simulation_hash() == spec.simulation_hash()
+    # a parameter's unit likewise: read, not simulated
+    timed = {**declared, "parameters": {"rate": {**BASE["parameters"]["rate"],
+                                                 "unit": "requests/s"}}}
+    with_unit = parse_experiment({"name": "e", "model": timed, "seed": 1, "replications": 2,
+                                  "horizon": 10, "parameters": {"rate": 1.0}})
+    assert with_unit.parameter_units() == {"rate": "requests/s"}
+    assert with_unit.resolved_model.parameters[0].describe()["unit"] == "requests/s"
 
 
 def test_a_command_without_default_horizon_needs_the_experiments():

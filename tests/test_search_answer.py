@@ -37,7 +37,7 @@ def test_the_search_answer_names_the_recommendation_its_limits_and_the_runners_u
     plain, statistics = text.split("\n\n")
     pool = CONFIGS[state.recommended]["pool"]
     assert plain.startswith(f"Cheapest configuration that meets the service level: pool {pool}, "
-                            f"timeout 2.0 ({state.recommended}) — $")
+                            f"timeout 2 ({state.recommended}) — $")
     assert re.search(r"latency 0\.\d+ ± 0\.\d+ s \(limit: at most 0\.2 s, met with 95 % "
                      r"confidence\)", plain)
     assert "Runners-up: " in plain
@@ -45,7 +45,7 @@ def test_the_search_answer_names_the_recommendation_its_limits_and_the_runners_u
     shown = sorted((k for k in state.candidates if k != state.recommended),
                    key=state.means.get)[:3]
     for key in shown:  # the runners-up by their settings, best first
-        assert f"pool {CONFIGS[key]['pool']}, timeout 2.0 — $" in runners
+        assert f"pool {CONFIGS[key]['pool']}, timeout 2 — $" in runners
     assert statistics.startswith(f"Found by evaluating 8 configurations of 4,096 (0.2 %) with "
                                  f"{sum(have.values()):,} simulations (80 in the search, ")
     assert (f"A selection among the {len(state.candidates)} best (Clark & Yang's two-stage "
@@ -68,7 +68,7 @@ def test_a_runner_up_that_misses_a_limit_says_which():
         pytest.fail("the trap was never a candidate")
     text = search_text(state, metric="cost", configurations=CONFIGS, units=UNITS, evaluated=8,
                        simulations=sum(have.values()))
-    clause = re.search(r"pool 9, timeout 2\.0 — \$[\d.]+ ± [\d.]+, but ([^;.]+)", text)
+    clause = re.search(r"pool 9, timeout 2 — \$[\d.]+ ± [\d.]+, but ([^;.]+)", text)
     assert clause is not None, text
     assert (clause.group(1).startswith("misses latency (0.2")
             or clause.group(1) == "is too close to the latency limit to tell")
@@ -103,7 +103,7 @@ def test_nothing_feasible_says_so_and_how_far_the_closest_is():
                        simulations=sum(have.values()))
     assert text.startswith("No configuration the search evaluated is shown to meet every "
                            "service level (latency at most 0.05 s), so none is recommended. "
-                           "Closest to meeting them: pool 11, timeout 2.0 (dear), which misses "
+                           "Closest to meeting them: pool 11, timeout 2 (dear), which misses "
                            "latency by 0.0")
     assert "s against at most 0.05 s)." in text
 
@@ -114,7 +114,7 @@ def test_the_breaking_point_in_words():
     text = threshold_text(result, units={"wait_p95": "s"}, factor_unit="requests per second",
                           points=len(plan.points))
     plain, how = text.split("\n\n")
-    match = re.fullmatch(r"Wait p95 stays within 2 s up to arrival rate ([\d.]+) requests per "
+    match = re.fullmatch(r"Wait p95 stays within 2 s up to arrival rate ([\d.]+) requests a "
                          r"second \(([\d.]+)–([\d.]+), 95 %\)\.", plain)
     assert match, plain
     low, estimate, high = (float(match.group(i)) for i in (2, 1, 3))

@@ -60,8 +60,9 @@ def test_a_value_off_its_closed_form_answers_no_and_names_it():
     lines = analysis.answer.split("\n\n")[0].splitlines()
     assert lines[0].startswith("No: 1 of the "), lines[0]
     [line] = [line for line in lines if "OUTSIDE" in line]
-    assert line.startswith(f"- {Words({config.key: config.varying}).setting(config.key)}: "
-                           "1 of ")
+    words = Words({c.key: c.varying for c in spec.configurations_list()},
+                  parameter_units=spec.parameter_units())
+    assert line.startswith(f"- {words.setting(config.key)}: 1 of ")
     assert "mean wait before service" in line and "(OUTSIDE its interval)" in line
     # the same comparison the check judges
     summary = analysis.statistics.summary.select("config_key", "metric", "n", "mean", "stddev")

@@ -30,11 +30,14 @@ PARAMETERS = (
     Parameter("capacity", int, "room in the system, queue plus service (K >= c); absent: infinite",
               default=None, minimum=1, maximum=10_000_000, optional=True),
     Parameter("arrival_rate", float, "Poisson arrival rate (lambda, customers per time unit)",
-              default=1.0, minimum=0.0, exclusive_minimum=True, maximum=1e9),
+              default=1.0, minimum=0.0, exclusive_minimum=True, maximum=1e9,
+              unit="per time unit"),
     Parameter("service_rate", float, "service rate of one server (mu, customers per time unit)",
-              default=1.5, minimum=0.0, exclusive_minimum=True, maximum=1e9),
+              default=1.5, minimum=0.0, exclusive_minimum=True, maximum=1e9,
+              unit="per time unit"),
     Parameter("wait_threshold", float, "a wait longer than this misses the service level "
-              "(fraction_wait_over)", default=1.0, minimum=0.0, maximum=1e12),
+              "(fraction_wait_over)", default=1.0, minimum=0.0, maximum=1e12,
+              unit="time units"),
 )
 
 METRICS = {  # what each is, then in brackets how it is measured (the answer says the first part)

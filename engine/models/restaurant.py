@@ -30,9 +30,9 @@ from engine.statistics import (
 )
 
 
-def _rate(name: str, help: str, default: float) -> Parameter:
+def _rate(name: str, help: str, default: float, unit: str = "min") -> Parameter:
     return Parameter(name, float, help, default=default, minimum=0.0, exclusive_minimum=True,
-                     maximum=1e6)
+                     maximum=1e6, unit=unit)
 
 
 PARAMETERS = (
@@ -40,7 +40,7 @@ PARAMETERS = (
     Parameter("waiters", int, "number of waiters", default=3, minimum=1, maximum=10_000),
     Parameter("cooks", int, "number of cooks (orders prepared at once)", default=3, minimum=1,
               maximum=10_000),
-    _rate("arrival_rate", "parties arriving per minute", 0.2),
+    _rate("arrival_rate", "parties arriving per minute", 0.2, unit="parties/min"),
     _rate("patience", "mean time a party waits for a table before leaving (minutes)", 15.0),
     _rate("order_time", "mean time for a waiter to take an order (minutes)", 3.0),
     _rate("cook_time", "mean time to prepare an order (minutes)", 12.0),
@@ -49,7 +49,8 @@ PARAMETERS = (
     _rate("bill_time", "mean time for a waiter to bring the bill and take payment (minutes)", 3.0),
     _rate("clear_time", "mean time for a waiter to clear and reset a table (minutes)", 4.0),
     Parameter("wait_threshold", float, "a wait for a table longer than this (minutes) misses the "
-              "service level (fraction_wait_over)", default=5.0, minimum=0.0, maximum=1e6),
+              "service level (fraction_wait_over)", default=5.0, minimum=0.0, maximum=1e6,
+              unit="min"),
 )
 
 METRICS = {  # what each is, then in brackets how it is measured (the answer says the first part)

@@ -199,7 +199,8 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
                         max_items: int = 4, cost_metric: str | None = None,
                         descriptions: Mapping[str, str] | None = None,
                         versus_choice: pl.DataFrame | None = None,
-                        caveats: Sequence[str] = (), unstable: Collection[str] = ()) -> str:
+                        caveats: Sequence[str] = (), unstable: Collection[str] = (),
+                        parameter_units: Mapping[str, str] | None = None) -> str:
     """The first paragraph of the answer (see the module docstring).
 
     ``rec``: ``selection.recommend`` on ``metric``; ``summary``/``comparisons``: the experiment's
@@ -211,8 +212,10 @@ def recommendation_text(rec: Recommendation, *, metric: str, summary: pl.DataFra
     the alternatives' lines; ``caveats``: sentences placed before those lines (unstable or
     missing configurations). At most ``max_items`` alternatives get a line; one in
     ``unstable`` (no steady state) gets no numbers, which only measure the run's length.
+    ``parameter_units``: parameter -> unit, for the settings' values.
     """
-    words = Words(configurations or {}, baseline, units or {}, descriptions or {})
+    words = Words(configurations or {}, baseline, units or {}, descriptions or {},
+                  parameter_units or {})
     unit, name, choice = words.unit(metric), words.name(metric), rec.choice
     zone = (format_difference(rec.indifference_zone, 0.0, unit)
             if rec.indifference_zone is not None else None)
@@ -307,11 +310,13 @@ def comparison_text(comparisons: pl.DataFrame, metrics: Sequence[str], *, baseli
                     configurations: Mapping[str, Mapping[str, Any]] | None = None,
                     units: Mapping[str, str] | None = None,
                     descriptions: Mapping[str, str] | None = None, max_items: int = 6,
-                    caveats: Sequence[str] = (), unstable: Collection[str] = ()) -> str | None:
+                    caveats: Sequence[str] = (), unstable: Collection[str] = (),
+                    parameter_units: Mapping[str, str] | None = None) -> str | None:
     """Without an objective: what differs significantly from today's setting, by how much, in
     units, one line per configuration (paired rows when present; none for a configuration in
     ``unstable``, whose numbers measure the run's length). None without comparisons."""
-    words = Words(configurations or {}, baseline, units or {}, descriptions or {})
+    words = Words(configurations or {}, baseline, units or {}, descriptions or {},
+                  parameter_units or {})
     rows = comparisons.filter((pl.col("baseline_key") == baseline)
                               & pl.col("metric").is_in(list(metrics)))
     if rows.height == 0:

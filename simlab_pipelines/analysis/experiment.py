@@ -75,7 +75,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                        descriptions: Mapping[str, str] | None = None,
                        missing: Mapping[str, tuple[int, int]] | None = None,
                        unstable: Mapping[str, str] | None = None,
-                       precision: str | None = None) -> ExperimentAnalysis:
+                       precision: str | None = None,
+                       parameter_units: Mapping[str, str] | None = None) -> ExperimentAnalysis:
     """Summary, comparisons, selection and answer for ``experiment``'s observations.
 
     ``baseline``: the baseline config_key; without one the comparisons (and the answer) are
@@ -109,7 +110,7 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
     its run, said in the answer. Without an objective but with a baseline, the answer says what
     differs significantly from the baseline on the ``tradeoffs`` (``answer.comparison_text``).
     ``precision``: how the number of replications was chosen, in words, for the analysts'
-    paragraph.
+    paragraph. ``parameter_units``: parameter -> unit, for the settings' values in the answer.
     """
     units = dict(units or {})
     if objective_metric is not None and unit and objective_metric not in units:
@@ -152,7 +153,8 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
         comparisons = compare(frame, against, all_pairs=True, confidence=confidence)
     else:
         comparisons = compare(frame, against, confidence=confidence)
-    words = Words(configurations or {}, baseline, units, descriptions or {})
+    parameter_units = dict(parameter_units or {})
+    words = Words(configurations or {}, baseline, units, descriptions or {}, parameter_units)
     said = [objective_metric] if objective_metric is not None else []
     caveats = [c for c in (unstable_text(unstable or {}, words,
                                          _run_dependent(summary, objective_metric, unstable)),
@@ -190,20 +192,21 @@ def analyse_experiment(observations: pl.DataFrame, *, experiment: str, baseline:
                     comparisons=comparisons, baseline=baseline, configurations=configurations,
                     units=units, tradeoffs=tradeoffs, nothing_significant=nothing,
                     cost_metric=cost_metric, descriptions=descriptions, versus_choice=versus,
-                    caveats=caveats, unstable=set(unstable or {}))
+                    caveats=caveats, unstable=set(unstable or {}),
+                    parameter_units=parameter_units)
                 text = first + "\n\n" + text
             elif caveats:
                 text = " ".join(caveats) + "\n\n" + text
             if feasibility is not None:
                 text = _with_constraints(text, feasibility, recommendation, summary, units,
                                          configurations, objective_metric, minimize,
-                                         descriptions)
+                                         descriptions, parameter_units)
     elif objective_metric is None and baseline is not None and comparisons.height:
         metrics = list(tradeoffs) or sorted(set(comparisons["metric"].to_list()))[:4]
         first = comparison_text(comparisons, metrics, baseline=baseline,
                                 configurations=configurations, units=units,
                                 descriptions=descriptions, caveats=caveats,
-                                unstable=set(unstable or {}))
+                                unstable=set(unstable or {}), parameter_units=parameter_units)
         if first:
             text = first + "\n\n" + _statistics_lead(summary, comparisons, metrics[0],
                                                       confidence, precision)
@@ -279,7 +282,8 @@ def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recom
                       summary: pl.DataFrame, units: Mapping[str, str],
                       configurations: Mapping[str, Mapping[str, Any]] | None,
                       metric: str, minimize: bool,
-                      descriptions: Mapping[str, str] | None = None) -> str:
+                      descriptions: Mapping[str, str] | None = None,
+                      parameter_units: Mapping[str, str] | None = None) -> str:
     """The answer with what the constraints say: after the recommendation's paragraph, or first
     when nothing is feasible (so nothing is recommended)."""
     from simlab_pipelines.analysis.search_answer import constraints_text
@@ -289,7 +293,8 @@ def _with_constraints(text: str, feasibility: Feasibility, recommendation: Recom
     said = constraints_text(feasibility, recommended=recommendation.choice if recommendation
                             else None, summary=summary, units=units,
                             configurations=configurations, objective=means, minimize=minimize,
-                            objective_metric=metric, descriptions=descriptions)
+                            objective_metric=metric, descriptions=descriptions,
+                            parameter_units=parameter_units)
     if recommendation is None:
         return said + "\n\n" + text
     first, _, rest = text.partition("\n\n")

@@ -35,7 +35,12 @@ from simlab_pipelines.analysis.threshold import (
     WITHIN_THROUGHOUT,
     BreakingPoint,
 )
-from simlab_pipelines.analysis.units import format_estimate, parse_unit, unit_suffix
+from simlab_pipelines.analysis.units import (
+    format_estimate,
+    format_setting,
+    parse_unit,
+    setting_digits,
+)
 from simlab_pipelines.analysis.units import format_quantity as _format_quantity
 from simlab_pipelines.analysis.units import format_value as _format_value
 from simlab_pipelines.analysis.words import Words
@@ -112,8 +117,10 @@ def miss_clause(status: ConstraintStatus, unit: str | None,
 
 
 def _words(units: Mapping[str, str] | None, descriptions: Mapping[str, str] | None,
-           configurations: Mapping[str, Mapping[str, Any]] | None) -> Words:
-    return Words(dict(configurations or {}), None, dict(units or {}), dict(descriptions or {}))
+           configurations: Mapping[str, Mapping[str, Any]] | None,
+           parameter_units: Mapping[str, str] | None = None) -> Words:
+    return Words(dict(configurations or {}), None, dict(units or {}), dict(descriptions or {}),
+                 dict(parameter_units or {}))
 
 
 def _label(key: str, words: Words) -> str:
@@ -136,12 +143,14 @@ def constraints_text(result: Feasibility, *, recommended: str | None,
                      configurations: Mapping[str, Mapping[str, Any]] | None = None,
                      objective: Mapping[str, float] | None = None, minimize: bool = True,
                      objective_metric: str | None = None, max_items: int = 3,
-                     descriptions: Mapping[str, str] | None = None) -> str:
+                     descriptions: Mapping[str, str] | None = None,
+                     parameter_units: Mapping[str, str] | None = None) -> str:
     """What the constraints say about an experiment's configurations: how many meet them, the
     recommended one's values against each limit, the better-looking ones that miss a limit (and
     which), and when none meets them all, the one closest to meeting them and by how much each
-    limit is missed. ``descriptions``: metric -> how the answer names it."""
-    words = _words(units, descriptions, configurations)
+    limit is missed. ``descriptions``: metric -> how the answer names it; ``parameter_units``:
+    parameter -> unit, for the settings' values."""
+    words = _words(units, descriptions, configurations, parameter_units)
     overall = result.overall
     total = len(overall)
     counts = {s: sum(1 for v in overall.values() if v == s) for s in (FEASIBLE, INFEASIBLE,
@@ -257,7 +266,8 @@ def search_text(result: CleanUp, *, metric: str,
                 units: Mapping[str, str] | None = None, evaluated: int,
                 space_size: int | None = None, simulations: int,
                 search_simulations: int | None = None, max_items: int = 3,
-                descriptions: Mapping[str, str] | None = None) -> str:
+                descriptions: Mapping[str, str] | None = None,
+                parameter_units: Mapping[str, str] | None = None) -> str:
     """The answer of a search, once its clean-up is done (``analysis.cleanup.CleanUp``).
 
     First paragraph, in the user's terms: the recommended configuration, its objective and each
@@ -268,9 +278,9 @@ def search_text(result: CleanUp, *, metric: str,
     values; ``evaluated``: configurations the search evaluated; ``space_size``: how many it
     could have (None: a continuous factor); ``simulations``: all of them, clean-up included;
     ``search_simulations``: the search rounds' share; ``descriptions``: metric -> its name in
-    the answer.
+    the answer; ``parameter_units``: parameter -> unit, for the settings' values.
     """
-    words = _words(units, descriptions, configurations)
+    words = _words(units, descriptions, configurations, parameter_units)
     unit = words.unit(metric)
     confidence = result.confidence
     limits = result.screening.limits
@@ -429,7 +439,13 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
     factor = Words().name(result.factor) or "the factor"
     limit = format_quantity(result.limit, 0.0, unit)
     level = percent(result.confidence)
-    suffix = unit_suffix(factor_unit)
+    parts = parse_unit(factor_unit)
+    suffix = parts.after + parts.per  # " min", " parties a minute"
+
+    def searched(value: float, *beside: float) -> str:
+        """A value searched, with its unit, to 3 significant digits (the plan's values are
+        rounded to 6): more when a value said beside it would read the same."""
+        return format_setting(value, factor_unit, setting_digits([value, *beside]))
 
     def number(value: float, half: float) -> str:
         if isinstance(value, int):  # an integer factor: its values as they are
@@ -458,27 +474,30 @@ def threshold_text(result: BreakingPoint, *, units: Mapping[str, str] | None = N
         grows, other = ("grow", "decreasing") if result.increasing else ("fall", "increasing")
         beyond = [p.x for p in decisions if p.status == BEYOND]
         within = [p.x for p in decisions if p.status == WITHIN]
-        where = (f": it is beyond {limit} at {factor} {min(beyond):g}{suffix} but within it at "
-                 f"{max(within):g}{suffix}" if result.increasing and beyond and within else
-                 f": it is beyond {limit} at {factor} {max(beyond):g}{suffix} but within it at "
-                 f"{min(within):g}{suffix}" if beyond and within else "")
+        where = (f": it is beyond {limit} at {factor} {searched(min(beyond), max(within))} but "
+                 f"within it at {searched(max(within), min(beyond))}"
+                 if result.increasing and beyond and within else
+                 f": it is beyond {limit} at {factor} {searched(max(beyond), min(within))} but "
+                 f"within it at {searched(min(within), max(beyond))}" if beyond and within
+                 else "")
         plain = (f"{metric.capitalize()} does not {grows} with {factor} here{where}, so no "
                  f"breaking point can be given (if it {'falls' if result.increasing else 'grows'}"
                  f" as {factor} grows, set search.direction: {other}).")
     elif result.status == BEYOND_THROUGHOUT:
         end = result.low if result.increasing else result.high
         plain = (f"{metric.capitalize()} is already beyond {limit} at {factor} "
-                 f"{end:g}{suffix}, the {'lowest' if result.increasing else 'highest'} value "
+                 f"{searched(end)}, the {'lowest' if result.increasing else 'highest'} value "
                  f"searched ({level} confidence): the breaking point is outside the range.")
     elif result.status == WITHIN_THROUGHOUT:
         end = result.high if result.increasing else result.low
         plain = (f"{metric.capitalize()} stays within {limit} {up} {factor} "
-                 f"{end:g}{suffix}, the {'highest' if result.increasing else 'lowest'} value "
+                 f"{searched(end)}, the {'highest' if result.increasing else 'lowest'} value "
                  f"searched ({level} confidence): the breaking point is {towards} the range.")
     elif result.ci_low is None and result.ci_high is None:
         # every value searched within noise of the limit: no end of the interval is known
         plain = (f"{metric.capitalize()} could not be told apart from {limit} anywhere from "
-                 f"{factor} {result.low:g} to {result.high:g}{suffix}, so no breaking point can "
+                 f"{factor} {searched(result.low, result.high)} to "
+                 f"{searched(result.high, result.low)}, so no breaking point can "
                  "be given: more replications (search.max_replications) or a wider range "
                  "would tell.")
     elif result.estimate is None or result.ci_low is None or result.ci_high is None:

@@ -14,10 +14,16 @@ A unit is the file's or the model's string (``responses.<name>.unit``, ``Model.u
 Numbers are rounded to the precision their half-width supports (``format_estimate``): the
 half-width to one significant digit (two when it starts with 1 or 2), the value to the same
 decimal place; thousands are grouped (``1,075``).
+
+A parameter's value has no half-width: it is written with its unit to 3 significant digits
+(``format_setting``), more when values shown together would otherwise read the same
+(``setting_digits``): a search's proposals are rounded to 6 digits internally, and ``timeout
+1.14501`` reads ``timeout 1.15 s``.
 """
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CURRENCIES = frozenset({"$", "€", "£", "¥"})  # units written before the number
@@ -139,6 +145,65 @@ def format_difference(difference: float, half_width: float, unit: str | None = N
     value = difference if signed else abs(difference)
     text, half = format_estimate(value * parts.scale, half_width * parts.scale)
     return _write(text, half, parts, signed=signed)
+
+
+SETTING_DIGITS = 3  # significant digits of a parameter's value, unless more are needed
+_MAX_SETTING_DIGITS = 12
+
+
+def _significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, without an exponent for everyday magnitudes
+    and without trailing zeros; the whole part is never rounded away (1234.5 -> 1235)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    if abs(value) >= 1e15 or abs(value) < 1e-4:
+        return f"{value:.{digits}g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{round(value, decimals):.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def setting_digits(values: Iterable[object], minimum: int = SETTING_DIGITS) -> int:
+    """The fewest significant digits (at least ``minimum``) at which the distinct ``values``
+    still read distinct."""
+    distinct = {float(v) for v in values
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    for digits in range(minimum, _MAX_SETTING_DIGITS + 1):
+        if len({_significant(v, digits) for v in distinct}) == len(distinct):
+            return digits
+    return _MAX_SETTING_DIGITS
+
+
+def format_setting(value: object, unit: str | None = None,
+                   digits: int = SETTING_DIGITS) -> str:
+    """A parameter's value as a person writes it, with its unit: ``15 min``, ``1.15 s``,
+    ``0.3 parties a minute``, ``$25``; a whole number as it is (``8``); ``not set`` for an
+    absent one (None); anything else (a string) as it is."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    parts = parse_unit(unit)
+    scaled = value * parts.scale
+    if isinstance(value, int) and parts.scale == 1.0:
+        text = str(value)
+    else:
+        text = _significant(float(scaled), digits)
+    if text == "1" and not parts.percent:  # "1 time unit", "1 party a minute"
+        parts = Unit(before=parts.before, after=_singular(parts.after), per=parts.per)
+    return _write(group_thousands(text), None, parts)
+
+
+def _singular(after: str) -> str:
+    """`` time units`` -> `` time unit``, `` parties`` -> `` party``; anything else unchanged."""
+    head, _, word = after.rpartition(" ")
+    if not word:
+        return after
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("s") and len(word) > 3 and not word.endswith("ss"):
+        word = word[:-1]
+    return f"{head} {word}"
 
 
 def change_words(unit: str | None, increase: bool) -> str:

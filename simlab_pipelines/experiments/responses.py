@@ -426,18 +426,24 @@ def descriptions(spec: Any) -> dict[str, str]:
                  if all(c.params.get(k) == v for c in configurations[1:])}
     else:
         fixed = dict(spec.parameters)
-    words = {name: _parameters_named(re.sub(r"\s*\([^()]*\)$", "", text.strip()).strip(), fixed)
+    units = {p.name: p.unit for p in spec.resolved_model.parameters if p.unit}
+    words = {name: _parameters_named(re.sub(r"\s*\([^()]*\)$", "", text.strip()).strip(), fixed,
+                                     units)
              for name, text in spec.resolved_model.metrics.items() if text and text.strip()}
     words |= {name: fill_description(r.description, fixed)
               for name, r in spec.parsed_responses.items() if r.description}
     return {k: v for k, v in words.items() if v}
 
 
-def _parameters_named(text: str, fixed: Mapping[str, Any]) -> str:
-    """``longer than wait_threshold`` -> ``longer than the wait threshold (5)``."""
+def _parameters_named(text: str, fixed: Mapping[str, Any],
+                      units: Mapping[str, str] | None = None) -> str:
+    """``longer than wait_threshold`` -> ``longer than the wait threshold (5 min)`` (with the
+    parameter's unit, when it declares one)."""
+    from simlab_pipelines.analysis.units import format_setting
+
     for name, value in fixed.items():
         if "_" in name and re.search(rf"\b{re.escape(name)}\b", text):
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            shown = format_setting(value, (units or {}).get(name))
             text = re.sub(rf"\b{re.escape(name)}\b",
                           f"the {name.replace('_', ' ')} ({shown})", text)
     return text

@@ -206,6 +206,10 @@ class ExperimentSpec(BaseModel):
         units = dict(self.resolved_model.units)
         return units | {n: r.unit for n, r in self._responses.items() if r.unit}
 
+    def parameter_units(self) -> dict[str, str]:
+        """The unit of every model parameter that declares one (``Parameter.unit``)."""
+        return {p.name: p.unit for p in self.resolved_model.parameters if p.unit}
+
     def better(self) -> dict[str, str]:
         """Which way is better ("lower"/"higher") for every metric and response that says so."""
         better = dict(self.resolved_model.better)

@@ -33,26 +33,26 @@ from engine.statistics import Sample, TimeAverage
 
 PARAMETERS = (
     Parameter("arrival_rate", float, "new requests per second (Poisson)", default=50.0,
-              minimum=0.0, exclusive_minimum=True, maximum=1e6),
+              minimum=0.0, exclusive_minimum=True, maximum=1e6, unit="requests/s"),
     Parameter("service_time", float, "mean database time of one attempt (s, exponential)",
-              default=0.05, minimum=0.0, exclusive_minimum=True, maximum=1e4),
+              default=0.05, minimum=0.0, exclusive_minimum=True, maximum=1e4, unit="s"),
     Parameter("pool_size", int, "connections in the pool", default=8, minimum=1, maximum=10_000),
     Parameter("db_cores", int, "database cores: queries slow down when more connections than "
               "this are busy; 0: no contention", default=0, minimum=0, maximum=10_000),
     Parameter("timeout", float, "client timeout of one attempt (s); 0: clients wait forever",
-              default=1.0, minimum=0.0, maximum=1e6),
+              default=1.0, minimum=0.0, maximum=1e6, unit="s"),
     Parameter("max_retries", int, "retries after a timeout before the client gives up",
               default=2, minimum=0, maximum=100),
     Parameter("backoff", float, "mean delay before a retry (s, exponential)", default=0.2,
-              minimum=0.0, maximum=1e6),
+              minimum=0.0, maximum=1e6, unit="s"),
     Parameter("cancel_abandoned", int, "1: the server drops a queued attempt whose client gave "
               "up; 0: it runs it anyway", default=0, minimum=0, maximum=1),
     Parameter("slowdown_factor", float, "queries are this many times slower during the slowdown",
               default=1.0, minimum=1.0, maximum=1e4),
     Parameter("slowdown_start", float, "when the slowdown starts (s)", default=60.0, minimum=0.0,
-              maximum=1e9),
+              maximum=1e9, unit="s"),
     Parameter("slowdown_duration", float, "how long the slowdown lasts (s); 0: none",
-              default=0.0, minimum=0.0, maximum=1e9),
+              default=0.0, minimum=0.0, maximum=1e9, unit="s"),
 )
 
 METRICS = {  # what each is, then in brackets how it is measured (the answer uses the first part)
