@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from simlab_pipelines.analysis.units import format_quantity, format_value
+from simlab_pipelines.analysis.units import format_quantity, format_setting, format_value
 from simlab_pipelines.analysis.words import Words, capital
 
 # Bonferroni over every tested value keeps the chance of a false alarm on a correct engine at
@@ -121,7 +121,8 @@ def _value_line(row: TheoryRow, words: Words) -> str:
     unit = words.unit(row.metric)
     half = row.half_width if math.isfinite(row.half_width) else 0.0
     simulated = format_quantity(row.mean, half, unit)
-    closed = format_value(row.theory, half, unit)
+    # no spread (the same in every replication): the closed form to 3 significant digits
+    closed = format_value(row.theory, half, unit) if half > 0 else format_setting(row.theory, unit)
     return (f"{words.name(row.metric)} {simulated} simulated, {closed} in theory"
             + ("" if row.within else " (OUTSIDE its interval)"))
 
