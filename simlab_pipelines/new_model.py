@@ -127,13 +127,13 @@ _TEMPLATES = {
         PARAMETERS = (
             Parameter("servers", int, "servers at the desk", default=2, minimum=1, maximum=1000),
             Parameter("arrival_rate", float, "customers arriving per minute", default=0.8,
-                      minimum=0.0, exclusive_minimum=True, maximum=1e6),
+                      minimum=0.0, exclusive_minimum=True, maximum=1e6, unit="customers/min"),
             Parameter("service_time", float, "mean service time (minutes)", default=2.0,
-                      minimum=0.0, exclusive_minimum=True, maximum=1e6),
+                      minimum=0.0, exclusive_minimum=True, maximum=1e6, unit="min"),
             Parameter("service_cv", float, "coefficient of variation of service times",
                       default=0.5, minimum=0.01, maximum=10.0),
             Parameter("target_wait", float, "a wait longer than this (minutes) is late",
-                      default=5.0, minimum=0.0, maximum=1e6),
+                      default=5.0, minimum=0.0, maximum=1e6, unit="min"),
         )
 
         # What each metric is, then in brackets how it is measured (answers say the first part).
