@@ -218,6 +218,19 @@ def _mark_unfinished(instance: dg.DagsterInstance, sweep_id: str, canceled: bool
     return marked
 
 
+# Set when a sweep's run thread has news for the main thread (its run ended, queued or simulated
+# everything): the main thread waits on it rather than polling.
+_CHANGED = threading.Event()
+
+
+class _Signal(threading.Event):
+    """An Event whose ``set`` also wakes the sweep's main thread (``_CHANGED``)."""
+
+    def set(self) -> None:
+        super().set()
+        _CHANGED.set()
+
+
 class _Run:
     """One Dagster run executing in a thread of this process (see the module's docstring)."""
 
@@ -230,11 +243,12 @@ class _Run:
         self.outcome: dict[str, object] = {}
         # Set when the run's step has queued all its simulations on the pool (or the run ended):
         # from then on the next run may start, its set-up overlapping these simulations.
-        self.queued = threading.Event()
+        self.queued = _Signal()
         # Set when the step has every simulation's outcome recorded (its result files and
         # fragment written), before the run writes its events; ``clean``: none failed.
-        self.simulated = threading.Event()
+        self.simulated = _Signal()
         self.clean = False
+        self.finished = _Signal()  # the run has ended (its outcome is in ``outcome``)
         self.thread = threading.Thread(target=self._execute, name=f"simlab-run-{job_name}",
                                        daemon=True)
         self.thread.start()
@@ -258,9 +272,10 @@ class _Run:
         finally:
             self.queued.set()
             self.simulated.set()  # (``clean`` stays False if the step did not say so)
+            self.finished.set()
 
     def done(self) -> bool:
-        return not self.thread.is_alive()
+        return self.finished.is_set()
 
     def result(self):
         if "error" in self.outcome:
@@ -274,7 +289,9 @@ def _watch(instance: dg.DagsterInstance, sweep_id: str, until: Callable[[], bool
     ``_Abandon`` if they don't within GRACE_SECONDS of the request (at once on a second one)."""
     canceled = False
     while not until():
-        time.sleep(0.02)
+        # Woken when a run ends, has queued or simulated everything; else every 50 ms (stops).
+        _CHANGED.wait(0.05)
+        _CHANGED.clear()
         if _stopped() and not canceled:
             canceled = True
             # Canceling first: an interrupted run then ends CANCELED, not failed (and retried).
