@@ -300,9 +300,12 @@ class ExperimentSpec(BaseModel):
             return max(1, len(self._configurations))
         if self._search.threshold is not None:  # a breaking point: its procedure's bound
             return self._search.threshold.max_points
-        budget = self.search.budget if self.search is not None else None
-        return (budget.configurations if budget is not None and budget.configurations
-                else MAX_SEARCH_CONFIGURATIONS)
+        # The most configurations the search may propose: its budget's, its space's size.
+        space = self._search
+        bounds = [space.budget_configurations, space.size,
+                  -(-space.budget_simulations // space.replications)
+                  if space.budget_simulations else None]
+        return min([b for b in bounds if b] or [MAX_SEARCH_CONFIGURATIONS])
 
     def partitions_warning(self) -> str | None:
         """A warning when the file's ``replications_per_partition`` leaves more partitions than
