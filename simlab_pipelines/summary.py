@@ -372,12 +372,17 @@ def summarised_counts(spec: ExperimentSpec, store: ResultStore, db_path: Path,
                           [spec.name])
         if hashes != [(spec.spec_hash(),)]:
             return None
-        _, rows = query("SELECT config_key, count(*), min(replication), max(replication) FROM "
-                        "replications WHERE experiment = ? GROUP BY config_key", db_path,
-                        [spec.name])
+        # The file's hash leaves out what the model's code says (a plug-in's version, the
+        # engine's): the rows must also have been made from the inputs the spec has now.
+        _, rows = query("SELECT config_key, inputs_hash, count(*), min(replication), "
+                        "max(replication) FROM replications WHERE experiment = ? "
+                        "GROUP BY config_key, inputs_hash", db_path, [spec.name])
     except (OSError, duckdb.Error):
         return None
-    return {key: (n, low, high) for key, n, low, high in rows}
+    expected = {c.key: spec.inputs_hash(c) for c in spec.configurations_list()}
+    if any(expected.get(key) != inputs for key, inputs, *_ in rows):
+        return None
+    return {key: (n, low, high) for key, _, n, low, high in rows}
 
 
 def landed_rows(spec: ExperimentSpec, store: ResultStore, columns: list[str]) -> pl.DataFrame:
