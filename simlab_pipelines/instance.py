@@ -225,6 +225,8 @@ def from_template(home: Path) -> bool:
     no template (then Dagster creates them as usual). Call it holding the instance lock."""
     if not home.is_dir() or os.environ.get("SIMLAB_INSTANCE_TEMPLATE", "1") == "0":
         return False
+    if (home / "history" / "runs.db").exists():  # Dagster's layout, there already: no template
+        return False  # to make (were the cache emptied) for an instance that needs none
     try:
         template = _template(home)
     except Exception:  # a template is an optimisation, never a reason to fail

@@ -79,6 +79,7 @@ def test_an_existing_instance_is_never_touched(tmp_path, cache, monkeypatch):
     before = {d: (home / d).stat().st_ino for d in DATABASES}
     monkeypatch.delenv("SIMLAB_INSTANCE_TEMPLATE")
     assert from_template(home) is False
+    assert not cache.exists()  # no template made for an instance that needs none
     assert {d: (home / d).stat().st_ino for d in DATABASES} == before
     with open_instance() as instance:
         assert len(instance.get_runs()) == 1
