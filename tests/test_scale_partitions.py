@@ -1,13 +1,14 @@
 """Partitions at scale (issue 23): dynamic keys added in chunks that any SQLite takes, so that a
 sequential round of 40,000 keys works on a SQLite built with the upstream default limit of 32,766
 SQL variables (the SQLite of this Python allows 250,000: the limit is lowered on every connection
-Dagster opens, as such a build would have it)."""
+Dagster opens, as such a build would have it), and on PostgreSQL."""
 
 import sqlite3
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from test_postgres_instance import pg_database  # noqa: F401  (a fresh database on the server)
 
 from simlab_pipelines import partitions, plan, sensors
 from simlab_pipelines.experiments import parse_experiment
@@ -61,3 +62,17 @@ def test_a_sensor_asks_for_at_most_25000_keys_a_request(upstream_sqlite):
         for request in requests:  # as the sensor daemon applies them: one call a request
             instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
         assert _keys(instance, spec) == order == plan.wanted_partitions(spec, {})
+
+
+def test_the_40000_key_round_on_postgresql(tmp_path, pg_database, monkeypatch):  # noqa: F811
+    """The same round on a PostgreSQL instance (the production storage, the example instance
+    file as it is, a fresh database): every key, in order, added in chunks."""
+    from test_postgres_instance import _postgres_home
+
+    for var, value in _postgres_home(tmp_path / "home", pg_database).items():
+        monkeypatch.setenv(var, value)
+    spec = parse_experiment(ROUND)
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        order = sensors.add_partitions(instance, spec, {})
+        assert order == plan.wanted_partitions(spec, {}) and _keys(instance, spec) == order
