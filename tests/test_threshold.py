@@ -175,6 +175,9 @@ def test_a_mean_at_the_limit_within_noise_gives_a_wider_interval_and_says_why():
     assert result.ci_low <= 1.4 <= result.ci_high and result.ci_high - result.ci_low > 0.05
     assert any(p.status == UNCLEAR and p.n == 80 for p in plan.points)
     assert "stayed within noise of the limit after 80 replications" in result.notes[0]
+    # the values as a person writes them: 3 significant digits, not the plan's 6
+    said = result.notes[0].removeprefix("the metric at ").split(" stayed")[0].split(", ")
+    assert all(len(x.replace(".", "").lstrip("0")) <= 3 for x in said), said
 
 
 def test_an_end_within_noise_of_the_limit_leaves_that_side_open():

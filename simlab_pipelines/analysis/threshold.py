@@ -54,6 +54,7 @@ import numpy as np
 from scipy import special
 
 from simlab_pipelines.analysis.intervals import check_confidence
+from simlab_pipelines.analysis.units import format_setting, setting_digits
 from simlab_pipelines.experiments.search import threshold_points
 
 WITHIN, BEYOND, PENDING, UNCLEAR = "within", "beyond", "pending", "unclear"
@@ -315,7 +316,9 @@ def _result(decided: list[Point], lo: Point | None, hi: Point | None, unclear: l
     u = {p.x: sign * p.x for p in decided}
     simulations = sum(p.n for p in decided)
     if unclear:
-        xs = ", ".join(f"{p.x:g}" for p in unclear)
+        # as a person writes them (the plan keeps 6 significant digits: 1.02031 reads 1.02)
+        digits = setting_digits([p.x for p in unclear])
+        xs = ", ".join(format_setting(p.x, None, digits) for p in unclear)
         notes.append(f"the metric at {xs} stayed within noise of the limit after "
                      f"{max_replications} replications, so the interval is wider than the "
                      "tolerance; more replications (search.max_replications) would narrow it")
