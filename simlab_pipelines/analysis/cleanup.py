@@ -23,18 +23,26 @@ selection among them. This module does that, with stochastic constraints:
    candidate's total N_i (Clark & Yang's Bonferroni procedure with common random numbers,
    Rinott's without), capped at ``max_replications`` (then ``capped`` is set: the guarantee
    needs the full N_i).
-4. **Decision**: on replications R .. R + N_i - 1 of each candidate, the feasibility of every
-   candidate on every constraint (one-sided bounds, Bonferroni over the k candidates: each bound
-   at level ``1 - (1 - c_j)/k``), and the recommendation: the best mean among the candidates
-   declared feasible.
+4. **Decision**: the feasibility of every candidate on every constraint from its fresh
+   replications, by Stein's statistic (the mean over all of them, the standard deviation of the
+   fresh first stage with its n0 - 1 degrees of freedom: exact, although N_i was chosen from the
+   first stage's spread — with the standard deviation of all N_i values the error rate exceeds
+   its level when the constraint's metric moves with the objective), at *looks* N_i, 2 N_i,
+   4 N_i, ... up to ``max_replications``: a candidate is decided at its first look that decides
+   it, each look's bound at level ``1 - (1 - c_j)/(k L_i)`` (Bonferroni over the k candidates and
+   their L_i looks), and a candidate still undecided gets its next look only while its mean is
+   better than the best feasible one's (a near-limit best would otherwise stay undecided and
+   never be recommended). The recommendation: the best second-stage mean (replications
+   R .. R + N_i - 1, what the selection's guarantee is about) among the candidates declared
+   feasible.
 
 The guarantee (normal outputs; Andradóttir & Kim 2010, "Fully sequential procedures for comparing
 constrained systems via simulation", Naval Research Logistics 57(5):403–421, combine the two
 statements the same way):
 
 - *Feasibility*: the recommendation violates constraint j with probability at most
-  ``1 - c_j``: a violating candidate is declared feasible with probability at most
-  ``(1 - c_j)/k``, and there are at most k of them.
+  ``1 - c_j``: a violating candidate is declared feasible at one of its L_i looks with
+  probability at most ``(1 - c_j)/k``, and there are at most k of them.
 - *Selection*: let b be the best candidate feasible in truth. With probability at least the
   file's confidence P*, b's final mean beats that of every candidate at least the indifference
   zone worse than b, whatever the means (Rinott: the product bound over those candidates, at
@@ -62,10 +70,13 @@ import polars as pl
 from simlab_pipelines.analysis.constraints import (
     FEASIBLE,
     UNDECIDED,
+    ConstraintStatus,
     Feasibility,
     Limit,
     closest_to_feasible,
     feasibility,
+    overall,
+    status_of,
 )
 from simlab_pipelines.analysis.frames import check_observations
 from simlab_pipelines.analysis.intervals import Interval, check_confidence, t_interval
@@ -75,7 +86,7 @@ from simlab_pipelines.analysis.selection import (
     two_stage_selection,
 )
 
-FRESH, SECOND, DONE, NONE = "fresh", "second", "done", "none"
+FRESH, SECOND, LOOKS, DONE, NONE = "fresh", "second", "looks", "done", "none"
 MAX_CANDIDATES = 10
 ZONES = 3.0  # "within a few indifference zones of the best"
 FEASIBLE_RESERVE = 3  # the best screened-feasible configurations are always candidates
@@ -85,7 +96,7 @@ FEASIBLE_RESERVE = 3  # the best screened-feasible configurations are always can
 class CleanUp:
     """Where the clean-up stands, what it wants next, and (once done) its recommendation."""
 
-    stage: str                         # fresh | second | done | none (no candidate at all)
+    stage: str                         # fresh | second | looks | done | none (no candidate)
     candidates: tuple[str, ...]        # best first-stage mean first
     targets: dict[str, int]            # candidate -> total replications wanted now
     screening: Feasibility             # every configuration on replications 0..R-1 (m = 1)
@@ -103,6 +114,8 @@ class CleanUp:
     recommended: str | None = None     # the best candidate declared feasible (None: none is)
     closest: str | None = None         # nothing feasible: the closest to meeting the limits
     capped: bool = False               # some N_i was cut to max_replications: no guarantee
+    # candidate -> the replication counts (fresh ones) at which its feasibility may be tested
+    looks: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -238,7 +251,7 @@ def clean_up(values: Mapping[str, Mapping[str, np.ndarray]], *, objective: str, 
         return CleanUp(SECOND, tuple(chosen), totals, selection=selection, capped=capped,
                        **state)
     return _decide(values, chosen, objective, limits, totals, selection, capped,
-                   common_random_numbers, state)
+                   common_random_numbers, max_replications, state)
 
 
 def _second_stage(values: Mapping[str, Mapping[str, np.ndarray]], chosen: list[str],
@@ -263,25 +276,71 @@ def _second_stage(values: Mapping[str, Mapping[str, np.ndarray]], chosen: list[s
     return selection, totals, capped
 
 
+def feasibility_looks(second_stage: int, cap: int) -> tuple[int, ...]:
+    """The fresh replication counts at which a candidate's feasibility is tested: its second
+    stage's N, then 2N, 4N, ... up to ``cap`` (the last look)."""
+    looks, n = [], max(1, second_stage)
+    while n < cap:
+        looks.append(n)
+        n *= 2
+    looks.append(cap)
+    return tuple(looks)
+
+
+def _judge(values: Mapping[str, np.ndarray], key: str, limits: Sequence[Limit], start: int,
+           n0: int, looks: tuple[int, ...], k: int
+           ) -> tuple[tuple[ConstraintStatus, ...], int | None]:
+    """A candidate's statuses at its first look that decides it (or its last look made), and
+    the replications its next look needs (None: decided, or no look left)."""
+    fresh = {m: np.asarray(v, dtype=float)[start:] for m, v in values.items()}
+    have = max((v.size for v in fresh.values()), default=0)
+    empty = np.empty(0)
+    statuses: tuple[ConstraintStatus, ...] = ()
+    for size in looks:
+        if size > have:
+            return statuses or tuple(status_of(empty, lim, config_key=key) for lim in limits), \
+                start + size
+        statuses = tuple(status_of(fresh.get(lim.metric, empty)[:size], lim, simultaneous=k,
+                                   looks=len(looks), variance_from=n0, config_key=key)
+                         for lim in limits)
+        if overall(statuses) != UNDECIDED:
+            return statuses, None
+    return statuses, None
+
+
 def _decide(values: Mapping[str, Mapping[str, np.ndarray]], chosen: list[str], objective: str,
             limits: Sequence[Limit], totals: Mapping[str, int],
             selection: TwoStageSelection | None, capped: bool, crn: bool,
-            state: dict) -> CleanUp:
-    """Final feasibility (Bonferroni over the candidates) and the best feasible candidate."""
-    start = state["first_stage"]
-    fresh = {k: {m: np.asarray(v, dtype=float)[start:totals[k]] for m, v in values[k].items()}
-             for k in chosen}
-    final = feasibility(fresh, limits, simultaneous=len(chosen))
+            max_replications: int, state: dict) -> CleanUp:
+    """Final feasibility and the best feasible candidate. Each candidate's constraints are
+    tested on its fresh replications by Stein's statistic (the fresh first stage's standard
+    deviation, the mean over all), at looks N_i, 2 N_i, ... up to max_replications, each test at
+    ``1 - (1 - c)/(k L_i)`` (Bonferroni over the k candidates and their L_i looks). A candidate
+    still undecided whose mean is better than the best feasible one's gets its next look; the
+    selection's means stay those of the second stage (replications R .. R + N_i - 1)."""
+    start, n0, k = state["first_stage"], state["n0"], len(chosen)
+    looks = {key: feasibility_looks(totals[key] - start, max_replications - start)
+             for key in chosen}
+    judged = {key: _judge(values[key], key, limits, start, n0, looks[key], k) for key in chosen}
+    final = Feasibility(tuple(limits), {key: judged[key][0] for key in chosen}, k)
     block = _block(values, chosen, objective, start, totals, crn and selection is not None)
-    means = {k: (float(b.mean()) if b.size else math.nan) for k, b in block.items()}
-    intervals = {k: t_interval(b, state["confidence"]) for k, b in block.items()}
-    feasible = {k: means[k] for k in final.feasible if math.isfinite(means[k])}
+    means = {key: (float(b.mean()) if b.size else math.nan) for key, b in block.items()}
+    intervals = {key: t_interval(b, state["confidence"]) for key, b in block.items()}
+    feasible = {key: means[key] for key in final.feasible if math.isfinite(means[key])}
     recommended = select_best(feasible, state["minimize"]) if feasible else None
+    sign = 1.0 if state["minimize"] else -1.0
+    more = {key: nxt for key, (_, nxt) in judged.items()
+            if nxt is not None and math.isfinite(means[key])
+            and (recommended is None or sign * (means[key] - means[recommended]) < 0)}
+    if more:
+        targets = {key: max(totals[key], more.get(key, 0)) for key in chosen}
+        return CleanUp(LOOKS, tuple(chosen), targets, selection=selection, capped=capped,
+                       looks=looks, **state)
     closest = None if recommended else closest_to_feasible(final, means, state["minimize"])
     return CleanUp(DONE, tuple(chosen), dict(totals), selection=selection, final=final,
                    means=means, intervals=intervals, recommended=recommended, closest=closest,
-                   capped=capped, **state)
+                   capped=capped, looks=looks, **state)
 
 
-__all__ = ["DONE", "FRESH", "MAX_CANDIDATES", "NONE", "SECOND", "ZONES", "CleanUp", "candidates",
-           "clean_up", "replication_arrays"]
+__all__ = ["DONE", "FRESH", "LOOKS", "MAX_CANDIDATES", "NONE", "SECOND", "ZONES", "CleanUp",
+           "candidates", "clean_up", "feasibility_looks", "replication_arrays"]

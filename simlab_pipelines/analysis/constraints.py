@@ -103,6 +103,7 @@ class ConstraintStatus:
     level: float     # the one-sided level of each bound: 1 - (1 - confidence) / simultaneous
     simultaneous: int
     status: str      # feasible | infeasible | undecided
+    df: int | None = None  # the t quantile's degrees of freedom (None: n - 1)
 
     @property
     def miss(self) -> float:
@@ -141,14 +142,47 @@ def one_sided_bounds(values: np.ndarray, level: float) -> tuple[int, float, floa
     return n, mean, stddev, mean - margin, mean + margin
 
 
+def stein_bounds(values: np.ndarray, first: int, level: float
+                 ) -> tuple[int, float, float, float, float, int]:
+    """(n, mean, stddev, lower, upper, df): one-sided bounds at ``level`` by Stein's two-stage
+    statistic: the mean over all ``values``, the standard deviation over the first ``first``
+    of them only, with its ``first - 1`` degrees of freedom (NaNs dropped). When how many values
+    there are was decided from the first ones' spread alone (a two-stage procedure's N), this is
+    exactly t-distributed for normal outputs (Stein 1945); the standard deviation over all of
+    them is not, and its bounds are too narrow when a large spread called for more values."""
+    x = np.asarray(values, dtype=float).ravel()
+    head = x[:first]
+    head = head[~np.isnan(head)]
+    x = x[~np.isnan(x)]
+    n = int(x.size)
+    if n == 0 or head.size < 2:
+        return n, (float(x.mean()) if n else math.nan), math.nan, math.nan, math.nan, 0
+    mean, stddev = float(x.mean()), float(head.std(ddof=1))
+    df = int(head.size) - 1
+    margin = float(special.stdtrit(df, level)) * stddev / math.sqrt(n)
+    return n, mean, stddev, mean - margin, mean + margin, df
+
+
 def status_of(values: Sequence[float] | np.ndarray, limit: Limit, *, simultaneous: int = 1,
-              config_key: str = "") -> ConstraintStatus:
-    """One configuration's status on ``limit`` (see the module docstring for the error rates)."""
-    if simultaneous < 1:
-        raise ValueError(f"simultaneous = {simultaneous}: must be >= 1")
-    level = 1.0 - (1.0 - limit.confidence) / simultaneous
-    n, mean, stddev, low, high = one_sided_bounds(np.asarray(values, dtype=float), level)
-    if n < 2:
+              config_key: str = "", looks: int = 1,
+              variance_from: int | None = None) -> ConstraintStatus:
+    """One configuration's status on ``limit`` (see the module docstring for the error rates).
+
+    ``looks``: the tests this configuration may get (each at ``1 - (1 - c)/(simultaneous
+    looks)``, Bonferroni over the looks too). ``variance_from``: Stein's statistic
+    (``stein_bounds``) with the standard deviation of the first ``variance_from`` values, for
+    values whose number a two-stage procedure chose from their first ones.
+    """
+    if simultaneous < 1 or looks < 1:
+        raise ValueError(f"simultaneous = {simultaneous}, looks = {looks}: must be >= 1")
+    level = 1.0 - (1.0 - limit.confidence) / (simultaneous * looks)
+    df = None
+    if variance_from is None:
+        n, mean, stddev, low, high = one_sided_bounds(np.asarray(values, dtype=float), level)
+    else:
+        n, mean, stddev, low, high, df = stein_bounds(np.asarray(values, dtype=float),
+                                                      variance_from, level)
+    if n < 2 or not math.isfinite(low):
         status = UNDECIDED
     elif ((limit.max is not None and low > limit.max)
           or (limit.min is not None and high < limit.min)):
@@ -159,7 +193,7 @@ def status_of(values: Sequence[float] | np.ndarray, limit: Limit, *, simultaneou
     else:
         status = UNDECIDED
     return ConstraintStatus(config_key, limit, n, mean, stddev, low, high, level, simultaneous,
-                            status)
+                            status, df)
 
 
 def overall(statuses: Sequence[ConstraintStatus]) -> str:

@@ -228,10 +228,12 @@ def _better_but_missing(result: Feasibility, recommended: str, objective: Mappin
 
 
 def _half_width(status: ConstraintStatus, confidence: float) -> float:
-    """The two-sided half-width at ``confidence`` of a constraint's mean (NaN below 2 values)."""
-    if status.n < 2 or not math.isfinite(status.stddev):
+    """The two-sided half-width at ``confidence`` of a constraint's mean (NaN below 2 values;
+    with Stein's statistic, on its degrees of freedom)."""
+    df = status.df if status.df is not None else status.n - 1
+    if status.n < 2 or df < 1 or not math.isfinite(status.stddev):
         return math.nan
-    return float(t_quantile(confidence, status.n - 1)) * status.stddev / math.sqrt(status.n)
+    return float(t_quantile(confidence, df)) * status.stddev / math.sqrt(status.n)
 
 
 def _limit_clause(status: ConstraintStatus, words: Words, confidence: float) -> str:
@@ -410,9 +412,11 @@ def _search_statistics(result: CleanUp, metric: str, unit: str | None, evaluated
                          f"checked again on {_count(result.n0, 'fresh replication')}.")
     if result.final is not None and result.screening.limits:
         levels = " / ".join(sorted({percent(lim.confidence) for lim in result.screening.limits}))
+        most = max((len(v) for v in result.looks.values()), default=1)
+        looks = f" and up to {most} looks at each" if most > 1 else ""
         sentences.append(
             f"Each limit is judged by one-sided bounds at {levels} confidence, Bonferroni over the "
-            f"{_count(k, 'candidate')}, on replications the search did not choose them by "
+            f"{_count(k, 'candidate')}{looks}, on replications the search did not choose them by "
             f"(Boesel, Nelson & Kim 2003's clean-up).")
     if result.capped:
         sentences.append("The second stage was cut at the file's max_replications, so the "
