@@ -185,7 +185,7 @@ def _search_targets(spec: ExperimentSpec, observations: pl.DataFrame) -> dict[st
     status = "done" if found.done else RUNNING
     return {c.key: Target(c.key, found.targets[c.key], status, found.replay.round_of.get(c.key, 0),
                           None, found.targets[c.key] if found.targets[c.key] > spec.replications
-                          else None)
+                          else None, found.totals.get(c.key, ()))
             for c in found.replay.configurations}
 
 

@@ -537,6 +537,10 @@ class Progress:
     targets: dict[str, int]           # config_key -> total replications wanted now
     cleanup: Any = None               # analysis.cleanup.CleanUp, once the rounds are over
     threshold: Any = None             # analysis.threshold.ThresholdPlan (method threshold)
+    # config_key -> the total each round asked for, ascending (the last: ``targets``): a
+    # configuration's replications are cut into partitions round by round, so a later replay
+    # keeps the keys of the earlier rounds (plan.target_blocks)
+    totals: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -635,22 +639,46 @@ def _optimiser_progress(spec: ExperimentSpec, space: SearchSpace,
                         arrays: Mapping[str, Mapping[str, np.ndarray]]) -> Progress:
     found = replay(spec, observations)
     targets = {c.key: space.replications for c in found.configurations}
+    totals = {key: [total] for key, total in targets.items()}
     if not found.finished or not found.configurations:
-        return Progress(found, targets)
+        return Progress(found, targets, totals=_frozen(totals))
     from simlab_pipelines.analysis.cleanup import clean_up
     from simlab_pipelines.analysis.constraints import limits
 
     objective = spec.objective
-    cleanup = clean_up(
-        {c.key: arrays[c.key] for c in found.configurations}, objective=objective.metric,
-        minimize=objective.direction == "minimize",
-        indifference_zone=objective.indifference_zone,
-        limits=limits(file_constraints(spec), spec.confidence), confidence=spec.confidence,
-        first_stage=space.replications, max_replications=space.max_replications,
-        common_random_numbers=spec.common_random_numbers)
+    bounds = limits(file_constraints(spec), spec.confidence)
+    values = {c.key: arrays[c.key] for c in found.configurations}
+    have = dict(targets)
+    # The clean-up's stages replayed one by one, each on the values its round had, to know
+    # the total every round asked for (the last call is the clean-up as the results stand).
+    while True:
+        cleanup = clean_up(
+            {key: {m: v[:have[key]] for m, v in by_metric.items()}
+             for key, by_metric in values.items()},
+            objective=objective.metric, minimize=objective.direction == "minimize",
+            indifference_zone=objective.indifference_zone, limits=bounds,
+            confidence=spec.confidence, first_stage=space.replications,
+            max_replications=space.max_replications,
+            common_random_numbers=spec.common_random_numbers)
+        grown = {key: int(total) for key, total in cleanup.targets.items()
+                 if int(total) > have[key]}
+        for key, total in grown.items():
+            totals[key].append(total)
+        if cleanup.done or not grown or any(
+                _available(values[key]) < total for key, total in grown.items()):
+            break
+        have.update(grown)
     for key, total in cleanup.targets.items():
         targets[key] = max(targets[key], int(total))
-    return Progress(found, targets, cleanup=cleanup)
+    return Progress(found, targets, cleanup=cleanup, totals=_frozen(totals))
+
+
+def _available(by_metric: Mapping[str, np.ndarray]) -> int:
+    return min((v.size for v in by_metric.values()), default=0)
+
+
+def _frozen(totals: Mapping[Any, list[int]]) -> dict[Any, tuple[int, ...]]:
+    return {key: tuple(sorted(set(values))) for key, values in totals.items()}
 
 
 def _threshold_progress(spec: ExperimentSpec, space: SearchSpace,
@@ -665,6 +693,7 @@ def _threshold_progress(spec: ExperimentSpec, space: SearchSpace,
     configs: dict[Any, Configuration] = {}
     requested: dict[Any, int] = {}
     round_of: dict[str, int] = {}
+    history: dict[Any, list[int]] = {}
     number, pending = 0, None
     while True:
         step = threshold_round(
@@ -684,6 +713,9 @@ def _threshold_progress(spec: ExperimentSpec, space: SearchSpace,
             round_of.setdefault(configs[x].key, number)
         asked = {(int(x) if threshold.integer else float(x)): int(n)
                  for x, n in step.wanted.items()}
+        for x, n in asked.items():
+            if n > requested.get(x, 0):
+                history.setdefault(x, []).append(n)
         requested.update({x: max(n, requested.get(x, 0)) for x, n in asked.items()})
         if any(values[x].size < n for x, n in asked.items()):
             pending = number
@@ -694,4 +726,5 @@ def _threshold_progress(spec: ExperimentSpec, space: SearchSpace,
                    if pending is not None else number, pending,
                    None if pending is not None else "breaking point found", {}, space.method)
     targets = {configs[x].key: requested[x] for x in order}
-    return Progress(found, targets, threshold=step)
+    totals = _frozen({configs[x].key: history[x] for x in order})
+    return Progress(found, targets, threshold=step, totals=totals)

@@ -26,6 +26,7 @@ class LocalSearch:
     observations: pl.DataFrame  # long format, responses included
     targets: dict[str, Any]     # plan.Target per configuration
     simulations: int
+    partitions: tuple[str, ...] = ()  # every partition key run, in order (a block once)
 
     @property
     def replay(self) -> Replay:
@@ -44,6 +45,7 @@ def run_locally(spec: ExperimentSpec, simulate: Simulation | None = None) -> Loc
     simulate = simulate or _engine_simulation(spec)
     metrics: dict[tuple[str, int], Mapping[str, float]] = {}
     params: dict[str, dict[str, Any]] = {}
+    ran: dict[str, None] = {}
     while True:
         wide = pl.DataFrame(
             {"experiment": [spec.name] * len(metrics),
@@ -53,10 +55,11 @@ def run_locally(spec: ExperimentSpec, simulate: Simulation | None = None) -> Loc
             schema_overrides={"replication": pl.Int64})
         obs = long_format(wide, spec)
         targets = plan.replication_targets(spec, obs)
-        todo = [pair for k in plan.wanted_partitions(spec, targets) for pair in _replications(k)]
-        todo = [k for k in todo if k not in metrics]
+        partitions = [k for k in plan.wanted_partitions(spec, targets) if k not in ran]
+        todo = [pair for k in partitions for pair in _replications(k) if pair not in metrics]
         if not todo:
-            return LocalSearch(progress(spec, obs), obs, targets, len(metrics))
+            return LocalSearch(progress(spec, obs), obs, targets, len(metrics), tuple(ran))
+        ran.update(dict.fromkeys(partitions))
         configs = {c.key: c for c in plan.configurations(spec, obs)}
         for key, replication in todo:
             params[key] = configs[key].params

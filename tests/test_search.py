@@ -397,12 +397,7 @@ def test_a_breaking_point_search_runs_and_is_tabled():
     """M/M/1 (service rate 1): mean wait lambda / (1 - lambda) passes 1 at lambda = 0.5."""
     from simlab_pipelines.search_tables import summarise_search
 
-    spec = parse_experiment({
-        "name": "knee", "model": "mmck", "seed": 5, "horizon": 300, "warmup": 30,
-        "common_random_numbers": False, "parameters": {"servers": 1, "service_rate": 1.0},
-        "search": {"method": "threshold", "factor": "arrival_rate", "min": 0.1, "max": 0.9,
-                   "metric": "mean_wait", "limit": 1.0, "tolerance": 0.1, "replications": 5,
-                   "max_replications": 20}})
+    spec = parse_experiment(_knee())
     done = search_local.run_locally(spec)
     plan_ = done.progress.threshold
     assert done.progress.done and plan_.result is not None
@@ -425,3 +420,33 @@ def test_configurations_of_a_search_are_not_fixed_at_load():
     assert spec.configurations_list() == [] and plan.is_sequential(spec)
     first = plan.configurations(spec)
     assert 1 <= len(first) <= 4 and all(c.params["arrival_rate"] == 1.5 for c in first)
+
+
+def _knee() -> dict:
+    """M/M/1 (service rate 1): mean wait lambda / (1 - lambda) passes 1 at lambda = 0.5."""
+    return {"name": "knee", "model": "mmck", "seed": 5, "horizon": 300, "warmup": 30,
+            "common_random_numbers": False, "parameters": {"servers": 1, "service_rate": 1.0},
+            "search": {"method": "threshold", "factor": "arrival_rate", "min": 0.1, "max": 0.9,
+                       "metric": "mean_wait", "limit": 1.0, "tolerance": 0.1,
+                       "replications": 5, "max_replications": 20}}
+
+
+def _cleaned_up() -> dict:
+    data = _data()
+    data["search"] = {**data["search"], "max_replications": 40}  # a second stage, and looks
+    return data
+
+
+@pytest.mark.parametrize("data", [_knee, _cleaned_up], ids=["threshold", "clean-up"])
+def test_blocks_keep_each_rounds_keys_so_nothing_is_simulated_twice(data):
+    """Replications in blocks of 3: every round's blocks start where the previous round's
+    totals ended, and a later replay cuts the earlier rounds' replications as they were cut,
+    so the partitions run are exactly the ones wanted at the end, each replication in one."""
+    spec = parse_experiment({**data(), "replications_per_partition": 3})
+    done = search_local.run_locally(spec)
+    assert done.progress.done
+    assert set(done.partitions) == set(plan.wanted_partitions(spec, done.targets))
+    covered = [pair for key in done.partitions for pair in search_local._replications(key)]
+    assert len(covered) == len(set(covered)) == done.simulations
+    assert any(t.replications > spec.search_space.replications + 3
+               for t in done.targets.values())  # rounds past the first stage were cut too
