@@ -176,8 +176,8 @@ def _template(home: Path) -> Path | None:
     except OSError:
         return None
     try:
-        if config is not None:
-            shutil.copyfile(config, build / config.name)
+        # an empty file where the home has none: Dagster's defaults, without its warning
+        (build / (config.name if config is not None else "dagster.yaml")).write_bytes(text)
         _initialise(build)
         for name in _NOT_COPIED:  # what the template is made from, not what it holds
             path = build / name
