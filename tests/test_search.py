@@ -450,3 +450,11 @@ def test_blocks_keep_each_rounds_keys_so_nothing_is_simulated_twice(data):
     assert len(covered) == len(set(covered)) == done.simulations
     assert any(t.replications > spec.search_space.replications + 3
                for t in done.targets.values())  # rounds past the first stage were cut too
+
+
+def test_a_breaking_point_search_has_independent_streams_unless_the_file_asks_for_crn():
+    """Its interval's coverage argument needs independent replications at each value."""
+    knee = {k: v for k, v in _knee().items() if k != "common_random_numbers"}
+    assert parse_experiment(knee).common_random_numbers is False
+    assert parse_experiment({**knee, "common_random_numbers": True}).common_random_numbers
+    assert parse_experiment(_data()).common_random_numbers  # an optimiser's search: CRN

@@ -120,6 +120,12 @@ class ExperimentSpec(BaseModel):
             first = data["search"].get("replications")
             if isinstance(first, int) and not isinstance(first, bool):
                 data = {**data, "replications": first}
+        # A breaking-point search's coverage argument needs independent streams at each value
+        # (analysis/threshold.py): that is its default; a file may still ask for CRN.
+        if isinstance(data, dict) and "common_random_numbers" not in data \
+                and isinstance(data.get("search"), dict) \
+                and data["search"].get("method") == "threshold":
+            data = {**data, "common_random_numbers": False}
         return data
 
     @field_validator("name")
