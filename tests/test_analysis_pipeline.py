@@ -104,6 +104,7 @@ def _check_lines(output):
             for line in output.splitlines() if line.startswith("check ")}
 
 
+@pytest.mark.slow
 def test_the_sensor_runs_the_same_rounds_as_the_sweep(lab, sequential, monkeypatch):
     """Rounds are replayed from the data: the sensor, run by run, ends where the sweep ends."""
     spec = load_experiment(sequential)

@@ -7,6 +7,7 @@ import sys
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from simlab_pipelines.assets import replications_key
 
@@ -55,6 +56,7 @@ def test_an_unknown_partition_is_refused_and_nothing_runs(lab):
     assert not dg.DagsterInstance.get().get_runs()
 
 
+@pytest.mark.slow
 def test_a_sequential_experiment_partition_after_its_spec(lab):
     """The README's two steps: a sequential experiment's partitions are dynamic, so on a fresh
     instance they exist once its spec is materialised (the file's replications, not more)."""

@@ -282,6 +282,7 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
 
 
+@pytest.mark.slow
 def test_every_failure_mode_fails_only_its_partitions(lab, materialize, spans):  # noqa: F811
     import dagster as dg
 

@@ -43,7 +43,9 @@ LAUNCHER = DAGSTER["runLauncher"]["config"]["k8sRunLauncher"]
 EXPERIMENTS_PATH = VALUES["experiments"]["mountPath"]
 DATA_PATH = VALUES["storage"]["mountPath"]
 RUN_POD_TIMEOUT = 300  # seconds for the whole run; a pool that outlives its run hangs past it
-pytestmark = pytest.mark.slow
+# One worker builds the image and runs these tests (`--dist loadgroup`): split across two, both
+# would wait minutes for the one build.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,7 @@ def _s3_store(tmp_path):
         requests_log.setLevel(level)
 
 
+@pytest.mark.slow
 def test_two_concurrent_sweeps_on_a_postgres_instance_with_results_in_s3(tmp_path, pg_database,
                                                                           monkeypatch):
     with _s3_store(tmp_path) as (s3, aws_env):

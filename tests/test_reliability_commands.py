@@ -30,6 +30,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 from click.testing import CliRunner
 from dagster._core.events import DagsterEventType
 from lab import observations, sweep
@@ -263,6 +264,7 @@ def _alembic_rows(home: Path) -> dict[str, int]:
     return rows
 
 
+@pytest.mark.slow
 def test_simlab_commands_started_together_on_a_new_instance_create_it_once(lab, tmp_path):
     """Four sweeps opening a new DAGSTER_HOME at once (without the lock, 4 tries in 4 broke the
     schema or failed a command), then an ordinary sweep; then the steps docs/reliability.md

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 import yaml
 from dagster._core.events import DagsterEventType
 from lab import dagster_server, free_port, sweep
@@ -110,6 +111,7 @@ def _rejection(instance: dg.DagsterInstance, name: str) -> str | None:
         if evaluation else None
 
 
+@pytest.mark.slow
 def test_dagster_dev_alone_recovers_from_a_killed_sweep(lab, monkeypatch):
     monkeypatch.setenv(IMPORT_TIMEOUT_VARIABLE, "3")  # the default 30 s, shortened for the test
     _hanging_plugin(lab / "experiments")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 import yaml
 from dagster._core.events import DagsterEventType
 from test_command_model import _alive
@@ -69,6 +70,7 @@ def _failure_reasons(instance) -> dict[str, str]:
     return reasons
 
 
+@pytest.mark.slow
 def test_a_crashing_partition_fails_alone_and_the_next_sweep_runs_only_it(lab):
     experiments = lab / "experiments"
     (experiments / "crashy_model.py").write_text(CRASHY)
@@ -171,6 +173,7 @@ def _recovers(lab: Path, path: Path) -> None:
     assert "sleepy: ran 4 partitions in 2 run(s); 4 wanted in all." in out, out + err
 
 
+@pytest.mark.slow
 def test_whatever_stops_a_sweep_nothing_it_started_is_left_and_the_next_sweep_recovers(lab):
     path = _sleepy(lab)
     _stop_mid_batch(lab, path, "ctrl-c", lambda pid: os.killpg(pid, signal.SIGINT), 130)

@@ -191,6 +191,7 @@ def _interrupt(instance, sweep, after: int, signum: int) -> dg.DagsterRun:
     return running
 
 
+@pytest.mark.slow
 def test_kill_9_then_ctrl_c_then_sigterm_mid_batch_and_each_next_sweep_recovers(lab, slow):
     """One user's afternoon: kill -9 of a sweep, then Ctrl-C of the next, then SIGTERM of the
     next (a pod evicted), then two sweeps started together."""
@@ -252,6 +253,7 @@ def test_kill_9_then_ctrl_c_then_sigterm_mid_batch_and_each_next_sweep_recovers(
     _assert_exact(lab, slow)
 
 
+@pytest.mark.slow
 def test_kill_9_during_the_summary_then_a_sweep_of_another_experiment_recovers(lab):
     instance = dg.DagsterInstance.get()
     path = lab / "experiments" / "tiny_mmck.yaml"

@@ -117,6 +117,7 @@ def test_auto_blocks_at_the_boundary(lab, replications, block):
     assert keys[-1] == ("x1-99.0|999" if block == 1 else "x1-99.0|1000")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_block_then_the_next_sweep_resumes_exactly(lab, slow):  # noqa: F811
     """Blocks of 3 (one per configuration, one per run): kill -9 of the sweep's process group
     while the second block simulates (~3 s of simulations); the next sweep runs what is missing

@@ -320,6 +320,7 @@ def _kill_when(process: subprocess.Popen, results: Path, condition) -> dict:
     return _files(results)
 
 
+@pytest.mark.slow
 def test_a_killed_search_sweep_resumes_and_simulates_nothing_again(lab):
     data = _data()
     data["horizon"] = 600  # ~0.1 s a simulation: long enough to be caught between rounds

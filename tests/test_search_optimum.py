@@ -106,6 +106,7 @@ def _grid() -> dict[tuple[int, int], tuple[float, float]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_recommendation_is_within_the_zone_of_the_true_constrained_optimum():
     grid = _grid()

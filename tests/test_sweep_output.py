@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -42,6 +43,7 @@ def _json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_failures_read_as_one_line_per_run_and_one_table_by_reason(lab, monkeypatch):
     monkeypatch.delenv("SIMLAB_LOG_FORMAT", raising=False)  # restored after the test
     limit = {"responses": {"double": "2 * y"}, "objective": {"metric": "double", "direction": "minimize"},
