@@ -56,6 +56,7 @@ from simlab_pipelines.storage import (
     ResultStore,
     replication_row,
     stem,
+    storage_options,
 )
 
 
@@ -121,8 +122,14 @@ class Outcome:
         return self.rows or ((self.row,) if self.row is not None else ())
 
 
-@functools.lru_cache(maxsize=8)
 def _store(uri: str) -> ResultStore:
+    # keyed by the object store's options too (AWS_ENDPOINT_URL...): a process whose
+    # environment changes (a test, a notebook) does not keep writing to the old endpoint
+    return _cached_store(uri, json.dumps(storage_options(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_store(uri: str, options: str) -> ResultStore:
     return ResultStore(uri)
 
 

@@ -10,14 +10,12 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """Long tests first (the image's build first of all: minutes of one worker): with `-n 2`
-    the two workers then end together, instead of one finishing a long test alone at the end.
-    Stable, so every worker collects the same order."""
-    def weight(item) -> int:
-        if item.get_closest_marker("slow") is None:
-            return 2
-        return 0 if item.get_closest_marker("xdist_group") is not None else 1
-    items.sort(key=weight)
+    """Files with long tests first (test_container's image build first of all: minutes): with
+    `-n 2 --dist loadfile` the two workers then end together, instead of one finishing a long
+    file alone at the end. Stable, so every worker collects the same order."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: 0 if item.path.name == "test_container.py"
+               else 1 if item.path in slow else 2)
 
 
 @pytest.fixture

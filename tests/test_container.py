@@ -43,9 +43,7 @@ LAUNCHER = DAGSTER["runLauncher"]["config"]["k8sRunLauncher"]
 EXPERIMENTS_PATH = VALUES["experiments"]["mountPath"]
 DATA_PATH = VALUES["storage"]["mountPath"]
 RUN_POD_TIMEOUT = 300  # seconds for the whole run; a pool that outlives its run hangs past it
-# One worker builds the image and runs these tests (`--dist loadgroup`): split across two, both
-# would wait minutes for the one build.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("image")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -40,6 +41,10 @@ def s3(lab, monkeypatch):
     level = requests_log.level
     requests_log.setLevel(logging.WARNING)
     host, port = server.get_host_and_port()
+    # moto keeps its buckets in the process, not in the server: another test's objects in this
+    # pytest worker would still be there
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset",
+                                                  method="POST"), timeout=30).close()
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION",
                 "AWS_ENDPOINT_URL_S3", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
         monkeypatch.delenv(var, raising=False)
