@@ -9,15 +9,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files with long tests first (test_container's image build first of all: minutes): with
-    `-n 2 --dist loadfile` the two workers then end together, instead of one finishing a long
-    file alone at the end. Stable, so every worker collects the same order."""
-    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: 0 if item.path.name == "test_container.py"
-               else 1 if item.path in slow else 2)
-
-
 @pytest.fixture
 def lab(tmp_path, monkeypatch):
     """A private simlab: SIMLAB_DATA_DIR, DAGSTER_HOME (the project's dagster.yaml) and an
