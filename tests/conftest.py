@@ -1,43 +1,12 @@
 """Shared fixtures: an isolated data directory, Dagster home and experiments directory per test."""
 
-import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-_BUILD = pytest.StashKey[subprocess.Popen]()
-
-
-def pytest_configure(config):
-    """The whole suite on several workers (`make test`): start building the container image
-    now, in the background, so test_container's fixture (which runs scripts/build-image too and
-    waits on its lock) finds it built. Built from nothing it takes minutes, and xdist runs that
-    file last: the suite would end with one worker waiting for it alone."""
-    whole_suite = (config.args_source == pytest.Config.ArgsSource.TESTPATHS
-                   and not config.getoption("keyword") and not config.getoption("markexpr")
-                   and not config.getoption("collectonly"))
-    if (hasattr(config, "workerinput") or not config.getoption("numprocesses", None)
-            or not whole_suite or os.geteuid() != 0 or shutil.which("podman") is None):
-        return
-    config.stash[_BUILD] = subprocess.Popen(
-        [str(PROJECT / "scripts" / "build-image")], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)  # the fixture's own run reports
-
-
-def pytest_unconfigure(config):
-    """The background build ends with the session (it is done by then unless the run stopped
-    early)."""
-    build = config.stash.get(_BUILD, None)
-    if build is not None and build.poll() is None:
-        os.killpg(build.pid, signal.SIGTERM)
-        build.wait(timeout=60)
 
 
 @pytest.fixture
