@@ -8,6 +8,9 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 # Precompiled bytecode: every simlab process imports Dagster, ~6 s when compiled from source.
 export UV_COMPILE_BYTECODE := 1
+# ...and the project's own: with PYTHONDONTWRITEBYTECODE set (some shells do), every process of
+# the suite and every pool worker compiled simlab's modules again (~0.4 CPU-s each).
+unexport PYTHONDONTWRITEBYTECODE
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
 help: ## list the targets
