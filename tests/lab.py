@@ -112,3 +112,12 @@ def run_pod_run(lab: Path, **tags: str):
         job_def=job, run_config={}, job_code_origin=origin,
         tags={**range_tags("servers-2", 0, 5), "simlab/workers": "2", **tags})
     return instance, origin, run
+
+
+def write_module(path: Path, source: str) -> None:
+    """Write a Python module a test imports, rewrites and imports again: its cached bytecode
+    goes first, since Python trusts a .pyc whose source has the same size and mtime second
+    (a rewrite within the second of the same length would import the old code)."""
+    for cached in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+        cached.unlink()
+    path.write_text(source)

@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 from lab import result_rows as _rows
 from lab import storage as _storage
+from lab import write_module
 
 import engine
 from engine import registry
@@ -76,7 +77,8 @@ def fresh_registry():
 
 
 def _clinic(directory: Path, module: str, version: str = "1") -> None:
-    (directory / f"{module}.py").write_text(CLINIC.replace('VERSION = "1"', f'VERSION = "{version}"'))
+    write_module(directory / f"{module}.py",
+                 CLINIC.replace('VERSION = "1"', f'VERSION = "{version}"'))
 
 
 def _experiment(directory: Path, name: str, model: str, **extra) -> Path:

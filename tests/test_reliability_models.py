@@ -22,6 +22,7 @@ import duckdb
 import pytest
 import yaml
 from click.testing import CliRunner
+from lab import write_module
 from test_command_model import _alive
 
 from engine import command, registry
@@ -77,7 +78,7 @@ def test_a_metric_named_like_a_column_is_refused_at_load_then_renamed_it_sweeps(
         if kind == "plug-in":
             sys.modules.pop(module, None)
             registry.refresh()
-            (experiments / f"{module}.py").write_text(PLUGIN.replace("METRIC", metric))
+            write_module(experiments / f"{module}.py", PLUGIN.replace("METRIC", metric))
             return _write(experiments, name, {"model": f"{module}:MODEL"})
         if kind == "command":
             (experiments / "sim.py").write_text(
