@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))  # lab.py: the server helpers the tests use
-from sweep_throughput import become_subreaper, reap  # noqa: E402
+from sweep_throughput import become_subreaper, command_environment, reap  # noqa: E402
 
 NAME = "scale_linear"
 FLOOR_FILE_ROWS = 100
@@ -283,7 +283,7 @@ def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool,
             d.mkdir()
         shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
         path = experiment(exp, configs, replications, block)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SIMLAB_"))}
+        env = {k: v for k, v in command_environment().items() if not k.startswith("SIMLAB_")}
         env.update({"DAGSTER_HOME": str(home), "SIMLAB_DATA_DIR": str(data),
                     "SIMLAB_EXPERIMENTS_DIR": str(exp),
                     "PYTHONPATH": str(ROOT / "tests")})

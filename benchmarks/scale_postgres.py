@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import yaml
+from sweep_throughput import command_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -70,7 +71,7 @@ def one_case(configs: int, replications: int, block: int, workers: int) -> dict:
         home.mkdir()
         shutil.copy(EXAMPLE, home / "dagster.yaml")
         url = urlsplit(SERVER_URL)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SIMLAB_"))}
+        env = {k: v for k, v in command_environment().items() if not k.startswith("SIMLAB_")}
         env.update({"DAGSTER_HOME": str(home), "SIMLAB_DATA_DIR": str(scratch / "data"),
                     "DAGSTER_PG_HOST": url.hostname or "127.0.0.1",
                     "DAGSTER_PG_PORT": str(url.port or 5432), "DAGSTER_PG_DB": database,
