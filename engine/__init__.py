@@ -11,7 +11,7 @@ from engine.models.base import Model, ModelRun
 from engine.parameters import Parameter, ParameterError
 from engine.randomness import Stream, Streams
 from engine.registry import ModelError, get_model, list_models
-from engine.simulate import Seed, SimulationResult, simulate, spawn_key
+from engine.simulate import Seed, Simulation, SimulationResult, prepare, simulate, spawn_key
 from engine.version import ENGINE_VERSION
 
 __all__ = [
@@ -23,11 +23,13 @@ __all__ = [
     "Parameter",
     "ParameterError",
     "Seed",
+    "Simulation",
     "SimulationResult",
     "Stream",
     "Streams",
     "get_model",
     "list_models",
+    "prepare",
     "simulate",
     "spawn_key",
 ]

@@ -66,6 +66,74 @@ def spawn_key(model: str, params: Mapping[str, Any], replication: int,
     return (replication, config_hash(model, params))
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """A model with its parameters and settings checked once (``prepare``): ``run`` any
+    replication of it. A block of replications of one configuration validates once."""
+
+    spec: Model
+    params: dict[str, Any]
+    seed: int
+    horizon: float
+    warmup: float
+    common_random_numbers: bool
+    series_interval: float | None
+    timeout_seconds: float | None
+
+    def run(self, replication: int) -> SimulationResult:
+        """Simulate replication ``replication`` and return its record."""
+        spec, values = self.spec, self.params
+        replication = _REPLICATION.validate(replication)
+        key = spawn_key(spec.name, values, replication, self.common_random_numbers)
+        started = time.perf_counter()
+        # Past timeout_seconds of wall time the run is stopped: SimulationTimeout (engine.limits).
+        outcome = run_with_time_limit(
+            lambda: spec.run(values, Streams(self.seed, key), self.warmup, self.horizon,
+                             self.series_interval),
+            self.timeout_seconds, what=f"simulation of model {spec.name!r}")
+        wall = time.perf_counter() - started
+        metrics = {name: float(outcome.metrics[name]) for name in spec.metrics}
+        bad = [name for name, value in metrics.items() if math.isinf(value)]
+        if bad:
+            raise ArithmeticError(f"model '{spec.name}' produced infinite metrics: "
+                                  f"{', '.join(bad)}")
+        return SimulationResult(
+            model=spec.name,
+            params=values,
+            replication=replication,
+            seed=Seed(self.seed, key),
+            horizon=self.horizon,
+            warmup=self.warmup,
+            metrics=metrics,
+            events=int(outcome.events),
+            wall_seconds=wall,
+            engine_version=ENGINE_VERSION,
+            series=outcome.series,
+        )
+
+
+def prepare(model: "str | Model", params: Mapping[str, Any], *, seed: int,
+            horizon: float | None = None, warmup: float | None = None,
+            common_random_numbers: bool = True, series_interval: float | None = None,
+            timeout_seconds: float | None = None) -> Simulation:
+    """``model`` (a name, a ``package.module:ATTR`` reference or an ``engine.Model``) with
+    ``params`` and the settings checked: ``.run(replication)`` simulates one replication.
+
+    Raises KeyError for an unknown model and ParameterError for an invalid value.
+    """
+    spec = model if isinstance(model, Model) else get_model(model)
+    return Simulation(
+        spec=spec,
+        params=spec.validate(params),
+        seed=_SEED.validate(seed),
+        horizon=_HORIZON.validate(spec.default_horizon if horizon is None else horizon),
+        warmup=_WARMUP.validate(spec.default_warmup if warmup is None else warmup),
+        common_random_numbers=common_random_numbers,
+        series_interval=_SERIES.validate(series_interval),
+        timeout_seconds=_TIMEOUT.validate(timeout_seconds),
+    )
+
+
 def simulate(model: "str | Model", params: Mapping[str, Any], *, replication: int, seed: int,
              horizon: float | None = None, warmup: float | None = None,
              common_random_numbers: bool = True,
@@ -77,40 +145,11 @@ def simulate(model: "str | Model", params: Mapping[str, Any], *, replication: in
     Raises KeyError for an unknown model and ParameterError for an invalid value; any other
     exception comes from the simulation itself.
     """
-    spec = model if isinstance(model, Model) else get_model(model)
-    model = spec.name
-    values = spec.validate(params)
-    seed = _SEED.validate(seed)
-    replication = _REPLICATION.validate(replication)
-    horizon = _HORIZON.validate(spec.default_horizon if horizon is None else horizon)
-    warmup = _WARMUP.validate(spec.default_warmup if warmup is None else warmup)
-    series_interval = _SERIES.validate(series_interval)
-
-    key = spawn_key(model, values, replication, common_random_numbers)
-    started = time.perf_counter()
-    # Past timeout_seconds of wall time the run is stopped: SimulationTimeout (engine.limits).
-    outcome = run_with_time_limit(
-        lambda: spec.run(values, Streams(seed, key), warmup, horizon, series_interval),
-        _TIMEOUT.validate(timeout_seconds), what=f"simulation of model {model!r}")
-    wall = time.perf_counter() - started
-    metrics = {name: float(outcome.metrics[name]) for name in spec.metrics}
-    bad = [name for name, value in metrics.items() if math.isinf(value)]
-    if bad:
-        raise ArithmeticError(f"model '{model}' produced infinite metrics: {', '.join(bad)}")
-    return SimulationResult(
-        model=model,
-        params=values,
-        replication=replication,
-        seed=Seed(seed, key),
-        horizon=horizon,
-        warmup=warmup,
-        metrics=metrics,
-        events=int(outcome.events),
-        wall_seconds=wall,
-        engine_version=ENGINE_VERSION,
-        series=outcome.series,
-    )
+    return prepare(model, params, seed=seed, horizon=horizon, warmup=warmup,
+                   common_random_numbers=common_random_numbers,
+                   series_interval=series_interval,
+                   timeout_seconds=timeout_seconds).run(replication)
 
 
-__all__ = ["ParameterError", "Seed", "SimulationResult", "SimulationTimeout", "simulate",
-           "spawn_key"]
+__all__ = ["ParameterError", "Seed", "Simulation", "SimulationResult", "SimulationTimeout",
+           "prepare", "simulate", "spawn_key"]

@@ -133,24 +133,27 @@ def _cached_store(uri: str, options: str) -> ResultStore:
     return ResultStore(uri)
 
 
-def _simulate_one(task: Task) -> tuple[dict[str, Any] | None, str | None, str | None,
-                                        str | None]:
+def _simulate_one(task: Task, prepared: engine.Simulation | None = None
+                  ) -> tuple[dict[str, Any] | None, str | None, str | None, str | None]:
     """One simulation, replication ``task.replication``, in its own span: (row, None, None,
-    trace id) or (None, error, traceback, trace id)."""
+    trace id) or (None, error, traceback, trace id). ``prepared``: its block's
+    ``simulate.prepare``."""
     started_at = datetime.now(UTC)
-    attributes = telemetry.simulation_attributes(
-        experiment=task.experiment, config_key=task.config_key, replication=task.replication,
-        seed_entropy=task.seed,
-        spawn_key=engine.spawn_key(task.model, task.params, task.replication,
-                                   task.common_random_numbers),
-        model=task.model, params=task.params, engine_version=engine.ENGINE_VERSION,
-        run_id=task.run_id, partition_key=task.partition_key,
-    )
+    def attributes() -> dict[str, Any]:  # only for a span that is recorded
+        return telemetry.simulation_attributes(
+            experiment=task.experiment, config_key=task.config_key,
+            replication=task.replication, seed_entropy=task.seed,
+            spawn_key=engine.spawn_key(task.model, task.params, task.replication,
+                                       task.common_random_numbers),
+            model=task.model, params=task.params, engine_version=engine.ENGINE_VERSION,
+            run_id=task.run_id, partition_key=task.partition_key,
+        )
+
     span = None
     try:
         with telemetry.attach_traceparent(task.traceparent), \
                 telemetry.simulation_span(attributes) as span:
-            result = simulate.simulate(task, span)  # the model by name, ModelRef or command
+            result = simulate.simulate(task, span, prepared)  # by name, ModelRef or command
             span.warmup_end(result.warmup)
             span.run_end(result.warmup + result.horizon, result.events)
     except Exception as exc:
@@ -216,12 +219,16 @@ def run_block(task: Task) -> Outcome:
     failed: list[tuple[int, str]] = []
     first_failure: tuple[str | None, str | None] = (None, None)
     simulated = 0
+    try:  # the model and its parameters checked once for the block
+        prepared = simulate.prepare(task)
+    except Exception:  # then each replication fails with it, in its own span, as on its own
+        prepared = None
     for replication in range(task.replication, task.last + 1):
         if replication in rows:
             continue
         simulated += 1
         row, error, trace, trace_id = _simulate_one(dataclasses.replace(
-            task, replication=replication, last_replication=None))
+            task, replication=replication, last_replication=None), prepared)
         if row is None:
             failed.append((replication, error or "failed"))
             if first_failure[0] is None:

@@ -13,23 +13,40 @@ from engine import command, registry
 from simlab_pipelines import telemetry
 
 
-def simulate(task: Any, span: telemetry.SpanInfo) -> engine.SimulationResult:
-    """Run ``task``'s simulation (a ``batch.Task``) inside its open simulation ``span``."""
+def prepare(task: Any) -> engine.Simulation:
+    """``task``'s model (a ``batch.Task``'s: by name, ``ModelRef`` or command) with its parameters
+    and settings checked, for any of its replications. Raises what ``engine.prepare`` raises, or
+    the plug-in's error when it is broken in this worker."""
     model_ref = getattr(task, "model_ref", None)
-    # Resolved here, inside the span: a plug-in broken in this worker fails this partition only.
     model = registry.resolve(model_ref) if model_ref is not None else task.model
     timeout = getattr(task, "timeout_seconds", None)
-    with command.execution(traceparent=telemetry.current_traceparent(), timeout=timeout):
+    return engine.prepare(
+        model, task.params, seed=task.seed, horizon=task.horizon, warmup=task.warmup,
+        common_random_numbers=task.common_random_numbers, series_interval=task.series_interval,
+        # A Python model is stopped by the engine at the limit (issue 12); a command by
+        # command.execution's timeout, which kills its process group.
+        timeout_seconds=None if _command(task) else timeout,
+    )
+
+
+def _command(task: Any) -> bool:
+    model_ref = getattr(task, "model_ref", None)
+    return model_ref is not None and bool(model_ref.command)
+
+
+def simulate(task: Any, span: telemetry.SpanInfo,
+             prepared: engine.Simulation | None = None) -> engine.SimulationResult:
+    """Run ``task``'s simulation (a ``batch.Task``) inside its open simulation ``span``;
+    ``prepared``: ``prepare(task)`` made once for a block of its replications."""
+    # Prepared here, inside the span, when not given: a plug-in broken in this worker, or a
+    # parameter out of range, fails this partition only.
+    simulation = prepared if prepared is not None else prepare(task)
+    if not _command(task):
+        return simulation.run(task.replication)
+    with command.execution(traceparent=telemetry.current_traceparent(),
+                           timeout=getattr(task, "timeout_seconds", None)):
         try:
-            return engine.simulate(
-                model, task.params, replication=task.replication, seed=task.seed,
-                horizon=task.horizon, warmup=task.warmup,
-                common_random_numbers=task.common_random_numbers,
-                series_interval=task.series_interval,
-                # A Python model is stopped by the engine at the limit (issue 12); a command by
-                # command.execution's timeout, which kills its process group.
-                timeout_seconds=None if model_ref is not None and model_ref.command else timeout,
-            )
+            return simulation.run(task.replication)
         except command.CommandFailed as exc:
             span.span.add_event("simlab.command_failed", {
                 "simlab.command.exit_code": exc.exit_code if exc.exit_code is not None else -1,

@@ -14,13 +14,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace as opentelemetry_trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from otlp_receiver import otlp_receiver
 
 import engine
-from simlab_pipelines import telemetry
+from simlab_pipelines import logs, telemetry
 
 MMCK = {"servers": 2, "arrival_rate": 1.0, "service_rate": 0.8}
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -401,3 +402,28 @@ def test_the_collector_address_comes_from_the_otel_endpoint(monkeypatch):
     assert telemetry._collector_address("http/protobuf") == ("collector.example", 443)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://host:notaport")
     assert telemetry._collector_address("http/protobuf") is None  # unclear: the old behaviour
+
+
+def test_an_unrecorded_simulation_span_has_the_ids_and_flags_an_sdk_span_would(fresh_tracing,
+                                                                               monkeypatch):
+    # Nothing exports and no processor: no SDK span is built, yet the ids, the sampler's flags
+    # and the current span (a command's TRACEPARENT, a log line's fields) are as with one.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    telemetry.configure_tracing()
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    built = []
+
+    def attributes():
+        built.append(True)
+        return _attributes()
+
+    with telemetry.attach_traceparent(parent), telemetry.simulation_span(attributes) as info:
+        traceparent = telemetry.current_traceparent()
+        assert built == []  # not built until something asks
+        assert logs._span_fields(opentelemetry_trace.get_current_span())["replication"] == 3
+    assert info.trace_id == "0af7651916cd43dd8448eb211c80319c"  # the parent's trace
+    assert HEX16.fullmatch(info.span_id) and info.span_id != "b7ad6b7169203331"
+    assert traceparent == f"00-{info.trace_id}-{info.span_id}-00"  # always_off: not sampled
+    with telemetry.simulation_span(_attributes()) as root:
+        pass
+    assert HEX32.fullmatch(root.trace_id) and root.trace_id != info.trace_id  # a new trace
