@@ -274,7 +274,7 @@ def rebuild_summary(env: dict[str, str], path: Path, log: Path) -> dict:
 
 
 def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool,
-             block: int | None = None) -> dict:
+             block: int | None = None, keep: bool = False) -> dict:
     replications = size // configs
     scratch = Path(tempfile.mkdtemp(prefix=f"simlab-scale-{size}-"))
     try:
@@ -327,7 +327,10 @@ def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool,
         print(json.dumps(found, indent=1), flush=True)
         return found
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if keep:
+            print(f"kept: {scratch} (DAGSTER_HOME home/, SIMLAB_DATA_DIR data/)", flush=True)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main() -> None:
@@ -342,13 +345,15 @@ def main() -> None:
     parser.add_argument("--ui", action="store_true", help="time the UI's GraphQL queries")
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild the summary in a fresh process (time, peak memory)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each size's instance and data (to profile a sweep on them)")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.configs % 10:
         parser.error("--configs must be a multiple of 10")
     subreaper = become_subreaper()
-    results = [one_size(size, args.configs, args.workers, args.ui, args.rebuild, args.block)
-               for size in args.sizes]
+    results = [one_size(size, args.configs, args.workers, args.ui, args.rebuild, args.block,
+                        args.keep) for size in args.sizes]
     args.output.mkdir(parents=True, exist_ok=True)
     out = args.output / "scale.json"
     out.write_text(json.dumps({"descendants_counted": subreaper, "results": results}, indent=2))
