@@ -304,7 +304,8 @@ def one_size(size: int, configs: int, workers: int, ui: bool, rebuild: bool,
         env = {k: v for k, v in command_environment().items() if not k.startswith("SIMLAB_")}
         env.update({"DAGSTER_HOME": str(home), "SIMLAB_DATA_DIR": str(data),
                     "SIMLAB_EXPERIMENTS_DIR": str(exp),
-                    "PYTHONPATH": str(ROOT / "tests")})
+                    # this tree's simlab (a copy of another tree measures that one)
+                    "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
         log = scratch / "log.txt"
         from simlab_pipelines.experiments import load_experiment
 
