@@ -350,7 +350,8 @@ def shutdown_tracing() -> None:
 
 def tracer_provider() -> TracerProvider:
     """This process's SDK provider (configured on first use), e.g. to add a test exporter."""
-    configure_tracing()
+    if _state.pid != os.getpid() or _state.provider is None:
+        configure_tracing()
     provider = _state.provider
     assert provider is not None  # configure_tracing just made it
     return provider
@@ -663,17 +664,13 @@ def simulation_span(attributes: Mapping[str, Any] | Callable[[], Mapping[str, An
     flags) and it is the current span inside, so results and a command's TRACEPARENT carry the
     same ids, at a fraction of the cost (an SDK span with its attributes and events was ~40 % of
     a worker's time for a short model)."""
-    provider = _state.provider if _state.pid == os.getpid() else None
-    if provider is None:
-        configure_tracing()
-        provider = _state.provider
-    if provider is not None and not _recorded(provider):
-        with _unrecorded_span(provider, attributes) as info:
+    build = attributes if callable(attributes) else lambda: attributes
+    provider = tracer_provider()
+    if not _recorded(provider):
+        with _unrecorded_span(provider, build) as info:
             yield info
         return
-    if callable(attributes):
-        attributes = attributes()
-    with _span(SIMULATION_SPAN_NAME, _clean(attributes, SIMULATION_ATTRIBUTE_NAMES)) as info:
+    with _span(SIMULATION_SPAN_NAME, _clean(build(), SIMULATION_ATTRIBUTE_NAMES)) as info:
         yield info
 
 
@@ -689,23 +686,20 @@ class _UnrecordedSpan(trace.NonRecordingSpan):
     """A span nothing records, whose attributes are built only when asked (by a log line
     inside it: ``logs`` takes a line's experiment, replication... from them)."""
 
-    def __init__(self, context: SpanContext,
-                 attributes: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, context: SpanContext, build: Callable[[], Mapping[str, Any]]) -> None:
         super().__init__(context)
-        self._attributes = attributes
+        self._build = build
         self._built: dict[str, Any] | None = None
 
     @property
     def attributes(self) -> dict[str, Any]:
         if self._built is None:
-            given = self._attributes() if callable(self._attributes) else self._attributes
-            self._built = _clean(given, SIMULATION_ATTRIBUTE_NAMES)
+            self._built = _clean(self._build(), SIMULATION_ATTRIBUTE_NAMES)
         return self._built
 
 
 @contextmanager
-def _unrecorded_span(provider: TracerProvider,
-                     attributes: Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+def _unrecorded_span(provider: TracerProvider, build: Callable[[], Mapping[str, Any]]
                      ) -> Iterator[SpanInfo]:
     """The current span for the block, with the ids and flags the SDK would give it, and no
     SDK span behind it (nothing would see one)."""
@@ -719,7 +713,7 @@ def _unrecorded_span(provider: TracerProvider,
         flags |= TraceFlags.RANDOM_TRACE_ID
     span = _UnrecordedSpan(SpanContext(
         trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags),
-        trace_state=sampling.trace_state), attributes)
+        trace_state=sampling.trace_state), build)
     token = otel_context.attach(trace.set_span_in_context(span, context))
     try:
         yield SpanInfo(span)
