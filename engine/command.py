@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.models.base import Model, ModelRun
+from engine.models.base import KINDS, Model, ModelRun
 from engine.parameters import Parameter, ParameterError
 from engine.randomness import Streams
 
@@ -63,7 +63,7 @@ PLACEHOLDERS = ("replication", "horizon", "warmup", "seed_entropy", "seed")
 KEYS = ("name", "command", "version", "parameters", "metrics", "timeout", "description",
         "default_horizon", "default_warmup")
 PARAMETER_KEYS = ("type", "default", "minimum", "maximum", "exclusive_minimum", "help", "unit")
-METRIC_KEYS = ("unit", "better", "description")  # a metric declared as a mapping
+METRIC_KEYS = ("unit", "better", "kind", "description")  # a metric declared as a mapping
 BETTER = ("lower", "higher")
 STDERR_TAIL_BYTES = 2048
 # A simulator's output is read as it comes and only what the contract needs is kept: the last
@@ -132,6 +132,7 @@ class Declaration:
     # with ``metrics`` as a mapping: metric -> unit, which way is better, what it is in words
     units: Mapping[str, str] = field(default_factory=dict)
     better: Mapping[str, str] = field(default_factory=dict)
+    kinds: Mapping[str, str] = field(default_factory=dict)
     descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -190,7 +191,7 @@ def _parameter(name: Any, spec: Any, errors: list[tuple[Loc, str]]) -> Parameter
 
 
 _METRICS_WHAT = ("metrics must be a non-empty list of names ([A-Za-z_][A-Za-z0-9_]*), or a "
-                 "mapping of name to {unit, better, description}")
+                 "mapping of name to {unit, better, kind, description}")
 
 
 def _metrics(raw: Any, errors: list[tuple[Loc, str]]
@@ -225,6 +226,10 @@ def _metrics(raw: Any, errors: list[tuple[Loc, str]]
                                                  f"{', '.join(METRIC_KEYS)})"))
             elif key == "better" and value not in BETTER:
                 errors.append(((*loc, key), f"better must be 'lower' or 'higher', got {value!r}"))
+            elif key == "kind" and value not in KINDS:
+                errors.append(((*loc, key), f"kind must be 'level' (a mean, rate or share: the "
+                                            f"same in a longer run) or 'total' (a count or sum "
+                                            f"over the run), got {value!r}"))
             elif not isinstance(value, str) or not value.strip():
                 errors.append(((*loc, str(key)), f"{key} must be a non-empty string, got "
                                                  f"{value!r}"))
@@ -325,6 +330,7 @@ def parse_declaration(data: Any, builtin_names: frozenset[str] | set[str] = froz
         default_warmup=float(data.get("default_warmup") or 0.0),
         units={m: d["unit"] for m, d in details.items() if "unit" in d},
         better={m: d["better"] for m, d in details.items() if "better" in d},
+        kinds={m: d["kind"] for m, d in details.items() if "kind" in d},
         descriptions={m: d["description"] for m, d in details.items() if "description" in d},
     )
 
@@ -342,10 +348,13 @@ def command_model(data: Mapping[str, Any] | Declaration, directory: str | Path |
         name=declaration.name,
         description=declaration.description,
         parameters=declaration.parameters,
-        metrics={m: declaration.descriptions.get(m) or f"reported by {declaration.command[0]}"
+        # an undescribed metric's help is only a bracket, which the answers' words leave out
+        # (experiments.responses.descriptions): they name it by its name, not by the command
+        metrics={m: declaration.descriptions.get(m) or f"(reported by {declaration.command[0]})"
                  for m in declaration.metrics},
         units=dict(declaration.units),
         better=dict(declaration.better),
+        kinds=dict(declaration.kinds),
         run=functools.partial(run_command, declaration, cwd),
         # No default run length: an experiment gives its horizon (NaN is rejected when run).
         default_horizon=(declaration.default_horizon if declaration.default_horizon is not None

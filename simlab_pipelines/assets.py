@@ -197,6 +197,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             results_uri=storage.results_uri, traceparent=traceparent, model_ref=spec.model_ref,
             timeout_seconds=spec.timeout_seconds,
             last_replication=last if last != replication else None,
+            horizon_doubling=spec.doubling_sample,
         ))
     return tasks
 
@@ -405,7 +406,7 @@ def summary_metadata(spec: ExperimentSpec, result: Summary, duckdb_path: str,
             for key, (lost, wanted) in sorted(outcome.missing.items())])
     if any(t.growing for t in outcome.trends):  # no steady state: its numbers mean nothing
         metadata["steady_state"] = ui.records_table([
-            {"configuration": t.config_key, "series": t.series,
+            {"configuration": t.config_key, "series or metric": t.series, "test": t.test,
              "growth": ui.rounded(t.relative_growth, 3),
              "p_value": None if t.p_value is None else ui.rounded(t.p_value, 4),
              "steady state": "no: keeps growing" if t.growing else "yes"}

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import mmap
 import multiprocessing
 import os
@@ -59,6 +60,8 @@ from simlab_pipelines.storage import (
     storage_options,
 )
 
+log = logging.getLogger("simlab.batch")
+
 
 @dataclass(frozen=True)
 class Task:
@@ -88,6 +91,9 @@ class Task:
     model_ref: ModelRef | None = None
     # A block partition holds replications ``replication`` .. ``last_replication`` (None: one).
     last_replication: int | None = None
+    # Replications 0 .. n-1 of every configuration also run at twice the horizon (the
+    # steady-state check of a model that records no series; spec.doubling_sample).
+    horizon_doubling: int = 0
 
     @property
     def last(self) -> int:
@@ -156,6 +162,8 @@ def _simulate_one(task: Task, prepared: engine.Simulation | None = None
             result = simulate.simulate(task, span, prepared)  # by name, ModelRef or command
             span.warmup_end(result.warmup)
             span.run_end(result.warmup + result.horizon, result.events)
+            doubled = (doubled_run(task, span) if task.replication < task.horizon_doubling
+                       else None)
     except Exception as exc:
         return (None, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
                 span.trace_id if span is not None else None)
@@ -163,9 +171,29 @@ def _simulate_one(task: Task, prepared: engine.Simulation | None = None
         experiment=task.experiment, config_key=task.config_key, partition_key=task.partition_key,
         result=_record(result), code_version=task.code_version, run_id=task.run_id,
         trace_id=span.trace_id, span_id=span.span_id, started_at=started_at,
-        inputs_hash=task.inputs_hash,
+        inputs_hash=task.inputs_hash, double_horizon=doubled,
     )
     return row, None, None, span.trace_id
+
+
+def doubled_run(task: Task, span: telemetry.SpanInfo) -> str:
+    """The JSON of ``task``'s replication run again at twice the horizon (same seed, streams and
+    warm-up; twice the time limit) for the horizon-doubling steady-state check: its horizon and
+    metrics, or why it failed. Its failure leaves the check untested for it and fails nothing
+    else: the replication's own result stands."""
+    long = dataclasses.replace(task, horizon=2 * task.horizon, timeout_seconds=(
+        2 * task.timeout_seconds if task.timeout_seconds is not None else None))
+    try:
+        result = simulate.simulate(long, span)
+    except Exception as exc:
+        log.warning("%s %s: the run at twice the horizon failed (the steady-state check leaves "
+                    "it out): %s: %s", task.experiment, task.partition_key, type(exc).__name__,
+                    exc)
+        return json.dumps({"horizon": long.horizon,
+                           "error": f"{type(exc).__name__}: {exc}"[:1000]})
+    return json.dumps({"horizon": long.horizon,
+                       "metrics": {k: float(v) for k, v in result.metrics.items()}},
+                      sort_keys=True)
 
 
 def _record(result: engine.SimulationResult) -> dict[str, Any]:
@@ -204,7 +232,7 @@ def _kept_rows(store: ResultStore, task: Task, name: str) -> dict[int, dict[str,
         return {}
     frame = frame.filter((pl.col("inputs_hash") == task.inputs_hash)
                          & pl.col("replication").is_between(task.replication, task.last))
-    return {int(row["replication"]): {k: v for k, v in row.items() if k in SCHEMA_COLUMNS}
+    return {int(row["replication"]): {k: row.get(k) for k in SCHEMA_COLUMNS}
             for row in frame.to_dicts()}
 
 

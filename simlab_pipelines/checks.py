@@ -83,19 +83,25 @@ def experiment_checks(spec: ExperimentSpec) -> list[dg.AssetChecksDefinition]:
                                  "bias_p_value", "at_boundary"], dg.AssetCheckSeverity.WARN)
 
         checks.append(warmup_long_enough)
+    if spec.series_interval is not None or spec.doubling_sample:
+        how = ("recorded state keeps growing over the run (last quarter against the third" if
+               spec.series_interval is not None else
+               f"level metrics keep growing with the run's length (the first "
+               f"{spec.doubling_sample} replications run again at twice the horizon")
 
         @dg.asset_check(asset=summary_key(name), name="steady_state",
-                        description="No configuration's recorded state keeps growing over the "
-                                    "run (last quarter against the third, one-sided paired t at "
-                                    "1 % and at least 5 % growth): a growing one has no steady "
-                                    "state, and its means measure only the run's length.")
+                        description=f"No configuration's {how}, one-sided paired t at 1 % and "
+                                    "at least 5 % growth): a growing one has no steady state, "
+                                    "and its means measure only the run's length.")
         def steady_state(simlab: SimlabStorage) -> dg.AssetCheckResult:
             return _table_check(simlab.duckdb_path, name, "steady_state", "NOT growing",
-                                ["config_key", "series", "third_quarter_mean",
-                                 "last_quarter_mean", "relative_growth", "p_value"],
+                                ["config_key", "test", "series", "metric", "third_quarter_mean",
+                                 "last_quarter_mean", "horizon_mean", "double_horizon_mean",
+                                 "relative_growth", "p_value"],
                                 dg.AssetCheckSeverity.WARN,
                                 empty="not tested: no series long enough for the trend test "
-                                      "(8 batch means after the warm-up at least)")
+                                      "(8 batch means after the warm-up at least) and no level "
+                                      "metric run at twice the horizon")
 
         checks.append(steady_state)
     if spec.check_theory:

@@ -50,7 +50,8 @@ MANIFEST_NAME = ".simlab-manifest.parquet"
 LOCK_NAME = ".simlab-manifest.lock"
 RUNS_DIR = ".simlab-runs"  # hidden: the listing of result files skips it
 # Bump when the rows' meaning changes (columns of the replication files): old manifests are ignored.
-MANIFEST_VERSION = 2  # 2: rows name their file (``_file``): a block file holds several
+MANIFEST_VERSION = 3  # 2: rows name their file (``_file``): a block file holds several;
+# 3: rows hold ``double_horizon`` (the steady-state check's run at twice the horizon)
 # A temporary file this old was left by a killed writer (a live one renames it within moments).
 STALE_TEMPORARY_SECONDS = 3600
 _IDENTITY = ["_file_size", "_file_mtime_ns", "_file_inode"]

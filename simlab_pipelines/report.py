@@ -117,23 +117,37 @@ def _search_sections(result: Analysis) -> list[tuple[str, str]]:
 
 
 def _steady_state(trends) -> list[tuple[str, str]]:
-    """The trend test's table (with recorded series): which configurations keep growing."""
+    """The steady-state tests' tables: which configurations keep growing, by the trend of their
+    recorded series or by their level metrics in a run twice as long."""
     if not trends:
         return []
     from simlab_pipelines.analysis.report import html_table
-    from simlab_pipelines.analysis.stationarity import ALPHA, MIN_GROWTH
+    from simlab_pipelines.analysis.stationarity import ALPHA, DOUBLING, MIN_GROWTH
 
-    frame = pl.DataFrame([{"configuration": t.config_key, "series": t.series,
-                           "third quarter": t.third_quarter_mean,
-                           "last quarter": t.last_quarter_mean,
-                           "growth": t.relative_growth, "p-value": t.p_value,
-                           "steady state": "no: keeps growing" if t.growing else "yes"}
-                          for t in trends])
-    intro = (f"<p>Each recorded series' mean over the last quarter of the run against the third "
-             f"(one-sided paired t over replications): a configuration keeps growing, and has "
-             f"no steady state, when p &lt; {ALPHA:g} and the growth is at least "
-             f"{MIN_GROWTH:.0%}.</p>")
-    return [("Steady state (trend test)", intro + html_table(frame, drop_constant=False))]
+    rule = (f"a configuration keeps growing, and has no steady state, when p &lt; {ALPHA:g} and "
+            f"the growth is at least {MIN_GROWTH:.0%}.")
+    sections = []
+    for test, title, columns, intro in (
+            ("trend", "Steady state (trend test)", ("series", "third quarter", "last quarter"),
+             "Each recorded series' mean over the last quarter of the run against the third "
+             "(one-sided paired t over replications): "),
+            (DOUBLING, "Steady state (horizon doubled)",
+             ("metric", "at the horizon", "at twice the horizon"),
+             "A sample of replications run again at twice the horizon with the same random "
+             "numbers; each level metric's value there against the same replication's "
+             "(one-sided paired t): ")):
+        rows = [t for t in trends if t.test == test]
+        if not rows:
+            continue
+        frame = pl.DataFrame([{"configuration": t.config_key, columns[0]: t.series,
+                               columns[1]: t.before, columns[2]: t.after,
+                               "replications": t.replications,
+                               "growth": t.relative_growth, "p-value": t.p_value,
+                               "steady state": "no: keeps growing" if t.growing else "yes"}
+                              for t in rows])
+        sections.append((title, f"<p>{intro}{rule}</p>" + html_table(frame,
+                                                                     drop_constant=False)))
+    return sections
 
 
 def _constraints(stats, spec, configurations: dict) -> list[tuple[str, str]]:

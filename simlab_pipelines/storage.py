@@ -42,13 +42,16 @@ SCHEMA_COLUMNS = (
     "spawn_key",
     "horizon", "warmup", "engine_version", "code_version", "dagster_run_id", "partition_key",
     "trace_id", "span_id", "started_at", "wall_seconds", "events", "metrics", "series",
+    "double_horizon",
 )
 
 
 def replication_row(*, experiment: str, config_key: str, partition_key: str, result: Mapping,
                     code_version: str, run_id: str, trace_id: str, span_id: str,
-                    started_at: datetime, inputs_hash: str) -> dict[str, Any]:
-    """The row stored for one simulation (``result`` is ``SimulationResult.to_dict()``)."""
+                    started_at: datetime, inputs_hash: str,
+                    double_horizon: str | None = None) -> dict[str, Any]:
+    """The row stored for one simulation (``result`` is ``SimulationResult.to_dict()``;
+    ``double_horizon``: the JSON of its run at twice the horizon, batch.doubled_run)."""
     return {
         "experiment": experiment,
         "config_key": config_key,
@@ -73,6 +76,9 @@ def replication_row(*, experiment: str, config_key: str, partition_key: str, res
         # The time series (batch means from time 0), when recorded: JSON, so that every file has
         # the same schema whether or not the experiment records series.
         "series": json.dumps(result["series"], sort_keys=True) if result.get("series") else None,
+        # The same replication at twice the horizon, for the steady-state check of a model that
+        # records no series (a sample's replications only): {"horizon", "metrics" or "error"}.
+        "double_horizon": double_horizon,
     }
 
 
@@ -215,7 +221,8 @@ def rows_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     table = _arrow_table(rows)
     if table is not None:
         return pl.from_arrow(table)
-    return pl.DataFrame([dict(row) for row in rows], schema_overrides={"series": pl.String},
+    return pl.DataFrame([dict(row) for row in rows], schema_overrides={"series": pl.String,
+                                                                  "double_horizon": pl.String},
                         infer_schema_length=None)
 
 

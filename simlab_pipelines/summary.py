@@ -75,6 +75,10 @@ READ_CHUNK = 2_000  # replication files per read_parquet call
 PUBLISHED_DATABASE = "_summary/simlab.duckdb"
 SERIES_SCHEMA = {"experiment": pl.String, "config_key": pl.String, "replication": pl.Int64,
                  "series": pl.String, "index": pl.Int64, "value": pl.Float64}
+# The steady-state check's runs at twice the horizon (``double_horizon`` of a result row): a
+# metric's value per replication, or (metric null) why the run failed.
+DOUBLED_SCHEMA = {"config_key": pl.String, "replication": pl.Int64, "metric": pl.String,
+                  "value": pl.Float64, "error": pl.String}
 OBSERVATION_SCHEMA = {"experiment": pl.String, "config_key": pl.String, "replication": pl.Int64,
                       "metric": pl.String, "value": pl.Float64}
 
@@ -335,6 +339,24 @@ def series_frame(replications: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SERIES_SCHEMA)
 
 
+def doubled_frame(replications: pl.DataFrame) -> pl.DataFrame:
+    """Long format of the runs at twice the horizon (``DOUBLED_SCHEMA``): one row per
+    (config_key, replication, metric), or one with the error of a run that failed."""
+    rows: dict[str, list] = {name: [] for name in DOUBLED_SCHEMA}
+    if "double_horizon" in replications.columns:
+        for key, replication, text in replications.select(
+                "config_key", "replication", "double_horizon").drop_nulls().iter_rows():
+            record = json.loads(text)
+            values = record.get("metrics") or {None: None}
+            for metric, value in values.items():
+                rows["config_key"].append(key)
+                rows["replication"].append(replication)
+                rows["metric"].append(metric)
+                rows["value"].append(value)
+                rows["error"].append(record.get("error"))
+    return pl.DataFrame(rows, schema=DOUBLED_SCHEMA)
+
+
 def current_configurations(spec: ExperimentSpec, store: ResultStore) -> list[Configuration]:
     """The experiment's configurations now: the file's, or a search's proposals replayed from
     its current results (what a run needs to find its keys' parameters)."""
@@ -426,8 +448,10 @@ def _replication_limit(frame: pl.DataFrame, targets: Mapping[str, plan.Target]) 
         pl.col("replication") < pl.col("_limit")).drop("_limit")
 
 
-def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> Analysis:
-    """Targets, intervals, comparisons, selection, answer and warm-up of one experiment."""
+def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame,
+            doubled: pl.DataFrame | None = None) -> Analysis:
+    """Targets, intervals, comparisons, selection, answer, warm-up and steady state of one
+    experiment (``doubled``: ``doubled_frame``, the runs at twice the horizon)."""
     from simlab_pipelines.analysis import analyse_experiment
 
     targets = plan.replication_targets(spec, obs)
@@ -441,6 +465,8 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         raise ValueError(f"experiment {spec.name!r}: no replication results yet")
     missing = _missing(targets, obs)
     trends = _trends(spec, series)
+    doubling, doubling_notes = _doubling(spec, obs, doubled)
+    trends += doubling
     result = analyse_experiment(
         obs, experiment=spec.name, baseline=spec.baseline_key, confidence=spec.confidence,
         objective_metric=objective.metric if objective else None,
@@ -451,14 +477,16 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame) -> An
         units=spec.units(), tradeoffs=headline_responses(spec),
         cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
         compare_pairs=spec.design is None, constraints=_limits(spec),
-        descriptions=descriptions(spec), missing=missing, unstable=_growing(trends),
+        descriptions=descriptions(spec), missing=missing, unstable=_growing(spec, trends),
         precision=_precision_words(spec), parameter_units=spec.parameter_units())
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
-    notes += [f"{t.config_key}: no steady state: the {t.words()} keeps growing "
-              f"(p = {t.p_value:.2g}); its results depend on the run's length" if t.p_value
-              is not None else f"{t.config_key}: no steady state: the {t.words()} keeps growing"
+    names = descriptions(spec)
+    notes += [f"{t.config_key}: no steady state: the {t.words(names.get(t.series))} keeps "
+              f"growing" + (f" (p = {t.p_value:.2g}); its results depend on the run's length"
+                            if t.p_value is not None else "")
               for t in trends if t.growing]
+    notes += doubling_notes
     notes += _precision_notes(spec, targets)
     notes += undefined_notes(result.summary)
     sensitivity = _sensitivity(spec, obs)
@@ -530,12 +558,42 @@ def _trends(spec: ExperimentSpec, series: pl.DataFrame) -> list["Trend"]:
     return trends_by_configuration(rows, spec.series_interval, spec.resolved_warmup)
 
 
-def _growing(trends: list["Trend"]) -> dict[str, str]:
+def _doubling(spec: ExperimentSpec, obs: pl.DataFrame, doubled: pl.DataFrame | None
+              ) -> tuple[list["Trend"], list[str]]:
+    """The horizon-doubling test of every level metric per configuration (the replications run
+    at twice the horizon against the same ones at the horizon), and a note for every
+    configuration where such a run failed."""
+    if doubled is None or doubled.is_empty() or obs.is_empty():
+        return [], []
+    from simlab_pipelines.analysis.stationarity import ALPHA, doubling_test
+
+    notes = [f"{key}: the steady-state check's run at twice the horizon failed for {n} "
+             f"replication(s), left out of it: {error}"
+             for key, n, error in doubled.filter(pl.col("metric").is_null())
+             .group_by("config_key").agg(pl.len(), pl.col("error").first())
+             .sort("config_key").iter_rows()]
+    pairs = obs.filter(pl.col("metric").is_in(spec.level_metrics)).join(
+        doubled.drop_nulls("metric").select("config_key", "replication", "metric",
+                                            pl.col("value").alias("doubled")),
+        on=["config_key", "replication", "metric"], how="inner")
+    tested = dict(pairs.group_by("config_key").agg(pl.col("metric").n_unique()).iter_rows())
+    trends = []
+    for (key, metric), group in sorted(pairs.group_by("config_key", "metric"),
+                                       key=lambda item: item[0]):
+        group = group.sort("replication")
+        trend = doubling_test(group["value"].to_numpy(), group["doubled"].to_numpy(),
+                              config_key=key, metric=metric, alpha=ALPHA / tested[key])
+        if trend is not None:
+            trends.append(trend)
+    return trends, notes
+
+
+def _growing(spec: ExperimentSpec, trends: list["Trend"]) -> dict[str, str]:
     if not any(t.growing for t in trends):
         return {}
     from simlab_pipelines.analysis.stationarity import growing
 
-    return growing(trends)
+    return growing(trends, descriptions(spec))
 
 
 def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> "Sensitivity | None":
@@ -667,17 +725,30 @@ def _warmup_table(spec: ExperimentSpec, warmups: list[Warmup]) -> pl.DataFrame:
 
 
 def _steady_state_table(spec: ExperimentSpec, trends: list["Trend"]) -> pl.DataFrame:
-    """One row per configuration and recorded series: the trend test (analysis.stationarity)."""
-    schema = {"experiment": pl.String, "config_key": pl.String, "series": pl.String,
-              "replications": pl.Int64, "third_quarter_mean": pl.Float64,
-              "last_quarter_mean": pl.Float64, "relative_growth": pl.Float64,
-              "p_value": pl.Float64, "growing": pl.Boolean}
-    return pl.DataFrame([{"experiment": spec.name, "config_key": t.config_key,
-                          "series": t.series, "replications": t.replications,
-                          "third_quarter_mean": t.third_quarter_mean,
-                          "last_quarter_mean": t.last_quarter_mean,
-                          "relative_growth": t.relative_growth, "p_value": t.p_value,
-                          "growing": t.growing} for t in trends], schema=schema)
+    """One row per configuration and recorded series (the trend test: ``test = 'trend'``, the
+    third and last quarters' means) or level metric (``'horizon_doubling'``: its means at the
+    horizon and at twice it); analysis.stationarity."""
+    from simlab_pipelines.analysis.stationarity import DOUBLING
+
+    schema = {"experiment": pl.String, "config_key": pl.String, "test": pl.String,
+              "series": pl.String, "metric": pl.String, "replications": pl.Int64,
+              "third_quarter_mean": pl.Float64, "last_quarter_mean": pl.Float64,
+              "horizon_mean": pl.Float64, "double_horizon_mean": pl.Float64,
+              "relative_growth": pl.Float64, "p_value": pl.Float64, "growing": pl.Boolean}
+    rows = []
+    for t in trends:
+        doubling = t.test == DOUBLING
+        rows.append({"experiment": spec.name, "config_key": t.config_key, "test": t.test,
+                     "series": None if doubling else t.series,
+                     "metric": t.series if doubling else None,
+                     "replications": t.replications,
+                     "third_quarter_mean": None if doubling else t.before,
+                     "last_quarter_mean": None if doubling else t.after,
+                     "horizon_mean": t.before if doubling else None,
+                     "double_horizon_mean": t.after if doubling else None,
+                     "relative_growth": t.relative_growth, "p_value": t.p_value,
+                     "growing": t.growing})
+    return pl.DataFrame(rows, schema=schema)
 
 
 _ANSWERS_SCHEMA = {"experiment": pl.String, "metric": pl.String, "direction": pl.String,
@@ -738,10 +809,10 @@ def summarise(spec: ExperimentSpec, store: ResultStore,
               replications: pl.DataFrame | None = None) -> Summary:
     """Read (unless given) an experiment's replication files and compute its tables."""
     reps = read_replications(spec, store) if replications is None else replications
-    result = analyse(spec, observations(reps, spec), series_frame(reps))
+    result = analyse(spec, observations(reps, spec), series_frame(reps), doubled_frame(reps))
     reps, obs, series = _replication_limit(reps, result.targets), result.observations, result.series
     tables = _spec_tables(spec, result.configurations)
-    tables["replications"] = reps.drop("metrics", "series", strict=False)
+    tables["replications"] = reps.drop("metrics", "series", "double_horizon", strict=False)
     tables["observations"] = obs
     tables["series"] = series
     tables["summary"] = result.statistics.summary

@@ -198,7 +198,7 @@ def test_without_an_objective_the_answer_is_what_differs_from_today():
     # a configuration without a steady state gets no numbers here either
     unstable = analyse_experiment(obs, experiment="exp", baseline=TODAY,
                                   configurations=RESTAURANT, units=UNITS, tradeoffs=["visit"],
-                                  unstable={"tables-8_waiters-3": "number in system"})
+                                  unstable={"tables-8_waiters-3": GROWS})
     assert ("\n- waiters 2 → 3 (8 tables, 3 waiters): no steady state, so its numbers depend "
             "only on how long you simulate\n") in unstable.answer
 
@@ -220,8 +220,11 @@ def test_configurations_without_results_are_named_and_the_answer_is_about_the_re
     assert "- 9 tables, 3 waiters" not in first
 
 
+GROWS = "the number in system keeps growing over the run, without bound"  # stationarity.growing
+
+
 def test_an_unstable_configuration_gets_a_warning_and_no_numbers():
-    result = _restaurant(unstable={"tables-8_waiters-3": "number in system"})
+    result = _restaurant(unstable={"tables-8_waiters-3": GROWS})
     first = result.answer.split("\n\n")[0]
     assert ("8 tables, 3 waiters: demand exceeds capacity: the number in system keeps growing "
             "over the run, without bound, so its profit depends only on how long you simulate."
@@ -232,7 +235,7 @@ def test_an_unstable_configuration_gets_a_warning_and_no_numbers():
 
 def test_an_unstable_configurations_cost_of_parameters_is_not_said_to_depend_on_the_run():
     result = _restaurant(objective_metric="cost", minimize=True,
-                         unstable={"tables-8_waiters-3": "number in system"})
+                         unstable={"tables-8_waiters-3": GROWS})
     first = result.answer.split("\n\n")[0]
     assert ("8 tables, 3 waiters: demand exceeds capacity: the number in system keeps growing "
             "over the run, without bound, so its results depend only on how long you "

@@ -74,12 +74,12 @@ BASE = {"name": "sim", "command": ["./sim", "{rate}"], "version": "1",
     ({"metrics": {"mean_wait": {"better": "smaller"}}}, "model.metrics.mean_wait.better",
      "'lower' or 'higher', got 'smaller'"),
     ({"metrics": {"mean_wait": {"units": "min"}}}, "model.metrics.mean_wait.units",
-     "unknown key 'units' (allowed: unit, better, description)"),
+     "unknown key 'units' (allowed: unit, better, kind, description)"),
     ({"metrics": {"mean_wait": {"unit": 5}}}, "model.metrics.mean_wait.unit",
      "non-empty string"),
     ({"metrics": {"mean_wait": "min"}}, "model.metrics.mean_wait", "expected a mapping"),
     ({"metrics": {"mean wait": {}}}, "model.metrics.mean wait", "must match"),
-    ({"metrics": {}}, "model.metrics", "or a mapping of name to {unit, better, description}"),
+    ({"metrics": {}}, "model.metrics", "or a mapping of name to {unit, better, kind, description}"),
     ({"metrics": {"value": {"unit": "s"}}}, "model.metrics.value", "a column of the results'"),
     ({"parameters": {"rate": {"type": "float", "unit": ""}}}, "model.parameters.rate.unit",
      "unit must be a non-empty string"),
@@ -106,7 +106,8 @@ def test_a_commands_metrics_may_declare_units_better_and_descriptions():
     assert descriptions(spec)["mean_wait"] == "mean wait for a server"
     model = spec.resolved_model
     assert list(model.metrics) == ["mean_wait", "utilisation", "served"]
-    assert model.metrics["served"] == "reported by ./sim"
+    assert model.metrics["served"] == "(reported by ./sim)"
+    assert "served" not in descriptions(spec)  # the answers call it "served", not the command
     # how a metric is read is not what is simulated: the results stay current
     listed = parse_experiment({"name": "e", "model": {**BASE, "metrics": list(declared["metrics"])},
                                "seed": 1, "replications": 2, "horizon": 10,

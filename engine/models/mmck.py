@@ -159,4 +159,5 @@ MODEL = Model(
     check=_check,
     units=UNITS,
     better=BETTER,
+    kinds={"customers_served": "total"},  # a count over the run; the other metrics are levels
 )

@@ -198,4 +198,5 @@ MODEL = Model(
     default_warmup=60.0,
     units=UNITS,
     better=BETTER,
+    kinds={"parties_served": "total", "parties_lost": "total"},  # counts over the day
 )

@@ -34,7 +34,7 @@ def missing_text(missing: Mapping[str, tuple[int, int]], words: Words) -> str | 
 def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None) -> str | None:
     """``1 doctor: demand exceeds capacity: the number in system keeps growing ...`` for
     configurations whose state keeps growing over the run (``unstable``: config_key -> what
-    grows, in words); configurations where the same grows share one sentence."""
+    shows it, in words: ``stationarity.growing``); configurations alike share one sentence."""
     if not unstable:
         return None
     groups: dict[str, list[str]] = {}
@@ -45,9 +45,8 @@ def unstable_text(unstable: Mapping[str, str], words: Words, metric: str | None)
         whose = "its" if len(names) == 1 else "their"
         what = f"{whose} {words.name(metric)}" if metric else f"{whose} results"
         verb = "depends" if metric else "depend"
-        sentences.append(capital(f"{'; '.join(names)}: demand exceeds capacity: the {grows} "
-                                  f"keeps growing over the run, without bound, so {what} {verb} "
-                                  "only on how long you simulate."))
+        sentences.append(capital(f"{'; '.join(names)}: demand exceeds capacity: {grows}, so "
+                                  f"{what} {verb} only on how long you simulate."))
     return " ".join(sentences)
 
 

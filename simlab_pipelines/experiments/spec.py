@@ -37,6 +37,11 @@ from simlab_pipelines.experiments.search import (
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # Asset groups of our own: an experiment by that name would collide with them in the UI.
 RESERVED_NAMES = frozenset({"rejected_experiments"})
+# The horizon-doubling steady-state check: replications per configuration run again at twice the
+# horizon under ``horizon_doubling: auto`` (three: a paired t test with 2 degrees of freedom, which
+# an unbounded queue's growth clears by far; ``analysis/stationarity.py``), and at most.
+DOUBLING_SAMPLE = 3
+MAX_DOUBLING = 1000
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0  # a week: beyond it a simulation is not a replication
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -91,6 +96,9 @@ class ExperimentSpec(BaseModel):
     # Replications per partition: blocks keep an experiment within Dagster's recommended
     # 100,000 partitions per asset (experiments/scale.py); results do not depend on it.
     replications_per_partition: int | str = "auto"
+    # Replications per configuration run again at twice the horizon for the steady-state check
+    # of a model that records no series (analysis/stationarity.py); auto: DOUBLING_SAMPLE then.
+    horizon_doubling: int | str = "auto"
     compare_all_pairs: bool = False  # comparisons between every pair, not only to the baseline
     check_theory: bool = False  # mmck only: the agrees_with_theory check on the summary
     # Wall-time limit of one simulation (seconds); then it fails its partition only.
@@ -144,6 +152,14 @@ class ExperimentSpec(BaseModel):
         raise ValueError(f"replications_per_partition must be auto or a whole number from 1 to "
                          f"{MAX_REPLICATIONS:,} (got {value!r})")
 
+    @field_validator("horizon_doubling")
+    @classmethod
+    def _doubling(cls, value: int | str) -> int | str:
+        if value == "auto" or (isinstance(value, int) and 0 <= value <= MAX_DOUBLING):
+            return value
+        raise ValueError(f"must be auto, 0 (no check) or a number of replications from 1 to "
+                         f"{MAX_DOUBLING} (got {value!r})")
+
     @field_validator("model", mode="plain")
     @classmethod
     def _model_kind(cls, value: Any) -> Any:
@@ -160,6 +176,14 @@ class ExperimentSpec(BaseModel):
             self._canonical.pop("responses", None)
         if self.replications_per_partition == "auto":  # likewise files that leave it
             self._canonical.pop("replications_per_partition", None)
+        if self.horizon_doubling == "auto":
+            self._canonical.pop("horizon_doubling", None)
+        elif self.horizon_doubling and not self.level_metrics:
+            raise ValueError(
+                f"horizon_doubling: {self.horizon_doubling} asks for the steady-state check, but "
+                f"none of the metrics of model {self.model_name!r} is a level (a mean, rate or "
+                "share); "
+                "declare `kind: level` on the ones that are, or set horizon_doubling: 0")
         if self.constraints:  # likewise files without constraints
             self._canonical["constraints"] = canonical_constraints(self.constraints)
         else:
@@ -243,6 +267,8 @@ class ExperimentSpec(BaseModel):
                   "warmup": self.resolved_warmup, "crn": self.common_random_numbers,
                   "series_interval": self.series_interval,
                   "parameters": self._canonical.get("parameters", {})}
+        if self.doubling_sample:  # (absent without it: those experiments' results stay current)
+            shared["horizon_doubling"] = self.doubling_sample
         return hashlib.sha256(canonical_json(shared).encode("utf-8")).hexdigest()
 
     def inputs_hash(self, config: Configuration) -> str:
@@ -283,6 +309,26 @@ class ExperimentSpec(BaseModel):
         """The replications' code version: ``engine-<version>`` for a built-in model,
         ``model-<name>-<version>`` for a plug-in (which a built-in's change never makes stale)."""
         return self._model.code_version
+
+    @property
+    def level_metrics(self) -> tuple[str, ...]:
+        """The model's metrics that measure a level (a mean, rate or share), declared or
+        inferred (``engine.models.base.metric_kind``): the horizon-doubling check tests these."""
+        model = self.resolved_model
+        return tuple(m for m in model.metrics if model.kind(m) == "level")
+
+    @property
+    def doubling_sample(self) -> int:
+        """Replications per configuration (0 .. n-1) also run at twice the horizon for the
+        steady-state check: the file's ``horizon_doubling``, or under ``auto``
+        ``DOUBLING_SAMPLE`` when the model declares no series (one that does is checked by the
+        trend of its series when the file sets ``series_interval``) and some metric is a level;
+        else 0. Never more than the replications."""
+        if isinstance(self.horizon_doubling, int):
+            return min(self.horizon_doubling, self.replications)
+        if self.resolved_model.series or not self.level_metrics:
+            return 0
+        return min(DOUBLING_SAMPLE, self.replications)
 
     @property
     def max_replications(self) -> int:
