@@ -6,7 +6,9 @@ A result is stale when its inputs hash (``ExperimentSpec.inputs_hash``) is not t
 configuration has now; each stale file is compared field by field with what the spec would give
 it: the code version (a plug-in's model version, the engine's for a built-in), the model, seed,
 horizon, warm-up and parameters. What the file does not record (common random numbers, the
-series interval, a command's declaration) is named together when nothing recorded differs.
+series interval, a command's declaration) is named together when nothing recorded differs, but
+for the steady-state check's sample at twice the horizon (``horizon_doubling``), which a sampled
+replication's file shows by holding that run or not.
 """
 
 import json
@@ -35,9 +37,11 @@ def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _changes(row: dict[str, Any], spec: ExperimentSpec, params: dict[str, Any]) -> str:
-    """What differs between a stale file's recorded inputs and its configuration's now."""
-    changes = []
+def _changes(row: dict[str, Any], spec: ExperimentSpec, params: dict[str, Any],
+             doubling: str | None = None) -> str:
+    """What differs between a stale file's recorded inputs and its configuration's now
+    (``doubling``: how its configuration's sample at twice the horizon changed, if it did)."""
+    changes = [doubling] if doubling else []
     if row.get("code_version") and row["code_version"] != spec.code_version:
         changes.append(_version_change(row["code_version"], spec.code_version))
     if row.get("model") and row["model"] != spec.model_name:
@@ -77,7 +81,7 @@ def stale_reasons(spec: ExperimentSpec, store: ResultStore) -> list[str]:
     # As planning reads them (the runs' fragments and the manifest, no stat of every file):
     # a sweep with nothing to do reads no more than that.
     frame = landed_rows(spec, store, ["code_version", "model", "seed_entropy", "horizon",
-                                      "warmup", "params", "inputs_hash"])
+                                      "warmup", "params", "inputs_hash", "double_horizon"])
     if frame.is_empty() or "inputs_hash" not in frame.columns:
         return []
     configurations = {c.key: c for c in spec.configurations_list()}
@@ -88,8 +92,27 @@ def stale_reasons(spec: ExperimentSpec, store: ResultStore) -> list[str]:
                            "warmup", "params", "inputs_hash") if c in frame.columns]
     stale = frame.select(columns).join(expected, on="config_key", how="inner").filter(
         pl.col("inputs_hash") != pl.col("_expected"))
+    doubling = _doubling_changes(spec, frame.join(expected, on="config_key", how="inner")
+                                 .filter(pl.col("inputs_hash") != pl.col("_expected")))
     counts: Counter[str] = Counter()
     for row in stale.drop("_expected").iter_rows(named=True):
-        counts[_changes(row, spec, configurations[row["config_key"]].params)] += 1
+        counts[_changes(row, spec, configurations[row["config_key"]].params,
+                        doubling.get(row["config_key"]))] += 1
     return [f"{change}: {n} result{'s are' if n != 1 else ' is'} stale"
             for change, n in counts.most_common()]
+
+
+def _doubling_changes(spec: ExperimentSpec, stale: pl.DataFrame) -> dict[str, str]:
+    """config_key -> ``steady-state sample at twice the horizon added`` (or ``removed``) where a
+    stale file of one of the first ``horizon_doubling`` replications shows the other setting."""
+    if "double_horizon" not in stale.columns or "replication" not in stale.columns:
+        return {}
+    sample = spec.doubling_sample
+    sampled = stale.filter(pl.col("replication") < max(sample, 1))
+    if sample:  # now on: a sampled file without that run was made without it
+        changed = sampled.filter(pl.col("double_horizon").is_null())
+        what = "steady-state check's runs at twice the horizon added (horizon_doubling)"
+    else:
+        changed = sampled.filter(pl.col("double_horizon").is_not_null())
+        what = "steady-state check's runs at twice the horizon dropped (horizon_doubling: 0)"
+    return dict.fromkeys(changed["config_key"].unique().to_list(), what)
