@@ -676,10 +676,14 @@ def _casualties(tasks: Sequence[Task], todo: Sequence[int], board: Board,
     codes = {pid: process.exitcode for pid, process in list(processes.items())}
     if len(codes) > 1 and set(codes.values()) == {UNKNOWN_STATUS}:
         return  # the fork server, which reports the workers' statuses, is gone: none is known
+    # A worker the pool stopped is sometimes reported with the unknown status instead of
+    # -SIGTERM; while another worker's death is known, it is not blamed (its partition runs again,
+    # and fails alone next time if it was its own death after all).
+    explained = any(c not in (None, UNKNOWN_STATUS, -signal.SIGTERM) for c in codes.values())
     for index in todo:
         pid = board.marks[index]
         code = codes.get(pid) if pid > 0 else None
-        if code is None or code == -signal.SIGTERM:
+        if code is None or code == -signal.SIGTERM or (code == UNKNOWN_STATUS and explained):
             continue  # not started, done (its outcome lost with the pool), or stopped by the pool
         death = _death(pid, code)
         yield index, Outcome(tasks[index], None, None,
