@@ -176,6 +176,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
     if plan.is_search(spec):  # a search's proposals: read from their keys, else replayed
         configs = _search_configurations(spec, storage, context.partition_keys)
     hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
+    doubling = spec.doubling_sample  # (reads every metric's kind: once a run, not a partition)
     tasks = []
     for key in context.partition_keys if keys is None else keys:
         config_key, replication, last = split_block(key)
@@ -197,7 +198,7 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
             results_uri=storage.results_uri, traceparent=traceparent, model_ref=spec.model_ref,
             timeout_seconds=spec.timeout_seconds,
             last_replication=last if last != replication else None,
-            horizon_doubling=spec.doubling_sample,
+            horizon_doubling=doubling,
         ))
     return tasks
 

@@ -122,13 +122,13 @@ def _steady_state(trends) -> list[tuple[str, str]]:
     if not trends:
         return []
     from simlab_pipelines.analysis.report import html_table
-    from simlab_pipelines.analysis.stationarity import ALPHA, DOUBLING, MIN_GROWTH
+    from simlab_pipelines.analysis.stationarity import ALPHA, DOUBLING, MIN_GROWTH, TREND
 
     rule = (f"a configuration keeps growing, and has no steady state, when p &lt; {ALPHA:g} and "
             f"the growth is at least {MIN_GROWTH:.0%}.")
     sections = []
     for test, title, columns, intro in (
-            ("trend", "Steady state (trend test)", ("series", "third quarter", "last quarter"),
+            (TREND, "Steady state (trend test)", ("series", "third quarter", "last quarter"),
              "Each recorded series' mean over the last quarter of the run against the third "
              "(one-sided paired t over replications): "),
             (DOUBLING, "Steady state (horizon doubled)",

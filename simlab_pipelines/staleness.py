@@ -88,12 +88,12 @@ def stale_reasons(spec: ExperimentSpec, store: ResultStore) -> list[str]:
     expected = pl.DataFrame({"config_key": list(configurations),
                              "_expected": [spec.inputs_hash(c) for c in configurations.values()]},
                             schema={"config_key": pl.String, "_expected": pl.String})
-    columns = [c for c in ("config_key", "code_version", "model", "seed_entropy", "horizon",
-                           "warmup", "params", "inputs_hash") if c in frame.columns]
+    columns = [c for c in ("config_key", "replication", "code_version", "model", "seed_entropy",
+                           "horizon", "warmup", "params", "inputs_hash", "double_horizon")
+               if c in frame.columns]
     stale = frame.select(columns).join(expected, on="config_key", how="inner").filter(
         pl.col("inputs_hash") != pl.col("_expected"))
-    doubling = _doubling_changes(spec, frame.join(expected, on="config_key", how="inner")
-                                 .filter(pl.col("inputs_hash") != pl.col("_expected")))
+    doubling = _doubling_changes(spec, stale)
     counts: Counter[str] = Counter()
     for row in stale.drop("_expected").iter_rows(named=True):
         counts[_changes(row, spec, configurations[row["config_key"]].params,

@@ -467,6 +467,7 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame,
     trends = _trends(spec, series)
     doubling, doubling_notes = _doubling(spec, obs, doubled)
     trends += doubling
+    names = descriptions(spec)
     result = analyse_experiment(
         obs, experiment=spec.name, baseline=spec.baseline_key, confidence=spec.confidence,
         objective_metric=objective.metric if objective else None,
@@ -477,11 +478,10 @@ def analyse(spec: ExperimentSpec, obs: pl.DataFrame, series: pl.DataFrame,
         units=spec.units(), tradeoffs=headline_responses(spec),
         cost_metric=COST_RESPONSE if COST_RESPONSE in spec.responses else None,
         compare_pairs=spec.design is None, constraints=_limits(spec),
-        descriptions=descriptions(spec), missing=missing, unstable=_growing(spec, trends),
+        descriptions=names, missing=missing, unstable=_growing(trends, names),
         precision=_precision_words(spec), parameter_units=spec.parameter_units())
     warmups = _warmups(spec, series)
     notes = [w.suggestion.warning for w in warmups if w.suggestion.warning]
-    names = descriptions(spec)
     notes += [f"{t.config_key}: no steady state: the {t.words(names.get(t.series))} keeps "
               f"growing" + (f" (p = {t.p_value:.2g}); its results depend on the run's length"
                             if t.p_value is not None else "")
@@ -588,12 +588,12 @@ def _doubling(spec: ExperimentSpec, obs: pl.DataFrame, doubled: pl.DataFrame | N
     return trends, notes
 
 
-def _growing(spec: ExperimentSpec, trends: list["Trend"]) -> dict[str, str]:
+def _growing(trends: list["Trend"], names: Mapping[str, str]) -> dict[str, str]:
     if not any(t.growing for t in trends):
         return {}
     from simlab_pipelines.analysis.stationarity import growing
 
-    return growing(trends, descriptions(spec))
+    return growing(trends, names)
 
 
 def _sensitivity(spec: ExperimentSpec, obs: pl.DataFrame) -> "Sensitivity | None":

@@ -182,8 +182,7 @@ class ExperimentSpec(BaseModel):
             raise ValueError(
                 f"horizon_doubling: {self.horizon_doubling} asks for the steady-state check, but "
                 f"none of the metrics of model {self.model_name!r} is a level (a mean, rate or "
-                "share); "
-                "declare `kind: level` on the ones that are, or set horizon_doubling: 0")
+                "share); declare `kind: level` on the ones that are, or set horizon_doubling: 0")
         if self.constraints:  # likewise files without constraints
             self._canonical["constraints"] = canonical_constraints(self.constraints)
         else:
