@@ -85,7 +85,8 @@ class BadLimit(ValueError):
     """A limit DuckDB does not accept (the message says which and why)."""
 
 
-def _read_only(db_path: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def read_only(db_path: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the DuckDB file (the query commands' and the sweep's tables)."""
     if not Path(db_path).exists():
         raise FileNotFoundError(f"no DuckDB file at {db_path}: run a sweep first "
                                 "(or set SIMLAB_DUCKDB_PATH)")
@@ -110,7 +111,7 @@ def _read_only(db_path: Path, memory_limit: str | None = None) -> duckdb.DuckDBP
 
 def query(sql: str, db_path: Path, parameters: list | None = None) -> tuple[list[str], list[tuple]]:
     """Run one statement ``sql`` read-only against the DuckDB file; return column names and rows."""
-    con = _read_only(db_path)
+    con = read_only(db_path)
     try:
         cursor = con.execute(sql, parameters) if parameters else con.execute(sql)
         if cursor is None or not cursor.description:  # no statement, or one without rows
@@ -140,7 +141,7 @@ def query_statements(sql: str, db_path: Path, limits: Limits | None = None
     finishing the query).
     """
     limits = limits or Limits()
-    con = _read_only(db_path, limits.memory_limit)
+    con = read_only(db_path, limits.memory_limit)
     try:
         try:
             statements = con.extract_statements(sql)

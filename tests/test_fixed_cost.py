@@ -151,3 +151,35 @@ def test_simlab_sweep_opens_one_instance_for_all_its_overlapping_runs(lab, monke
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records(dg.RunsFilter(job_name="tiny_mmck_replications"))
     assert len(records) == 4 and all(r.dagster_run.is_success for r in records)
+
+
+def test_the_sweeps_start_up_runs_without_collections_and_hands_its_objects_back(lab,
+                                                                                  monkeypatch):
+    """simlab sweep pauses the garbage collector for its imports and the instance, then freezes
+    what they made out of later collections (on while the runs go); afterwards the collector is
+    on and nothing is frozen, also when the sweep fails (a process running many commands must
+    not keep their garbage)."""
+    import gc
+
+    from click.testing import CliRunner
+
+    import simlab_pipelines.sweep as sweep_module
+    from simlab_pipelines.cli import main
+
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(sweep_module, "sweep", spy)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    result = CliRunner().invoke(main, ["sweep", str(lab / "experiments" / "tiny_mmck.yaml")])
+    assert isinstance(result.exception, RuntimeError), result.output
+    assert seen["enabled"] and seen["frozen"] > 10_000  # Dagster's, polars', the instance's...
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    bad = lab / "experiments" / "bad.yaml"
+    bad.write_text("name: bad\n")  # refused before the instance is opened
+    result = CliRunner().invoke(main, ["sweep", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert gc.isenabled() and gc.get_freeze_count() == 0

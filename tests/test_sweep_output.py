@@ -183,3 +183,40 @@ def test_a_rerun_with_nothing_to_do_still_shows_the_last_summarys_failed_checks(
     assert again.exit_code == 0 and "nothing to do" in again.output, again.output
     checks = [line for line in again.output.splitlines() if line.startswith("check ")]
     assert checks == ["check precision_reached (last summary): FAILED"], again.output
+
+
+def test_the_closing_tables_share_one_read_only_connection(tmp_path, monkeypatch):
+    """The closing tables read through one connection: rows of a table, nothing for a missing
+    table or file, and a file another process writes named rather than a traceback."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from simlab_pipelines import cli
+
+    path = tmp_path / "simlab.duckdb"
+    monkeypatch.setenv("SIMLAB_DUCKDB_PATH", str(path))
+    with cli._summary_reader() as rows:  # no file yet
+        assert rows("SELECT answer FROM answers WHERE experiment = ?", ["x"]) == ([], [])
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE answers AS SELECT 'x' AS experiment, 'Buy two.' AS answer")
+    with cli._summary_reader() as rows:
+        assert rows("SELECT answer FROM answers WHERE experiment = ?", ["x"]) == (
+            ["answer"], [("Buy two.",)])
+        assert rows("SELECT * FROM warmup WHERE experiment = ?", ["x"]) == ([], [])
+        with pytest.raises(duckdb.InvalidInputException):  # read-only: no writes through it
+            rows("DELETE FROM answers WHERE experiment = ?", ["x"])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('open', flush=True); time.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        with CliRunner().isolation() as (_out, err, _):
+            cli._print_outcome(None, {})
+            said = err.getvalue().decode()
+        assert "the summary is written but cannot be shown" in said
+        assert f"PID {writer.pid}" in said
+    finally:
+        writer.kill()
+        writer.wait()
