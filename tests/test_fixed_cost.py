@@ -183,3 +183,11 @@ def test_the_sweeps_start_up_runs_without_collections_and_hands_its_objects_back
     result = CliRunner().invoke(main, ["sweep", str(bad)])
     assert result.exit_code == 2, result.output
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_process_that_loads_the_definitions_freezes_them_out_of_full_collections(lab):
+    """A run's process (the daemon's, a Kubernetes run pod's, `dagster asset materialize`)
+    loads the definitions once: they and Dagster are frozen out of the collector's walks."""
+    frozen = _python("import gc, json; import simlab_pipelines.definitions; "
+                     "print(json.dumps([gc.isenabled(), gc.get_freeze_count()]))")
+    assert frozen[0] and frozen[1] > 100_000
