@@ -11,6 +11,7 @@ once its spec is materialised (``--select restaurant_staffing/spec``) or a senso
 Loading this module writes nothing to the instance: every process that runs a run imports it.
 """
 
+import atexit
 import gc
 from pathlib import Path
 
@@ -30,5 +31,8 @@ def load_definitions(directory: Path | None = None) -> dg.Definitions:
 defs = load_definitions()
 # What a process has loaded by now (Dagster, the definitions) lives as long as it: frozen out of
 # the garbage collector's full collections, which in a run of thousands of partitions walked it
-# again and again (a run's process: ~9 % less CPU at 4,000 partitions, BENCHMARKS.md).
+# again and again (a run's process: ~10 % less CPU at 4,000 partitions, BENCHMARKS.md). Handed
+# back at exit, so that the interpreter's last collection frees them as it did (DuckDB's bindings
+# report objects still alive then as leaks).
 gc.freeze()
+atexit.register(gc.unfreeze)
