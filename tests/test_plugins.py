@@ -180,6 +180,7 @@ def test_entry_point_model_through_simlab_sweep(lab):
     done = subprocess.run([str(BIN / "simlab"), "sweep", str(path), "--workers", "2"],
                           env=_env(lab), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "nanobind" not in done.stderr  # no object left for the interpreter's exit to report
     rows = _rows(lab, "webpool_tiny")
     assert rows.height == 4 and set(rows["code_version"]) == {f"model-web_pool-{MODEL.version}"}
     _assert_bit_identical(rows, MODEL, 11, 8.0, 1.0)
@@ -194,6 +195,7 @@ def test_path_model_through_dagster_asset_materialize(lab, fresh_registry):
                            "clinic_dagster/replications", "--partition", "base|1"],
                           env=_env(lab), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "nanobind" not in done.stderr  # the definitions' frozen objects freed at exit
     rows = _rows(lab, "clinic_dagster")
     assert rows["partition_key"].to_list() == ["base|1"]
     _assert_bit_identical(rows, registry.load_reference("clinic_cli_run:MODEL", experiments),
