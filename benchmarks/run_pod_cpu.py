@@ -1,5 +1,7 @@
 """Benchmark: the CPU of a run's own process, as the daemon or a Kubernetes run pod runs it.
 
+(``run_process_cpu.py`` measures the other way runs execute: in ``simlab sweep``'s process.)
+
 One run of the replications job of ``linear`` (``--configs`` configurations x
 ``--replications`` replications, one partition each) executed in process
 (``job.execute_in_process``) on a fresh SQLite instance and data directory, after its spec run;
@@ -8,9 +10,9 @@ not in it): what Dagster's events and simlab's bookkeeping cost a partition in t
 loads ``simlab_pipelines.definitions``. Each measurement is a fresh ``python``; with ``--compare
 TREE`` the same run of another source tree's simlab alternates with this one's.
 
-    .venv/bin/python benchmarks/run_process.py --repeats 3
+    .venv/bin/python benchmarks/run_pod_cpu.py --repeats 3
     git archive <commit> | tar -x -C /tmp/before
-    .venv/bin/python benchmarks/run_process.py --repeats 3 --compare /tmp/before
+    .venv/bin/python benchmarks/run_pod_cpu.py --repeats 3 --compare /tmp/before
 """
 
 import argparse
@@ -27,7 +29,7 @@ import yaml
 from sweep_throughput import command_environment
 
 ROOT = Path(__file__).resolve().parent.parent
-NAME = "run_process"
+NAME = "run_pod_cpu"
 
 RUN = """
 import json, sys, time
@@ -61,7 +63,7 @@ def experiment(directory: Path, configs: int, replications: int) -> tuple[str, s
 
 
 def measure(tree: Path, configs: int, replications: int) -> dict[str, float]:
-    scratch = Path(tempfile.mkdtemp(prefix="simlab-run-process-"))
+    scratch = Path(tempfile.mkdtemp(prefix="simlab-run-pod-cpu-"))
     try:
         home, data, exp = scratch / "home", scratch / "data", scratch / "experiments"
         for d in (home, data, exp):
@@ -88,7 +90,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compare", type=Path, default=None, help="another source tree")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" /
-                        "run_process.json")
+                        "run_pod_cpu.json")
     args = parser.parse_args()
     trees = {"this": ROOT, **({"compared": args.compare.resolve()} if args.compare else {})}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
