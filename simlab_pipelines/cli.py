@@ -308,7 +308,7 @@ def _summary_reader() -> Iterator[Rows]:
     rows of a query, none when there is no file yet or not that table."""
     import duckdb
 
-    from simlab_pipelines.query import read_only
+    from simlab_pipelines.query import fetch, read_only
 
     try:
         con = read_only(settings.duckdb_path())
@@ -318,10 +318,9 @@ def _summary_reader() -> Iterator[Rows]:
 
     def rows(sql: str, parameters: list) -> tuple[list[str], list[tuple]]:
         try:
-            cursor = con.execute(sql, parameters)
+            return fetch(con, sql, parameters)
         except duckdb.CatalogException:  # not that table
             return [], []
-        return [d[0] for d in cursor.description], cursor.fetchall()
 
     try:
         yield rows

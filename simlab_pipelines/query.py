@@ -109,14 +109,20 @@ def read_only(db_path: Path, memory_limit: str | None = None) -> duckdb.DuckDBPy
         raise DatabaseLocked(held) from None
 
 
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, parameters: list | None = None
+          ) -> tuple[list[str], list[tuple]]:
+    """Run one statement ``sql`` on ``con``; return column names and rows."""
+    cursor = con.execute(sql, parameters) if parameters else con.execute(sql)
+    if cursor is None or not cursor.description:  # no statement, or one without rows
+        return [], []
+    return [d[0] for d in cursor.description], cursor.fetchall()
+
+
 def query(sql: str, db_path: Path, parameters: list | None = None) -> tuple[list[str], list[tuple]]:
     """Run one statement ``sql`` read-only against the DuckDB file; return column names and rows."""
     con = read_only(db_path)
     try:
-        cursor = con.execute(sql, parameters) if parameters else con.execute(sql)
-        if cursor is None or not cursor.description:  # no statement, or one without rows
-            return [], []
-        return [d[0] for d in cursor.description], cursor.fetchall()
+        return fetch(con, sql, parameters)
     finally:
         con.close()
 
