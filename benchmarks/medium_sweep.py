@@ -13,8 +13,11 @@ calibrated to ``--target-ms`` of CPU per simulation (a middle configuration) unl
 alternate (floor, simlab, ...) after a small discarded warm-up; medians, their ratio and the
 sweep's breakdown (time before the first and after the last simulation, pool idle) are printed
 and written to ``benchmarks/results/medium_sweep.json``. Target: simlab <= 1.3x the floor.
+``--compare TREE`` also sweeps with another checkout's code (``PYTHONPATH=TREE``, e.g. ``git
+archive`` of the commit before a change) in every repeat, interleaved: a before/after in one run.
 
     .venv/bin/python benchmarks/medium_sweep.py --repeats 3
+    .venv/bin/python benchmarks/medium_sweep.py --repeats 5 --compare /tmp/before
 """
 
 import argparse
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
+                        help="also sweep with this checkout's code in every repeat")
     args = parser.parse_args()
     become_subreaper()
     directory = Path(tempfile.mkdtemp(prefix="simlab-medium-"))
@@ -75,9 +80,18 @@ def main() -> None:
     warm = run_floor(jobs(load_experiment(small)), args.workers)  # discarded
     run_simlab(small, args.workers, check=warm.metrics, expected=len(warm.metrics))
     floors, sweeps, details, loads = [], [], [], [load()]
+    compared: list[float] = []
     for i in range(args.repeats):
         floor = run_floor(work, args.workers)
         seconds, detail = run_simlab(path, args.workers, check=floor.metrics, expected=len(work))
+        if args.compare is not None:
+            before, before_detail = run_simlab(
+                path, args.workers, extra_env={"PYTHONPATH": str(args.compare.resolve())},
+                check=floor.metrics, expected=len(work))
+            compared.append(before)
+            print(f"repeat {i + 1}: compared tree {before:.2f} s, ratio "
+                  f"{before / floor.seconds:.2f}; before the first simulation "
+                  f"{before_detail.get('before_first_simulation', 0):.2f} s", flush=True)
         floors.append(floor.seconds)
         sweeps.append(seconds)
         details.append({**detail, "floor_cpu_seconds": floor.cpu,
@@ -95,6 +109,11 @@ def main() -> None:
               "simlab_median": statistics.median(sweeps),
               "ratio_of_medians": statistics.median(sweeps) / statistics.median(floors),
               "details": details, "loads": loads, "nproc": len(os.sched_getaffinity(0))}
+    if compared:
+        result.update({"compared_tree": str(args.compare), "compared_seconds": compared,
+                       "compared_median": statistics.median(compared),
+                       "compared_ratio_of_medians":
+                           statistics.median(compared) / statistics.median(floors)})
     print(json.dumps({k: v for k, v in result.items() if k != "details"}, indent=2))
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "medium_sweep.json").write_text(json.dumps(result, indent=2))

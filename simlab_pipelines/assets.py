@@ -175,32 +175,18 @@ def _tasks(context: dg.AssetExecutionContext, spec: ExperimentSpec, storage: Sim
     configs = {c.key: c for c in spec.configurations_list()}
     if plan.is_search(spec):  # a search's proposals: read from their keys, else replayed
         configs = _search_configurations(spec, storage, context.partition_keys)
-    hashes: dict[str, str] = {}  # one inputs hash per configuration of the run, not per partition
-    doubling = spec.doubling_sample  # (reads every metric's kind: once a run, not a partition)
-    tasks = []
+    partitions = []
     for key in context.partition_keys if keys is None else keys:
-        config_key, replication, last = split_block(key)
+        config_key, first, last = split_block(key)
         if config_key not in configs:
             raise dg.Failure(
                 description=f"{spec.name}: partition {key} names configuration {config_key!r}, "
                             "which is not among the search's proposals replayed from the "
                             "current results (were result files removed, or the file changed?)",
                 allow_retries=False)
-        if config_key not in hashes:
-            hashes[config_key] = spec.inputs_hash(configs[config_key])
-        tasks.append(batch.Task(
-            experiment=spec.name, config_key=config_key, replication=replication,
-            partition_key=str(key), model=spec.model_name, params=configs[config_key].params,
-            seed=spec.seed, horizon=spec.resolved_horizon, warmup=spec.resolved_warmup,
-            common_random_numbers=spec.common_random_numbers,
-            series_interval=spec.series_interval,
-            inputs_hash=hashes[config_key], code_version=spec.code_version, run_id=context.run_id,
-            results_uri=storage.results_uri, traceparent=traceparent, model_ref=spec.model_ref,
-            timeout_seconds=spec.timeout_seconds,
-            last_replication=last if last != replication else None,
-            horizon_doubling=doubling,
-        ))
-    return tasks
+        partitions.append((str(key), config_key, first, last))
+    return batch.spec_tasks(spec, partitions, configs, run_id=context.run_id,
+                            results_uri=storage.results_uri, traceparent=traceparent)
 
 
 def _search_configurations(spec: ExperimentSpec, storage: SimlabStorage, keys

@@ -21,6 +21,7 @@ resource tracker): every process it started (workers) is gone when the step ends
 workers: the step in progress fails (not retried) within moments.
 """
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -37,8 +38,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -61,6 +62,16 @@ from simlab_pipelines.storage import (
 )
 
 log = logging.getLogger("simlab.batch")
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A simulation run before any run held its partition (a sweep's head start, ``ahead.py``):
+    its result, when it started, and its run at twice the horizon (JSON) if it needs one."""
+
+    started_at: datetime
+    result: engine.SimulationResult
+    doubled: str | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,8 @@ class Task:
     # Replications 0 .. n-1 of every configuration also run at twice the horizon (the
     # steady-state check of a model that records no series; spec.doubling_sample).
     horizon_doubling: int = 0
+    # Its simulation, already run (``simulate_ahead``): the worker records it, simulating nothing.
+    ahead: Ahead | None = None
 
     @property
     def last(self) -> int:
@@ -128,6 +141,32 @@ class Outcome:
         return self.rows or ((self.row,) if self.row is not None else ())
 
 
+def spec_tasks(spec: Any, partitions: Iterable[tuple[str, str, int, int]],
+               configurations: Mapping[str, Any], *, run_id: str, results_uri: str,
+               traceparent: str | None) -> list[Task]:
+    """The tasks of an experiment's partitions, each given as (partition key, configuration key,
+    first, last replication): ``spec`` an ``ExperimentSpec``, ``configurations`` its
+    configurations by key (holding every one named)."""
+    hashes: dict[str, str] = {}  # one inputs hash per configuration, not per partition
+    doubling = spec.doubling_sample  # (reads every metric's kind: once, not per partition)
+    tasks = []
+    for key, config_key, first, last in partitions:
+        if config_key not in hashes:
+            hashes[config_key] = spec.inputs_hash(configurations[config_key])
+        tasks.append(Task(
+            experiment=spec.name, config_key=config_key, replication=first, partition_key=key,
+            model=spec.model_name, params=configurations[config_key].params, seed=spec.seed,
+            horizon=spec.resolved_horizon, warmup=spec.resolved_warmup,
+            common_random_numbers=spec.common_random_numbers,
+            series_interval=spec.series_interval, inputs_hash=hashes[config_key],
+            code_version=spec.code_version, run_id=run_id, results_uri=results_uri,
+            traceparent=traceparent, model_ref=spec.model_ref,
+            timeout_seconds=spec.timeout_seconds,
+            last_replication=last if last != first else None, horizon_doubling=doubling,
+        ))
+    return tasks
+
+
 def _store(uri: str) -> ResultStore:
     # keyed by the object store's options too (AWS_ENDPOINT_URL...): a process whose
     # environment changes (a test, a notebook) does not keep writing to the old endpoint
@@ -153,17 +192,23 @@ def _simulate_one(task: Task, prepared: engine.Simulation | None = None
                                        task.common_random_numbers),
             model=task.model, params=task.params, engine_version=engine.ENGINE_VERSION,
             run_id=task.run_id, partition_key=task.partition_key,
+            simulated_ahead=task.ahead is not None,
         )
 
     span = None
+    ahead = task.ahead
     try:
         with telemetry.attach_traceparent(task.traceparent), \
                 telemetry.simulation_span(attributes) as span:
-            result = simulate.simulate(task, span, prepared)  # by name, ModelRef or command
+            if ahead is None:
+                result = simulate.simulate(task, span, prepared)  # by name, ModelRef or command
+            else:
+                started_at, result = ahead.started_at, ahead.result
             span.warmup_end(result.warmup)
             span.run_end(result.warmup + result.horizon, result.events)
-            doubled = (doubled_run(task, span) if task.replication < task.horizon_doubling
-                       else None)
+            doubled = None
+            if task.replication < task.horizon_doubling:
+                doubled = ahead.doubled if ahead is not None else doubled_run(task, span)
     except Exception as exc:
         return (None, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
                 span.trace_id if span is not None else None)
@@ -206,6 +251,21 @@ def _record(result: engine.SimulationResult) -> dict[str, Any]:
             "horizon": result.horizon, "warmup": result.warmup, "metrics": result.metrics,
             "events": result.events, "wall_seconds": result.wall_seconds,
             "engine_version": result.engine_version, "series": result.series}
+
+
+def simulate_ahead(task: Task) -> Ahead | None:
+    """Run ``task``'s simulation before a run holds its partition (a sweep's head start, in a
+    pool worker; not a command-line simulator, which needs its span): the result only, kept
+    until a run takes it over (``execute``) and records it with its own run id and span. None
+    when it fails: the run then simulates it again and records the failure as usual."""
+    started_at = datetime.now(UTC)
+    try:
+        result = simulate.simulate(task, None)  # type: ignore[arg-type]
+        doubled = (doubled_run(task, None) if  # type: ignore[arg-type]
+                   task.replication < task.horizon_doubling else None)
+    except Exception:
+        return None
+    return Ahead(started_at, result, doubled)
 
 
 def run_task(task: Task) -> Outcome:
@@ -451,7 +511,8 @@ def _drop(key: tuple, pool: ProcessPoolExecutor, wait: bool) -> None:
 
 
 def shutdown_pools() -> None:
-    """Stop the pools; workers flush their spans on the way out."""
+    """Stop the pools (and a head start); workers flush their spans on the way out."""
+    forget_ahead()
     while True:
         with _LOCK:
             if not _POOLS:
@@ -487,6 +548,118 @@ def prestart(workers: int) -> None:
                 pool.submit(int)
 
     threading.Thread(target=spawn, name="simlab-pool-start", daemon=True).start()
+
+
+# A sweep's head start (``ahead.py``): simulations run before a run holds them, by what they
+# simulate (``_simulation``), until a run takes them over (``_adopt``) or the sweep ends.
+_AHEAD: dict[tuple, Future] = {}
+_AHEAD_LOCK = threading.Lock()
+_AHEAD_STOP: list[threading.Event] = []  # the head start feeding the pool, if any
+
+
+def _simulation(task: Task) -> tuple:
+    """What a task's result depends on (not which run, partition key or file it goes to): a
+    simulation run ahead is taken over only by a task equal in all of it."""
+    return (task.experiment, task.config_key, task.replication, task.model, task.model_ref,
+            task.inputs_hash, task.code_version, task.seed, task.horizon, task.warmup,
+            task.common_random_numbers, task.series_interval, task.timeout_seconds,
+            task.replication < task.horizon_doubling, task.last_replication)
+
+
+def run_ahead(tasks: Sequence[Task], workers: int) -> None:
+    """Simulate ``tasks`` (single replications, not a command's) on the pool of ``workers``
+    from now on, in order and ``workers`` at a time, until a run takes them over (``execute``):
+    nothing is written; the run records each as if its worker had simulated it then."""
+    if workers < 2 or not tasks or _CANCELLED.is_set():
+        return
+    stop = threading.Event()
+    with _AHEAD_LOCK:
+        _stop_feeding()
+        _AHEAD_STOP.append(stop)
+    threading.Thread(target=_feed, args=(list(tasks), workers, stop), name="simlab-ahead",
+                     daemon=True).start()
+
+
+def _feed(tasks: list[Task], workers: int, stop: threading.Event) -> None:
+    # No more than ``workers`` at a time: all of them running when a run takes over, none
+    # queued ahead of the run's own simulations.
+    key, pool = _pool(workers)
+    waiting = collections.deque(tasks)
+    flying: set[Future] = set()
+    while not stop.is_set() and (waiting or flying):
+        while waiting and len(flying) < workers:
+            task = waiting.popleft()
+            with _AHEAD_LOCK:
+                if stop.is_set():
+                    return
+                try:
+                    future = pool.submit(simulate_ahead, task)
+                except RuntimeError:  # the pool was shut down or broke (the sweep ended)
+                    return
+                _AHEAD[_simulation(task)] = future
+            flying.add(future)
+        done, flying = wait(flying, timeout=0.05, return_when=FIRST_COMPLETED)  # (stop: 50 ms)
+        if any(not f.cancelled() and isinstance(f.exception(), BrokenProcessPool) for f in done):
+            _drop(key, pool, wait=False)  # a worker died (a plug-in's doing): the run's own pool
+            return
+
+
+def _stop_feeding() -> None:
+    """(holding _AHEAD_LOCK)"""
+    while _AHEAD_STOP:
+        _AHEAD_STOP.pop().set()
+
+
+def forget_ahead() -> None:
+    """End the head start: stop simulating ahead and drop what no run took over."""
+    with _AHEAD_LOCK:
+        _stop_feeding()
+        futures = list(_AHEAD.values())
+        _AHEAD.clear()
+    for future in futures:
+        future.cancel()
+
+
+def _ahead_result(future: Future) -> Ahead | None:
+    if future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
+
+
+def _adopt(tasks: Sequence[Task]) -> tuple[Sequence[Task], dict[int, Future]]:
+    """Take over the simulations run ahead for ``tasks`` (stopping the head start: the runs go on
+    from here): those done come back in the tasks (``Task.ahead``: their worker only records
+    them); those still running, by the task's index (the run records them when they end); those
+    not started are cancelled, and the others, failed, simulated again as usual."""
+    with _AHEAD_LOCK:
+        if not _AHEAD:
+            return tasks, {}
+        _stop_feeding()
+        found = {i: future for i, task in enumerate(tasks)
+                 if (future := _AHEAD.pop(_simulation(task), None)) is not None}
+    if not found:
+        return tasks, {}
+    tasks = list(tasks)
+    running: dict[int, Future] = {}
+    for index, future in found.items():
+        if future.done():
+            ahead = _ahead_result(future)
+            if ahead is not None:
+                tasks[index] = dataclasses.replace(tasks[index], ahead=ahead)
+        elif not future.cancel():
+            running[index] = future
+    return tasks, running
+
+
+def _record_ahead(task: Task, future: Future) -> Outcome | None:
+    """A task's simulation that was running ahead when its run took it over, recorded in this
+    process once it ended (its file, span and row: a few ms); None when it failed or its worker
+    died (the task then runs again, on the pool)."""
+    try:
+        ahead = _ahead_result(future)
+    except Exception:  # (a future of a pool that broke)
+        ahead = None
+    return None if ahead is None else run_task(dataclasses.replace(task, ahead=ahead))
 
 
 _QUEUED = threading.local()
@@ -559,6 +732,7 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
         return
     if _CANCELLED.is_set():
         raise _interrupted(0, len(tasks))
+    tasks, running = _adopt(tasks)  # simulations a sweep ran ahead for these tasks
     board = Board(len(tasks))
     try:
         todo = list(range(len(tasks)))
@@ -567,9 +741,10 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
             board.clear(todo)
             received: set[int] = set()
             casualties: list[int] = []
-            for index, outcome in _pool_round(tasks, todo, workers, board, casualties):
+            for index, outcome in _pool_round(tasks, todo, workers, board, casualties, running):
                 received.add(index)
                 yield outcome
+            running = {}  # one that failed runs again in the next round, like the others
             todo = [i for i in todo if i not in received]
             blind = 0 if casualties or not todo else blind + 1
             if blind > MAX_UNEXPLAINED_BREAKS:
@@ -609,28 +784,41 @@ def _execute_in_process(tasks: Sequence[Task]) -> Iterator[Outcome]:
 
 
 def _pool_round(tasks: Sequence[Task], todo: Sequence[int], workers: int, board: Board,
-                casualties: list[int]) -> Iterator[tuple[int, Outcome]]:
-    """Run ``tasks[i]`` for ``i`` in ``todo`` on the pool, yielding ``(i, outcome)``. If a worker
+                casualties: list[int], running: Mapping[int, Future] | None = None
+                ) -> Iterator[tuple[int, Outcome]]:
+    """Run ``tasks[i]`` for ``i`` in ``todo`` on the pool, yielding ``(i, outcome)``; those in
+    ``running`` (simulating ahead: ``_adopt``) are recorded here when they end. If a worker
     dies, yield what had arrived and a failure for each partition it was running (their indexes
     also in ``casualties``), drop the pool and return: the caller runs the rest again."""
+    running = running or {}
     key, pool = _pool(workers)
     processes = getattr(pool, "_processes", None)  # the pool's own dict, filled as it goes
     if processes is None:
         processes = {}
     chunks: dict[Future, list[int]] = {}
+    ahead: dict[Future, int] = {}
     received = 0
     broken = finished = False
     try:
-        size = chunk_size(len(todo), workers)
-        for start in range(0, len(todo), size):
-            indexes = list(todo[start:start + size])
+        queued = [i for i in todo if i not in running]
+        size = chunk_size(len(queued), workers)
+        for start in range(0, len(queued), size):
+            indexes = queued[start:start + size]
             chunk = [tasks[i] for i in indexes]
             chunks[pool.submit(run_tasks, chunk, board.path, indexes)] = indexes
+        ahead.update({running[i]: i for i in todo if i in running})
+        chunks.update({future: [index] for future, index in ahead.items()})
         _queued()
         for future in as_completed(chunks):
-            for index, outcome in zip(chunks[future], future.result(), strict=True):
-                yield index, outcome
-                received += 1
+            if future in ahead:
+                outcome = _record_ahead(tasks[ahead[future]], future)
+                if outcome is not None:
+                    yield ahead[future], outcome
+                    received += 1
+            else:
+                for index, outcome in zip(chunks[future], future.result(), strict=True):
+                    yield index, outcome
+                    received += 1
             del chunks[future]  # (as_completed iterates its own copy)
         finished = True
     except BrokenProcessPool:
@@ -645,6 +833,8 @@ def _pool_round(tasks: Sequence[Task], todo: Sequence[int], workers: int, board:
         if _CANCELLED.wait(STOP_GRACE_SECONDS):
             raise _interrupted(len(tasks) - len(todo) + received, len(tasks)) from None
         for future, indexes in chunks.items():  # results that arrived with the break
+            if future in ahead:  # (run again in the next round)
+                continue
             if future.done() and not future.cancelled() and future.exception() is None:
                 yield from zip(indexes, future.result(), strict=True)
         for index, outcome in _casualties(tasks, todo, board, manager, processes):

@@ -106,24 +106,27 @@ def sweep(path: Path, workers: int | None, batch_size: int | None,
         with _collector_paused():
             _sweep_command(path, workers, batch_size)
     finally:
+        if "simlab_pipelines.ahead" in sys.modules:
+            sys.modules["simlab_pipelines.ahead"].stop()
         if previous is None:
             os.environ.pop(logs.FORMAT_VARIABLE, None)
         else:
             os.environ[logs.FORMAT_VARIABLE] = previous
 
 
-def _start_pool_server(workers: int | None) -> None:
+def _start_pool_server(workers: int | None) -> bool:
     """Start the pool's fork server now, before the sweep's heavy imports, when the sweep will
-    use a pool: its start-up overlaps this process's (``pool_server``). A bad SIMLAB_WORKERS is
-    reported later, where the sweep reads it."""
+    use a pool (then True): its start-up overlaps this process's (``pool_server``). A bad
+    SIMLAB_WORKERS is reported later, where the sweep reads it."""
     try:
         pooled = (workers or settings.workers()) > 1
     except ValueError:
-        return
+        return False
     if pooled:
         from simlab_pipelines import pool_server
 
         pool_server.start()
+    return pooled
 
 
 @contextmanager
@@ -151,17 +154,21 @@ def _start_up_done() -> None:
 
 
 def _sweep_command(path: Path, workers: int | None, batch_size: int | None) -> None:
-    _start_pool_server(workers)
+    pooled = _start_pool_server(workers)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from simlab_pipelines.experiments import ExperimentError, load_experiment
-    from simlab_pipelines.sweep import SweepInterrupted, request_stop
-    from simlab_pipelines.sweep import sweep as run_sweep
 
     try:
         spec = load_experiment(path)
     except ExperimentError as exc:
         raise click.UsageError(str(exc)) from None
+    if pooled:  # its first simulations start now, before Dagster is imported (ahead.py)
+        from simlab_pipelines import ahead
+
+        ahead.start(spec, workers)
+    from simlab_pipelines.sweep import SweepInterrupted, request_stop
+    from simlab_pipelines.sweep import sweep as run_sweep
     # The sweep's runs execute in its threads and print to its terminal: no capture, one instance.
     instance = _instance(capture_logs=False)
     _start_up_done()

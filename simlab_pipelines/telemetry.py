@@ -116,7 +116,7 @@ BATCH_SPAN_NAMES = frozenset({"simlab.run", "simlab.batch", "simlab.sweep", "sim
 SIMULATION_ATTRIBUTE_NAMES = frozenset({
     "simlab.experiment", "simlab.config_key", "simlab.replication", "simlab.seed.entropy",
     "simlab.seed.spawn_key", "simlab.model", "simlab.engine_version", "dagster.run_id",
-    "dagster.partition_key",
+    "dagster.partition_key", "simlab.simulated_ahead",
 })
 # The only attribute names a run/batch/sweep/summary span may carry.
 BATCH_ATTRIBUTE_NAMES = frozenset({
@@ -526,14 +526,16 @@ def _declared_params(model: str) -> frozenset[str] | None:
 def simulation_attributes(*, experiment: str, config_key: str, replication: int,
                           seed_entropy: int, spawn_key: Sequence[int] | str, model: str,
                           params: Mapping[str, Any], engine_version: str = ENGINE_VERSION,
-                          run_id: str | None = None,
-                          partition_key: str | None = None) -> dict[str, Any]:
+                          run_id: str | None = None, partition_key: str | None = None,
+                          simulated_ahead: bool = False) -> dict[str, Any]:
     """The attributes of a ``simlab.simulation`` span: allow-listed names, bounded values.
 
     A parameter becomes ``simlab.param.<name>`` only if its name matches ``[a-z][a-z0-9_]*``, the
     model declares it (when the engine knows the model) and its value is a bool, number or string
     (strings cut to MAX_PARAM_CHARS); at most MAX_PARAMS of them, by name. None values (e.g. an
-    infinite capacity) are left out. Seeds beyond int64 become strings.
+    infinite capacity) are left out. Seeds beyond int64 become strings. ``simulated_ahead``: the
+    simulation ran during the sweep's start-up, before its run existed (``simlab.simulated_ahead``
+    true; the span then records it, not the simulating).
     """
     raw: dict[str, Any] = {
         "simlab.experiment": experiment,
@@ -545,6 +547,7 @@ def simulation_attributes(*, experiment: str, config_key: str, replication: int,
         "simlab.engine_version": engine_version,
         "dagster.run_id": run_id,
         "dagster.partition_key": partition_key,
+        "simlab.simulated_ahead": True if simulated_ahead else None,
     }
     attributes = {k: v for k, v in ((k, _scalar(v, MAX_VALUE_CHARS)) for k, v in raw.items())
                   if v is not None}

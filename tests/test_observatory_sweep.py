@@ -131,6 +131,9 @@ def test_one_span_per_simulation_with_its_seed_and_parameters(sweep):
         assert [name for name, _ in span.events] == ["simlab.warmup_end", "simlab.run_end"]
     expected = {(c, r) for c in configs for r in range(spec.replications)}
     assert set(seen) == expected and set(seen.values()) == {1}
+    # A fresh experiment: the sweep simulated some while it started up (its head start, ahead.py),
+    # recorded like the others, in their run's trace, and marked.
+    assert any(s.attributes.get("simlab.simulated_ahead") is True for s in simulations)
 
 
 def test_every_id_in_duckdb_is_a_delivered_span_of_that_simulation(sweep):

@@ -1,0 +1,78 @@
+"""A sweep's head start: its first simulations run while ``simlab sweep`` is still starting up.
+
+Before its first run can simulate, a sweep imports Dagster, opens the instance, records the
+experiment's spec and creates the run: 1.5-2.5 s in which the pool's workers, started first
+(``pool_server``), would wait. When nothing of the experiment has landed yet, its first round is
+known from the file alone: replications 0 .. ``replications``-1 of every configuration (a
+precision target's pilot, a selection's first stage). ``start`` hands those simulations to the
+workers at once, replication by replication, two at a time on two workers (``batch.run_ahead``).
+
+Nothing is written ahead. The results wait in this process until the run holding their
+partitions takes them over (``batch.execute``); the run then writes each file, span and row with
+its own run id, as if its worker had simulated it then. Only the row's ``started_at`` (earlier
+than the run) and the span's ``simlab.simulated_ahead`` attribute tell. A simulation is taken
+over only by a task equal in everything its result depends on (``batch._simulation``); any other,
+and one still unclaimed when the sweep ends, is dropped.
+
+No head start for a search (its optimiser proposes the configurations), replication blocks (past
+100,000 partitions), a command-line simulator (its span travels with it), results in an object
+store, an experiment with results already (what it lacks is then known only from the instance
+and the result files), or one worker. ``SIMLAB_HEAD_START=0`` turns it off.
+
+Dagster is not imported here: ``simlab sweep`` starts the head start before it imports Dagster.
+"""
+
+import itertools
+import os
+from pathlib import Path
+
+from simlab_pipelines import batch, settings
+from simlab_pipelines.experiments import ExperimentSpec
+
+VARIABLE = "SIMLAB_HEAD_START"
+# At most this many simulations ahead (kept in memory until taken over): a sweep that waits
+# for another sweep's lock does not simulate its whole first round meanwhile.
+MAX_AHEAD = 1000
+
+
+def enabled() -> bool:
+    return os.environ.get(VARIABLE, "").strip().lower() not in ("0", "false", "no", "off")
+
+
+def tasks(spec: ExperimentSpec, results_uri: str) -> list[batch.Task]:
+    """The simulations a sweep of ``spec`` can start before it has a plan (see the module's
+    docstring), replication by replication, at most ``MAX_AHEAD``; none when not eligible."""
+    if (not enabled() or spec.search_space is not None or spec.block_size != 1
+            or spec.model_ref.command or "://" in results_uri
+            or _has_results(Path(results_uri) / spec.name)):
+        return []
+    configurations = spec.configurations_list()
+    first_round = (("", c.key, r, r) for r in range(spec.replications) for c in configurations)
+    partitions = list(itertools.islice(first_round, MAX_AHEAD))
+    return batch.spec_tasks(spec, partitions, {c.key: c for c in configurations}, run_id="",
+                            results_uri=results_uri, traceparent=None)
+
+
+def _has_results(root: Path) -> bool:
+    """Whether the experiment's result directory holds a configuration's directory (any files)."""
+    try:
+        with os.scandir(root) as entries:
+            return any(e.is_dir() and not e.name.startswith(".") for e in entries)
+    except FileNotFoundError:
+        return False
+
+
+def start(spec: ExperimentSpec, workers: int | None) -> None:
+    """Start the head start of a sweep of ``spec`` on ``workers`` (None: SIMLAB_WORKERS or the
+    CPUs), if it has one."""
+    try:
+        workers = workers or settings.workers()
+    except ValueError:  # reported where the sweep reads it
+        return
+    if workers > 1:
+        batch.run_ahead(tasks(spec, settings.results_uri()), workers)
+
+
+def stop() -> None:
+    """End it, however the command ends: what no run took over is dropped, and the pool shut."""
+    batch.shutdown_pools()

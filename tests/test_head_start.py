@@ -1,0 +1,192 @@
+"""A sweep's head start (``simlab_pipelines/ahead.py``): the first round's simulations run on the
+pool while the sweep starts up, and the run that holds them takes them over: each recorded with
+its run's id, its own span and row, and the very values it would have had if simulated then. A
+simulation is taken over only by a task equal in all its result depends on; one that fails ahead
+is simulated again and fails as usual. Only an experiment without results gets a head start."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+import yaml
+
+import engine
+from simlab_pipelines import ahead, batch
+from simlab_pipelines.experiments import load_experiment
+
+PROJECT = Path(__file__).resolve().parent.parent
+SIMLAB = Path(sys.executable).parent / "simlab"
+
+EXPERIMENT = {"name": "head", "model": "mmck", "seed": 99, "replications": 3, "horizon": 40.0,
+              "warmup": 4.0, "parameters": {"arrival_rate": 0.8, "service_rate": 1.0},
+              "factors": {"servers": [1, 2]}}
+
+
+def _spec(directory: Path, **changes):
+    document = {**EXPERIMENT, **changes}
+    path = directory / f"{document['name']}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return load_experiment(path)
+
+
+def _ran(tasks, run_id: str, results: Path):
+    """The tasks as a run holds them: with its id, partition keys and result directory."""
+    return [dataclasses.replace(t, run_id=run_id, partition_key=f"{t.config_key}|{t.replication}",
+                                results_uri=str(results)) for t in tasks]
+
+
+def _all_ahead_done(count: int, timeout: float = 60.0) -> None:
+    """Wait until ``count`` simulations went ahead and every one of them ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with batch._AHEAD_LOCK:
+            futures = list(batch._AHEAD.values())
+        if len(futures) == count and all(f.done() for f in futures):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the simulations ahead did not end")
+
+
+# What a row's values are: the same whichever process simulated it, and when.
+VALUES = ("metrics", "events", "seed_entropy", "spawn_key", "series", "double_horizon",
+          "inputs_hash", "horizon", "warmup")
+
+
+@pytest.fixture
+def pools():
+    try:
+        yield
+    finally:
+        batch.shutdown_pools()
+
+
+def test_the_first_round_goes_ahead_replication_by_replication(tmp_path, monkeypatch):
+    monkeypatch.delenv(ahead.VARIABLE, raising=False)
+    spec = _spec(tmp_path)
+    tasks = ahead.tasks(spec, str(tmp_path / "results"))
+    assert [(t.config_key, t.replication) for t in tasks] == [
+        ("servers-1", 0), ("servers-2", 0), ("servers-1", 1), ("servers-2", 1),
+        ("servers-1", 2), ("servers-2", 2)]
+    assert {t.run_id for t in tasks} == {""} and all(t.last_replication is None for t in tasks)
+    # A precision target's first round is its pilot: the file's replications, not the maximum.
+    pilot = _spec(tmp_path, name="pilot", replications=2, precision={
+        "metric": "mean_wait", "relative_half_width": 0.1, "max_replications": 50})
+    assert len(ahead.tasks(pilot, str(tmp_path / "results"))) == 4
+    monkeypatch.setattr(ahead, "MAX_AHEAD", 5)
+    assert len(ahead.tasks(spec, str(tmp_path / "results"))) == 5
+
+
+def test_no_head_start_where_the_first_round_is_not_known_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(ahead.VARIABLE, raising=False)
+    spec = _spec(tmp_path)
+    results = tmp_path / "results"
+    (results / "head").mkdir(parents=True)  # an empty directory: nothing landed yet
+    assert ahead.tasks(spec, str(results))
+    (results / "head" / "servers-1").mkdir()  # results of the experiment: the instance knows
+    assert ahead.tasks(spec, str(results)) == []
+    assert ahead.tasks(spec, "s3://bucket/results") == []
+    blocks = _spec(tmp_path, name="blocks", replications_per_partition=2)
+    assert ahead.tasks(blocks, str(results)) == []
+    search = load_experiment(PROJECT / "experiments" / "mmck_breaking_point.yaml")
+    assert ahead.tasks(search, str(results)) == []
+    monkeypatch.setenv(ahead.VARIABLE, "0")
+    assert ahead.tasks(_spec(tmp_path, name="other"), str(results)) == []
+
+
+def test_a_run_takes_over_what_ran_ahead_with_its_own_id_and_the_same_values(tmp_path, pools):
+    spec = _spec(tmp_path)
+    early = ahead.tasks(spec, str(tmp_path / "unused"))
+    batch.run_ahead(early, 2)
+    _all_ahead_done(len(early))
+    # One of the run's tasks differs in what its result depends on (its seed): not taken over.
+    tasks = _ran(early, "run-1", tmp_path / "taken")
+    tasks[-1] = dataclasses.replace(tasks[-1], seed=tasks[-1].seed + 1)
+    started = datetime.now(UTC)
+    outcomes = {o.task.partition_key: o for o in batch.execute(tasks, 2)}
+    assert len(batch._AHEAD) == 1  # the one no task took over, kept for another run...
+    batch.shutdown_pools()
+    assert not batch._AHEAD  # ...until the sweep ends
+    fresh_tasks = _ran(early, "run-2", tmp_path / "fresh")
+    fresh_tasks[-1] = dataclasses.replace(fresh_tasks[-1], seed=tasks[-1].seed)
+    fresh = {o.task.partition_key: o for o in batch.execute(fresh_tasks, 2)}
+    assert len(outcomes) == len(fresh) == 6
+    for key, outcome in outcomes.items():
+        assert outcome.error is None, outcome.error
+        row = outcome.row
+        assert row["dagster_run_id"] == "run-1" and row["partition_key"] == key
+        assert outcome.path.startswith(str(tmp_path / "taken")) and Path(outcome.path).is_file()
+        assert pl.read_parquet(outcome.path)["dagster_run_id"].to_list() == ["run-1"]
+        assert (row["started_at"] < started) == (key != tasks[-1].partition_key), key
+        assert {k: row[k] for k in VALUES} == {k: fresh[key].row[k] for k in VALUES}, key
+
+
+def test_a_simulation_still_running_ahead_is_recorded_when_it_ends(tmp_path, pools):
+    spec = _spec(tmp_path, name="slow", horizon=20000.0, warmup=10.0,
+                 factors={"servers": [1]}, replications=2)
+    early = ahead.tasks(spec, str(tmp_path / "unused"))
+    batch.run_ahead(early, 2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+            len(batch._AHEAD) == 2 and all(f.running() for f in batch._AHEAD.values())):
+        time.sleep(0.005)
+    running = list(batch._AHEAD.values())
+    assert not any(f.done() for f in running)  # (handed to the workers, not ended)
+    outcomes = list(batch.execute(_ran(early, "run-1", tmp_path / "r"), 2))
+    assert sorted(o.task.replication for o in outcomes) == [0, 1]
+    # Simulated once, ahead: the rows are those simulations', recorded for the run.
+    assert sorted(o.row["started_at"] for o in outcomes) == sorted(
+        f.result().started_at for f in running)
+    for outcome in outcomes:
+        assert outcome.error is None and outcome.row["dagster_run_id"] == "run-1"
+        assert Path(outcome.path).is_file()
+
+
+def test_a_simulation_that_fails_ahead_fails_in_its_run_as_usual(tmp_path, pools):
+    spec = _spec(tmp_path, timeout_seconds=0.05, horizon=10_000_000.0)
+    early = ahead.tasks(spec, str(tmp_path / "unused"))[:2]
+    batch.run_ahead(early, 2)
+    _all_ahead_done(len(early))
+    assert all(f.result() is None for f in batch._AHEAD.values())  # failed ahead: no result
+    outcomes = list(batch.execute(_ran(early, "run-1", tmp_path / "r"), 2))
+    assert len(outcomes) == 2
+    for outcome in outcomes:
+        assert outcome.row is None and "SimulationTimeout" in outcome.error, outcome.error
+
+
+def test_a_sweep_records_what_ran_ahead_with_its_runs(tmp_path, monkeypatch):
+    """``simlab sweep`` of a fresh experiment: simulations started before their run was created,
+    recorded with that run's id, with the values the engine gives for their seeds."""
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT / "dagster_home" / "dagster.yaml").read_text())
+    spec = _spec(tmp_path, replications=6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMLAB_", "OTEL_"))}
+    env.update(DAGSTER_HOME=str(home), SIMLAB_DATA_DIR=str(data))
+    done = subprocess.run([str(SIMLAB), "sweep", str(tmp_path / "head.yaml"), "--workers", "2"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with duckdb.connect(str(data / "simlab.duckdb"), read_only=True) as con:
+        runs = con.sql("select config_key, replication, dagster_run_id, started_at "
+                       "from replications").fetchall()
+        values = con.sql("select config_key, replication, metric, value "
+                         "from observations").fetchall()
+    assert len(runs) == 2 * 6 and values
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # (its storage is relative to it)
+    with dg.DagsterInstance.get() as instance:
+        created = {run_id: instance.get_run_record_by_id(run_id).create_timestamp
+                   for run_id in {run_id for _, _, run_id, _ in runs}}
+    assert sum(started < created[run_id] for _, _, run_id, started in runs) > 0
+    params = {c.key: c.params for c in spec.configurations_list()}
+    for config_key, replication, metric, value in values:
+        expected = engine.simulate("mmck", params[config_key], replication=replication,
+                                   seed=spec.seed, horizon=spec.horizon, warmup=spec.warmup)
+        assert value == expected.metrics[metric], (config_key, replication, metric)
