@@ -568,7 +568,7 @@ def _simulation(task: Task) -> tuple:
 
 def run_ahead(tasks: Sequence[Task], workers: int) -> None:
     """Simulate ``tasks`` (single replications, not a command's) on the pool of ``workers``
-    from now on, in order and ``workers`` at a time, until a run takes them over (``execute``):
+    from now on, in order, until a run takes them over (``execute``):
     nothing is written; the run records each as if its worker had simulated it then."""
     if workers < 2 or not tasks or _CANCELLED.is_set():
         return
@@ -581,13 +581,14 @@ def run_ahead(tasks: Sequence[Task], workers: int) -> None:
 
 
 def _feed(tasks: list[Task], workers: int, stop: threading.Event) -> None:
-    # No more than ``workers`` at a time: all of them running when a run takes over, none
-    # queued ahead of the run's own simulations.
+    # Two a worker at a time: each worker has its next simulation queued (this thread waits for
+    # the interpreter while the sweep imports), and few are left to wait for when a run takes
+    # over (those queued behind the running ones run before the run's own).
     key, pool = _pool(workers)
     waiting = collections.deque(tasks)
     flying: set[Future] = set()
     while not stop.is_set() and (waiting or flying):
-        while waiting and len(flying) < workers:
+        while waiting and len(flying) < 2 * workers:
             task = waiting.popleft()
             with _AHEAD_LOCK:
                 if stop.is_set():
