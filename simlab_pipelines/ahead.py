@@ -33,6 +33,7 @@ VARIABLE = "SIMLAB_HEAD_START"
 # At most this many simulations ahead (kept in memory until taken over): a sweep that waits
 # for another sweep's lock does not simulate its whole first round meanwhile.
 MAX_AHEAD = 1000
+_STARTED = [False]  # by this command (``stop`` ends it)
 
 
 def enabled() -> bool:
@@ -70,9 +71,15 @@ def start(spec: ExperimentSpec, workers: int | None) -> None:
     except ValueError:  # reported where the sweep reads it
         return
     if workers > 1:
-        batch.run_ahead(tasks(spec, settings.results_uri()), workers)
+        early = tasks(spec, settings.results_uri())
+        _STARTED[0] = bool(early)
+        batch.run_ahead(early, workers)
 
 
 def stop() -> None:
-    """End it, however the command ends: what no run took over is dropped, and the pool shut."""
-    batch.shutdown_pools()
+    """End it, however the command ends: what no run took over is dropped. A pool still there
+    (the command failed or was interrupted before its runs) is stopped at once: a long
+    simulation started ahead must not hold a Ctrl-C or an error for its whole length."""
+    if _STARTED[0]:
+        _STARTED[0] = False
+        batch.stop_pools()

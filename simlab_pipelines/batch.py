@@ -521,6 +521,17 @@ def shutdown_pools() -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def stop_pools() -> None:
+    """Stop the pools at once, killing workers still simulating: for a command that ends before
+    its runs took over what it started (it failed or was interrupted during its start-up)."""
+    forget_ahead()
+    with _LOCK:
+        pools = list(_POOLS.values())
+    for pool in pools:
+        _kill_workers(pool)
+    shutdown_pools()
+
+
 @contextmanager
 def keep_pools() -> Iterator[None]:
     """Keep pools across the batches run inside this block (a sweep's runs, in one process), and

@@ -161,6 +161,29 @@ def test_a_simulation_that_fails_ahead_fails_in_its_run_as_usual(tmp_path, pools
         assert outcome.row is None and "SimulationTimeout" in outcome.error, outcome.error
 
 
+def test_a_command_that_ends_during_its_start_up_leaves_nothing_simulating(tmp_path, pools,
+                                                                          monkeypatch):
+    """Ctrl-C or an error before the runs took over: the workers simulating ahead are stopped at
+    once, not waited for (each of these simulations would take minutes)."""
+    spec = _spec(tmp_path, name="long", horizon=1e8, warmup=1.0, factors={"servers": [1]})
+    monkeypatch.setenv("SIMLAB_RESULTS_URI", str(tmp_path / "results"))
+    ahead.start(spec, 2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+            batch._AHEAD and all(f.running() for f in batch._AHEAD.values())):
+        time.sleep(0.005)
+    (pool,) = batch._POOLS.values()
+    workers = list(pool._processes.values())
+    assert workers and all(w.is_alive() for w in workers)
+    started = time.monotonic()
+    ahead.stop()
+    assert time.monotonic() - started < 10
+    assert not batch._POOLS and not batch._AHEAD
+    for worker in workers:
+        worker.join(5)
+        assert not worker.is_alive()
+
+
 def test_a_sweep_records_what_ran_ahead_with_its_runs(tmp_path, monkeypatch):
     """``simlab sweep`` of a fresh experiment: simulations started before their run was created,
     recorded with that run's id, with the values the engine gives for their seeds."""
