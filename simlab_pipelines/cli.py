@@ -92,7 +92,9 @@ def sweep(path: Path, workers: int | None, batch_size: int | None,
     """Run the missing partitions of the experiment in PATH, then summarise it.
 
     Runs go through the local Dagster instance (DAGSTER_HOME), so they appear in the UI. A second
-    call with nothing missing does nothing and says so.
+    call with nothing missing does nothing and says so. An experiment with no results yet starts
+    its first simulations while the sweep starts up; its runs record them
+    (SIMLAB_HEAD_START=0: not before its first run).
     """
     from simlab_pipelines import logs
 

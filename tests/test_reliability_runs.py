@@ -197,8 +197,10 @@ def test_kill_9_then_ctrl_c_then_sigterm_mid_batch_and_each_next_sweep_recovers(
     next (a pod evicted), then two sweeps started together."""
     instance = dg.DagsterInstance.get()
 
-    # kill -9 of the whole process group: the run stays STARTED, nothing cleans it up.
-    sweep = _start(slow, name="killed")
+    # kill -9 of the whole process group: the run stays STARTED, nothing cleans it up. (Without
+    # the head start, which would simulate the next runs' partitions ahead: the counts of runs
+    # below rely on one run landing at a time.)
+    sweep = _start(slow, name="killed", env={**os.environ, "SIMLAB_HEAD_START": "0"})
     dead = _interrupt(instance, sweep, 1, signal.SIGKILL)
     _finish(sweep)
     assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.STARTED  # the fault
