@@ -5,7 +5,7 @@ experiment's spec and creates the run: 1.5-2.5 s in which the pool's workers, st
 (``pool_server``), would wait. When nothing of the experiment has landed yet, its first round is
 known from the file alone: replications 0 .. ``replications``-1 of every configuration (a
 precision target's pilot, a selection's first stage). ``start`` hands those simulations to the
-workers at once, replication by replication, two at a time on two workers (``batch.run_ahead``).
+workers at once, replication by replication, two a worker at a time (``batch.run_ahead``).
 
 Nothing is written ahead. The results wait in this process until the run holding their
 partitions takes them over (``batch.execute``); the run then writes each file, span and row with
@@ -63,13 +63,8 @@ def _has_results(root: Path) -> bool:
         return False
 
 
-def start(spec: ExperimentSpec, workers: int | None) -> None:
-    """Start the head start of a sweep of ``spec`` on ``workers`` (None: SIMLAB_WORKERS or the
-    CPUs), if it has one."""
-    try:
-        workers = workers or settings.workers()
-    except ValueError:  # reported where the sweep reads it
-        return
+def start(spec: ExperimentSpec, workers: int) -> None:
+    """Start the head start of a sweep of ``spec`` on a pool of ``workers``, if it has one."""
     if workers > 1:
         early = tasks(spec, settings.results_uri())
         _STARTED[0] = bool(early)

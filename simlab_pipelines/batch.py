@@ -667,10 +667,7 @@ def _record_ahead(task: Task, future: Future) -> Outcome | None:
     """A task's simulation that was running ahead when its run took it over, recorded in this
     process once it ended (its file, span and row: a few ms); None when it failed or its worker
     died (the task then runs again, on the pool)."""
-    try:
-        ahead = _ahead_result(future)
-    except Exception:  # (a future of a pool that broke)
-        ahead = None
+    ahead = _ahead_result(future)
     return None if ahead is None else run_task(dataclasses.replace(task, ahead=ahead))
 
 

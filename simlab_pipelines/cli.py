@@ -116,19 +116,19 @@ def sweep(path: Path, workers: int | None, batch_size: int | None,
             os.environ[logs.FORMAT_VARIABLE] = previous
 
 
-def _start_pool_server(workers: int | None) -> bool:
+def _start_pool_server(workers: int | None) -> int:
     """Start the pool's fork server now, before the sweep's heavy imports, when the sweep will
-    use a pool (then True): its start-up overlaps this process's (``pool_server``). A bad
-    SIMLAB_WORKERS is reported later, where the sweep reads it."""
+    use a pool: its start-up overlaps this process's (``pool_server``). The pool's workers (0
+    for a bad SIMLAB_WORKERS: reported later, where the sweep reads it)."""
     try:
-        pooled = (workers or settings.workers()) > 1
+        workers = workers or settings.workers()
     except ValueError:
-        return False
-    if pooled:
+        return 0
+    if workers > 1:
         from simlab_pipelines import pool_server
 
         pool_server.start()
-    return pooled
+    return workers
 
 
 @contextmanager
@@ -156,7 +156,7 @@ def _start_up_done() -> None:
 
 
 def _sweep_command(path: Path, workers: int | None, batch_size: int | None) -> None:
-    pooled = _start_pool_server(workers)
+    pool_workers = _start_pool_server(workers)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from simlab_pipelines.experiments import ExperimentError, load_experiment
@@ -165,10 +165,10 @@ def _sweep_command(path: Path, workers: int | None, batch_size: int | None) -> N
         spec = load_experiment(path)
     except ExperimentError as exc:
         raise click.UsageError(str(exc)) from None
-    if pooled:  # its first simulations start now, before Dagster is imported (ahead.py)
+    if pool_workers > 1:  # its first simulations start now, before Dagster is imported (ahead.py)
         from simlab_pipelines import ahead
 
-        ahead.start(spec, workers)
+        ahead.start(spec, pool_workers)
     from simlab_pipelines.sweep import SweepInterrupted, request_stop
     from simlab_pipelines.sweep import sweep as run_sweep
     # The sweep's runs execute in its threads and print to its terminal: no capture, one instance.
