@@ -43,16 +43,23 @@ def _ran(tasks, run_id: str, results: Path):
                                 results_uri=str(results)) for t in tasks]
 
 
-def _all_ahead_done(count: int, timeout: float = 60.0) -> None:
-    """Wait until ``count`` simulations went ahead and every one of them ended."""
+def _until(condition, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _ahead(state: str, count: int | None = None):
+    """Whether the simulations ahead (``count`` of them, if given) are all ``state``: running
+    (handed to the workers) or done."""
+    def check() -> bool:
         with batch._AHEAD_LOCK:
             futures = list(batch._AHEAD.values())
-        if len(futures) == count and all(f.done() for f in futures):
-            return
-        time.sleep(0.02)
-    raise AssertionError("the simulations ahead did not end")
+        return bool(futures) and count in (None, len(futures)) and all(
+            getattr(f, state)() for f in futures)
+    return check
 
 
 # What a row's values are: the same whichever process simulated it, and when.
@@ -105,7 +112,7 @@ def test_a_run_takes_over_what_ran_ahead_with_its_own_id_and_the_same_values(tmp
     spec = _spec(tmp_path)
     early = ahead.tasks(spec, str(tmp_path / "unused"))
     batch.run_ahead(early, 2)
-    _all_ahead_done(len(early))
+    _until(_ahead("done", len(early)), "the simulations ahead to end")
     # One of the run's tasks differs in what its result depends on (its seed): not taken over.
     tasks = _ran(early, "run-1", tmp_path / "taken")
     tasks[-1] = dataclasses.replace(tasks[-1], seed=tasks[-1].seed + 1)
@@ -133,10 +140,7 @@ def test_a_simulation_still_running_ahead_is_recorded_when_it_ends(tmp_path, poo
                  factors={"servers": [1]}, replications=2)
     early = ahead.tasks(spec, str(tmp_path / "unused"))
     batch.run_ahead(early, 2)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (
-            len(batch._AHEAD) == 2 and all(f.running() for f in batch._AHEAD.values())):
-        time.sleep(0.005)
+    _until(_ahead("running", 2), "both simulations ahead to be handed to the workers")
     running = list(batch._AHEAD.values())
     assert not any(f.done() for f in running)  # (handed to the workers, not ended)
     outcomes = list(batch.execute(_ran(early, "run-1", tmp_path / "r"), 2))
@@ -153,7 +157,7 @@ def test_a_simulation_that_fails_ahead_fails_in_its_run_as_usual(tmp_path, pools
     spec = _spec(tmp_path, timeout_seconds=0.05, horizon=10_000_000.0)
     early = ahead.tasks(spec, str(tmp_path / "unused"))[:2]
     batch.run_ahead(early, 2)
-    _all_ahead_done(len(early))
+    _until(_ahead("done", len(early)), "the simulations ahead to end")
     assert all(f.result() is None for f in batch._AHEAD.values())  # failed ahead: no result
     outcomes = list(batch.execute(_ran(early, "run-1", tmp_path / "r"), 2))
     assert len(outcomes) == 2
@@ -168,10 +172,7 @@ def test_a_command_that_ends_during_its_start_up_leaves_nothing_simulating(tmp_p
     spec = _spec(tmp_path, name="long", horizon=1e8, warmup=1.0, factors={"servers": [1]})
     monkeypatch.setenv("SIMLAB_RESULTS_URI", str(tmp_path / "results"))
     ahead.start(spec, 2)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (
-            batch._AHEAD and all(f.running() for f in batch._AHEAD.values())):
-        time.sleep(0.005)
+    _until(_ahead("running"), "the simulations ahead to be handed to the workers")
     (pool,) = batch._POOLS.values()
     workers = list(pool._processes.values())
     assert workers and all(w.is_alive() for w in workers)
