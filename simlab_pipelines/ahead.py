@@ -7,6 +7,13 @@ known from the file alone: replications 0 .. ``replications``-1 of every configu
 precision target's pilot, a selection's first stage). ``start`` hands those simulations to the
 workers at once, replication by replication, two a worker at a time (``batch.run_ahead``).
 
+A precision target's later rounds follow the same way: once a round is in, the next is planned
+from its results (and those before it) with the sweep's own plan (``plan.replication_targets``,
+a pure function of those values), and goes ahead while the runs still record the round before
+and the sweep plans it again from the files. Its runs take it over; the first run that needs a
+simulation the head start did not guess stops it, and at most ``MAX_AHEAD`` results wait in
+memory for their run.
+
 Nothing is written ahead. The results wait in this process until the run holding their
 partitions takes them over (``batch.execute``); the run then writes each file, span and row with
 its own run id, as if its worker had simulated it then. Only the row's ``started_at`` (earlier
@@ -19,12 +26,16 @@ No head start for a search (its optimiser proposes the configurations), replicat
 store, an experiment with results already (what it lacks is then known only from the instance
 and the result files), or one worker. ``SIMLAB_HEAD_START=0`` turns it off.
 
-Dagster is not imported here: ``simlab sweep`` starts the head start before it imports Dagster.
+Dagster is not imported here: ``simlab sweep`` starts the head start before it imports Dagster
+(the next round's plan imports it, later, in the head start's thread).
 """
 
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+import polars as pl
 
 from simlab_pipelines import batch, settings
 from simlab_pipelines.experiments import ExperimentSpec
@@ -66,9 +77,49 @@ def _has_results(root: Path) -> bool:
 def start(spec: ExperimentSpec, workers: int) -> None:
     """Start the head start of a sweep of ``spec`` on a pool of ``workers``, if it has one."""
     if workers > 1:
-        early = tasks(spec, settings.results_uri())
+        results_uri = settings.results_uri()
+        early = tasks(spec, results_uri)
         _STARTED[0] = bool(early)
-        batch.run_ahead(early, workers)
+        # A precision target's rounds follow from the results (no search has a head start);
+        # only a whole first round tells the next one.
+        rounds = spec.precision is not None and len(early) == spec.replications * len(
+            spec.configurations_list())
+        batch.run_ahead(early, workers, _next_round(spec, results_uri) if rounds else None,
+                        hold=MAX_AHEAD)
+
+
+def _next_round(spec: ExperimentSpec, results_uri: str
+                ) -> Callable[[batch.Results], list[batch.Task]]:
+    """The rounds after the first of a sequential experiment, each from the results of the rounds
+    before it, as the sweep will plan it (``plan.replication_targets``: a pure function of
+    those results), at most ``MAX_AHEAD`` a round; none once a round is not whole."""
+    configurations = {c.key: c for c in spec.configurations_list()}
+    cut = [False]
+
+    def after(results: batch.Results) -> list[batch.Task]:
+        # Imported here: they import Dagster, which the sweep imports meanwhile (and scipy).
+        from simlab_pipelines.plan import replication_targets
+        from simlab_pipelines.summary import observations
+
+        if cut[0]:
+            return []
+        frame = pl.DataFrame({
+            "experiment": [spec.name] * len(results),
+            "config_key": [task.config_key for task, _ in results],
+            "replication": [task.replication for task, _ in results],
+            "metrics": [metrics for _, metrics in results]})
+        targets = replication_targets(spec, observations(frame, spec))
+        have = {key: 0 for key in configurations}
+        for task, _ in results:
+            have[task.config_key] += 1  # (replications 0 .. have-1: whole rounds)
+        following = ((("", key, r, r) for r in range(have[key], target.replications))
+                     for key, target in targets.items())
+        partitions = sorted(itertools.chain.from_iterable(following), key=lambda p: p[2])
+        cut[0] = len(partitions) > MAX_AHEAD
+        return batch.spec_tasks(spec, partitions[:MAX_AHEAD], configurations, run_id="",
+                                results_uri=results_uri, traceparent=None)
+
+    return after
 
 
 def stop() -> None:

@@ -577,29 +577,42 @@ def _simulation(task: Task) -> tuple:
             task.replication < task.horizon_doubling, task.last_replication)
 
 
-def run_ahead(tasks: Sequence[Task], workers: int) -> None:
+# What a round of simulations run ahead gives the next: (task, its result's metrics) each.
+Results = list[tuple[Task, dict[str, Any]]]
+
+
+def run_ahead(tasks: Sequence[Task], workers: int,
+              after: Callable[[Results], list[Task]] | None = None, hold: int = 1000) -> None:
     """Simulate ``tasks`` (single replications, not a command's) on the pool of ``workers``
     from now on, in order, until a run takes them over (``execute``):
-    nothing is written; the run records each as if its worker had simulated it then."""
+    nothing is written; the run records each as if its worker had simulated it then.
+
+    ``after``: once every task so far has its result (none failed), the tasks that follow from
+    them (a sequential experiment's next round), fed on the same way; none ends the head start.
+    A run that takes over only simulations run ahead lets it go on. At most ``hold`` results
+    wait in memory for their run: the next waits for a run to take some over."""
     if workers < 2 or not tasks or _CANCELLED.is_set():
         return
     stop = threading.Event()
     with _AHEAD_LOCK:
         _stop_feeding()
         _AHEAD_STOP.append(stop)
-    threading.Thread(target=_feed, args=(list(tasks), workers, stop), name="simlab-ahead",
-                     daemon=True).start()
+    threading.Thread(target=_feed, args=(list(tasks), workers, stop, after, hold),
+                     name="simlab-ahead", daemon=True).start()
 
 
-def _feed(tasks: list[Task], workers: int, stop: threading.Event) -> None:
+def _feed(tasks: list[Task], workers: int, stop: threading.Event,
+          after: Callable[[Results], list[Task]] | None, hold: int) -> None:
     # Two a worker at a time: each worker has its next simulation queued (this thread waits for
     # the interpreter while the sweep imports), and few are left to wait for when a run takes
     # over (those queued behind the running ones run before the run's own).
     key, pool = _pool(workers)
     waiting = collections.deque(tasks)
     flying: set[Future] = set()
-    while not stop.is_set() and (waiting or flying):
-        while waiting and len(flying) < 2 * workers:
+    this_round: list[tuple[Task, Future]] = []
+    results: Results = []  # of the rounds before
+    while not stop.is_set():
+        while waiting and len(flying) < 2 * workers and len(_AHEAD) < hold:
             task = waiting.popleft()
             with _AHEAD_LOCK:
                 if stop.is_set():
@@ -610,6 +623,24 @@ def _feed(tasks: list[Task], workers: int, stop: threading.Event) -> None:
                     return
                 _AHEAD[_simulation(task)] = future
             flying.add(future)
+            this_round.append((task, future))
+        if not flying and not waiting:  # the round is in: the next follows from it, if known
+            ended = [(task, _ahead_result(future)) for task, future in this_round]
+            if after is None or any(result is None for _, result in ended):
+                return
+            results += [(task, result.result.metrics) for task, result in ended]  # type: ignore[union-attr]
+            this_round = []
+            try:
+                waiting.extend(after(results))
+            except Exception:  # a guess that cannot be made: the runs plan it themselves
+                log.debug("no next round ahead", exc_info=True)
+                return
+            if not waiting:
+                return
+            continue
+        if not flying:  # ``hold`` results wait for their run
+            stop.wait(0.05)
+            continue
         done, flying = wait(flying, timeout=0.05, return_when=FIRST_COMPLETED)  # (stop: 50 ms)
         if any(not f.cancelled() and isinstance(f.exception(), BrokenProcessPool) for f in done):
             _drop(key, pool, wait=False)  # a worker died (a plug-in's doing): the run's own pool
@@ -639,16 +670,18 @@ def _ahead_result(future: Future) -> Ahead | None:
 
 
 def _adopt(tasks: Sequence[Task]) -> tuple[Sequence[Task], dict[int, Future]]:
-    """Take over the simulations run ahead for ``tasks`` (stopping the head start: the runs go on
-    from here): those done come back in the tasks (``Task.ahead``: their worker only records
-    them); those still running, by the task's index (the run records them when they end); those
-    not started are cancelled, and the others, failed, simulated again as usual."""
+    """Take over the simulations run ahead for ``tasks``: those done come back in the tasks
+    (``Task.ahead``: their worker only records them); those not done yet, by the task's index
+    (the run records them when they end); the others, failed, are simulated again as usual. The
+    head start stops unless the head start had every one of ``tasks``: the runs go on from
+    there."""
     with _AHEAD_LOCK:
         if not _AHEAD:
             return tasks, {}
-        _stop_feeding()
         found = {i: future for i, task in enumerate(tasks)
                  if (future := _AHEAD.pop(_simulation(task), None)) is not None}
+        if len(found) < len(tasks):  # the runs go on from here
+            _stop_feeding()
     if not found:
         return tasks, {}
     tasks = list(tasks)
@@ -658,7 +691,7 @@ def _adopt(tasks: Sequence[Task]) -> tuple[Sequence[Task], dict[int, Future]]:
             ahead = _ahead_result(future)
             if ahead is not None:
                 tasks[index] = dataclasses.replace(tasks[index], ahead=ahead)
-        elif not future.cancel():
+        else:
             running[index] = future
     return tasks, running
 

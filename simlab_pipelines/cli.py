@@ -93,8 +93,8 @@ def sweep(path: Path, workers: int | None, batch_size: int | None,
 
     Runs go through the local Dagster instance (DAGSTER_HOME), so they appear in the UI. A second
     call with nothing missing does nothing and says so. An experiment with no results yet starts
-    its first simulations while the sweep starts up; its runs record them
-    (SIMLAB_HEAD_START=0: not before its first run).
+    its first simulations while the sweep starts up, and a precision target's next round as soon
+    as the one before is in; its runs record them (SIMLAB_HEAD_START=0: not before their run).
     """
     from simlab_pipelines import logs
 

@@ -2,12 +2,14 @@
 pool while the sweep starts up, and the run that holds them takes them over: each recorded with
 its run's id, its own span and row, and the very values it would have had if simulated then. A
 simulation is taken over only by a task equal in all its result depends on; one that fails ahead
-is simulated again and fails as usual. Only an experiment without results gets a head start."""
+is simulated again and fails as usual. Only an experiment without results gets a head start. A
+precision target's later rounds follow ahead, each from the results of the rounds before it."""
 
 import dataclasses
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +21,9 @@ import pytest
 import yaml
 
 import engine
-from simlab_pipelines import ahead, batch
+from simlab_pipelines import ahead, batch, plan
 from simlab_pipelines.experiments import load_experiment
+from simlab_pipelines.summary import observations
 
 PROJECT = Path(__file__).resolve().parent.parent
 SIMLAB = Path(sys.executable).parent / "simlab"
@@ -185,32 +188,87 @@ def test_a_command_that_ends_during_its_start_up_leaves_nothing_simulating(tmp_p
         assert not worker.is_alive()
 
 
+def test_results_wait_for_their_run_when_too_many_are_ahead(tmp_path, pools):
+    """At most ``hold`` results wait in memory; a run that takes over only simulations run
+    ahead lets the head start go on with the rest."""
+    spec = _spec(tmp_path)
+    early = ahead.tasks(spec, str(tmp_path / "unused"))
+    batch.run_ahead(early, 2, hold=3)
+    _until(_ahead("done", 3), "three simulations ahead to end")
+    time.sleep(0.3)  # (the feed would have handed out more by now)
+    assert len(batch._AHEAD) == 3
+    with batch.keep_pools():  # (as a sweep's runs do)
+        first = list(batch.execute(_ran(early[:3], "run-1", tmp_path / "r"), 2))
+        assert [o.error for o in first] == [None] * 3
+        _until(lambda: len(batch._AHEAD) == 3 and all(f.done() for f in batch._AHEAD.values()),
+               "the other three to be simulated ahead")
+        assert set(batch._AHEAD) == {batch._simulation(t) for t in early[3:]}
+
+
+PRECISION = {"name": "rounds", "replications": 10, "horizon": 60.0, "warmup": 5.0,
+             "factors": {"servers": [1, 2]},
+             "precision": {"metric": "mean_wait", "relative_half_width": 0.05,
+                           "max_replications": 60}}
+
+
+def _feed_ended() -> bool:
+    threads = [t for t in threading.enumerate() if t.name == "simlab-ahead"]
+    return not threads and bool(batch._AHEAD) and all(f.done() for f in batch._AHEAD.values())
+
+
+def test_a_precision_targets_rounds_go_ahead_as_the_sweep_plans_them(tmp_path, pools,
+                                                                      monkeypatch):
+    """Each later round is simulated ahead once the one before it is in: exactly the
+    replications the sweep's own plan wants from the same results (a round that does not
+    reach the target, then the target met: nothing more)."""
+    monkeypatch.setenv("SIMLAB_RESULTS_URI", str(tmp_path / "results"))
+    spec = _spec(tmp_path, **PRECISION)
+    ahead.start(spec, 2)
+    _until(_feed_ended, "the head start to end", timeout=120)
+    simulated = {(key, replication) for _, key, replication, *_ in batch._AHEAD}
+    # The plan, replayed from the same simulations (run here, in this process).
+    params = {c.key: c.params for c in spec.configurations_list()}
+    rows = [{"experiment": spec.name, "config_key": key, "replication": r,
+             "metrics": engine.simulate("mmck", params[key], replication=r, seed=spec.seed,
+                                        horizon=spec.horizon, warmup=spec.warmup).metrics}
+            for key, r in sorted(simulated)]
+    targets = plan.replication_targets(spec, observations(pl.DataFrame(rows), spec))
+    assert simulated == {(key, r) for key, target in targets.items()
+                         for r in range(target.replications)}
+    assert {t.status for t in targets.values()} <= {"met", "max_reached"}
+    assert max(t.rounds for t in targets.values()) >= 2  # (rounds beyond the pilot ran ahead)
+
+
 def test_a_sweep_records_what_ran_ahead_with_its_runs(tmp_path, monkeypatch):
-    """``simlab sweep`` of a fresh experiment: simulations started before their run was created,
-    recorded with that run's id, with the values the engine gives for their seeds."""
+    """``simlab sweep`` of a fresh experiment with a precision target: simulations started
+    before their run was created, recorded with that run's id, each once, with the values the
+    engine gives for their seeds, and as many as the target wants."""
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     (home / "dagster.yaml").write_text((PROJECT / "dagster_home" / "dagster.yaml").read_text())
-    spec = _spec(tmp_path, replications=6)
+    spec = _spec(tmp_path, **PRECISION)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMLAB_", "OTEL_"))}
     env.update(DAGSTER_HOME=str(home), SIMLAB_DATA_DIR=str(data))
-    done = subprocess.run([str(SIMLAB), "sweep", str(tmp_path / "head.yaml"), "--workers", "2"],
+    done = subprocess.run([str(SIMLAB), "sweep", str(tmp_path / "rounds.yaml"), "--workers", "2"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     with duckdb.connect(str(data / "simlab.duckdb"), read_only=True) as con:
         runs = con.sql("select config_key, replication, dagster_run_id, started_at "
                        "from replications").fetchall()
-        values = con.sql("select config_key, replication, metric, value "
-                         "from observations").fetchall()
-    assert len(runs) == 2 * 6 and values
+        values = con.sql("select experiment, config_key, replication, metric, value "
+                         "from observations").pl()
+    targets = plan.replication_targets(spec, values)
+    assert sorted((key, r) for key, r, _, _ in runs) == sorted(
+        (key, r) for key, target in targets.items() for r in range(target.replications))
+    assert {t.status for t in targets.values()} <= {"met", "max_reached"}
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # (its storage is relative to it)
     with dg.DagsterInstance.get() as instance:
         created = {run_id: instance.get_run_record_by_id(run_id).create_timestamp
                    for run_id in {run_id for _, _, run_id, _ in runs}}
     assert sum(started < created[run_id] for _, _, run_id, started in runs) > 0
     params = {c.key: c.params for c in spec.configurations_list()}
-    for config_key, replication, metric, value in values:
+    for _, config_key, replication, metric, value in values.iter_rows():
         expected = engine.simulate("mmck", params[config_key], replication=replication,
                                    seed=spec.seed, horizon=spec.horizon, warmup=spec.warmup)
         assert value == expected.metrics[metric], (config_key, replication, metric)
