@@ -10,9 +10,10 @@ workers at once, replication by replication, two a worker at a time (``batch.run
 A precision target's later rounds follow the same way: once a round is in, the next is planned
 from its results (and those before it) with the sweep's own plan (``plan.replication_targets``,
 a pure function of those values), and goes ahead while the runs still record the round before
-and the sweep plans it again from the files. Its runs take it over; the first run that needs a
-simulation the head start did not guess stops it, and at most ``MAX_AHEAD`` results wait in
-memory for their run.
+and the sweep plans it again from the files. Its runs take it over: a run that catches up with
+the head start simulates those not yet handed to the pool itself and tells the head start their
+results. The first run that needs a simulation the head start did not guess stops it, and at
+most ``MAX_AHEAD`` results wait in memory for their run.
 
 Nothing is written ahead. The results wait in this process until the run holding their
 partitions takes them over (``batch.execute``); the run then writes each file, span and row with

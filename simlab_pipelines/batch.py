@@ -21,7 +21,6 @@ resource tracker): every process it started (workers) is gone when the step ends
 workers: the step in progress fails (not retried) within moments.
 """
 
-import collections
 import dataclasses
 import functools
 import hashlib
@@ -564,6 +563,11 @@ def prestart(workers: int) -> None:
 # A sweep's head start (``ahead.py``): simulations run before a run holds them, by what they
 # simulate (``_simulation``), until a run takes them over (``_adopt``) or the sweep ends.
 _AHEAD: dict[tuple, Future] = {}
+# The head start's next simulations, not handed to the pool yet (in order), and those of them a
+# run took (``_adopt``), with their metrics once the run has them (None: failed).
+_WAITING: dict[tuple, Task] = {}
+_HANDED: dict[tuple, tuple[Task, dict[str, Any] | None]] = {}
+_PENDING: dict[str, Any] = {}  # (a marker: not yet)
 _AHEAD_LOCK = threading.Lock()
 _AHEAD_STOP: list[threading.Event] = []  # the head start feeding the pool, if any
 
@@ -597,60 +601,73 @@ def run_ahead(tasks: Sequence[Task], workers: int,
     with _AHEAD_LOCK:
         _stop_feeding()
         _AHEAD_STOP.append(stop)
-    threading.Thread(target=_feed, args=(list(tasks), workers, stop, after, hold),
+        _WAITING.update((_simulation(task), task) for task in tasks)
+    threading.Thread(target=_feed, args=(workers, stop, after, hold),
                      name="simlab-ahead", daemon=True).start()
 
 
-def _feed(tasks: list[Task], workers: int, stop: threading.Event,
-          after: Callable[[Results], list[Task]] | None, hold: int) -> None:
+def _feed(workers: int, stop: threading.Event, after: Callable[[Results], list[Task]] | None,
+          hold: int) -> None:
     # Two a worker at a time: each worker has its next simulation queued (this thread waits for
     # the interpreter while the sweep imports), and few are left to wait for when a run takes
     # over (those queued behind the running ones run before the run's own).
     key, pool = _pool(workers)
-    waiting = collections.deque(tasks)
     flying: set[Future] = set()
     this_round: list[tuple[Task, Future]] = []
     results: Results = []  # of the rounds before
     while not stop.is_set():
-        while waiting and len(flying) < 2 * workers and len(_AHEAD) < hold:
-            task = waiting.popleft()
+        while len(flying) < 2 * workers and len(_AHEAD) < hold:
             with _AHEAD_LOCK:
-                if stop.is_set():
-                    return
+                if stop.is_set() or not _WAITING:
+                    break
+                simulation = next(iter(_WAITING))
+                task = _WAITING.pop(simulation)
                 try:
                     future = pool.submit(simulate_ahead, task)
                 except RuntimeError:  # the pool was shut down or broke (the sweep ended)
                     return
-                _AHEAD[_simulation(task)] = future
+                _AHEAD[simulation] = future
             flying.add(future)
             this_round.append((task, future))
-        if not flying and not waiting:  # the round is in: the next follows from it, if known
-            ended = [(task, _ahead_result(future)) for task, future in this_round]
-            if after is None or any(result is None for _, result in ended):
-                return
-            results += [(task, result.result.metrics) for task, result in ended]  # type: ignore[union-attr]
-            this_round = []
-            try:
-                waiting.extend(after(results))
-            except Exception:  # a guess that cannot be made: the runs plan it themselves
-                log.debug("no next round ahead", exc_info=True)
-                return
-            if not waiting:
+        if flying:
+            done, flying = wait(flying, timeout=0.05, return_when=FIRST_COMPLETED)  # (stop)
+            if any(not f.cancelled() and isinstance(f.exception(), BrokenProcessPool)
+                   for f in done):
+                _drop(key, pool, wait=False)  # a worker died (a plug-in's doing)
                 return
             continue
-        if not flying:  # ``hold`` results wait for their run
+        with _AHEAD_LOCK:
+            waiting = bool(_WAITING) or any(m is _PENDING for _, m in _HANDED.values())
+            handed = list(_HANDED.values())
+        if waiting:  # for ``hold`` results to be taken over, or a run's outcomes
             stop.wait(0.05)
             continue
-        done, flying = wait(flying, timeout=0.05, return_when=FIRST_COMPLETED)  # (stop: 50 ms)
-        if any(not f.cancelled() and isinstance(f.exception(), BrokenProcessPool) for f in done):
-            _drop(key, pool, wait=False)  # a worker died (a plug-in's doing): the run's own pool
+        # The round is in: the next one follows from it, if it can be known.
+        ended = [(task, _ahead_result(future)) for task, future in this_round]
+        if after is None or any(result is None for _, result in ended) or any(
+                metrics is None for _, metrics in handed):
             return
+        results += [(task, result.result.metrics) for task, result in ended]  # type: ignore[union-attr]
+        results += handed  # type: ignore[arg-type]
+        this_round = []
+        try:
+            following = after(results)
+        except Exception:  # a guess that cannot be made: the runs plan it themselves
+            log.debug("no next round ahead", exc_info=True)
+            return
+        with _AHEAD_LOCK:
+            _HANDED.clear()
+            if stop.is_set() or not following:
+                return
+            _WAITING.update((_simulation(task), task) for task in following)
 
 
 def _stop_feeding() -> None:
     """(holding _AHEAD_LOCK)"""
     while _AHEAD_STOP:
         _AHEAD_STOP.pop().set()
+    _WAITING.clear()
+    _HANDED.clear()
 
 
 def forget_ahead() -> None:
@@ -672,15 +689,22 @@ def _ahead_result(future: Future) -> Ahead | None:
 def _adopt(tasks: Sequence[Task]) -> tuple[Sequence[Task], dict[int, Future]]:
     """Take over the simulations run ahead for ``tasks``: those done come back in the tasks
     (``Task.ahead``: their worker only records them); those not done yet, by the task's index
-    (the run records them when they end); the others, failed, are simulated again as usual. The
-    head start stops unless the head start had every one of ``tasks``: the runs go on from
-    there."""
+    (the run records them when they end); the others, failed, are simulated again as usual.
+    Those the head start had not handed to the pool yet, the run simulates itself, telling the
+    head start their outcomes (``_HANDED``). The head start stops unless it had every one of
+    ``tasks``: the runs go on from there."""
     with _AHEAD_LOCK:
-        if not _AHEAD:
+        if not _AHEAD and not _WAITING:
             return tasks, {}
-        found = {i: future for i, task in enumerate(tasks)
-                 if (future := _AHEAD.pop(_simulation(task), None)) is not None}
-        if len(found) < len(tasks):  # the runs go on from here
+        found, handed = {}, 0
+        for index, task in enumerate(tasks):
+            simulation = _simulation(task)
+            if (future := _AHEAD.pop(simulation, None)) is not None:
+                found[index] = future
+            elif (guessed := _WAITING.pop(simulation, None)) is not None:
+                _HANDED[simulation] = (guessed, _PENDING)
+                handed += 1
+        if len(found) + handed < len(tasks):  # the runs go on from here
             _stop_feeding()
     if not found:
         return tasks, {}
@@ -694,6 +718,16 @@ def _adopt(tasks: Sequence[Task]) -> tuple[Sequence[Task], dict[int, Future]]:
         else:
             running[index] = future
     return tasks, running
+
+
+def _handed_in(outcome: Outcome) -> None:
+    """Tell the head start the outcome of one of its simulations a run took over (its
+    metrics; None: it failed)."""
+    with _AHEAD_LOCK:
+        simulation = _simulation(outcome.task)
+        if simulation in _HANDED:
+            _HANDED[simulation] = (_HANDED[simulation][0],
+                                   outcome.row["metrics"] if outcome.row is not None else None)
 
 
 def _record_ahead(task: Task, future: Future) -> Outcome | None:
@@ -768,9 +802,16 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     suffices (but for a Python plug-in's: ``_untrusted``). A pool worker that dies fails only
     the partitions it was running (see the module's docstring); the others are run again on a
     new pool."""
+    for outcome in _execute(tasks, workers):
+        if _HANDED:  # (a head start waits for the outcomes of its simulations a run took)
+            _handed_in(outcome)
+        yield outcome
+
+
+def _execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     workers = max(1, min(workers, len(tasks)))
     if workers == 1 and not any(_untrusted(task) for task in tasks):
-        yield from _execute_in_process(tasks)
+        yield from _execute_in_process(*_adopt(tasks))
         return
     if _CANCELLED.is_set():
         raise _interrupted(0, len(tasks))
@@ -817,12 +858,14 @@ def _untrusted(task: Task) -> bool:
     return ref is not None and ref.command is None and ref.reference not in engine.MODELS
 
 
-def _execute_in_process(tasks: Sequence[Task]) -> Iterator[Outcome]:
+def _execute_in_process(tasks: Sequence[Task], running: Mapping[int, Future]
+                        ) -> Iterator[Outcome]:
     telemetry.configure_tracing()
     for done, task in enumerate(tasks):
         if _CANCELLED.is_set():
             raise _interrupted(done, len(tasks))
-        yield run_task(task)
+        outcome = _record_ahead(task, running[done]) if done in running else None
+        yield outcome or run_task(task)
 
 
 def _pool_round(tasks: Sequence[Task], todo: Sequence[int], workers: int, board: Board,

@@ -226,17 +226,55 @@ def test_a_precision_targets_rounds_go_ahead_as_the_sweep_plans_them(tmp_path, p
     ahead.start(spec, 2)
     _until(_feed_ended, "the head start to end", timeout=120)
     simulated = {(key, replication) for _, key, replication, *_ in batch._AHEAD}
-    # The plan, replayed from the same simulations (run here, in this process).
+    # The plan, replayed from the same simulations (run here, in this process), wants no more.
+    assert simulated == _plan_wants(spec, simulated)
+    assert len(simulated) > spec.replications * 2  # (rounds beyond the pilot ran ahead)
+
+
+def _plan_wants(spec, simulated) -> set[tuple[str, int]]:
+    """The replications the sweep's plan wants once ``simulated`` are in (run here)."""
     params = {c.key: c.params for c in spec.configurations_list()}
     rows = [{"experiment": spec.name, "config_key": key, "replication": r,
              "metrics": engine.simulate("mmck", params[key], replication=r, seed=spec.seed,
                                         horizon=spec.horizon, warmup=spec.warmup).metrics}
             for key, r in sorted(simulated)]
     targets = plan.replication_targets(spec, observations(pl.DataFrame(rows), spec))
-    assert simulated == {(key, r) for key, target in targets.items()
-                         for r in range(target.replications)}
-    assert {t.status for t in targets.values()} <= {"met", "max_reached"}
-    assert max(t.rounds for t in targets.values()) >= 2  # (rounds beyond the pilot ran ahead)
+    return {(key, r) for key, target in targets.items() for r in range(target.replications)}
+
+
+def test_a_run_that_catches_up_simulates_the_rest_and_the_next_round_still_goes_ahead(
+        tmp_path, pools):
+    """A run created while most of its round still waits to be handed to the pool simulates
+    those itself; the head start takes their outcomes from the run and plans the next round."""
+    spec = _spec(tmp_path, **PRECISION)
+    first = ahead.tasks(spec, str(tmp_path / "unused"))
+    batch.run_ahead(first, 2, ahead._next_round(spec, str(tmp_path / "unused")), hold=2)
+    _until(_ahead("done", 2), "two simulations ahead to end")
+    with batch.keep_pools():
+        outcomes = list(batch.execute(_ran(first, "run-1", tmp_path / "r"), 2))
+        assert len(outcomes) == 20 and all(o.error is None for o in outcomes)
+        assert sum(o.task.ahead is not None for o in outcomes) == 2  # (the others: the run's)
+        pilot = {(t.config_key, t.replication) for t in first}
+
+        def next_round() -> set[tuple[str, int]]:
+            with batch._AHEAD_LOCK:
+                keys = list(batch._AHEAD) + list(batch._WAITING)
+            return {(key, replication) for _, key, replication, *_ in keys}
+
+        _until(lambda: bool(next_round()), "the next round to go ahead")
+        assert next_round() == _plan_wants(spec, pilot) - pilot
+
+
+def test_a_single_simulation_run_in_process_takes_over_its_simulation(tmp_path, pools):
+    spec = _spec(tmp_path, factors={"servers": [1]}, replications=2)
+    early = ahead.tasks(spec, str(tmp_path / "unused"))[:1]
+    batch.run_ahead(early, 2)
+    _until(_ahead("done", 1), "the simulation ahead to end")
+    started = next(iter(batch._AHEAD.values())).result().started_at
+    (outcome,) = batch.execute(_ran(early, "run-1", tmp_path / "r"), 2)  # (one: in-process)
+    assert outcome.error is None and outcome.row["started_at"] == started
+    assert outcome.row["dagster_run_id"] == "run-1" and Path(outcome.path).is_file()
+    assert not batch._AHEAD
 
 
 def test_a_sweep_records_what_ran_ahead_with_its_runs(tmp_path, monkeypatch):
