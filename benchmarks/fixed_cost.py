@@ -26,7 +26,6 @@ written to ``benchmarks/results/fixed_cost.json``. Targets: warm <= 1.5x, fresh 
     .venv/bin/python benchmarks/fixed_cost.py --repeats 5 --compare /tmp/before
 """
 
-import argparse
 import json
 import os
 import resource
@@ -47,6 +46,7 @@ from sweep_throughput import (
     _simulations,
     become_subreaper,
     command_environment,
+    comparison_parser,
     load,
     reap,
 )
@@ -155,15 +155,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
-                        help="also run the sweeps from this source tree (e.g. `git archive` of "
-                             "an earlier commit), interleaved: a before/after in one run")
+    parser = comparison_parser(__doc__, repeats=5)
     args = parser.parse_args()
     become_subreaper()
     scratch = Path(tempfile.mkdtemp(prefix="simlab-fixed-cost-"))

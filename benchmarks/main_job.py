@@ -19,7 +19,6 @@ written to ``benchmarks/results/main_job.json``. Target: simlab <= 2x the floor.
     .venv/bin/python benchmarks/main_job.py --repeats 3 --compare /tmp/before  # a before/after
 """
 
-import argparse
 import json
 import os
 import resource
@@ -32,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from sweep_throughput import _cpu, become_subreaper, command_environment, load, run_simlab
+from sweep_throughput import (
+    _cpu,
+    become_subreaper,
+    command_environment,
+    comparison_parser,
+    load,
+    run_simlab,
+)
 
 from simlab_pipelines.experiments import load_experiment
 
@@ -103,16 +109,8 @@ def run_floor(jobs: list, observed: list) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = comparison_parser(__doc__, repeats=3)
     parser.add_argument("--file", type=Path, default=EXPERIMENT_FILE)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
-                        help="also run simlab from this source tree (e.g. `git archive` of an "
-                             "earlier commit), interleaved: a before/after in one run")
     args = parser.parse_args()
     become_subreaper()
     spec = load_experiment(args.file)

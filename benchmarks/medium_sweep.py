@@ -20,7 +20,6 @@ archive`` of the commit before a change) in every repeat, interleaved: a before/
     .venv/bin/python benchmarks/medium_sweep.py --repeats 5 --compare /tmp/before
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -33,6 +32,7 @@ from sweep_throughput import (
     EXPERIMENT,
     become_subreaper,
     calibrate_horizon,
+    comparison_parser,
     jobs,
     load,
     run_floor,
@@ -41,7 +41,6 @@ from sweep_throughput import (
 
 from simlab_pipelines.experiments import load_experiment
 
-ROOT = Path(__file__).resolve().parent.parent
 NAME = EXPERIMENT  # the name sweep_throughput's checks of the DuckDB file look for
 
 
@@ -57,18 +56,11 @@ def write_experiment(directory: Path, configurations: int, replications: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = comparison_parser(__doc__, repeats=3)
     parser.add_argument("--configurations", type=int, default=12)
     parser.add_argument("--replications", type=int, default=50)
     parser.add_argument("--target-ms", type=float, default=24.0)
     parser.add_argument("--horizon", type=float, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
-                        help="also sweep with this checkout's code in every repeat")
     args = parser.parse_args()
     become_subreaper()
     directory = Path(tempfile.mkdtemp(prefix="simlab-medium-"))

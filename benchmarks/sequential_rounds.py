@@ -25,7 +25,6 @@ Medians are printed and written to ``benchmarks/results/sequential_rounds.json``
     .venv/bin/python benchmarks/sequential_rounds.py --repeats 4 --compare /tmp/before
 """
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -33,9 +32,8 @@ from pathlib import Path
 
 import duckdb
 import yaml
-from sweep_throughput import become_subreaper, load, run_simlab
+from sweep_throughput import become_subreaper, comparison_parser, load, run_simlab
 
-ROOT = Path(__file__).resolve().parent.parent
 NAME = "sequential_rounds"
 
 MODEL = '''"""A simulation that waits (sleeps) and then draws its metric: the benchmark's stand-in."""
@@ -98,16 +96,9 @@ def _measure(path: Path, workers: int, env: dict[str, str] | None) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = comparison_parser(__doc__, repeats=3)
     parser.add_argument("--wait-ms", type=float, default=30.0)
     parser.add_argument("--configurations", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
-                        help="also sweep with this checkout's code in every repeat")
     args = parser.parse_args()
     become_subreaper()
     directory = Path(tempfile.mkdtemp(prefix="simlab-rounds-"))

@@ -78,6 +78,22 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def comparison_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """A sweep benchmark's command line: its docstring as help, and the options they share
+    (``--repeats``, ``--workers``, ``--output``, ``--compare TREE``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(doc.splitlines()[1:]))
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--compare", type=Path, default=None, metavar="TREE",
+                        help="also sweep with this source tree's simlab (e.g. `git archive` of "
+                             "an earlier commit) in every repeat, interleaved: a before/after "
+                             "in one run")
+    return parser
+
+
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (Linux PR_SET_CHILD_SUBREAPER), so their CPU time is counted.
 
