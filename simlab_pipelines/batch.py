@@ -534,14 +534,20 @@ def stop_pools() -> None:
 @contextmanager
 def keep_pools() -> Iterator[None]:
     """Keep pools across the batches run inside this block (a sweep's runs, in one process), and
-    shut them when it ends, however it ends."""
+    shut them when it ends, however it ends: at once when it raised (``stop_pools``), since
+    nothing will take over what they still simulate (a head start's guesses), which may take
+    minutes."""
     _KEEP[0] += 1
+    ended = False
     try:
         yield
+        ended = True
     finally:
         _KEEP[0] -= 1
-        if not _KEEP[0]:
+        if not _KEEP[0] and ended:
             shutdown_pools()
+        elif not _KEEP[0]:
+            stop_pools()
 
 
 def prestart(workers: int) -> None:
@@ -695,6 +701,9 @@ def _adopt(tasks: Sequence[Task]) -> tuple[Sequence[Task], dict[int, Future]]:
     ``tasks``: the runs go on from there."""
     with _AHEAD_LOCK:
         if not _AHEAD and not _WAITING:
+            # Nothing to take over; a head start still planning its next round would simulate
+            # these tasks again once it has: the runs go on from here.
+            _stop_feeding()
             return tasks, {}
         found, handed = {}, 0
         for index, task in enumerate(tasks):
@@ -821,6 +830,8 @@ def _execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
         todo = list(range(len(tasks)))
         blind = 0  # pool breaks in a row that no partition running in a dead worker explains
         while todo:
+            if _CANCELLED.is_set():  # (adopted simulations ended with the workers killed)
+                raise _interrupted(len(tasks) - len(todo), len(tasks))
             board.clear(todo)
             received: set[int] = set()
             casualties: list[int] = []
@@ -865,6 +876,8 @@ def _execute_in_process(tasks: Sequence[Task], running: Mapping[int, Future]
         if _CANCELLED.is_set():
             raise _interrupted(done, len(tasks))
         outcome = _record_ahead(task, running[done]) if done in running else None
+        if outcome is None and _CANCELLED.is_set():  # (its worker was killed by the stop)
+            raise _interrupted(done, len(tasks))
         yield outcome or run_task(task)
 
 

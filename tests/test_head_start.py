@@ -277,6 +277,92 @@ def test_a_single_simulation_run_in_process_takes_over_its_simulation(tmp_path, 
     assert not batch._AHEAD
 
 
+def _feeding() -> bool:
+    return any(t.name == "simlab-ahead" for t in threading.enumerate())
+
+
+def test_a_run_that_finds_nothing_ahead_stops_a_head_start_still_planning(tmp_path, pools):
+    """A run that comes for the next round while the head start still plans it simulates its
+    tasks itself; the head start, stopped, does not simulate them a second time."""
+    spec = _spec(tmp_path, factors={"servers": [1]}, replications=4)
+    tasks = ahead.tasks(spec, str(tmp_path / "unused"))
+    first, later = tasks[:2], tasks[2:]
+    planning, release = threading.Event(), threading.Event()
+
+    def after(results):
+        planning.set()
+        release.wait(60)
+        return later
+
+    batch.run_ahead(first, 2, after)
+    try:
+        with batch.keep_pools():
+            assert [o.error for o in batch.execute(_ran(first, "run-1", tmp_path / "r"), 2)] == [
+                None, None]
+            _until(planning.is_set, "the head start to plan its next round")
+            outcomes = list(batch.execute(_ran(later, "run-2", tmp_path / "r"), 2))
+            assert [(o.error, o.task.ahead) for o in outcomes] == [(None, None)] * 2
+            release.set()
+            _until(lambda: not _feeding(), "the head start to end")
+            assert not batch._WAITING and not batch._AHEAD  # (nothing simulated twice)
+    finally:
+        release.set()
+
+
+LONG = {"name": "long", "horizon": 1e8, "warmup": 1.0, "factors": {"servers": [1]}}
+
+
+def test_a_stop_fails_a_single_simulation_run_whose_simulation_ahead_it_killed(tmp_path,
+                                                                               pools):
+    """The stop kills the worker simulating ahead for an in-process run: the run fails as
+    cancelled at once; it does not simulate the task again itself (for minutes here)."""
+    early = ahead.tasks(_spec(tmp_path, **LONG), str(tmp_path / "unused"))[:1]
+    batch.run_ahead(early, 2)
+    _until(_ahead("running", 1), "the simulation ahead to be handed to a worker")
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            list(batch.execute(_ran(early, "run-1", tmp_path / "r"), 2))
+        except BaseException as exc:  # (handed to the test)
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    _until(lambda: not batch._AHEAD, "the run to take the simulation over")
+    time.sleep(0.5)  # (the run now waits for the simulation to end)
+    try:
+        batch.cancel()
+        thread.join(15)
+        assert not thread.is_alive(), "the run went on simulating after the stop"
+        assert len(raised) == 1 and "batch cancelled" in str(raised[0]), raised
+    finally:
+        batch.reset_cancel()
+
+
+def test_a_sweep_that_fails_does_not_wait_for_its_simulations_ahead(tmp_path, pools):
+    """An error inside the sweep's pools (not a stop) ends them at once: the workers still
+    simulating ahead (for minutes here) are killed, not waited for."""
+    early = ahead.tasks(_spec(tmp_path, **LONG), str(tmp_path / "unused"))[:2]
+    ended: list[float] = []
+
+    def sweep() -> None:
+        try:
+            with batch.keep_pools():
+                batch.run_ahead(early, 2)
+                _until(_ahead("running", 2), "the simulations ahead to be handed to the workers")
+                raise RuntimeError("a Dagster error mid-sweep")
+        except RuntimeError:
+            ended.append(time.monotonic())
+
+    started = time.monotonic()
+    thread = threading.Thread(target=sweep, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert ended and ended[0] - started < 20, "the pools waited for the simulations ahead"
+    assert not batch._POOLS and not batch._AHEAD
+
+
 def test_a_sweep_records_what_ran_ahead_with_its_runs(tmp_path, monkeypatch):
     """``simlab sweep`` of a fresh experiment with a precision target: simulations started
     before their run was created, recorded with that run's id, each once, with the values the
