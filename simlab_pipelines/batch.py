@@ -811,10 +811,16 @@ def execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:
     suffices (but for a Python plug-in's: ``_untrusted``). A pool worker that dies fails only
     the partitions it was running (see the module's docstring); the others are run again on a
     new pool."""
-    for outcome in _execute(tasks, workers):
-        if _HANDED:  # (a head start waits for the outcomes of its simulations a run took)
-            _handed_in(outcome)
-        yield outcome
+    try:
+        for outcome in _execute(tasks, workers):
+            if _HANDED:  # (a head start waits for the outcomes of its simulations a run took)
+                _handed_in(outcome)
+            yield outcome
+    except BaseException:  # (stopped, or closed early): what it took will not be reported
+        if _HANDED:
+            with _AHEAD_LOCK:
+                _stop_feeding()
+        raise
 
 
 def _execute(tasks: Sequence[Task], workers: int) -> Iterator[Outcome]:

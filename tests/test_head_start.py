@@ -309,6 +309,27 @@ def test_a_run_that_finds_nothing_ahead_stops_a_head_start_still_planning(tmp_pa
         release.set()
 
 
+def test_a_run_stopped_after_taking_simulations_over_ends_the_head_start(tmp_path, pools):
+    """The head start waits for the outcomes of the simulations a run took from it; a run that
+    is stopped part way will not report them, so the head start ends rather than wait."""
+    spec = _spec(tmp_path, **PRECISION)
+    first = ahead.tasks(spec, str(tmp_path / "unused"))
+    batch.run_ahead(first, 2, ahead._next_round(spec, str(tmp_path / "unused")), hold=2)
+    _until(_ahead("done", 2), "two simulations ahead to end")
+    try:
+        with batch.keep_pools():
+            outcomes = batch.execute(_ran(first, "run-1", tmp_path / "r"), 2)
+            assert next(outcomes).error is None
+            assert batch._HANDED  # (the run took the ones not handed to the pool yet)
+            batch.cancel()
+            with pytest.raises(dg.Failure, match="batch cancelled"):
+                list(outcomes)
+            _until(lambda: not _feeding(), "the head start to end", timeout=10)
+            assert not batch._HANDED and not batch._WAITING
+    finally:
+        batch.reset_cancel()
+
+
 LONG = {"name": "long", "horizon": 1e8, "warmup": 1.0, "factors": {"servers": [1]}}
 
 
