@@ -544,10 +544,11 @@ def keep_pools() -> Iterator[None]:
         ended = True
     finally:
         _KEEP[0] -= 1
-        if not _KEEP[0] and ended:
-            shutdown_pools()
-        elif not _KEEP[0]:
-            stop_pools()
+        if not _KEEP[0]:
+            if ended:
+                shutdown_pools()
+            else:
+                stop_pools()
 
 
 def prestart(workers: int) -> None:

@@ -168,11 +168,15 @@ def test_a_simulation_that_fails_ahead_fails_in_its_run_as_usual(tmp_path, pools
         assert outcome.row is None and "SimulationTimeout" in outcome.error, outcome.error
 
 
+# Simulations of minutes: what a stop or an error must not wait for.
+LONG = {"name": "long", "horizon": 1e8, "warmup": 1.0, "factors": {"servers": [1]}}
+
+
 def test_a_command_that_ends_during_its_start_up_leaves_nothing_simulating(tmp_path, pools,
                                                                           monkeypatch):
     """Ctrl-C or an error before the runs took over: the workers simulating ahead are stopped at
     once, not waited for (each of these simulations would take minutes)."""
-    spec = _spec(tmp_path, name="long", horizon=1e8, warmup=1.0, factors={"servers": [1]})
+    spec = _spec(tmp_path, **LONG)
     monkeypatch.setenv("SIMLAB_RESULTS_URI", str(tmp_path / "results"))
     ahead.start(spec, 2)
     _until(_ahead("running"), "the simulations ahead to be handed to the workers")
@@ -211,9 +215,13 @@ PRECISION = {"name": "rounds", "replications": 10, "horizon": 60.0, "warmup": 5.
                            "max_replications": 60}}
 
 
+def _feeding() -> bool:
+    return any(t.name == "simlab-ahead" for t in threading.enumerate())
+
+
 def _feed_ended() -> bool:
-    threads = [t for t in threading.enumerate() if t.name == "simlab-ahead"]
-    return not threads and bool(batch._AHEAD) and all(f.done() for f in batch._AHEAD.values())
+    return not _feeding() and bool(batch._AHEAD) and all(
+        f.done() for f in batch._AHEAD.values())
 
 
 def test_a_precision_targets_rounds_go_ahead_as_the_sweep_plans_them(tmp_path, pools,
@@ -277,10 +285,6 @@ def test_a_single_simulation_run_in_process_takes_over_its_simulation(tmp_path, 
     assert not batch._AHEAD
 
 
-def _feeding() -> bool:
-    return any(t.name == "simlab-ahead" for t in threading.enumerate())
-
-
 def test_a_run_that_finds_nothing_ahead_stops_a_head_start_still_planning(tmp_path, pools):
     """A run that comes for the next round while the head start still plans it simulates its
     tasks itself; the head start, stopped, does not simulate them a second time."""
@@ -328,9 +332,6 @@ def test_a_run_stopped_after_taking_simulations_over_ends_the_head_start(tmp_pat
             assert not batch._HANDED and not batch._WAITING
     finally:
         batch.reset_cancel()
-
-
-LONG = {"name": "long", "horizon": 1e8, "warmup": 1.0, "factors": {"servers": [1]}}
 
 
 def test_a_stop_fails_a_single_simulation_run_whose_simulation_ahead_it_killed(tmp_path,
