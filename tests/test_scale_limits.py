@@ -109,6 +109,24 @@ def test_more_partitions_than_dagster_recommends_is_warned_about_once(caplog):
     assert auto.block_size == 2 and auto.partitions_warning() is None
 
 
+def test_a_warning_the_sweep_announced_is_not_logged_again_by_its_definitions(caplog):
+    # `simlab sweep` prints the warning, then builds the definitions in its own process: the
+    # warning was shown twice.
+    import logging
+
+    from simlab_pipelines.build import build_definitions, partitions_warning_once
+
+    forced = parse_experiment({**HUGE, "name": "announced", "replications": 1_001,
+                               "factors": {"x1": [float(i) for i in range(100)]},
+                               "replications_per_partition": 1})
+    assert partitions_warning_once(forced) == forced.partitions_warning()
+    assert forced.partitions_warning().startswith("announced: 100,100 partitions")
+    assert partitions_warning_once(forced) is None
+    with caplog.at_level(logging.WARNING, logger="simlab.definitions"):
+        build_definitions([forced])
+    assert not [r for r in caplog.records if "Dagster recommends" in r.getMessage()]
+
+
 def test_nothing_to_do_is_told_by_the_summary_and_a_removed_file_still_runs_again(lab,
                                                                                  monkeypatch):
     """After a complete sweep, the next one plans from DuckDB's counts without reading a result
