@@ -30,13 +30,12 @@ log = logging.getLogger("simlab.definitions")
 _WARNED: set[str] = set()  # definitions whose partitions warning was given
 
 
-def partitions_warning_once(spec: ExperimentSpec) -> str | None:
-    """``spec.partitions_warning()`` the first time this process asks for it, else None: a
-    sweep announces it and then builds the definitions, which would log it again."""
+def give_partitions_warning(spec: ExperimentSpec) -> str | None:
+    """``spec.partitions_warning()``, recorded as given in this process: a sweep announces it
+    (every time) and then builds the definitions, which then do not log it again."""
     warning = spec.partitions_warning()
-    if warning is None or spec.spec_hash() in _WARNED:
-        return None
-    _WARNED.add(spec.spec_hash())
+    if warning is not None:
+        _WARNED.add(spec.spec_hash())
     return warning
 
 
@@ -120,7 +119,9 @@ def build_definitions(specs: list[ExperimentSpec], errors: list | None = None,
     rejected_keys = {str(e.path): a.key for a, e in zip(assets, errors, strict=True)}
     jobs, schedules = [], []
     for spec in specs:
-        if (warning := partitions_warning_once(spec)) is not None:
+        warning = spec.partitions_warning()
+        if warning and spec.spec_hash() not in _WARNED:  # once per definition and process
+            _WARNED.add(spec.spec_hash())
             log.warning(warning)
         assets += experiment_assets(spec)
         checks += experiment_checks(spec)

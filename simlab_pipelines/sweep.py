@@ -40,7 +40,7 @@ from simlab_pipelines.assets import (
     summary_key,
 )
 from simlab_pipelines.build import batch_size as default_batch_size
-from simlab_pipelines.build import build_definitions, partitions_warning_once
+from simlab_pipelines.build import build_definitions, give_partitions_warning
 from simlab_pipelines.experiments import ExperimentSpec, load_experiment
 from simlab_pipelines.failures import FailureGroup, first_line, groups_from_metadata
 from simlab_pipelines.partitions import Batch, batches, split_block
@@ -390,7 +390,7 @@ def sweep(path: Path, instance: dg.DagsterInstance, *, workers: int | None = Non
     path = Path(path).resolve()
     spec = load_experiment(path)
     say = announce or (lambda line: None)
-    if (warning := partitions_warning_once(spec)) is not None:
+    if (warning := give_partitions_warning(spec)) is not None:
         say(f"warning: {warning}")
     _STOP.update(signum=None, force=False, at=None)
     batch.reset_cancel()

@@ -114,14 +114,15 @@ def test_a_warning_the_sweep_announced_is_not_logged_again_by_its_definitions(ca
     # warning was shown twice.
     import logging
 
-    from simlab_pipelines.build import build_definitions, partitions_warning_once
+    from simlab_pipelines.build import build_definitions, give_partitions_warning
 
     forced = parse_experiment({**HUGE, "name": "announced", "replications": 1_001,
                                "factors": {"x1": [float(i) for i in range(100)]},
                                "replications_per_partition": 1})
-    assert partitions_warning_once(forced) == forced.partitions_warning()
     assert forced.partitions_warning().startswith("announced: 100,100 partitions")
-    assert partitions_warning_once(forced) is None
+    # Each sweep announces it, the second one in a process too.
+    assert give_partitions_warning(forced) == forced.partitions_warning()
+    assert give_partitions_warning(forced) == forced.partitions_warning()
     with caplog.at_level(logging.WARNING, logger="simlab.definitions"):
         build_definitions([forced])
     assert not [r for r in caplog.records if "Dagster recommends" in r.getMessage()]
